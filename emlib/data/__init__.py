@@ -1,0 +1,70 @@
+"""Data layer: fetch and read Lucchi++ and VNC, transforms, and torch Datasets.
+
+This subpackage knows nothing of models. See :mod:`emlib.data.sources` for the layouts,
+:mod:`emlib.data.transforms` for preprocessing and :mod:`emlib.data.datasets` for Datasets.
+"""
+
+from __future__ import annotations
+
+from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, tile_origins
+from emlib.data.sources import (
+    DATASETS,
+    VNC_TEST_SLICES,
+    DatasetSource,
+    VerifyReport,
+    Volume,
+    data_root,
+    dataset_dir,
+    fetch_dataset,
+    get_source,
+    list_datasets,
+    list_splits,
+    load_volume,
+    pixel_sha256,
+    read_volume,
+    verify_dataset,
+    volume_sha256,
+)
+from emlib.data.summary import dataset_summary
+from emlib.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    augment_pair,
+    denormalize,
+    normalize,
+    protocol_size,
+    random_crop,
+    resize_slice,
+)
+
+__all__ = [
+    "DATASETS",
+    "VNC_TEST_SLICES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CropDataset",
+    "DatasetSource",
+    "PairedDataset",
+    "TileDataset",
+    "VerifyReport",
+    "Volume",
+    "augment_pair",
+    "data_root",
+    "dataset_dir",
+    "dataset_summary",
+    "denormalize",
+    "fetch_dataset",
+    "get_source",
+    "list_datasets",
+    "list_splits",
+    "load_volume",
+    "normalize",
+    "pixel_sha256",
+    "protocol_size",
+    "random_crop",
+    "read_volume",
+    "resize_slice",
+    "tile_origins",
+    "verify_dataset",
+    "volume_sha256",
+]

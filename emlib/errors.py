@@ -1,0 +1,42 @@
+"""Exceptions that end in one clear sentence naming the fix.
+
+Every error that a user can cause (missing data, wrong checksum, unknown backbone,
+missing weights, wrong shapes) is raised as a subclass of :class:`EmlibError`.
+The command-line interface prints the message alone (no traceback) and exits
+with status 2; library callers can catch :class:`EmlibError` as one family.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EmlibError",
+    "ConfigError",
+    "DataError",
+    "ChecksumError",
+    "WeightsError",
+    "ShapeError",
+]
+
+
+class EmlibError(Exception):
+    """Base class of every user-facing emlib error; ``str(err)`` is one sentence."""
+
+
+class ConfigError(EmlibError, ValueError):
+    """An argument or configuration value is not allowed (unknown name, bad size, ...)."""
+
+
+class DataError(EmlibError, FileNotFoundError):
+    """Data is missing, in the wrong layout, or cannot be decoded."""
+
+
+class ChecksumError(DataError):
+    """A downloaded or local file does not have the expected SHA-256."""
+
+
+class WeightsError(EmlibError, FileNotFoundError):
+    """Pretrained weights could not be found or loaded."""
+
+
+class ShapeError(EmlibError, ValueError):
+    """Arrays have shapes that do not fit together."""

@@ -1,0 +1,87 @@
+"""Shared fixtures: the staged data, tiny synthetic copies in the official layouts, and thread limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo."""
+    path = Path(os.environ.get("EMLIB_DATA") or REPO.parent / "shared" / "data")
+    if not (path / "lucchi_pp").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"staged data not found at {path}; CI must set EMLIB_DATA")
+        pytest.skip(f"staged data not found at {path}")
+    return path
+
+
+def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array)
+    if mode is not None:
+        img = img.convert(mode)
+    img.save(path)
+
+
+def make_lucchi(root: Path, *, n: int = 12, shape: tuple[int, int] = (48, 64), seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny Lucchi++ copy: ``maskNNNN.png`` images and ``N.png`` labels (Test labels RGBA).
+
+    The label of slice k holds a square whose position encodes k, so a pairing by sorted file
+    name (0, 1, 10, 11, 2, ...) would be detected.
+    """
+    rng = np.random.default_rng(seed)
+    base = root / "lucchi_pp" / "Lucchi++"
+    truth = {}
+    for prefix in ("Train", "Test"):
+        images, masks = [], []
+        for k in range(n):
+            image = rng.integers(0, 256, shape, dtype=np.uint8)
+            mask = np.zeros(shape, np.uint8)
+            mask[k : k + 5, 2 * k : 2 * k + 5] = 255
+            write_png(base / f"{prefix}_In" / f"mask{k:04d}.png", image)
+            label = np.dstack([mask, mask, mask, np.full(shape, 255, np.uint8)]) if prefix == "Test" else mask
+            write_png(base / f"{prefix}_Out" / f"{k}.png", label)
+            images.append(image)
+            masks.append(mask > 127)
+        truth[f"{prefix.lower()}_images"] = np.stack(images)
+        truth[f"{prefix.lower()}_masks"] = np.stack(masks)
+    return truth
+
+
+def make_vnc(root: Path, *, n: int = 10, shape: tuple[int, int] = (56, 56), seed: int = 1) -> dict[str, np.ndarray]:
+    """A tiny VNC copy: stack1 raw TIFF + masks (some mode "1"), stack2 raw."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    base = root / "vnc" / "groundtruth-drosophila-vnc-master"
+    images, masks = [], []
+    for k in range(n):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        mask = np.zeros(shape, np.uint8)
+        mask[k : k + 6, k : k + 9] = 255
+        (base / "stack1" / "raw").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(base / "stack1" / "raw" / f"{k:02d}.tif", image)
+        write_png(base / "stack1" / "mitochondria" / f"{k:02d}.png", mask, mode="1" if k % 3 == 1 else None)
+        (base / "stack2" / "raw").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(base / "stack2" / "raw" / f"{k:02d}.tif", image[::-1])
+        images.append(image)
+        masks.append(mask > 127)
+    return {"images": np.stack(images), "masks": np.stack(masks)}
+
+
+@pytest.fixture()
+def tiny_root(tmp_path: Path) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """A data root with tiny copies of both datasets, and the arrays written into it."""
+    truth = {"lucchi_pp": make_lucchi(tmp_path), "vnc": make_vnc(tmp_path)}
+    return tmp_path, truth

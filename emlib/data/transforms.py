@@ -54,7 +54,10 @@ def normalize(
     >>> normalize(np.zeros((2, 4, 6), np.uint8)).shape
     torch.Size([2, 3, 4, 6])
     """
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if not isinstance(images, torch.Tensor):
+        images = np.asarray(images)
+        images = images if images.flags.writeable else images.copy()
+    x = torch.as_tensor(images)
     if x.dtype != torch.uint8:
         raise ShapeError(f"normalize expects uint8 grey slices, got dtype {x.dtype}; pass the raw slices")
     if x.ndim == 2:

@@ -1,0 +1,92 @@
+"""Backbone feature cache for frozen runs: compute each input's features once, reuse them every epoch.
+
+A frozen backbone maps the same pixels to the same features, so head training only needs the
+backbone once per item. :class:`FeatureCache` stores features by item index under a key that
+names everything they depend on (backbone, weights, data, preprocessing); in memory, or on disk
+(one ``.pt`` file per key, written atomically) so a second run with the same key starts warm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FeatureCache", "cache_key"]
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable SHA-256 key of keyword parts (JSON-encoded, sorted), e.g. backbone, weights, data."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class FeatureCache:
+    """Features of indexed inputs, computed on first use.
+
+    Parameters
+    ----------
+    compute : callable
+        Maps a batch of inputs (B, 3, H, W) to features (B, C, h, w); called under no_grad.
+    key : str
+        What the features depend on (see :func:`cache_key`).
+    directory : path, default=None
+        Folder for a disk copy (``<directory>/<key>.pt``); None keeps the cache in memory only.
+    dtype : torch.dtype, default=torch.float16
+        Storage type (halves memory; features are cast back to float32 when read).
+
+    Attributes
+    ----------
+    hits, misses : int
+        Items served from the cache / computed by the backbone.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[torch.Tensor], torch.Tensor],
+        key: str,
+        *,
+        directory: str | os.PathLike[str] | None = None,
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        self.compute, self.key, self.dtype = compute, key, dtype
+        self.path = None if directory is None else Path(directory) / f"{key}.pt"
+        self.store: dict[int, torch.Tensor] = {}
+        self.hits = self.misses = 0
+        if self.path is not None and self.path.is_file():
+            self.store = torch.load(self.path, map_location="cpu", weights_only=True)
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def get(self, indices: Sequence[int], inputs: Callable[[list[int]], torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Features (B, C, h, w) float32 on ``device`` for ``indices``.
+
+        ``inputs(missing_indices)`` must return the backbone inputs of the items not cached yet;
+        it is not called when every item is cached.
+        """
+        missing = [i for i in indices if i not in self.store]
+        self.hits += len(indices) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            with torch.no_grad():
+                feats = self.compute(inputs(missing).to(device))
+            for i, f in zip(missing, feats):
+                self.store[i] = f.detach().to("cpu", self.dtype)
+            self._dirty = True
+        return torch.stack([self.store[i] for i in indices]).to(device, torch.float32)
+
+    def save(self) -> None:
+        """Write the disk copy (atomically) if anything new was computed."""
+        if self.path is None or not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".pt.incomplete")
+        torch.save(self.store, tmp)
+        os.replace(tmp, self.path)
+        self._dirty = False

@@ -1,0 +1,278 @@
+"""Configuration as frozen dataclasses, and the three profiles (smoke, quick, paper) as named instances.
+
+A :class:`RunConfig` describes one training run completely; :func:`grid_configs` expands a
+:class:`Profile` into the experiment grid (backbone x regime x train set). Choices the authors'
+protocol leaves open are written down here, next to the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from emlib.errors import ConfigError
+from emlib.models.lora import LoraSettings
+
+__all__ = [
+    "RunConfig",
+    "Profile",
+    "PROFILES",
+    "TRAIN_SETS",
+    "REGIMES",
+    "get_profile",
+    "list_profiles",
+    "grid_configs",
+]
+
+#: Training sets: one dataset alone, or both together ("paired").
+TRAIN_SETS: tuple[str, ...] = ("lucchi_pp", "vnc", "paired")
+#: Regimes: frozen backbone + head, LoRA on the backbone + head, and a U-Net trained from scratch.
+REGIMES: tuple[str, ...] = ("frozen", "lora", "unet")
+#: Test sets every model is evaluated on (the cross-dataset matrix).
+TEST_SETS: tuple[str, ...] = ("lucchi_pp", "vnc")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run and its evaluation.
+
+    Sizes are in pixels, learning rates per step. ``crop=None`` means whole slices resized as the
+    authors do (long side ``long_edge``, sides floored to the patch size, no augmentation).
+    """
+
+    backbone: str = "dinov2_vits14"
+    pretrained: bool = True
+    weights: str | None = None
+    regime: str = "frozen"
+    train_set: str = "lucchi_pp"
+    balance: bool = False
+    head: str = "deconv"
+    head_channels: int = 512
+    crop: int | None = 224
+    long_edge: int | None = None
+    augment: bool = False
+    train_slices: int | None = None
+    samples_per_epoch: int | None = None
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    loss: str = "dice"
+    grad_clip: float = 1.0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    cache: str = "memory"
+    eval_window: int | None = None
+    eval_slices: int | None = None
+    eval_region: int | None = None
+    unet_channels: int = 16
+
+    def __post_init__(self) -> None:
+        _check_choice("regime", self.regime, REGIMES)
+        _check_choice("train_set", self.train_set, TRAIN_SETS)
+        _check_choice("loss", self.loss, ("dice", "ce", "ce_dice"))
+        _check_choice("cache", self.cache, ("memory", "disk", "none"))
+        _check_choice("head", self.head, ("deconv", "linear"))
+        if self.crop is None and self.long_edge is None:
+            raise ConfigError("crop=None means whole resized slices, so set long_edge (the authors use 1022)")
+        for name in ("epochs", "batch_size", "head_channels"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be positive")
+
+    @property
+    def weights_label(self) -> str:
+        """``random weights`` for random-init backbones, else where the weights come from."""
+        if self.regime == "unet":
+            return "trained from scratch"
+        if not self.pretrained:
+            return "random weights"
+        return f"pretrained ({self.weights})" if self.weights else "pretrained"
+
+    @property
+    def run_id(self) -> str:
+        """Readable, unique folder name: ``<train_set>-<regime>-<backbone>-s<seed>-<hash>``."""
+        model = "unet" if self.regime == "unet" else self.backbone
+        return f"{self.train_set}-{self.regime}-{model}-s{self.seed}-{self.digest()[:8]}"
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of this config (identifies a run)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (nested dataclasses become dicts, tuples lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown RunConfig keys {unknown}; allowed keys are {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("lora"), dict):
+            lora = dict(data["lora"])
+            lora["targets"] = tuple(lora.get("targets", LoraSettings.targets))
+            data["lora"] = LoraSettings(**lora)
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of runs: a base :class:`RunConfig` and the axes of the grid.
+
+    Attributes
+    ----------
+    name : str
+        ``smoke``, ``quick`` or ``paper``.
+    description : str
+        What it is for and where it runs.
+    base : RunConfig
+        Settings shared by every run.
+    backbones, regimes, train_sets : tuple of str
+        Grid axes.
+    seeds : tuple of int
+        Repeats (the authors use 5).
+    """
+
+    name: str
+    description: str
+    base: RunConfig
+    backbones: tuple[str, ...]
+    regimes: tuple[str, ...]
+    train_sets: tuple[str, ...] = TRAIN_SETS
+    seeds: tuple[int, ...] = (0,)
+    embedding_slices: int | None = None
+    embedding_long_edge: int | None = None
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description=(
+            "CI and first contact: random-weight ViT-S/14, 56-pixel crops, 4 training slices, 2 epochs, "
+            "evaluated on a 112x112 centre region of 2 test slices; minutes on 2 CPU cores, numbers meaningless"
+        ),
+        base=RunConfig(
+            backbone="dinov2_vits14",
+            pretrained=False,
+            crop=56,
+            train_slices=4,
+            samples_per_epoch=8,
+            epochs=2,
+            batch_size=4,
+            lr=1e-3,
+            head_channels=32,
+            eval_window=56,
+            eval_slices=2,
+            eval_region=112,
+            unet_channels=8,
+            device="cpu",
+        ),
+        backbones=("dinov2_vits14",),
+        regimes=("frozen", "lora", "unet"),
+        embedding_slices=6,
+        embedding_long_edge=112,
+    ),
+    "quick": Profile(
+        name="quick",
+        description=(
+            "The online edition: pretrained DINOv2 ViT-S/14, 224-pixel crops, every training slice, "
+            "evaluated on every 8th Lucchi++ test slice and all 3 VNC test slices at full size; "
+            "under 10 minutes on a Colab T4"
+        ),
+        base=RunConfig(
+            backbone="dinov2_vits14",
+            pretrained=True,
+            crop=224,
+            samples_per_epoch=256,
+            epochs=8,
+            batch_size=8,
+            lr=1e-3,
+            head_channels=128,
+            eval_window=448,
+            eval_slices=None,
+            unet_channels=16,
+        ),
+        backbones=("dinov2_vits14",),
+        regimes=("frozen", "lora", "unet"),
+        embedding_slices=40,
+        embedding_long_edge=518,
+    ),
+    "paper": Profile(
+        name="paper",
+        description=(
+            "The authors' protocol on a GPU: DINOv2 ViT-L/14 (and other backbones), whole slices resized to a "
+            "1022-pixel long side, no augmentation, SegHeadDeconv(512), Dice loss, AdamW 5e-5, batch 2, "
+            "LoRA r=16 alpha=32 on qkv+proj, 5 seeds"
+        ),
+        base=RunConfig(
+            backbone="dinov2_vitl14",
+            pretrained=True,
+            crop=None,
+            long_edge=1022,
+            augment=False,
+            epochs=100,
+            batch_size=2,
+            lr=5e-5,
+            head_channels=512,
+            amp=False,
+            cache="disk",
+        ),
+        backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
+        regimes=("frozen", "lora"),
+        seeds=(0, 1, 2, 3, 4),
+        embedding_long_edge=1022,
+    ),
+}
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles."""
+    return list(PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; unknown names raise ConfigError listing the known ones."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {list_profiles()}")
+    return PROFILES[name]
+
+
+def grid_configs(profile: Profile | str, **overrides: Any) -> list[RunConfig]:
+    """Expand a profile into its runs (backbone x regime x train set x seed).
+
+    The U-Net regime does not depend on the backbone, so it appears once per train set and seed.
+    ``overrides`` (e.g. ``pretrained=False`` or ``device="cuda"``) apply to every run.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    runs: list[RunConfig] = []
+    seen: set[str] = set()
+    for seed in prof.seeds:
+        for train_set in prof.train_sets:
+            for regime in prof.regimes:
+                for backbone in prof.backbones[:1] if regime == "unet" else prof.backbones:
+                    cfg = prof.base.replace(
+                        backbone=backbone, regime=regime, train_set=train_set, seed=seed, **overrides
+                    )
+                    if cfg.run_id not in seen:
+                        seen.add(cfg.run_id)
+                        runs.append(cfg)
+    return runs

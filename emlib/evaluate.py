@@ -1,0 +1,156 @@
+"""Evaluation: sliding-window inference over whole test slices, pooled IoU_fg, the cross-dataset matrix.
+
+Every model is tested on both test sets (Lucchi++ ``Test_*`` and VNC stack1 slices 00, 03, 08).
+Pixel counts are pooled over the whole test stack before IoU is taken, as the authors do
+(``scripts/eval_em_seg.py``), never averaged per slice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from emlib.data import Volume, load_volume, normalize, protocol_size, resize_slice
+from emlib.metrics import PooledCounts
+from emlib.stitching import sliding_window_predict
+from emlib.train import TrainedModel, resolve_device
+
+__all__ = ["EvalResult", "evaluate", "evaluate_both", "select_test_slices", "center_region"]
+
+
+@dataclass
+class EvalResult:
+    """Scores of one model on one test set.
+
+    Attributes
+    ----------
+    test_set : str
+    scores : dict
+        ``iou_fg, iou_bg, miou, dice_fg, dice_bg, mean_dice`` and the pooled counts.
+    n_slices : int
+    seconds : float
+    images, masks, predictions : ndarray of shape (Z, H, W) or None
+        The evaluated slices (after region crop / protocol resize), kept when asked for.
+    """
+
+    test_set: str
+    scores: dict[str, float]
+    n_slices: int
+    seconds: float
+    slice_ids: tuple[str, ...] = ()
+    images: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+
+
+def select_test_slices(n_total: int, n_keep: int | None) -> list[int] | None:
+    """``n_keep`` evenly spaced positions out of ``n_total`` (None or >= n_total keeps all)."""
+    if n_keep is None or n_keep >= n_total:
+        return None
+    return sorted({int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)})
+
+
+def center_region(array: np.ndarray, size: int | None) -> np.ndarray:
+    """Centre ``size`` x ``size`` region of the last two axes (all of it when None or larger)."""
+    if size is None:
+        return array
+    h, w = array.shape[-2:]
+    s_h, s_w = min(size, h), min(size, w)
+    top, left = (h - s_h) // 2, (w - s_w) // 2
+    return array[..., top : top + s_h, left : left + s_w]
+
+
+def _test_volume(trained: TrainedModel, test_set: str, root: str | os.PathLike[str] | None) -> Volume:
+    cfg = trained.config
+    n_total = len(load_volume(test_set, "test", root=root, slices=None).slice_ids) if cfg.eval_slices else 0
+    keep = select_test_slices(n_total, cfg.eval_slices) if cfg.eval_slices else None
+    return load_volume(test_set, "test", root=root, slices=keep)
+
+
+def evaluate(
+    trained: TrainedModel,
+    test_set: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    keep_predictions: bool = False,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> EvalResult:
+    """Predict every selected test slice with a sliding window and pool the pixel counts.
+
+    The window is ``eval_window`` (else the training crop) with 25 % overlap. In the protocol
+    mode (``crop=None``) slices are resized to the long side ``long_edge`` first and predicted
+    whole, and masks are compared at that resized resolution, as the authors do.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = trained.config
+    device = resolve_device(cfg.device)
+    vol = _test_volume(trained, test_set, root)
+    images = center_region(np.asarray(vol.images), cfg.eval_region)
+    masks = center_region(np.asarray(vol.masks), cfg.eval_region)
+    if cfg.crop is None and cfg.long_edge is not None:
+        size = protocol_size(*images.shape[1:], long_edge=cfg.long_edge, multiple=trained.patch_size)
+        images = np.stack([resize_slice(im, size) for im in images])
+        masks = np.stack([resize_slice(m, size, is_mask=True) for m in masks])
+    p = trained.patch_size
+    h, w = images.shape[1:]
+    window = cfg.eval_window or cfg.crop or (h // p * p)
+    window = min(window, h // p * p, w // p * p) if window > min(h, w) else window
+    model = trained.model.eval().to(device)
+    use_amp = cfg.amp and device.type == "cuda"
+
+    def predict_fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            return model(x).float()
+
+    pooled = PooledCounts()
+    preds = np.zeros(images.shape, bool) if keep_predictions else None
+    t0 = time.perf_counter()
+    for z in tqdm(range(len(images)), desc=f"test {test_set}", disable=not progress, leave=False):
+        x = normalize(images[z], trained.mean, trained.std)[0]
+        logits = sliding_window_predict(
+            predict_fn, x, window=window, overlap=0.25, multiple=p, batch_size=batch_size, device=device
+        )
+        pred = logits.argmax(0).numpy().astype(bool)
+        pooled.update(pred, masks[z])
+        if preds is not None:
+            preds[z] = pred
+    return EvalResult(
+        test_set=test_set,
+        scores=pooled.compute(),
+        n_slices=len(images),
+        seconds=time.perf_counter() - t0,
+        slice_ids=vol.slice_ids,
+        images=images if keep_predictions else None,
+        masks=masks if keep_predictions else None,
+        predictions=preds,
+    )
+
+
+def evaluate_both(
+    trained: TrainedModel, *, root: str | os.PathLike[str] | None = None, keep_predictions: bool = False, progress: bool = False
+) -> tuple[pd.DataFrame, dict[str, EvalResult]]:
+    """Test one model on Lucchi++ and on VNC: a tidy table (one row per test set) and the raw results."""
+    from emlib.config import TEST_SETS
+
+    cfg = trained.config
+    results = {t: evaluate(trained, t, root=root, keep_predictions=keep_predictions, progress=progress) for t in TEST_SETS}
+    rows = []
+    for test_set, res in results.items():
+        in_domain = cfg.train_set in (test_set, "paired")
+        rows.append(
+            {
+                "run_id": cfg.run_id, "backbone": "unet" if cfg.regime == "unet" else cfg.backbone,
+                "regime": cfg.regime, "train_set": cfg.train_set, "balance": cfg.balance, "seed": cfg.seed,
+                "test_set": test_set, "in_domain": in_domain, "n_test_slices": res.n_slices,
+                **{k: res.scores[k] for k in ("iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice")},
+                "weights_label": trained.weights_label, "eval_seconds": res.seconds,
+            }
+        )
+    return pd.DataFrame(rows), results

@@ -1,0 +1,694 @@
+"""Vision-foundation-model backbones: one registry, one factory, one wrapper class.
+
+Every backbone of the study (DINOv2, DINOv3, OpenCLIP) is described by a frozen
+:class:`BackboneSpec` held in the private registry ``_BACKBONES`` and built by
+:func:`create_backbone`. The result is a :class:`Backbone`, a ``torch.nn.Module`` with one
+interface whatever the family:
+
+- ``forward_tokens(x)`` gives the last layer's patch tokens ``(B, N, C)`` (final norm applied,
+  class and register tokens removed), ``N = (H / p) * (W / p)``;
+- ``forward(x)`` gives the same tokens as a feature map ``(B, C, H / p, W / p)``;
+- ``embed(x)`` gives one global embedding per image ``(B, C)``: the mean of the patch tokens for
+  DINOv2/DINOv3 and the class token for OpenCLIP, as in the authors' adapters
+  (``uhlmanngroup/DINO-EM-PEFT``, ``backbones/base.py``).
+
+DINOv2 and DINOv3 are built with timm (``dynamic_img_size=True``, so any input whose sides are
+multiples of the patch size works, square or not). OpenCLIP is built with open_clip; only the
+vision tower is kept, and its learned positional embeddings are interpolated (bicubic,
+``align_corners=False``, like ``open_clip.model.resize_pos_embed``) to the input's patch grid
+on every call.
+
+Normalisation: every spec carries the ImageNet mean and standard deviation, the OpenCLIP ones
+included. That is what the authors' configs do (``preset: em`` everywhere) even though the
+OpenCLIP checkpoints were trained with other statistics (CLIP's, or 0.5/0.5 for
+``ViT-L-14 / laion2b_s32b_b82k``); emlib reproduces the configs, not the checkpoints' defaults.
+
+Weights: with ``pretrained=True`` the factory looks, in this order, for an explicit
+``weights=`` file, then for ``$EMLIB_WEIGHTS/<spec.weights_filename>``, then asks the library's
+own hub (timm / open_clip, which needs a network and, for DINOv3, accepted licence terms). When
+all fail it raises :class:`~emlib.errors.WeightsError` naming the file it looked for and where to
+put it. ``pretrained=False`` gives random weights, labelled ``"random weights"``, for tests only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emlib.errors import ConfigError, ShapeError, WeightsError
+
+__all__ = [
+    "BackboneSpec",
+    "Backbone",
+    "register_backbone",
+    "list_backbones",
+    "get_backbone_spec",
+    "create_backbone",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "WEIGHTS_ENV",
+    "RANDOM_WEIGHTS_LABEL",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+WEIGHTS_ENV = "EMLIB_WEIGHTS"
+RANDOM_WEIGHTS_LABEL = "random weights"
+
+_FAMILIES = ("dinov2", "dinov3", "openclip")
+_EMBEDDINGS = ("mean_patch", "cls")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything emlib needs to know about one pretrained backbone.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"dinov2_vits14"``.
+    family : {'dinov2', 'dinov3', 'openclip'}
+        Which library builds it: timm for the DINO families, open_clip for OpenCLIP.
+    arch : str
+        timm model name (``"vit_small_patch14_dinov2"``) or open_clip model name (``"ViT-L-14"``).
+    pretrained_tag : str
+        timm pretrained tag (``"lvd142m"``) or open_clip pretrained tag (``"laion2b_s32b_b82k"``).
+    patch_size : int
+        Side of one square patch, in pixels.
+    embed_dim : int
+        Width of the patch tokens (channels of the feature map).
+    depth : int
+        Number of transformer blocks (LoRA wraps every one of them).
+    mean, std : tuple of 3 floats
+        Per-channel normalisation applied by the data layer to images scaled to [0, 1].
+    embedding : {'mean_patch', 'cls'}
+        How :meth:`Backbone.embed` pools the tokens into one vector per image.
+    license : str
+        Licence of the pretrained weights.
+    weights_filename : str
+        Name of the weights file looked for in ``$EMLIB_WEIGHTS``.
+    weights_url : str
+        Where to download that file by hand (shown in error messages).
+    """
+
+    name: str
+    family: Literal["dinov2", "dinov3", "openclip"]
+    arch: str
+    pretrained_tag: str
+    patch_size: int
+    embed_dim: int
+    depth: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    embedding: Literal["mean_patch", "cls"]
+    license: str
+    weights_filename: str
+    weights_url: str
+
+    def __post_init__(self) -> None:
+        if self.family not in _FAMILIES:
+            raise ConfigError(
+                f"family={self.family!r} of backbone spec {self.name!r} is not supported; "
+                f"use one of {_FAMILIES}."
+            )
+        if self.embedding not in _EMBEDDINGS:
+            raise ConfigError(
+                f"embedding={self.embedding!r} of backbone spec {self.name!r} is not supported; "
+                f"use one of {_EMBEDDINGS}."
+            )
+        if self.patch_size < 1 or self.embed_dim < 1 or self.depth < 1:
+            raise ConfigError(
+                f"backbone spec {self.name!r} has patch_size={self.patch_size}, "
+                f"embed_dim={self.embed_dim}, depth={self.depth}; give positive integers."
+            )
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError(
+                f"backbone spec {self.name!r} needs 3-channel mean and std; "
+                f"got {len(self.mean)} and {len(self.std)} values."
+            )
+
+    @property
+    def library(self) -> str:
+        """Library that builds the model: ``'timm'`` or ``'open_clip'``."""
+        return "open_clip" if self.family == "openclip" else "timm"
+
+    @property
+    def hub_id(self) -> str:
+        """Identifier the library's hub download uses (``timm`` name.tag or open_clip name/tag)."""
+        if self.library == "timm":
+            return f"{self.arch}.{self.pretrained_tag}"
+        return f"{self.arch}/{self.pretrained_tag}"
+
+
+_BACKBONES: dict[str, BackboneSpec] = {}  # registry key -> spec
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry under ``spec.name`` (warns when it replaces an entry).
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        Description of the backbone.
+
+    Returns
+    -------
+    BackboneSpec
+        The same ``spec``, so the call can be used as an expression.
+    """
+    if not isinstance(spec, BackboneSpec):
+        raise ConfigError(
+            f"register_backbone expects a BackboneSpec, got {type(spec).__name__}; "
+            "build one with BackboneSpec(...)."
+        )
+    if spec.name in _BACKBONES:
+        warnings.warn(f"Overwriting backbone {spec.name!r} in the registry.", stacklevel=2)
+    _BACKBONES[spec.name] = spec
+    return spec
+
+
+def list_backbones() -> list[str]:
+    """Names of all registered backbones, sorted.
+
+    Examples
+    --------
+    >>> "dinov2_vits14" in list_backbones()
+    True
+    """
+    return sorted(_BACKBONES)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The registered :class:`BackboneSpec` called ``name``.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not registered; the message lists the registered names.
+    """
+    try:
+        return _BACKBONES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown backbone {name!r}; use one of {list_backbones()}."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Registered backbones
+# --------------------------------------------------------------------------------------------
+
+_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_{v}14/dinov2_{v}14_pretrain.pth"
+_DINOV3_URL = (
+    "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ "
+    "(gated; or hf-hub timm/{arch}.lvd1689m)"
+)
+_OPENCLIP_URL = "https://huggingface.co/laion/{repo}/resolve/main/open_clip_pytorch_model.bin"
+
+for _v, _size, _dim, _depth in [
+    ("vits", "small", 384, 12),
+    ("vitb", "base", 768, 12),
+    ("vitl", "large", 1024, 24),
+    ("vitg", "giant", 1536, 40),
+]:
+    register_backbone(
+        BackboneSpec(
+            name=f"dinov2_{_v}14",
+            family="dinov2",
+            arch=f"vit_{_size}_patch14_dinov2",
+            pretrained_tag="lvd142m",
+            patch_size=14,
+            embed_dim=_dim,
+            depth=_depth,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            embedding="mean_patch",
+            license="apache-2.0",
+            weights_filename=f"dinov2_{_v}14_pretrain.pth",
+            weights_url=_DINOV2_URL.format(v=_v),
+        )
+    )
+
+# Official Meta checkpoint names (the authors' configs name the S and L files).
+for _v, _size, _dim, _depth, _hash in [
+    ("vits", "small", 384, 12, "08c60483"),
+    ("vitb", "base", 768, 12, "73cec8be"),
+    ("vitl", "large", 1024, 24, "8aa4cbdd"),
+]:
+    register_backbone(
+        BackboneSpec(
+            name=f"dinov3_{_v}16",
+            family="dinov3",
+            arch=f"vit_{_size}_patch16_dinov3",
+            pretrained_tag="lvd1689m",
+            patch_size=16,
+            embed_dim=_dim,
+            depth=_depth,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            embedding="mean_patch",
+            license="dinov3-license",
+            weights_filename=f"dinov3_{_v}16_pretrain_lvd1689m-{_hash}.pth",
+            weights_url=_DINOV3_URL.format(arch=f"vit_{_size}_patch16_dinov3"),
+        )
+    )
+
+for _name, _arch, _tag, _patch, _dim, _depth, _repo in [
+    ("openclip_vitb16", "ViT-B-16", "laion2b_s34b_b88k", 16, 768, 12,
+     "CLIP-ViT-B-16-laion2B-s34B-b88K"),
+    ("openclip_vitl14", "ViT-L-14", "laion2b_s32b_b82k", 14, 1024, 24,
+     "CLIP-ViT-L-14-laion2B-s32B-b82K"),
+    ("openclip_vith14", "ViT-H-14", "laion2b_s32b_b79k", 14, 1280, 32,
+     "CLIP-ViT-H-14-laion2B-s32B-b79K"),
+]:
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="openclip",
+            arch=_arch,
+            pretrained_tag=_tag,
+            patch_size=_patch,
+            embed_dim=_dim,
+            depth=_depth,
+            mean=IMAGENET_MEAN,  # the authors' `preset: em`, not the CLIP statistics
+            std=IMAGENET_STD,
+            embedding="cls",
+            license="mit",
+            weights_filename=f"{_repo}.bin",
+            weights_url=_OPENCLIP_URL.format(repo=_repo),
+        )
+    )
+
+del _v, _size, _dim, _depth, _hash, _name, _arch, _tag, _patch, _repo
+
+
+# --------------------------------------------------------------------------------------------
+# The wrapper module
+# --------------------------------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """A ViT backbone with one interface for DINOv2, DINOv3 and OpenCLIP.
+
+    Build it with :func:`create_backbone`, not directly.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm ``VisionTransformer``/``Eva`` (DINO families) or an open_clip
+        ``VisionTransformer`` (the ``.visual`` tower of a CLIP model).
+    spec : BackboneSpec
+        The registry entry the model was built from.
+    weights_label : str, default='random weights'
+        Where the weights came from, written into every run folder.
+
+    Attributes
+    ----------
+    spec : BackboneSpec
+    name : str
+    patch_size : int
+        Patch side in pixels; input sides must be multiples of it.
+    embed_dim : int
+        Channels ``C`` of tokens, feature maps and embeddings.
+    mean, std : tuple of 3 floats
+        Normalisation the data layer must apply.
+    weights_label : str
+        ``"random weights"``, ``"pretrained (<tag>)"`` or ``"pretrained (<tag>) from <file>"``.
+    num_prefix_tokens : int
+        Class + register tokens in front of the patch tokens (1 for DINOv2 and OpenCLIP,
+        5 for DINOv3).
+    model : torch.nn.Module
+        The wrapped library module (LoRA adapters are injected into it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: BackboneSpec,
+        *,
+        weights_label: str = RANDOM_WEIGHTS_LABEL,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.name = spec.name
+        self.patch_size = spec.patch_size
+        self.embed_dim = spec.embed_dim
+        self.mean = spec.mean
+        self.std = spec.std
+        self.weights_label = weights_label
+        self.lora_settings: Any = None  # set by emlib.models.lora.apply_lora
+        if spec.library == "timm":
+            self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
+            width = int(getattr(model, "embed_dim", spec.embed_dim))
+        else:
+            if getattr(model, "attn_pool", None) is not None:
+                raise ConfigError(
+                    f"open_clip model {spec.arch!r} of {spec.name} uses attentional pooling, "
+                    "which emlib does not support; register a plain ViT instead."
+                )
+            self.num_prefix_tokens = 1
+            width = int(model.conv1.out_channels)
+        if width != spec.embed_dim:
+            raise ConfigError(
+                f"backbone spec {spec.name!r} says embed_dim={spec.embed_dim} but {spec.arch} "
+                f"has width {width}; fix the spec."
+            )
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, patch_size={self.patch_size}, weights={self.weights_label!r}"
+
+    # ---- geometry ---------------------------------------------------------------------------
+
+    def grid_size(self, h: int, w: int) -> tuple[int, int]:
+        """Patch grid ``(h // p, w // p)`` of an ``h x w`` input.
+
+        Parameters
+        ----------
+        h, w : int
+            Input height and width in pixels; both must be positive multiples of ``patch_size``.
+
+        Returns
+        -------
+        tuple of 2 ints
+            Rows and columns of the patch grid.
+
+        Raises
+        ------
+        ConfigError
+            If ``h`` or ``w`` is not a positive multiple of the patch size.
+
+        Examples
+        --------
+        >>> create_backbone("dinov2_vits14", pretrained=False).grid_size(28, 42)
+        (2, 3)
+        """
+        p = self.patch_size
+        h, w = int(h), int(w)
+        if h < p or w < p or h % p or w % p:
+            sh, sw = max(p, h // p * p), max(p, w // p * p)
+            raise ConfigError(
+                f"input {h}x{w} is not a multiple of the patch size {p} of {self.name}; "
+                f"crop or resize to e.g. {sh}x{sw}."
+            )
+        return h // p, w // p
+
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ShapeError(
+                f"{self.name} expects a float tensor of shape (B, 3, H, W), got {shape}; "
+                "replicate grey images to 3 channels and add a batch axis."
+            )
+        return self.grid_size(x.shape[-2], x.shape[-1])
+
+    # ---- forward passes ---------------------------------------------------------------------
+
+    def _all_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All last-layer tokens ``(B, prefix + N, C)`` with the final norm applied."""
+        if self.spec.library == "timm":
+            return self.model.forward_features(x)
+        return self._openclip_tokens(x)
+
+    def _openclip_pos_embed(self, gh: int, gw: int) -> torch.Tensor:
+        """Positional embedding ``(1 + gh*gw, C)`` resized to a ``gh x gw`` grid."""
+        pos = self.model.positional_embedding
+        cls_pos, grid_pos = pos[:1], pos[1:]
+        old = math.isqrt(grid_pos.shape[0])
+        if (old, old) == (gh, gw):
+            return pos
+        grid_pos = grid_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        grid_pos = F.interpolate(
+            grid_pos.float(), size=(gh, gw), mode="bicubic", align_corners=False, antialias=True
+        ).to(pos.dtype)
+        grid_pos = grid_pos.permute(0, 2, 3, 1).reshape(gh * gw, -1)
+        return torch.cat([cls_pos, grid_pos], dim=0)
+
+    def _openclip_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.model
+        x = v.conv1(x)  # (B, C, gh, gw)
+        b, _, gh, gw = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        cls = v.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(b, 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = x + self._openclip_pos_embed(gh, gw).to(x.dtype)
+        x = v.patch_dropout(x)
+        x = v.ln_pre(x)
+        x = v.transformer(x)
+        return v.ln_post(x)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Last-layer patch tokens (final norm applied, class/register tokens removed).
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W), float
+            Normalised images; ``H`` and ``W`` multiples of ``patch_size``.
+
+        Returns
+        -------
+        Tensor of shape (B, N, C)
+            ``N = (H / p) * (W / p)`` tokens in row-major patch order, ``C = embed_dim``.
+        """
+        self._check_input(x)
+        return self._all_tokens(x)[:, self.num_prefix_tokens :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens as a feature map.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W), float
+            Normalised images; ``H`` and ``W`` multiples of ``patch_size``.
+
+        Returns
+        -------
+        Tensor of shape (B, C, H / p, W / p)
+        """
+        gh, gw = self._check_input(x)
+        tokens = self._all_tokens(x)[:, self.num_prefix_tokens :]
+        return tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, gh, gw)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One global embedding per image (``spec.embedding``).
+
+        ``'mean_patch'`` (DINOv2, DINOv3) is the mean of the last-layer patch tokens;
+        ``'cls'`` (OpenCLIP) is the class token after the final norm, before CLIP's projection.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W), float
+
+        Returns
+        -------
+        Tensor of shape (B, C)
+        """
+        self._check_input(x)
+        tokens = self._all_tokens(x)
+        if self.spec.embedding == "cls":
+            return tokens[:, 0]
+        return tokens[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def param_count(self, *, trainable_only: bool = False) -> int:
+        """Number of parameters (all, or only those with ``requires_grad``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------------
+# Factory and weight resolution
+# --------------------------------------------------------------------------------------------
+
+
+def _build_random(spec: BackboneSpec) -> nn.Module:
+    """The architecture of ``spec`` with random weights (no network access)."""
+    if spec.library == "timm":
+        import timm
+
+        return timm.create_model(
+            spec.arch, pretrained=False, dynamic_img_size=True, num_classes=0
+        )
+    import open_clip
+    from open_clip.model import _build_vision_tower
+
+    cfg = open_clip.get_model_config(spec.arch)
+    if cfg is None:
+        raise ConfigError(
+            f"open_clip has no model config {spec.arch!r} for {spec.name}; "
+            "fix the spec's arch (see open_clip.list_models())."
+        )
+    return _build_vision_tower(
+        cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=cfg.get("quick_gelu", False)
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``torch.save`` file, unwrapped from common containers."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd: Any = load_file(str(path))
+    else:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise TypeError(f"file holds a {type(sd).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _load_from_file(spec: BackboneSpec, path: Path) -> nn.Module:
+    """Build ``spec`` and load the weights in ``path`` (strict; raises on any mismatch)."""
+    if spec.library == "timm":
+        import timm
+
+        # timm applies its checkpoint filter, so timm files and Meta's original
+        # DINOv2/DINOv3 .pth files both load.
+        return timm.create_model(
+            spec.hub_id,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path)},
+            dynamic_img_size=True,
+            num_classes=0,
+        )
+    model = _build_random(spec)
+    sd = _read_state_dict(path)
+    if any(k.startswith("visual.") for k in sd):  # a whole CLIP checkpoint: keep the image tower
+        sd = {k.removeprefix("visual."): v for k, v in sd.items() if k.startswith("visual.")}
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _load_from_hub(spec: BackboneSpec) -> nn.Module:
+    """Download (or read from the library's cache) the pretrained weights of ``spec``."""
+    if spec.library == "timm":
+        import timm
+
+        return timm.create_model(
+            spec.hub_id, pretrained=True, dynamic_img_size=True, num_classes=0
+        )
+    import open_clip
+
+    clip = open_clip.create_model(spec.arch, pretrained=spec.pretrained_tag)
+    return clip.visual
+
+
+def _short_reason(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def create_backbone(
+    name: str,
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """Build a registered backbone, with pretrained or random weights.
+
+    Parameters
+    ----------
+    name : str
+        Registered name, see :func:`list_backbones`.
+    pretrained : bool, default=True
+        Load pretrained weights. ``False`` gives random weights (tests and smoke runs only).
+    weights : path-like, default=None
+        A local weights file (timm/Meta ``.pth``/``.safetensors`` for DINO, an open_clip
+        checkpoint or a visual-tower state dict for OpenCLIP). Used before anything else.
+    device : str or torch.device, default=None
+        Where to put the module. With ``pretrained=False`` the module is built directly there
+        (``"meta"`` gives shapes without memory).
+
+    Returns
+    -------
+    Backbone
+        ``weights_label`` records where the weights came from.
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``name``, or ``weights`` given together with ``pretrained=False``.
+    WeightsError
+        No weights found (explicit file missing, nothing in ``$EMLIB_WEIGHTS``, hub failed) or a
+        file that does not fit the architecture.
+
+    Notes
+    -----
+    Resolution order with ``pretrained=True``: ``weights`` → ``$EMLIB_WEIGHTS/<weights_filename>``
+    → the library's hub (timm ``pretrained=True`` / open_clip ``pretrained=<tag>``).
+
+    Examples
+    --------
+    >>> bb = create_backbone("dinov2_vits14", pretrained=False)
+    >>> bb(torch.zeros(1, 3, 28, 42)).shape
+    torch.Size([1, 384, 2, 3])
+    """
+    spec = get_backbone_spec(name)
+    if not pretrained:
+        if weights is not None:
+            raise ConfigError(
+                f"weights={str(weights)!r} was given with pretrained=False for {name}; "
+                "drop weights= or set pretrained=True."
+            )
+        if device is not None:
+            with torch.device(device):
+                model = _build_random(spec)
+        else:
+            model = _build_random(spec)
+        return Backbone(model, spec, weights_label=RANDOM_WEIGHTS_LABEL)
+
+    env_dir = os.environ.get(WEIGHTS_ENV)
+    if weights is not None:
+        path: Path | None = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"weights file {path} for {name} does not exist; check the path or download "
+                f"{spec.weights_url} there."
+            )
+    elif env_dir:
+        path = Path(env_dir).expanduser() / spec.weights_filename
+        if not path.is_file():
+            path = None
+    else:
+        path = None
+
+    if path is not None:
+        try:
+            model = _load_from_file(spec, path)
+        except Exception as err:  # noqa: BLE001 - any failure becomes one sentence
+            raise WeightsError(
+                f"weights file {path} does not fit {name} ({spec.hub_id}): {_short_reason(err)}; "
+                f"download {spec.weights_url} and pass it as weights=PATH."
+            ) from err
+        label = f"pretrained ({spec.pretrained_tag}) from {path}"
+    else:
+        looked = (
+            Path(env_dir).expanduser() / spec.weights_filename
+            if env_dir
+            else f"${WEIGHTS_ENV}/{spec.weights_filename} (${WEIGHTS_ENV} is not set)"
+        )
+        try:
+            model = _load_from_hub(spec)
+        except Exception as err:  # noqa: BLE001 - no network, gated repo, missing hub package ...
+            raise WeightsError(
+                f"could not load pretrained weights for {name}: no file at {looked} and the hub "
+                f"download of {spec.hub_id} failed ({_short_reason(err)}); download "
+                f"{spec.weights_url} and pass weights=PATH or put it in "
+                f"${WEIGHTS_ENV}/{spec.weights_filename}, or use pretrained=False for random "
+                "weights (tests only)."
+            ) from err
+        label = f"pretrained ({spec.pretrained_tag})"
+    if device is not None:
+        model = model.to(device)
+    return Backbone(model, spec, weights_label=label)

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the data layer
 from emlib.errors import ConfigError, ShapeError, WeightsError
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
     "RANDOM_WEIGHTS_LABEL",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
 RANDOM_WEIGHTS_LABEL = "random weights"
 

@@ -22,6 +22,8 @@ __all__ = [
     "PROFILES",
     "TRAIN_SETS",
     "REGIMES",
+    "INPUT_ALIGNMENTS",
+    "ALIGNMENT_FIELDS",
     "get_profile",
     "list_profiles",
     "grid_configs",
@@ -33,6 +35,8 @@ TRAIN_SETS: tuple[str, ...] = ("lucchi_pp", "vnc", "paired")
 REGIMES: tuple[str, ...] = ("frozen", "lora", "unet")
 #: Test sets every model is evaluated on (the cross-dataset matrix).
 TEST_SETS: tuple[str, ...] = ("lucchi_pp", "vnc")
+#: Input-level remedies of :mod:`emlib.alignment` (``RunConfig.input_alignment``; None: none).
+INPUT_ALIGNMENTS: tuple[str, ...] = ("standardise", "histmatch", "clahe", "resample")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,15 @@ class RunConfig:
     eval_slices: int | None = None
     eval_region: int | None = None
     unet_channels: int = 16
+    # Beyond the paper (emlib.alignment): remedies for paired training. At their defaults they are
+    # left out of to_dict(), so configs and run digests from before they existed are unchanged.
+    input_alignment: str | None = None
+    alignment_reference: str = "lucchi_pp"
+    feature_norm: bool = False
+    film: bool = False
+    coral_weight: float = 0.0
+    heads_per_domain: bool = False
+    fg_reweight: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("regime", self.regime, REGIMES)
@@ -85,6 +98,31 @@ class RunConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive")
+        self._check_alignment()
+
+    def _check_alignment(self) -> None:
+        if self.input_alignment is not None:
+            _check_choice("input_alignment", self.input_alignment, INPUT_ALIGNMENTS)
+        _check_choice("alignment_reference", self.alignment_reference, TEST_SETS)
+        if self.coral_weight < 0:
+            raise ConfigError(f"coral_weight={self.coral_weight} must be >= 0")
+        feature_options = [n for n in ("feature_norm", "film", "heads_per_domain") if getattr(self, n)]
+        if self.coral_weight > 0:
+            feature_options.append("coral_weight")
+        if self.regime == "unet" and feature_options:
+            raise ConfigError(f"{feature_options} act on backbone features; the unet regime has none, use frozen or lora")
+        paired_only = [n for n in ("film", "heads_per_domain", "fg_reweight") if getattr(self, n)]
+        if self.coral_weight > 0:
+            paired_only.append("coral_weight")
+        if paired_only and self.train_set != "paired":
+            raise ConfigError(f"{paired_only} need both datasets in training; set train_set='paired'")
+        if self.coral_weight > 0 and self.heads_per_domain:
+            raise ConfigError("coral_weight aligns the features of one shared head; it cannot be combined with heads_per_domain")
+
+    @property
+    def domain_aware(self) -> bool:
+        """True when the model needs each item's domain (feature norm, FiLM or per-domain heads)."""
+        return self.feature_norm or self.film or self.heads_per_domain
 
     @property
     def weights_label(self) -> str:
@@ -106,8 +144,16 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (nested dataclasses become dicts, tuples lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain-JSON form (nested dataclasses become dicts, tuples lists).
+
+        The alignment options (:data:`ALIGNMENT_FIELDS`) appear only when they differ from their
+        defaults, so older configs keep their digest.
+        """
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        for name in ALIGNMENT_FIELDS:
+            if data[name] == _FIELD_DEFAULTS[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -126,6 +172,13 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+#: RunConfig fields added by :mod:`emlib.alignment`; omitted from ``to_dict`` at their defaults.
+ALIGNMENT_FIELDS: tuple[str, ...] = (
+    "input_alignment", "alignment_reference", "feature_norm", "film", "coral_weight", "heads_per_domain", "fg_reweight",
+)
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -166,7 +219,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         description=(
-            "CI and first contact: random-weight ViT-S/14, 56-pixel crops, 4 training slices, 2 epochs, "
+            "CI and first contact: random-weight ViT-S/14, 56-pixel tiles, 4 training slices, 6 epochs of 16 tiles, "
             "evaluated on a 112x112 centre region of 2 test slices; minutes on 2 CPU cores, numbers meaningless"
         ),
         base=RunConfig(
@@ -174,10 +227,10 @@ PROFILES: dict[str, Profile] = {
             pretrained=False,
             crop=56,
             train_slices=4,
-            samples_per_epoch=8,
-            epochs=2,
+            samples_per_epoch=16,
+            epochs=6,
             batch_size=4,
-            lr=1e-3,
+            lr=3e-3,
             head_channels=32,
             eval_window=56,
             eval_slices=2,

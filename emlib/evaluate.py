@@ -3,6 +3,9 @@
 Every model is tested on both test sets (Lucchi++ ``Test_*`` and VNC stack1 slices 00, 03, 08).
 Pixel counts are pooled over the whole test stack before IoU is taken, as the authors do
 (``scripts/eval_em_seg.py``), never averaged per slice.
+
+Runs with an ``input_alignment`` (:mod:`emlib.alignment`) get their test slices aligned the same
+way as their training slices; models with per-domain parts are called with the test set's domain.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import torch
 
-from emlib.data import Volume, load_volume, normalize, protocol_size, resize_slice
+from emlib import alignment
+from emlib.data import Volume, data_root, load_volume, normalize, protocol_size, resize_slice
 from emlib.metrics import PooledCounts
 from emlib.stitching import sliding_window_predict
 from emlib.train import TrainedModel, resolve_device
@@ -65,9 +70,16 @@ def center_region(array: np.ndarray, size: int | None) -> np.ndarray:
     return array[..., top : top + s_h, left : left + s_w]
 
 
+@lru_cache(maxsize=8)
+def _n_test_slices(test_set: str, root: str) -> int:
+    # counted once per process: the volume cache holds only a few stacks, and re-reading all 165
+    # Lucchi++ test slices just to count them cost seconds per run in a grid
+    return len(load_volume(test_set, "test", root=root, slices=None).slice_ids)
+
+
 def _test_volume(trained: TrainedModel, test_set: str, root: str | os.PathLike[str] | None) -> Volume:
     cfg = trained.config
-    n_total = len(load_volume(test_set, "test", root=root, slices=None).slice_ids) if cfg.eval_slices else 0
+    n_total = _n_test_slices(test_set, str(data_root(root))) if cfg.eval_slices else 0
     keep = select_test_slices(n_total, cfg.eval_slices) if cfg.eval_slices else None
     return load_volume(test_set, "test", root=root, slices=keep)
 
@@ -92,8 +104,9 @@ def evaluate(
     cfg = trained.config
     device = resolve_device(cfg.device)
     vol = _test_volume(trained, test_set, root)
-    images = center_region(np.asarray(vol.images), cfg.eval_region)
-    masks = center_region(np.asarray(vol.masks), cfg.eval_region)
+    images, masks = alignment.align_run_volume(cfg, test_set, np.asarray(vol.images), np.asarray(vol.masks), root)
+    images = center_region(images, cfg.eval_region)
+    masks = center_region(masks, cfg.eval_region)
     if cfg.crop is None and cfg.long_edge is not None:
         size = protocol_size(*images.shape[1:], long_edge=cfg.long_edge, multiple=trained.patch_size)
         images = np.stack([resize_slice(im, size) for im in images])
@@ -104,10 +117,11 @@ def evaluate(
     window = min(window, h // p * p, w // p * p) if window > min(h, w) else window
     model = trained.model.eval().to(device)
     use_amp = cfg.amp and device.type == "cuda"
+    domain = {"domain": alignment.domain_index(test_set)} if isinstance(model, alignment.DomainSegmentationModel) else {}
 
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            return model(x).float()
+            return model(x, **domain).float()
 
     pooled = PooledCounts()
     preds = np.zeros(images.shape, bool) if keep_predictions else None

@@ -10,6 +10,11 @@ Three regimes share one loop:
 Seeded and deterministic on CPU (the batch order of epoch ``e`` comes from ``(seed, e)``), AdamW,
 the protocol's loss, gradient clipping, tqdm progress, a checkpoint after every epoch and resume
 from it after an interruption, mixed precision on CUDA.
+
+The remedies for paired training of :mod:`emlib.alignment` are RunConfig options honoured here:
+``input_alignment`` (pixels of every training volume), ``feature_norm`` / ``film`` /
+``heads_per_domain`` (a :class:`~emlib.alignment.DomainAwareHead` that gets each item's domain),
+``coral_weight`` (CORAL between the two datasets' head features) and ``fg_reweight``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from emlib import alignment
 from emlib.cache import FeatureCache, cache_key
 from emlib.config import RunConfig
 from emlib.data import CropDataset, PairedDataset, TileDataset, load_volume
@@ -123,8 +129,17 @@ def build_model(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[
         apply_lora(backbone, cfg.lora)
     else:
         backbone.requires_grad_(False)
-    head = create_head(cfg.head, backbone.embed_dim, **({"base_ch": cfg.head_channels} if cfg.head == "deconv" else {}))
-    model = SegmentationModel(backbone, head).to(device or "cpu")
+    head_kwargs = {"base_ch": cfg.head_channels} if cfg.head == "deconv" else {}
+    if cfg.domain_aware:
+        n_domains = len(alignment.DOMAINS)
+        heads = [create_head(cfg.head, backbone.embed_dim, **head_kwargs) for _ in range(n_domains if cfg.heads_per_domain else 1)]
+        domain_head = alignment.DomainAwareHead(
+            heads, num_domains=n_domains, channels=backbone.embed_dim, feature_norm=cfg.feature_norm, film=cfg.film
+        )
+        model = alignment.DomainSegmentationModel(backbone, domain_head).to(device or "cpu")
+    else:
+        head = create_head(cfg.head, backbone.embed_dim, **head_kwargs)
+        model = SegmentationModel(backbone, head).to(device or "cpu")
     return model, backbone.patch_size, tuple(backbone.mean), tuple(backbone.std)
 
 
@@ -132,15 +147,16 @@ def _source_dataset(
     cfg: RunConfig, name: str, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None, domain: int
 ) -> torch.utils.data.Dataset:
     vol = load_volume(name, "train", root=root, slices=cfg.train_slices)
+    images, masks = alignment.align_run_volume(cfg, name, vol.images, vol.masks, root)
     if cfg.augment:
         if cfg.crop is None:
             raise ConfigError("augment=True needs a crop size; whole resized slices are used without augmentation")
         return CropDataset(
-            vol.images, vol.masks, crop=cfg.crop, patch_size=patch_size, mean=mean, std=std,
+            images, masks, crop=cfg.crop, patch_size=patch_size, mean=mean, std=std,
             samples_per_epoch=cfg.samples_per_epoch, seed=cfg.seed, domain=domain,
         )
     return TileDataset(
-        vol.images, vol.masks, tile=cfg.crop, patch_size=patch_size, mean=mean, std=std,
+        images, masks, tile=cfg.crop, patch_size=patch_size, mean=mean, std=std,
         long_edge=cfg.long_edge, domain=domain,
     )
 
@@ -152,10 +168,10 @@ def build_train_dataset(
     if cfg.train_set == "paired":
         sources = {
             name: _source_dataset(cfg, name, patch_size, mean, std, root, domain)
-            for domain, name in enumerate(("lucchi_pp", "vnc"))
+            for domain, name in enumerate(alignment.DOMAINS)
         }
         return PairedDataset(sources, balance=cfg.balance, seed=cfg.seed)
-    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, 0)
+    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, alignment.domain_index(cfg.train_set))
 
 
 def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +180,11 @@ def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names or _is_buffer_of_trainable(k, names)}
+    keep = alignment.running_stat_names(model)  # per-domain feature statistics have no parameters
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items()
+        if k in names or k in keep or _is_buffer_of_trainable(k, names)
+    }
 
 
 def _is_buffer_of_trainable(key: str, names: set[str]) -> bool:
@@ -224,9 +244,13 @@ def fit(
             backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
             balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=mean, std=std,
             seed=cfg.seed, n=len(dataset),
+            **({"input_alignment": cfg.input_alignment, "reference": cfg.alignment_reference} if cfg.input_alignment else {}),
         )
         directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
         cache = FeatureCache(backbone.eval(), key, directory=directory)
+
+    fg_weights = alignment.foreground_weights(alignment.training_foreground_fractions(cfg, root)) if cfg.fg_reweight else None
+    coral = alignment.CoralProbe(model) if cfg.coral_weight > 0 else None
 
     run_path = Path(run_dir) if run_dir is not None else None
     start_epoch, history = 0, []
@@ -259,13 +283,23 @@ def fit(
             items = [dataset[int(i)] for i in batch]
             images, masks = _collate(items)
             images, masks = images.to(device), masks.to(device)
+            domains = torch.tensor([int(it["domain"]) for it in items], device=device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                if cache is not None:
-                    feats = cache.get([int(i) for i in batch], lambda missing: _collate([dataset[i] for i in missing])[0], device)
-                    logits = model.head(feats, tuple(images.shape[-2:]))  # type: ignore[union-attr]
-                else:
+                if cfg.regime == "unet":
                     logits = model(images)
-                loss = segmentation_loss(logits, masks, cfg.loss)
+                else:
+                    if cache is not None:
+                        feats = cache.get([int(i) for i in batch], lambda missing: _collate([dataset[i] for i in missing])[0], device)
+                    else:
+                        feats = model.backbone(images)  # type: ignore[union-attr]
+                    size = tuple(images.shape[-2:])
+                    logits = model.head(feats, size, domains) if cfg.domain_aware else model.head(feats, size)  # type: ignore[union-attr]
+                if fg_weights is None:
+                    loss = segmentation_loss(logits, masks, cfg.loss)
+                else:
+                    loss = alignment.domain_weighted_loss(logits, masks, domains, fg_weights, cfg.loss)
+                if coral is not None:
+                    loss = loss + cfg.coral_weight * coral.loss(domains)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -290,6 +324,8 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1]["loss"])
 
+    if coral is not None:
+        coral.remove()
     model.eval()
     trained = TrainedModel(
         model=model, config=cfg, patch_size=patch_size, mean=mean, std=std,

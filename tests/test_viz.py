@@ -156,3 +156,20 @@ def test_plot_intensity_histograms_and_table():
     assert isinstance(tab.data[0], go.Table)
     assert list(tab.data[0].cells.values[2]) == ["79.322"]
     assert RANDOM in tab.layout.title.text
+
+
+def test_grouped_bars_one_trace_per_colour_and_panel() -> None:
+    from emlib.viz import plot_grouped_bars
+
+    table = pd.DataFrame({
+        "train_set": ["lucchi_pp"] * 4 + ["vnc"] * 4,
+        "test_set": ["lucchi_pp", "vnc"] * 4,
+        "regime": (["frozen"] * 2 + ["lora"] * 2) * 2,
+        "iou_fg": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    })
+    fig = plot_grouped_bars(table, x="test_set", y="iou_fg", color="regime", facet="train_set",
+                            title="IoU", weights_label="random weights")
+    assert len(fig.data) == 4 and "(random weights)" in fig.layout.title.text
+    assert list(fig.data[1].y) == [0.3, 0.4]
+    with pytest.raises(ConfigError, match="lacks the columns"):
+        plot_grouped_bars(table, x="nope", y="iou_fg", color="regime")

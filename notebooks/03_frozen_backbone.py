@@ -1,0 +1,209 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A frozen backbone and a light head
+#
+# The simplest way to use a foundation model for segmentation is to leave it alone: the backbone is
+# **frozen** ({term}`frozen backbone`) and only a small {term}`segmentation head` on top of its patch tokens learns
+# to turn them into a mitochondria mask. This is the paper's first regime
+# {cite:p}`fusterbarcelo2026foundational`. This chapter builds that model, counts what it trains,
+# explains why frozen runs can cache the backbone's features, trains one model per dataset and tests
+# each on both test sets.
+#
+# On the smoke profile the backbone has **random weights**, the crops are tiny and training lasts two
+# epochs: the numbers below only show that the pipeline runs. The `quick` profile (pretrained DINOv2
+# {cite:p}`oquab2023dinov2`,
+# a Colab GPU) gives numbers worth reading.
+
+# %% tags=["hide-input"]
+# Colab only: install emlib from GitHub (nothing happens anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
+    import torch
+
+    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
+          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+
+# %% tags=["parameters"]
+profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
+backbone = None     # None: the profile's backbone
+data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
+weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
+device = "auto"     # "auto": the GPU when there is one, else the CPU
+seed = 0
+out_dir = "runs"
+
+# %% [markdown]
+# The cell above holds the chapter's parameters (papermill replaces them when the book is built).
+# `chapter_settings` resolves them against the profile; the table says what this page was made with.
+
+# %%
+import pandas as pd
+
+from emlib import book
+from emlib.config import get_profile
+from emlib.evaluate import evaluate_both
+from emlib.models import SegHeadDeconv, count_parameters
+from emlib.paper import chapter_configs, chapter_runs, grid_dir
+from emlib.train import build_model, load_trained
+from emlib.viz import plot_slice_overlay
+
+settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                                 device=device, seed=seed, out_dir=out_dir)
+paths = book.ensure_data(settings)
+settings
+
+# %% [markdown]
+# ## The model: backbone, then head
+#
+# A ViT cuts the image into 14 x 14-pixel patches and returns one token (a vector of `embed_dim`
+# numbers) per patch, so a 224-pixel crop becomes a 16 x 16 grid of tokens. The head, `SegHeadDeconv`
+# (the authors' head), maps that grid back to pixels: a 1 x 1 convolution to `base_ch` channels, four
+# up-blocks that each double the grid (transposed convolution, then a 3 x 3 convolution), and a 1 x 1
+# classifier with two outputs (background, mitochondria), resized to the input size.
+#
+# `build_model` assembles a run's model from its `RunConfig`; `count_parameters` counts what trains.
+
+# %%
+cfg = chapter_configs(settings, regimes=("frozen",), train_sets=("lucchi_pp",))[0]
+model, patch_size, _, _ = build_model(cfg)
+counts = pd.DataFrame({"backbone": count_parameters(model.backbone), "head": count_parameters(model.head),
+                       "whole model": count_parameters(model)}).T
+counts["trainable share"] = counts["trainable"] / counts["total"]
+counts.style.format({"trainable": "{:,}", "total": "{:,}", "trainable share": "{:.1%}"})
+
+# %% [markdown]
+# Every backbone parameter is frozen, so the head is all that learns. The profile sets the head's
+# width (`head_channels`); the authors use 512 channels on the 1024-dimensional tokens of ViT-L/14.
+# The same count for that head, built without any weights:
+
+# %%
+paper_head = SegHeadDeconv(1024, base_ch=get_profile("paper").base.head_channels)
+pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_channels,
+                               count_parameters(model.head)["total"]],
+              "paper": ["dinov2_vitl14", 1024, 512, count_parameters(paper_head)["total"]]},
+             index=["backbone", "token size", "head width", "head parameters"])
+
+# %% [markdown]
+# ## Why frozen runs can cache features
+#
+# With a frozen backbone, the tokens of a given crop are the same in every epoch: no weight of the
+# backbone changes. `emlib.train.fit` therefore computes them once (`emlib.cache.FeatureCache`, keyed
+# by the backbone, its weights and the training items) and afterwards feeds the stored tokens straight to the
+# head, so only the first epoch pays for the backbone. This only works when the same crop comes back:
+# random augmentation or a LoRA adapter (next chapter) changes the tokens, and then nothing can be
+# cached.
+#
+# ## Training one model per dataset
+#
+# `chapter_runs` trains the runs this chapter needs, with the same configurations (and run folders)
+# as `emlib grid --profile <profile>`. A run whose folder already holds its results is read back
+# instead of retrained, so later chapters reuse these runs. Each model is tested on **both** test
+# sets; IoU_fg pools the pixel counts over the test slices.
+
+# %%
+results = chapter_runs(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc"))
+print("grid folder:", grid_dir(settings))
+results[["train_set", "regime", "test_set", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "weights_label",
+         "train_seconds"]].style.format(precision=3).hide()
+
+# %% [markdown]
+# Rows with `in_domain = True` test on the training dataset's own test set; the others are the
+# cross-dataset test. The same numbers as a train x test table:
+
+# %%
+results.pivot_table(index="train_set", columns="test_set", values="iou_fg").style.format("{:.3f}")
+
+# %% [markdown]
+# The loss per epoch shows the cache at work in the `seconds` column: the first epoch runs the backbone,
+# later ones read stored tokens (on the smoke profile both are short, so the gap is small).
+
+# %%
+run_dir = grid_dir(settings) / results["run_id"].iloc[0]
+pd.read_csv(run_dir / "history.csv")
+
+# %% [markdown]
+# ## Looking at the predictions
+#
+# A score hides where the errors are. `load_trained` rebuilds the Lucchi++ model from its folder and
+# `evaluate_both(..., keep_predictions=True)` returns the test slices, masks and predictions (on the
+# smoke profile, a small centre region of two slices). Green pixels are true positives (TP), orange-red
+# false positives (FP, predicted but not mitochondria) and blue false negatives (FN, missed).
+
+# %%
+trained = load_trained(run_dir, device=settings.device)
+_, predicted = evaluate_both(trained, root=settings.data_dir, keep_predictions=True)
+for test_set, res in predicted.items():
+    plot_slice_overlay(res.images[0], res.masks[0], res.predictions[0],
+                       title=f"frozen, trained on {cfg.train_set}, tested on {test_set} (slice {res.slice_ids[0]})",
+                       weights_label=settings.weights_label).show()
+
+# %% [markdown]
+# With random weights the head has nothing meaningful to read, and it typically predicts one class
+# everywhere: all background (IoU_fg 0) or all foreground (IoU_fg close to the foreground fraction).
+# With pretrained weights the same cells show where a frozen model segments well and where it fails.
+#
+# ## Summary
+#
+# - Frozen regime: the backbone never changes; only the head (`SegHeadDeconv`) trains, a small share
+#   of the model's parameters.
+# - Because the backbone is frozen, its tokens can be computed once per crop and cached.
+# - Every model is tested on both test sets; the off-diagonal cells are the cross-dataset test.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ex-frozen-linear-head
+#
+# `RunConfig` also offers `head="linear"`: a single 1 x 1 convolution on the tokens, upsampled
+# bilinearly. Build that model for the same configuration and compare its trainable parameters with
+# the `SegHeadDeconv` head.
+# :::
+#
+# :::{solution} ex-frozen-linear-head
+# :class: dropdown
+#
+# ```python
+# linear, _, _, _ = build_model(cfg.replace(head="linear"))
+# count_parameters(linear.head), count_parameters(model.head)
+# ```
+#
+# A linear head has `embed_dim * 2 + 2` parameters (two output classes), far fewer than the
+# deconvolution head. It can only draw masks at the token resolution (one value per 14 x 14 patch,
+# smoothed), which is why the authors' head adds up-sampling blocks.
+# :::
+#
+# :::{exercise}
+# :label: ex-frozen-fp-fn
+#
+# Count TP, FP and FN pixels of the predictions above for each test set and recompute IoU_fg from them
+# as TP / (TP + FP + FN). Does it match the table?
+# :::
+#
+# :::{solution} ex-frozen-fp-fn
+# :class: dropdown
+#
+# ```python
+# for test_set, res in predicted.items():
+#     tp = (res.predictions & res.masks).sum()
+#     fp = (res.predictions & ~res.masks).sum()
+#     fn = (~res.predictions & res.masks).sum()
+#     print(test_set, tp / max(tp + fp + fn, 1))
+# ```
+#
+# The counts are pooled over all evaluated slices before dividing, exactly as `emlib.evaluate` does,
+# so the values equal the `iou_fg` column of the Lucchi++-trained model.
+# :::

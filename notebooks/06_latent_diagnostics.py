@@ -1,0 +1,256 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Latent diagnostics: why paired training fails
+#
+# The paper explains the collapse of paired training by looking at the backbone's **image
+# embeddings**, one vector per slice {cite:p}`fusterbarcelo2026foundational`. Its Fig. 1 shows three
+# things for DINOv2-L/14: a PCA of the embeddings separates Lucchi++ from VNC; the Fréchet distance
+# between the two datasets is 79.32 with the frozen backbone and 45.02 with the LoRA adapter; and a
+# logistic-regression probe tells the datasets apart with accuracy and AUROC of 1.0. This chapter
+# computes the same three diagnostics for the frozen backbone and for the adapter of the paired LoRA
+# run of chapter 5, adds uncertainty (a bootstrap interval, cross-validation, a permutation control),
+# and is honest about how few VNC slices there are.
+#
+# On the smoke profile the backbone has **random weights** and few, small slices are embedded: the
+# numbers show that the diagnostics run, not what DINOv2 sees.
+
+# %% tags=["hide-input"]
+# Colab only: install emlib from GitHub (nothing happens anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
+    import torch
+
+    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
+          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+
+# %% tags=["parameters"]
+profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
+backbone = None     # None: the profile's backbone
+data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
+weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
+device = "auto"     # "auto": the GPU when there is one, else the CPU
+seed = 0
+out_dir = "runs"
+
+# %% [markdown]
+# The cell above holds the chapter's parameters (papermill replaces them when the book is built).
+
+# %%
+import numpy as np
+import pandas as pd
+
+from emlib import book
+from emlib.config import get_profile
+from emlib.diagnostics import bootstrap_frechet, frechet_distance, linear_probe, pca_embed, protocol_probe
+from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
+from emlib.paper import chapter_configs, chapter_runs, grid_dir
+from emlib.viz import plot_pca_side_by_side
+
+settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                                 device=device, seed=seed, out_dir=out_dir)
+paths = book.ensure_data(settings)
+prof = get_profile(settings.profile)
+settings
+
+# %% [markdown]
+# ## One embedding per slice
+#
+# As the authors do, each slice is resized so that its long side is `long_edge` pixels (1022 in the
+# paper), passed through the backbone, and its patch tokens are averaged into one vector of
+# `embed_dim` numbers. We embed the Lucchi++ test split and VNC stack 1 (its 20 labelled slices)
+# twice: with the frozen backbone, and with the LoRA adapter of the paired LoRA run (trained now if no
+# earlier chapter did). Embeddings are cached in the grid folder.
+
+# %%
+chapter_runs(settings, regimes=("lora",), train_sets=("paired",))
+lora_run = grid_dir(settings) / chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0].run_id
+sets = {}
+for key, run in (("frozen", None), ("LoRA", lora_run)):
+    net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)
+    sets[key] = dataset_embeddings(net, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
+                                   long_edge=prof.embedding_long_edge, device=settings.device,
+                                   cache_dir=grid_dir(settings) / "embeddings", progress=False)
+pd.DataFrame({k: {f"{n} slices": len(e) for n, e in s.embeddings.items()} | {"embed_dim": net.embed_dim,
+              "adapter": s.adapter} for k, s in sets.items()})
+
+# %% [markdown]
+# ## PCA: do the datasets separate?
+#
+# PCA finds the directions in which the embeddings vary most. Fitted on both datasets together, the
+# first two components give a map of the embedding space; if the datasets form two clouds there, the
+# largest variation in the backbone's view of these slices is *which dataset* they come from.
+
+# %%
+panels = {}
+for key, s in sets.items():
+    x, labels, hover = s.stacked()
+    coords, evr = pca_embed(x, n_components=2, seed=settings.seed)
+    panels[key] = {"coords": coords, "labels": labels, "explained_variance": evr, "hover_text": hover}
+plot_pca_side_by_side(panels["frozen"], panels["LoRA"], subplot_titles=("frozen backbone", "paired LoRA adapter"),
+                      title=f"PCA of slice embeddings ({settings.backbone})", weights_label=settings.weights_label)
+
+# %% [markdown]
+# ## Fréchet distance, with a bootstrap interval
+#
+# The {term}`Fréchet distance` {cite:p}`dowson1982frechet`, best known from the FID score for generative
+# models {cite:p}`heusel2017gans`, treats each dataset's embeddings as a Gaussian (mean $\mu$, covariance
+# $\Sigma$) and measures how far apart the two Gaussians are:
+#
+# $$ \mathrm{FD} = \lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\!\left(\Sigma_a + \Sigma_b
+#    - 2 (\Sigma_a \Sigma_b)^{1/2}\right). $$
+#
+# The paper gives one number per model. Resampling the slices of each dataset with replacement
+# (`bootstrap_frechet`, 200 replicates) shows how much that number would move with other slices.
+
+# %%
+fd = {}
+for key, s in sets.items():
+    a, b = s.embeddings["lucchi_pp"], s.embeddings["vnc"]
+    fd[key] = dict(zip(["FD", "95% CI low", "95% CI high"],
+                       bootstrap_frechet(a, b, n_boot=200, seed=settings.seed, allow_singular=True)))
+pd.DataFrame(fd).T.style.format("{:.2f}")
+
+# %% [markdown]
+# ## Rank deficiency: 20 VNC slices in 1024 dimensions
+#
+# A covariance estimated from $n$ vectors has rank at most $n - 1$. VNC stack 1 has 20 slices, so in
+# the paper's 1024-dimensional DINOv2-L/14 space the VNC covariance has rank at most 19: it is
+# singular, and the trace term of the FD is computed from a matrix that is zero in more than 1000
+# directions. The FD is still a number, but it depends strongly on how many slices there are, and it
+# cannot be compared across backbones with different `embed_dim`. The table shows the ranks here:
+
+# %%
+lucchi, vnc = sets["frozen"].embeddings["lucchi_pp"], sets["frozen"].embeddings["vnc"]
+pd.DataFrame({"slices": [len(lucchi), len(vnc)], "embed_dim": [lucchi.shape[1]] * 2,
+              "covariance rank": [np.linalg.matrix_rank(np.cov(lucchi.T)), np.linalg.matrix_rank(np.cov(vnc.T))]},
+             index=["Lucchi++", "VNC"])
+
+# %% [markdown]
+# One check of how much the FD relies on the missing directions: compute it after projecting both sets
+# on their first $k$ principal components, with $k$ below the number of slices. If the frozen/LoRA
+# ordering is the same at every $k$, it does not hinge on the singular part.
+
+# %%
+ks = [k for k in (2, 4, 8, 16) if k < min(len(lucchi), len(vnc))]
+pd.DataFrame({key: {f"PCA {k}": frechet_distance(s.embeddings["lucchi_pp"], s.embeddings["vnc"], n_components=k,
+                                                 seed=settings.seed) for k in ks}
+              for key, s in sets.items()}).style.format("{:.2f}")
+
+# %% [markdown]
+# ## A linear probe: can a straight line tell the datasets apart?
+#
+# A {term}`linear probe` {cite:p}`alain2016probes`, here a logistic regression on the embeddings (after
+# PCA to at most 64 components), predicts the dataset of each slice. The authors fit PCA on all
+# embeddings and score one stratified 80/20 split (`protocol_probe`); with 20 VNC slices that test part
+# holds 4 VNC slices, so for VNC an accuracy of 1.0 rests on four answers. `linear_probe` adds 5-fold
+# cross-validation (PCA fitted inside each fold) and a permutation control: the same probe on shuffled
+# labels, which should land near chance (0.5).
+
+# %%
+probe = {}
+for key, s in sets.items():
+    x, labels, _ = s.stacked()
+    cv = linear_probe(x, labels, n_splits=min(5, len(vnc)), seed=settings.seed)
+    split = protocol_probe(x, labels, seed=settings.seed)
+    probe[key] = {"80/20 accuracy": split["accuracy"], "80/20 AUROC": split["auroc"], "test slices": split["n_test"],
+                  "CV accuracy": cv["accuracy"], "CV AUROC": cv["auroc"], "permuted AUROC": cv["permuted_auroc"],
+                  "permutation p": cv["permutation_pvalue"]}
+pd.DataFrame(probe).T.style.format(precision=3)
+
+# %% [markdown]
+# A probe at 1.0 with the permuted control near 0.5 means the datasets are linearly separable in the
+# embedding space. (With 5 permutations the smallest possible p-value is 1/6; more permutations give a
+# finer one.) Separability needs no pretraining: the two datasets differ in grey values and texture
+# (chapter 1), and even a random-weight network can pass such differences on, as the smoke profile's
+# table may show. A perfect probe is therefore weak evidence on its own; read it together with the FD,
+# the PCA picture and the segmentation results of chapter 5.
+#
+# ## Beside the paper
+#
+# `latent_report` computes all of the above in one row per embedding set (and writes it to the grid
+# folder, where chapter 7 reads it). Next to the paper's Fig. 1 numbers:
+
+# %%
+report = latent_report([sets["frozen"], sets["LoRA"]], run_dir=grid_dir(settings) / "latents", seed=settings.seed)
+side = pd.DataFrame({
+    "paper (DINOv2-L/14, Fig. 1)": ["79.32", "45.02", "1.0", "1.0"],
+    "this book": [f"{report['fd'][0]:.2f} [{report['fd_low'][0]:.2f}, {report['fd_high'][0]:.2f}]",
+                  f"{report['fd'][1]:.2f} [{report['fd_low'][1]:.2f}, {report['fd_high'][1]:.2f}]",
+                  f"{report['protocol_accuracy'][0]:.3f}", f"{report['protocol_auroc'][0]:.3f}"]},
+    index=["FD frozen", "FD LoRA", "probe accuracy (80/20, frozen)", "probe AUROC (80/20, frozen)"])
+side.assign(backbone=settings.backbone, weights=settings.weights_label)
+
+# %% [markdown]
+# The caption gives one probe result; the book's row uses the frozen embeddings (the LoRA probe is in
+# the probe table above). The book's values come from this page's profile (its backbone, its weights,
+# its number of slices);
+# only a pretrained DINOv2-L/14 on all slices at `long_edge=1022` (the `paper` profile) is comparable
+# with the paper's column. Chapter 7 collects these rows with the segmentation claims in one table.
+#
+# ## Summary
+#
+# - Image embeddings (mean patch token per slice) of Lucchi++ and VNC, frozen and with the paired
+#   LoRA adapter, cached in the grid folder.
+# - PCA, Fréchet distance with a bootstrap interval, and a linear probe with cross-validation and a
+#   permutation control, beside the authors' single 80/20 split.
+# - With 20 VNC slices the covariance is rank-deficient in 1024 dimensions: FD values are
+#   sample-size dependent and best read as a comparison (frozen vs LoRA) on the same slices.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ex-latents-stack2
+#
+# The paper's Fig. 4 uses VNC stack 2 (the 20 unlabelled slices) instead of stack 1. Recompute the
+# frozen embeddings with `vnc_split="unlabelled"` and the FD. Does it change much?
+# :::
+#
+# :::{solution} ex-latents-stack2
+# :class: dropdown
+#
+# ```python
+# net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained)
+# s2 = dataset_embeddings(net, adapter=adapter, root=settings.data_dir, vnc_split="unlabelled",
+#                         slices=prof.embedding_slices, long_edge=prof.embedding_long_edge,
+#                         cache_dir=grid_dir(settings) / "embeddings", progress=False)
+# bootstrap_frechet(s2.embeddings["lucchi_pp"], s2.embeddings["vnc"], allow_singular=True)
+# ```
+#
+# Stack 2 comes from the same dataset and microscope, so it should sit close to stack 1 in the
+# embedding space; differences in the FD of the size of the bootstrap interval are noise.
+# :::
+#
+# :::{exercise}
+# :label: ex-latents-nslices
+#
+# How does the FD depend on the number of slices? Subsample Lucchi++ to 20 slices (like VNC) several
+# times and recompute it.
+# :::
+#
+# :::{solution} ex-latents-nslices
+# :class: dropdown
+#
+# ```python
+# rng = np.random.default_rng(0)
+# a, b = sets["frozen"].embeddings["lucchi_pp"], sets["frozen"].embeddings["vnc"]
+# n = min(len(a), len(b))
+# [frechet_distance(a[rng.choice(len(a), n, replace=False)], b, allow_singular=True) for _ in range(5)]
+# ```
+#
+# With fewer samples both covariances lose rank and the mean and trace estimates get noisier; the
+# spread of these values next to the full-set FD shows how much of the number is sampling.
+# :::

@@ -1,0 +1,356 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Beyond the paper: can paired training be repaired?
+#
+# The paper stops at a diagnosis: one model trained on Lucchi++ and VNC together does worse on each
+# than a model trained on that dataset alone, for the frozen backbone and for LoRA
+# {cite:p}`fusterbarcelo2026foundational`. Chapter 5 reproduced the collapse. This chapter tries the
+# standard remedies of domain adaptation, one at a time, at three levels:
+#
+# | level | remedy | `RunConfig` option |
+# |---|---|---|
+# | input | per-dataset intensity standardisation | `input_alignment="standardise"` |
+# | input | histogram matching VNC → Lucchi++ (and back) | `input_alignment="histmatch"` (`alignment_reference="vnc"`) |
+# | input | CLAHE (needs scikit-image) | `input_alignment="clahe"` |
+# | input | resampling to a common pixel size (5 nm) | `input_alignment="resample"` |
+# | features | per-dataset feature standardisation (AdaBN-style statistics) | `feature_norm=True` |
+# | features | per-dataset FiLM before the head | `film=True` |
+# | features | CORAL loss between the datasets' features | `coral_weight=1.0` |
+# | training | balanced sampling | `balance=True` |
+# | training | one head per dataset on a shared backbone / LoRA adapter | `heads_per_domain=True` |
+# | training | loss reweighting by foreground fraction | `fg_reweight=True` |
+#
+# Each remedy is a small function or module in `emlib.alignment` and an option that `emlib.train.fit`
+# and `emlib.evaluate.evaluate` honour, so each row of the table at the end is one ordinary training
+# run. None of this is in the paper: it is this book's extension.
+#
+# On the smoke profile the backbone has **random weights** and trains for two tiny epochs, so the
+# remedy table only shows that every run goes through; its numbers say nothing about the remedies.
+# The `quick` and `paper` profiles give the real answers.
+
+# %% tags=["hide-input"]
+# Colab only: install emlib from GitHub (nothing happens anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "scikit-image",
+                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
+    import torch
+
+    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
+          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+
+# %% tags=["parameters"]
+profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
+backbone = None     # None: the profile's backbone
+data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
+weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
+device = "auto"     # "auto": the GPU when there is one, else the CPU
+seed = 0
+out_dir = "runs"
+regimes = ["frozen", "lora"]  # regimes of the remedy table; each remedy is one training run per regime
+
+# %% [markdown]
+# The cell above holds the chapter's parameters (papermill replaces them when the book is built).
+
+# %%
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from emlib import alignment, book
+from emlib.data import IMAGENET_MEAN, IMAGENET_STD, get_source, load_volume, normalize
+from emlib.models import create_backbone
+from emlib.viz import plot_intensity_histograms, plot_remedy_table, plot_slice_browser
+
+settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                                 device=device, seed=seed, out_dir=out_dir)
+paths = book.ensure_data(settings)
+if settings.profile == "smoke" and settings.device == "cpu":
+    torch.set_num_threads(1)  # the smoke runs are tiny: more threads only fight over a shared CPU
+settings
+
+# %% [markdown]
+# ## Input level: make the pixels look alike
+#
+# Chapter 1 showed the covariate shift in the grey values: Lucchi++ (FIB-SEM) is soft and narrow, VNC
+# (ssTEM) hard and wide. The input-level remedies change the pixels of every volume (training and
+# test) before any model sees them. Their reference is the **Lucchi++ training set** (the slices the
+# run trains on), unless `alignment_reference="vnc"` turns the direction around.
+#
+# - **Standardisation** shifts and scales each dataset's grey values so its mean and standard
+#   deviation equal the reference's. Two numbers per dataset; the shape of the histogram stays.
+# - **Histogram matching** maps each grey level through the two cumulative distributions (CDFs) so
+#   the whole histogram follows the reference. On uint8 stacks this is a 256-entry lookup table
+#   (`alignment.histogram_match`); the CDFs then agree up to the mass of a single grey level.
+# - **CLAHE** (contrast-limited adaptive histogram equalisation, Zuiderveld 1994) equalises each
+#   slice locally, in tiles, with a cap on the contrast gain. It needs no reference: both datasets are
+#   pushed towards the same "flat" local histogram. It comes from scikit-image.
+# - **Resampling** brings both datasets to one physical pixel size: VNC's 4.6 nm pixels become 5 nm
+#   by resizing with the factor 4.6 / 5 = 0.92 (masks with nearest neighbour), so a 14-pixel patch
+#   covers 70 nm in both.
+#
+# Statistics of each volume are its own (the test volume's too: this uses test *images*, never test
+# labels). Here is what each remedy does to the VNC training slices, measured against Lucchi++:
+
+# %%
+n = settings.view_slices
+lucchi = load_volume("lucchi_pp", "train", root=settings.data_dir, slices=n)
+vnc = load_volume("vnc", "train", root=settings.data_dir, slices=n)
+ref = alignment.intensity_reference(lucchi.images, dataset="lucchi_pp",
+                                    pixel_size_nm=get_source("lucchi_pp").voxel_size_nm[-1])
+methods = ["standardise", "histmatch", "resample"] + (["clahe"] if alignment.clahe_available() else [])
+aligned = {"VNC as is": vnc.images}
+for method in methods:
+    aligned[f"VNC {method}"] = alignment.align_volume(vnc.images, "vnc", method, ref)[0]
+rows = [{"volume": "Lucchi++ (reference)", "shape": lucchi.images.shape, "mean": ref.mean, "std": ref.std,
+         "max CDF distance to Lucchi++": 0.0}]
+for name, images in aligned.items():
+    rows.append({"volume": name, "shape": images.shape, "mean": images.mean(), "std": images.std(),
+                 "max CDF distance to Lucchi++": np.abs(alignment.grey_cdf(images) - ref.cdf).max()})
+pd.DataFrame(rows).style.format(precision=3).hide()
+
+# %% [markdown]
+# The first row is the target; the others are VNC after each remedy. Standardisation matches mean and
+# standard deviation but not the shape of the histogram; histogram matching matches both (its CDF
+# distance is the smallest); resampling changes the shape of the slices, not their grey values; CLAHE
+# (when scikit-image is installed) changes both datasets, so its distance to the *unchanged* Lucchi++
+# says little. The histograms:
+
+# %%
+plot_intensity_histograms({"Lucchi++": lucchi.images, **aligned},
+                          title="Grey values of the training slices: Lucchi++ and VNC after each input remedy")
+
+# %% [markdown]
+# And one VNC slice under each intensity remedy (the slider steps through the versions; resampling
+# is left out since it changes the size):
+
+# %%
+versions = {k: v for k, v in aligned.items() if v.shape == vnc.images.shape}
+plot_slice_browser(np.stack([v[0] for v in versions.values()]), np.stack([vnc.masks[0]] * len(versions)),
+                   slice_labels=list(versions), title=f"VNC slice {vnc.slice_ids[0]} under each input remedy")
+
+# %% [markdown]
+# ## Feature level: align what the head sees
+#
+# Matching grey values does not make the images the same: texture, membrane sharpness and organism
+# differ. The feature-level remedies act on the backbone's patch features, the input of the
+# segmentation head.
+#
+# - **Per-dataset feature standardisation** (`alignment.DomainFeatureNorm`) keeps a running mean and
+#   variance of every feature channel *per dataset* and standardises each item's features with the
+#   statistics of its own dataset, as AdaBN does with batch-norm statistics (Li et al., 2016). At test
+#   time the test set's domain id picks the statistics (0 for Lucchi++, 1 for VNC); a dataset never
+#   seen in training is standardised with its own test statistics.
+# - **FiLM** (feature-wise linear modulation, Perez et al., 2018; `alignment.DomainFiLM`) learns a
+#   per-dataset scale and shift of every channel, $\gamma_d \odot x + \beta_d$, starting from the
+#   identity.
+# - **CORAL** (Sun & Saenko, 2016; `alignment.coral_loss`) adds a loss that pulls the covariance
+#   matrices of the two datasets' features together:
+#   $\ell_\text{CORAL} = \lVert C_\text{Lucchi++} - C_\text{VNC} \rVert_F^2 / (4 d^2)$, zero when the
+#   covariances agree, weighted by `coral_weight`. It acts on the output of the head's first layer
+#   (its stem), which trains in every regime; with LoRA its gradient also reaches the adapters.
+#
+# How far apart are the two datasets' patch features before and after per-dataset standardisation?
+# A crop of each, through this profile's backbone:
+
+# %%
+net = create_backbone(settings.backbone, pretrained=settings.pretrained).to(settings.device).eval()
+side = 224 // net.patch_size * net.patch_size
+feats = {}
+with torch.no_grad():
+    for name, vol in (("lucchi_pp", lucchi), ("vnc", vnc)):
+        crops = np.stack([im[:side, :side] for im in vol.images[:2]])
+        feats[name] = net(normalize(crops, net.mean, net.std).to(settings.device)).float().cpu()
+norm = alignment.DomainFeatureNorm(2, net.embed_dim).train()
+standardised = {name: norm(f, alignment.domain_index(name)) for name, f in feats.items()}
+pd.DataFrame({
+    "features": ["backbone output", "after per-dataset standardisation"],
+    "CORAL loss": [alignment.coral_loss(feats["lucchi_pp"], feats["vnc"]).item(),
+                   alignment.coral_loss(standardised["lucchi_pp"], standardised["vnc"]).item()],
+    "weights": settings.weights_label,
+}).style.format({"CORAL loss": "{:.3g}"}).hide()
+
+# %% [markdown]
+# Standardising per dataset equalises means and variances (the diagonal of the covariance), so the
+# CORAL loss usually drops; what remains are the correlations between channels, which only CORAL
+# itself (or a learned map such as FiLM) can change. On the smoke profile these are features of a
+# **random-weights** backbone, so the two numbers show the mechanics, not DINOv2's geometry.
+#
+# ## Training level: change what the model is asked to fit
+#
+# - **Balanced sampling** (`balance=True`, chapter 5) gives both datasets the same number of items per
+#   epoch.
+# - **One head per dataset** (`heads_per_domain=True`) keeps the backbone (and its LoRA adapter)
+#   shared and gives each dataset its own segmentation head; at test time the test set's head is used.
+#   If the two datasets need different decision rules on the same features, this is the smallest
+#   change that allows it.
+# - **Foreground reweighting** (`fg_reweight=True`) weights each dataset's loss by the inverse of its
+#   foreground fraction, normalised to mean 1, so the dataset with fewer mitochondria pixels is not
+#   drowned out. The weights come from the training masks of the run:
+
+# %%
+cfg = alignment.alignment_configs(settings.profile, regimes=("frozen",), remedies=["fg reweighting"],
+                                  references=False, backbone=settings.backbone)[1][1]
+fractions = alignment.training_foreground_fractions(cfg, settings.data_dir)
+pd.DataFrame({"dataset": alignment.DOMAINS, "foreground fraction": fractions,
+              "loss weight": alignment.foreground_weights(fractions)}).style.format(precision=3).hide()
+
+# %% [markdown]
+# ## The remedy table
+#
+# `alignment.run_alignment_grid` trains, for each regime, the paired baseline (the paper's setting),
+# one paired run per remedy, and the two single-dataset runs as references, and tests every model on
+# both test sets. Runs are stored in the grid folder the other chapters share, so the baselines and
+# references trained in chapter 5 are read back, not retrained. The chapter parameter `regimes` picks
+# the regimes; with `"lora"` the backbone adapts too, and one head per dataset then shares one LoRA
+# adapter. Each regime costs one training run per remedy plus three (baseline and references).
+
+# %%
+grid = Path(settings.out_dir) / settings.profile  # the grid folder every chapter shares
+grid.mkdir(parents=True, exist_ok=True)
+results = alignment.run_alignment_grid(settings.profile, grid, regimes=tuple(regimes), root=settings.data_dir,
+                                       progress=False, backbone=settings.backbone)
+summary = alignment.alignment_summary(results)
+summary.style.format(precision=3, na_rep="-").hide()
+
+# %% [markdown]
+# How to read it: for a paired run both test sets are in-domain, so `in_domain_iou_fg` is the mean of
+# its two IoU_fg and `cross_domain_iou_fg` is empty; the single-dataset references have one of each.
+# `gap_closed` measures each paired run against the gap between the paired baseline (0) and the
+# single-dataset in-domain scores (1): 1 means the remedy recovers what training on each dataset
+# alone gives, a negative value means it makes things worse. It is left empty when that gap is
+# smaller than 0.01, where the ratio would be noise.
+
+# %%
+plot_remedy_table(summary, weights_label=settings.weights_label)
+
+# %% [markdown]
+# ## Which remedy closes how much of the gap?
+#
+# On the smoke profile: none can be said. The backbone has random weights, each run sees a handful of
+# 56-pixel crops for two epochs, and each test set is two 112-pixel regions. Models this undertrained
+# tend to predict (almost) every pixel as one class, so many rows coincide, and where rows differ the
+# difference is noise; `gap_closed` is then a ratio of noise, or empty. The table and the figure are
+# there to show that every remedy runs end to end and where its numbers will appear.
+#
+# With the `quick` profile (pretrained DINOv2 ViT-S/14) or the `paper` profile, the same cells give the
+# real answer; read them with these questions:
+#
+# - **Input level.** If standardisation or histogram matching closes much of the gap, the collapse was
+#   mostly about grey values, something a foundation model trained on natural images might be expected
+#   to shrug off. If they do little, the difference lies in texture and structure.
+# - **Feature level.** Per-dataset feature statistics close the gap when the two datasets occupy
+#   shifted and rescaled regions of feature space (chapter 6's Fréchet distances); CORAL and FiLM go
+#   further, and a large gain there says the backbone's features are *compatible* up to a simple map.
+# - **Training level.** If one head per dataset recovers the single-dataset scores while one shared
+#   head does not, the backbone's features serve both datasets and only the decision rule had to
+#   differ; this is the strongest hint that the backbone is foundational after all.
+#
+# With three VNC test slices, differences of a few IoU points are within the noise of a single seed;
+# compare remedies over the profile's seeds before drawing conclusions.
+#
+# The table leaves out the latent diagnostics of chapter 6 (Fréchet distance and linear probe between
+# the datasets' embeddings of the head input); the exercises compute them for one remedy.
+#
+# ## Summary
+#
+# - Every remedy is one `RunConfig` option; at their defaults the options change nothing, so the
+#   paper's runs keep their ids.
+# - Input remedies change the pixels (reference: the Lucchi++ training slices), feature remedies the
+#   head's input, training remedies the sampling, the heads or the loss.
+# - The remedy table compares each paired remedy with the paired baseline and the single-dataset
+#   references; only pretrained profiles say which remedy works.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ex-beyond-combine
+#
+# Combine the two remedies that closed the largest share of the gap on your profile (for example
+# histogram matching and one head per dataset) into one run, and add it to the table. Are the gains
+# additive?
+# :::
+#
+# :::{solution} ex-beyond-combine
+# :class: dropdown
+#
+# ```python
+# from emlib.grid import run_one
+#
+# base = alignment.alignment_configs(settings.profile, regimes=("lora",), remedies=[], references=False,
+#                                    backbone=settings.backbone)[0][1]
+# both = base.replace(input_alignment="histmatch", heads_per_domain=True)
+# rows = run_one(both, grid, root=settings.data_dir, profile=settings.profile, progress=False)
+# extra = pd.concat([results, rows.assign(remedy="histmatch + heads per domain")], ignore_index=True)
+# alignment.alignment_summary(extra)
+# ```
+#
+# Remedies at different levels often add up partly: an input remedy removes the grey-value part of the
+# shift, after which a per-domain head has less to compensate. Compare the `gap_closed` of the
+# combination with the sum of the two single remedies.
+# :::
+#
+# :::{exercise}
+# :label: ex-beyond-coral-weight
+#
+# `coral_weight=1.0` is a starting point, not a tuned value. Train the CORAL remedy with weights 0.1,
+# 1 and 10 and plot the mean IoU_fg against the weight. What happens when the weight is too large?
+# :::
+#
+# :::{solution} ex-beyond-coral-weight
+# :class: dropdown
+#
+# ```python
+# from emlib.grid import run_one
+#
+# base = alignment.alignment_configs(settings.profile, regimes=("frozen",), remedies=[], references=False,
+#                                    backbone=settings.backbone)[0][1]
+# scan = pd.concat([run_one(base.replace(coral_weight=w), grid, root=settings.data_dir,
+#                           profile=settings.profile, progress=False).assign(coral_weight=w)
+#                   for w in (0.1, 1.0, 10.0)])
+# scan.groupby("coral_weight")["iou_fg"].mean()
+# ```
+#
+# A very large weight makes the cheapest solution "features that carry no information" (equal, small
+# covariances for both datasets), and the segmentation loss suffers. Deep CORAL chooses the weight so
+# that both losses have the same size at the end of training.
+# :::
+#
+# :::{exercise}
+# :label: ex-beyond-fd
+#
+# Measure the Fréchet distance between Lucchi++ and VNC patch features before and after per-dataset
+# standardisation with `emlib.diagnostics.frechet_distance`, using the `feats` computed above.
+# :::
+#
+# :::{solution} ex-beyond-fd
+# :class: dropdown
+#
+# ```python
+# from emlib.diagnostics import frechet_distance
+#
+# flat = {k: alignment.patch_features(v).numpy() for k, v in feats.items()}
+# flat_std = {k: alignment.patch_features(v).detach().numpy() for k, v in standardised.items()}
+# frechet_distance(flat["lucchi_pp"], flat["vnc"]), frechet_distance(flat_std["lucchi_pp"], flat_std["vnc"])
+# ```
+#
+# Per-dataset standardisation sets both means to zero and both variances to one, which removes the
+# mean term of the Fréchet distance and most of the trace term; the remainder is due to the
+# correlations between channels, the part CORAL targets. With few patches relative to the feature
+# dimension the estimate is biased upwards (chapter 6), so compare distances computed from the same
+# number of patches.
+# :::

@@ -1,0 +1,115 @@
+"""emlib.paper: the claims list and compare_with_paper on small hand-made tables (no models)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from emlib.errors import ConfigError
+from emlib.paper import PAPER_CLAIMS, compare_with_paper
+
+
+def _results(paired_iou: float = 0.3, lora_iou: float = 0.8, frozen_iou: float = 0.6, weights: str = "pretrained"):
+    rows = []
+    for regime, single in (("frozen", frozen_iou), ("lora", lora_iou)):
+        for train in ("lucchi_pp", "vnc", "paired"):
+            for test in ("lucchi_pp", "vnc"):
+                in_domain = train in (test, "paired")
+                iou = (paired_iou if train == "paired" else single) if in_domain else 0.1
+                rows.append({"backbone": "dinov2_vits14", "regime": regime, "train_set": train, "test_set": test,
+                             "seed": 0, "in_domain": in_domain, "iou_fg": iou, "weights_label": weights})
+    rows.append({"backbone": "unet", "regime": "unet", "train_set": "paired", "test_set": "vnc", "seed": 0,
+                 "in_domain": True, "iou_fg": 0.99, "weights_label": "trained from scratch"})
+    return pd.DataFrame(rows)
+
+
+def _latents(backbone: str = "dinov2_vitl14", weights: str = "pretrained", fd=(80.0, 44.0), ci=10.0, acc=1.0):
+    base = {"backbone": backbone, "weights_label": weights, "n_a": 165, "n_b": 20, "probe_accuracy": acc,
+            "probe_auroc": acc, "protocol_accuracy": acc, "protocol_auroc": acc}
+    return pd.DataFrame([
+        {**base, "adapter": "frozen", "fd": fd[0], "fd_low": fd[0] - ci, "fd_high": fd[0] + ci},
+        {**base, "adapter": "LoRA (paired-lora-x)", "fd": fd[1], "fd_low": fd[1] - ci, "fd_high": fd[1] + ci},
+    ])
+
+
+def _by_id(table):
+    return table.set_index("claim_id")
+
+
+def test_claims_only_carry_the_papers_numbers():
+    values = {c.claim_id: c.paper_value for c in PAPER_CLAIMS}
+    assert values["fd_frozen"] == 79.32 and values["fd_lora"] == 45.02
+    assert values["probe_accuracy"] == values["probe_auroc"] == 1.0
+    numeric = ("fd_frozen", "fd_lora", "probe_accuracy", "probe_auroc")
+    assert {v for k, v in values.items() if k not in numeric} == {None}
+    assert {c.source for c in PAPER_CLAIMS} <= {"Fig. 1 caption", "abstract"}
+
+
+def test_columns_and_one_row_per_claim():
+    t = compare_with_paper(_results(), _latents(), profile="paper")
+    assert list(t["claim_id"]) == [c.claim_id for c in PAPER_CLAIMS]
+    for col in ("claim", "paper_value", "book_value", "holds", "profile", "weights_label", "reproduce"):
+        assert col in t.columns
+    assert (t["profile"] == "paper").all()
+    assert t["reproduce"].str.contains("--profile paper|-p profile paper").all()
+
+
+def test_qualitative_claims_hold_when_the_table_says_so():
+    t = _by_id(compare_with_paper(_results(), None, profile="quick"))
+    assert t.loc["lora_beats_frozen", "holds"] is True
+    assert t.loc["lora_beats_frozen", "book_value"] == pytest.approx(0.2)
+    assert t.loc["paired_collapses", "holds"] is True
+    assert t.loc["paired_collapses", "book_value"] == pytest.approx(0.3 - 0.7)  # mean over frozen and LoRA
+    assert t.loc["paired_collapses", "weights_label"] == "pretrained"  # the U-Net row is left out
+
+
+def test_qualitative_claims_fail_when_the_table_says_so():
+    t = _by_id(compare_with_paper(_results(paired_iou=0.9, lora_iou=0.5), None, profile="quick"))
+    assert t.loc["lora_beats_frozen", "holds"] is False
+    assert t.loc["paired_collapses", "holds"] is False
+
+
+def test_missing_runs_give_none_not_a_verdict():
+    res = _results()
+    t = _by_id(compare_with_paper(res[res["train_set"] != "paired"], None, profile="smoke"))
+    assert t.loc["paired_collapses", "holds"] is None
+    assert pd.isna(t.loc["paired_collapses", "book_value"])
+    assert t.loc["fd_frozen", "holds"] is None  # no latents
+
+
+def test_latent_claims_compared_only_for_the_papers_backbone_and_weights():
+    t = _by_id(compare_with_paper(_results(), _latents(), profile="paper"))
+    assert t.loc["fd_frozen", "book_value"] == 80.0 and t.loc["fd_frozen", "holds"] is True
+    assert t.loc["fd_lora", "holds"] is True
+    assert t.loc["fd_lora_smaller", "holds"] is True and t.loc["fd_lora_smaller", "book_value"] == pytest.approx(-36.0)
+    assert t.loc["probe_accuracy", "holds"] is True and t.loc["probe_auroc", "book_value"] == 1.0
+    far = _by_id(compare_with_paper(_results(), _latents(fd=(120.0, 44.0), ci=5.0, acc=0.8), profile="paper"))
+    assert far.loc["fd_frozen", "holds"] is False and far.loc["probe_accuracy", "holds"] is False
+    smoke = _by_id(compare_with_paper(_results(weights="random weights"),
+                                      _latents("dinov2_vits14", "random weights"), profile="smoke"))
+    assert smoke.loc["fd_frozen", "holds"] is None and "random weights" in smoke.loc["fd_frozen", "detail"]
+    assert smoke.loc["fd_frozen", "weights_label"] == "random weights"
+    assert smoke.loc["fd_lora_smaller", "holds"] is True  # a direction, checked on any weights (labelled)
+    other = _by_id(compare_with_paper(_results(), _latents("dinov2_vits14"), profile="quick"))
+    assert other.loc["fd_lora", "holds"] is None and "not comparable" in other.loc["fd_lora", "detail"]
+
+
+def test_bad_tables_raise_config_error():
+    with pytest.raises(ConfigError, match="iou_fg"):
+        compare_with_paper(_results().drop(columns="iou_fg"), None, profile="smoke")
+    with pytest.raises(ConfigError, match="fd_low"):
+        compare_with_paper(_results(), _latents().drop(columns="fd_low"), profile="smoke")
+
+
+def test_book_vs_paper_numbers_long_form() -> None:
+    from emlib.paper import book_vs_paper_numbers
+
+    comparison = pd.DataFrame({
+        "claim_id": ["fd_frozen", "fd_lora", "lora_beats_frozen"],
+        "paper_value": [79.32, 45.02, None],
+        "book_value": [60.0, None, 0.1],
+    })
+    long = book_vs_paper_numbers(comparison)
+    assert long[["claim_id", "source"]].values.tolist() == [
+        ["fd_frozen", "paper"], ["fd_frozen", "this build"], ["fd_lora", "paper"]]
+    assert long["value"].tolist() == [79.32, 60.0, 45.02]

@@ -20,7 +20,9 @@ and :func:`emlib.evaluate.evaluate` honour:
 
 :data:`REMEDIES` names one RunConfig override per remedy; :func:`run_alignment_grid` trains and
 tests them with :func:`emlib.grid.run_one` next to the paired baselines and the single-dataset
-references, and :func:`alignment_summary` turns the rows into one table (remedy x IoU_fg).
+references, :func:`remedy_latents` measures the latent diagnostics of each finished run (Fréchet
+distance and linear probe between the two datasets' image embeddings, as in chapter 6) and
+:func:`alignment_summary` turns both into one table (remedy x IoU_fg, FD, probe AUROC).
 
 Domain ids are positions in :data:`DOMAINS`: 0 for Lucchi++, 1 for VNC, in training (the item's
 ``domain``) and at test time (the test set's).
@@ -70,6 +72,9 @@ __all__ = [
     "alignment_configs",
     "run_alignment_grid",
     "alignment_summary",
+    "remedy_latent_space",
+    "run_embeddings",
+    "remedy_latents",
     "align_run_volume",
     "running_stat_names",
     "CoralProbe",
@@ -691,7 +696,7 @@ def run_alignment_grid(
     return results
 
 
-def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg") -> pd.DataFrame:
+def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg", latents: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (regime, remedy): IoU on each test set, in-domain and cross-domain means, gap closed.
 
     Columns: ``regime, remedy, train_set, kind`` (``baseline``, ``remedy`` or ``reference``),
@@ -700,6 +705,11 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg") -> pd.Dat
     paired runs), ``gap_closed`` (for paired runs: ``(m - m_base) / (m_ref - m_base)`` with ``m`` the
     mean over both test sets and ``m_ref`` the mean of the two single-dataset in-domain scores;
     empty when the gap is under 0.01) and ``weights_label``. Seeds are averaged.
+
+    With ``latents`` (the table of :func:`remedy_latents`) three more columns follow: ``fd`` (Fréchet
+    distance between the two datasets' image embeddings), ``probe_auroc`` (cross-validated linear
+    probe) and ``latent_space`` (which embeddings were measured); seeds are averaged, rows without a
+    measurement stay empty.
     """
     need = {"remedy", "regime", "train_set", "test_set", "in_domain", value}
     missing = sorted(need - set(results.columns))
@@ -733,6 +743,211 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg") -> pd.Dat
         sel = (table.regime == regime) & (table.train_set == "paired")
         means = table.loc[sel, [f"{value}_{t}" for t in DOMAINS]].mean(axis=1)
         table.loc[sel, "gap_closed"] = (means - m_base) / (m_ref - m_base)
+    if latents is not None:
+        need = {"regime", "remedy", "fd", "probe_auroc", "latent_space"}
+        missing = sorted(need - set(latents.columns))
+        if missing:
+            raise ConfigError(f"latents lack the columns {missing}; pass the table of remedy_latents")
+        per = latents.groupby(["regime", "remedy"], sort=False).agg(
+            fd=("fd", "mean"), probe_auroc=("probe_auroc", "mean"), latent_space=("latent_space", "first")
+        )
+        table = table.merge(per.reset_index(), on=["regime", "remedy"], how="left")
+    return table
+
+
+# =============================================================================================
+# Latent diagnostics of each remedy run (chapter 6's Fréchet distance and linear probe)
+# =============================================================================================
+
+
+def remedy_latent_space(cfg: RunConfig) -> str:
+    """Which embeddings :func:`remedy_latents` measures for a run, in words.
+
+    The image embeddings of the backbone (frozen, or with the run's LoRA adapter), of the inputs after
+    the run's input alignment. Feature-level remedies act after the backbone, on the head's input,
+    so the measured space does not include them; the text says so instead of pretending the
+    distance changed.
+
+    Examples
+    --------
+    >>> remedy_latent_space(RunConfig(regime="frozen", input_alignment="histmatch"))
+    'frozen backbone embeddings of histmatch-aligned inputs (reference lucchi_pp)'
+    >>> remedy_latent_space(RunConfig(regime="frozen", train_set="paired", film=True))
+    'frozen backbone embeddings (FiLM acts after the backbone: not measured)'
+    """
+    text = f"{'LoRA' if cfg.regime == 'lora' else 'frozen'} backbone embeddings"
+    if cfg.input_alignment is not None:
+        text += f" of {cfg.input_alignment}-aligned inputs"
+        if cfg.input_alignment != "clahe":
+            text += f" (reference {cfg.alignment_reference})"
+    after = [
+        name
+        for name, on in (
+            ("feature norm", cfg.feature_norm), ("FiLM", cfg.film), ("CORAL", cfg.coral_weight > 0),
+            ("one head per domain", cfg.heads_per_domain),
+        )
+        if on
+    ]
+    if after:
+        verb = "act" if len(after) > 1 else "acts"
+        text += f" ({' + '.join(after)} {verb} after the backbone: not measured"
+        text += "; the adapter was trained with it)" if cfg.regime == "lora" else ")"
+    return text
+
+
+def _input_transform(cfg: RunConfig, root: str | os.PathLike[str] | None) -> tuple[Any, str]:
+    """(transform(dataset, images) -> images, cache-key text) of a run's input alignment."""
+
+    def transform(dataset: str, images: np.ndarray) -> np.ndarray:
+        return align_run_volume(cfg, dataset, np.asarray(images), None, root)[0]
+
+    reference = "none" if cfg.input_alignment == "clahe" else f"{cfg.alignment_reference}:{cfg.train_slices}"
+    return transform, f"{cfg.input_alignment}:{reference}"
+
+
+def run_embeddings(
+    backbone: Any,
+    cfg: RunConfig,
+    *,
+    adapter: str = "frozen",
+    root: str | os.PathLike[str] | None = None,
+    vnc_split: str = "all",
+    slices: int | None = None,
+    long_edge: int | None = 1022,
+    batch_size: int = 4,
+    device: str = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> Any:
+    """:func:`emlib.latents.dataset_embeddings` of the slices a run's model sees: after its input alignment.
+
+    Without input alignment this is ``dataset_embeddings`` itself (same cache files as chapter 6).
+    With one, each dataset's selected slices are aligned as :func:`emlib.evaluate.evaluate` aligns a
+    test stack (:func:`align_run_volume`: the stack's own statistics, the run's reference), then
+    resized and embedded exactly as ``dataset_embeddings`` does; the cache key adds the alignment.
+
+    Returns
+    -------
+    EmbeddingSet
+    """
+    from emlib import latents
+
+    kwargs = dict(
+        adapter=adapter, root=root, vnc_split=vnc_split, slices=slices, long_edge=long_edge, batch_size=batch_size,
+        device=device, cache_dir=cache_dir, progress=progress,
+    )
+    if cfg.input_alignment is None:
+        return latents.dataset_embeddings(backbone, **kwargs)
+    transform, transform_key = _input_transform(cfg, root)
+    return latents.dataset_embeddings(backbone, transform=transform, transform_key=transform_key, **kwargs)
+
+
+def remedy_latents(
+    results: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    slices: int | None = None,
+    long_edge: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    n_splits: int = 5,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Latent diagnostics of every finished run of a remedy grid: FD and linear probe, Lucchi++ vs VNC.
+
+    For each run (folder ``out_dir/<run_id>``) the two datasets' image embeddings are taken as
+    chapter 6 takes them (:func:`emlib.latents.dataset_embeddings`), from what the run's head sees
+    as far as the backbone goes: the frozen backbone for frozen runs, the backbone with the run's
+    LoRA adapter for LoRA runs, fed with the slices after the run's input alignment
+    (:func:`run_embeddings`). Feature-level remedies act after the backbone and are not measured;
+    ``latent_space`` (:func:`remedy_latent_space`) says which space each row measured.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The table of :func:`run_alignment_grid` (columns ``run_id, regime, remedy``).
+    out_dir : path
+        The grid folder the runs were trained in.
+    profile : str, default=None
+        Takes ``slices`` and ``long_edge`` from the profile's ``embedding_slices`` and
+        ``embedding_long_edge`` where those are None.
+    cache_dir : path, default=None
+        Embedding cache; None uses ``out_dir/embeddings`` (shared with chapter 6).
+    n_splits : int, default=5
+        Folds of the linear probe (fewer when a dataset has fewer slices).
+    seed : int, default=0
+        Seed of the probe, and of the random weights when a run has no pretrained backbone (so the
+        frozen backbone is the same for every run of a call).
+
+    Returns
+    -------
+    DataFrame
+        One row per run: ``regime, remedy, run_id, fd`` (raw embeddings, rank-deficient covariances
+        allowed as the authors did), ``probe_auroc`` (mean over the folds of
+        :func:`emlib.diagnostics.linear_probe`, no permutation control), ``latent_space``,
+        ``adapter, n_lucchi_pp, n_vnc, weights_label``; also written to
+        ``out_dir/alignment_latents.csv``. Pass it to :func:`alignment_summary` (``latents=``).
+    """
+    import json
+    from pathlib import Path
+
+    from emlib.diagnostics import frechet_distance, linear_probe
+    from emlib.errors import DataError
+    from emlib.latents import load_backbone_for_latents
+
+    need = {"run_id", "regime", "remedy"}
+    missing = sorted(need - set(results.columns))
+    if missing:
+        raise ConfigError(f"results lack the columns {missing}; pass the table of run_alignment_grid")
+    if profile is not None:
+        prof = get_profile(profile)
+        slices = prof.embedding_slices if slices is None else slices
+        long_edge = prof.embedding_long_edge if long_edge is None else long_edge
+    out_dir = Path(out_dir)
+    cache_dir = out_dir / "embeddings" if cache_dir is None else Path(cache_dir)
+    frozen: dict[tuple, Any] = {}
+    rows = []
+    runs = results.drop_duplicates("run_id")[["run_id", "regime", "remedy"]]
+    for run_id, regime, remedy in runs.itertuples(index=False):
+        run_dir = out_dir / str(run_id)
+        config = run_dir / "config.json"
+        if not config.is_file():
+            raise DataError(f"no finished run in {run_dir} (config.json missing); run run_alignment_grid with out_dir={str(out_dir)!r}")
+        cfg = RunConfig.from_dict(json.loads(config.read_text()))
+        if cfg.regime not in ("frozen", "lora"):
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if cfg.regime == "frozen":
+                key = (cfg.backbone, cfg.pretrained, cfg.weights)
+                if key not in frozen:
+                    frozen[key] = load_backbone_for_latents(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+                net, adapter = frozen[key]
+            else:
+                net, adapter = load_backbone_for_latents(
+                    cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, adapter_run=run_dir
+                )
+        net = net.to(device)
+        emb = run_embeddings(
+            net, cfg, adapter=adapter, root=root, slices=slices, long_edge=long_edge, device=device,
+            cache_dir=cache_dir, progress=progress,
+        ).embeddings
+        a, b = emb["lucchi_pp"], emb["vnc"]
+        x = np.vstack([a, b])
+        labels = np.array(["lucchi_pp"] * len(a) + ["vnc"] * len(b))
+        probe = linear_probe(x, labels, n_splits=min(n_splits, len(a), len(b)), seed=seed, n_permutations=0)
+        rows.append({
+            "regime": regime, "remedy": remedy, "run_id": run_id,
+            "fd": frechet_distance(a, b, allow_singular=True, seed=seed), "probe_auroc": probe["auroc"],
+            "latent_space": remedy_latent_space(cfg), "adapter": adapter, "n_lucchi_pp": len(a), "n_vnc": len(b),
+            "weights_label": net.weights_label,
+        })
+    table = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "alignment_latents.csv", index=False)
     return table
 
 

@@ -8,6 +8,11 @@ LoRA adapter loaded from a finished run. Embeddings are cached on disk by everyt
 
 Default sets: Lucchi++ ``test`` (165 slices) against VNC stack1 ``all`` (20 slices); pass
 ``vnc_split="unlabelled"`` for VNC stack2, as in the paper's Fig. 4.
+
+Patch level (:func:`dataset_tokens`, :func:`token_separability_table`): the patch tokens of a few
+labelled slices per dataset, each token labelled foreground when most of its patch is mitochondria,
+and how well a linear probe separates foreground from background tokens within each dataset and
+across datasets (trained on one, tested on the other) -- what a light head can and cannot use.
 """
 
 from __future__ import annotations
@@ -15,20 +20,41 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from emlib.cache import cache_key
 from emlib.data import load_volume, normalize, protocol_size, resize_slice
-from emlib.diagnostics import domain_report, extract_embeddings, write_report
-from emlib.errors import DataError
+from emlib.diagnostics import (
+    domain_report,
+    downsample_mask_to_grid,
+    extract_embeddings,
+    extract_token_maps,
+    token_separability,
+    write_report,
+)
+from emlib.errors import ConfigError, DataError
 from emlib.evaluate import select_test_slices
 from emlib.models import Backbone, apply_lora, create_backbone, load_adapter
 
-__all__ = ["EmbeddingSet", "dataset_embeddings", "load_backbone_for_latents", "latent_report"]
+__all__ = [
+    "weights_fingerprint",
+    "EmbeddingSet",
+    "dataset_embeddings",
+    "dataset_tokens",
+    "load_backbone_for_latents",
+    "latent_report",
+    "token_separability_table",
+    "transfer_auroc",
+]
+
+#: Display names of the datasets in tables.
+DATASET_NAMES = {"lucchi_pp": "Lucchi++", "vnc": "VNC"}
 
 
 @dataclass
@@ -57,12 +83,31 @@ class EmbeddingSet:
         return x, labels, hover
 
 
+def _create_seeded(name: str, pretrained: bool, weights: str | None, seed: int) -> Backbone:
+    """``create_backbone`` with torch seeded as in training (random init is reproducible; global RNG untouched)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_backbone(name, pretrained=pretrained, weights=weights)
+
+
 def load_backbone_for_latents(
-    name: str, *, pretrained: bool = True, weights: str | None = None, adapter_run: str | os.PathLike[str] | None = None
+    name: str,
+    *,
+    pretrained: bool = True,
+    weights: str | None = None,
+    adapter_run: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
 ) -> tuple[Backbone, str]:
-    """A frozen backbone, optionally with the LoRA adapter of a finished run; returns (backbone, adapter label)."""
-    backbone = create_backbone(name, pretrained=pretrained, weights=weights)
+    """A frozen backbone, optionally with the LoRA adapter of a finished run; returns (backbone, adapter label).
+
+    Torch is seeded before the backbone is built, as :func:`emlib.train.build_model` does, with
+    ``seed`` (default: the run's seed with an adapter, else 0): with random weights the frozen
+    backbone and the adapter's base are then the network the adapter was trained on.
+    """
     if adapter_run is None:
+        backbone = _create_seeded(name, pretrained, weights, 0 if seed is None else seed)
         return backbone.eval(), "frozen"
     run = Path(adapter_run)
     adapter, config = run / "adapter.pt", run / "config.json"
@@ -71,13 +116,19 @@ def load_backbone_for_latents(
     from emlib.config import RunConfig
 
     cfg = RunConfig.from_dict(json.loads(config.read_text()))
+    backbone = _create_seeded(name, pretrained, weights, cfg.seed if seed is None else seed)
     apply_lora(backbone, cfg.lora)
     load_adapter(backbone, adapter)
     return backbone.eval(), f"LoRA ({run.name})"
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
+def weights_fingerprint(backbone: Backbone) -> str:
+    """Short SHA-256 of every weight of ``backbone`` (base and LoRA): equal only for equal weights."""
+    digest = hashlib.sha256(backbone.weights_label.encode())
+    for key, value in sorted(backbone.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def dataset_embeddings(
@@ -92,6 +143,8 @@ def dataset_embeddings(
     device: str = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    transform_key: str | None = None,
 ) -> EmbeddingSet:
     """Embed Lucchi++ ``test`` and VNC ``vnc_split`` slices with ``backbone``.
 
@@ -102,34 +155,35 @@ def dataset_embeddings(
     long_edge : int or None, default=1022
         Protocol resize of each slice (None keeps the native size, floored to the patch size).
     cache_dir : path, default=None
-        Folder for ``<key>.npz`` files; a second call with the same inputs reads them.
+        Folder for ``<key>.npz`` files; a second call with the same inputs reads them. The key
+        holds a fingerprint of the weights, so two random initialisations never share files.
+    transform : callable, default=None
+        ``transform(dataset, images)`` applied to each (Z, H, W) uint8 stack before the resize,
+        e.g. an input alignment (:mod:`emlib.alignment`); ``transform_key`` names it in the cache key
+        and is required with it.
     """
+    if transform is not None and not transform_key:
+        raise ConfigError("a transform needs a transform_key that names it in the embedding cache key")
     out: dict[str, np.ndarray] = {}
     ids: dict[str, tuple[str, ...]] = {}
-    adapter_state = getattr(backbone, "lora_settings", None)
-    lora_digest = "none"
-    if adapter_state is not None:
-        digest = hashlib.sha256()
-        for key, value in sorted(backbone.state_dict().items()):
-            if "lora_" in key:
-                digest.update(value.detach().cpu().numpy().tobytes())
-        lora_digest = digest.hexdigest()[:16]
+    fingerprint = weights_fingerprint(backbone)
     for name, split in (("lucchi_pp", "test"), ("vnc", vnc_split)):
         n_total = len(load_volume(name, split, root=root).slice_ids) if slices else 0
         keep = select_test_slices(n_total, slices) if slices else None
         vol = load_volume(name, split, root=root, slices=keep)
         key = cache_key(
-            backbone=backbone.name, weights=backbone.weights_label, adapter=adapter, lora=lora_digest,
-            dataset=name, split=split, slices=vol.slice_ids, long_edge=long_edge,
+            backbone=backbone.name, weights=fingerprint, adapter=adapter, dataset=name, split=split,
+            slices=vol.slice_ids, long_edge=long_edge, **({"transform": transform_key} if transform else {}),
         )
         path = None if cache_dir is None else Path(cache_dir) / f"emb-{key[:24]}.npz"
         if path is not None and path.is_file():
             out[name] = np.load(path)["embeddings"]
         else:
-            h, w = vol.shape[1:]
+            images = vol.images if transform is None else transform(name, vol.images)
+            h, w = images.shape[1:]
             p = backbone.patch_size
             size = protocol_size(h, w, long_edge=long_edge, multiple=p) if long_edge else (h // p * p, w // p * p)
-            images = np.stack([resize_slice(im, size) if size != (h, w) else im[: size[0], : size[1]] for im in vol.images])
+            images = np.stack([resize_slice(im, size) if size != (h, w) else im[: size[0], : size[1]] for im in images])
             out[name] = extract_embeddings(
                 backbone, images, normalise=lambda b: normalize(b, backbone.mean, backbone.std),
                 batch_size=batch_size, device=device, progress=progress,
@@ -156,4 +210,141 @@ def latent_report(
     table = pd.concat(rows, ignore_index=True)
     if run_dir is not None:
         write_report(table, run_dir)
+    return table
+
+
+# ----------------------------------------------------------------------------- patch tokens
+
+
+def dataset_tokens(
+    backbone: Backbone,
+    name: str,
+    split: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    slices: int | None = 4,
+    long_edge: int | None = 224,
+    threshold: float = 0.5,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Patch tokens of evenly spaced labelled slices, each with a foreground label.
+
+    Each slice is resized like :func:`dataset_embeddings` (long side ``long_edge``, sides floored
+    to the patch size), its token map is taken, and the full-resolution mask is area-averaged onto
+    the token grid (:func:`emlib.diagnostics.downsample_mask_to_grid`): a token is foreground when
+    at least ``threshold`` of its patch is mitochondria.
+
+    Returns
+    -------
+    tokens : ndarray of shape (n_tokens, embed_dim), dtype float32
+    labels : ndarray of shape (n_tokens,), dtype bool
+    grid : (int, int)
+        Token grid (h, w) of one slice.
+    """
+    n_total = len(load_volume(name, split, root=root).slice_ids) if slices else 0
+    keep = select_test_slices(n_total, slices) if slices else None
+    vol = load_volume(name, split, root=root, slices=keep)
+    if vol.masks is None:
+        raise DataError(f"{name} {split!r} has no masks; pass a labelled split (Lucchi++ 'test', VNC 'all')")
+    h, w = vol.shape[1:]
+    p = backbone.patch_size
+    size = protocol_size(h, w, long_edge=long_edge, multiple=p) if long_edge else (h // p * p, w // p * p)
+    images = np.stack([resize_slice(im, size) if size != (h, w) else im[: size[0], : size[1]] for im in vol.images])
+    maps = extract_token_maps(
+        backbone, images, normalise=lambda b: normalize(b, backbone.mean, backbone.std),
+        batch_size=batch_size, device=device, progress=False,
+    )
+    grid = (int(maps.shape[1]), int(maps.shape[2]))
+    # resized slices: area-average the full mask; cropped slices (no long_edge): crop the mask alike
+    masks = vol.masks if long_edge and size != (h, w) else vol.masks[:, : size[0], : size[1]]
+    labels = downsample_mask_to_grid(masks, grid, threshold=threshold)
+    return maps.reshape(-1, maps.shape[-1]), labels.reshape(-1), grid
+
+
+def _probe(seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+
+
+def transfer_auroc(
+    train_tokens: np.ndarray, train_labels: np.ndarray, test_tokens: np.ndarray, test_labels: np.ndarray,
+    *, seed: int = 0, max_tokens: int = 20_000,
+) -> float:
+    """AUROC on ``test`` of a foreground/background probe fitted on all of ``train`` (NaN if a set lacks a class)."""
+    from sklearn.metrics import roc_auc_score
+
+    y_train, y_test = np.asarray(train_labels, bool), np.asarray(test_labels, bool)
+    if y_train.all() or not y_train.any() or y_test.all() or not y_test.any():
+        return float("nan")
+    x = np.asarray(train_tokens, np.float32)
+    if len(x) > max_tokens:
+        idx = np.random.default_rng(seed).choice(len(x), max_tokens, replace=False)
+        x, y_train = x[idx], y_train[idx]
+    model = _probe(seed).fit(x, y_train)
+    return float(roc_auc_score(y_test, model.predict_proba(np.asarray(test_tokens, np.float32))[:, 1]))
+
+
+def token_separability_table(
+    backbones: Mapping[str, Backbone],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    vnc_split: str = "all",
+    slices: int | None = 4,
+    long_edge: int | None = 224,
+    threshold: float = 0.5,
+    n_splits: int = 5,
+    device: str = "cpu",
+    seed: int = 0,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Foreground/background separability of patch tokens, per backbone and dataset.
+
+    For each backbone (e.g. ``{"frozen": ..., "LoRA": ...}``) the tokens of ``slices`` evenly
+    spaced slices of Lucchi++ ``test`` and VNC ``vnc_split`` are labelled by :func:`dataset_tokens`
+    and scored by :func:`emlib.diagnostics.token_separability` (a cross-validated logistic-regression
+    probe within the dataset). ``transfer_auroc`` is the AUROC on this dataset of a probe fitted on
+    the *other* dataset's tokens: high within but low across means the foreground direction differs
+    between the datasets, which one shared linear read-out cannot follow.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per (backbone, dataset): ``adapter``, ``dataset``, ``auroc``, ``auroc_std``,
+        ``balanced_accuracy``, ``fisher_ratio``, ``transfer_auroc``, ``fg_fraction``, ``n_fg``,
+        ``n_bg``, ``grid``, ``slices``, ``long_edge``, ``backbone``, ``weights_label``; written to
+        ``run_dir/token_separability.csv`` when given.
+    """
+    if not backbones:
+        raise DataError("backbones is empty; pass a dict such as {'frozen': backbone}")
+    rows = []
+    for label, backbone in backbones.items():
+        data = {
+            name: dataset_tokens(backbone, name, split, root=root, slices=slices, long_edge=long_edge,
+                                 threshold=threshold, device=device)
+            for name, split in (("lucchi_pp", "test"), ("vnc", vnc_split))
+        }
+        for name, (x, y, grid) in data.items():
+            other = data["vnc" if name == "lucchi_pp" else "lucchi_pp"]
+            n_fg, n_bg = int(y.sum()), int((~y).sum())
+            if min(n_fg, n_bg) < 2:
+                raise DataError(
+                    f"{DATASET_NAMES[name]}: {n_fg} foreground and {n_bg} background tokens in {slices} slices at "
+                    f"long_edge={long_edge}; pass more slices, a larger long_edge or a lower threshold"
+                )
+            sep = token_separability(x, y, n_splits=min(n_splits, n_fg, n_bg), seed=seed)
+            rows.append({
+                "adapter": label, "dataset": DATASET_NAMES[name],
+                **{k: sep[k] for k in ("auroc", "auroc_std", "balanced_accuracy", "fisher_ratio")},
+                "transfer_auroc": transfer_auroc(other[0], other[1], x, y, seed=seed),
+                **{k: sep[k] for k in ("fg_fraction", "n_fg", "n_bg")},
+                "grid": f"{grid[0]}x{grid[1]}", "slices": len(y) // (grid[0] * grid[1]), "long_edge": long_edge,
+                "backbone": backbone.name, "weights_label": backbone.weights_label,
+            })
+    table = pd.DataFrame(rows)
+    if run_dir is not None:
+        write_report(table, run_dir, name="token_separability")
     return table

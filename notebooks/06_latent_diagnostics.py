@@ -56,9 +56,10 @@ import pandas as pd
 from emlib import book
 from emlib.config import get_profile
 from emlib.diagnostics import bootstrap_frechet, frechet_distance, linear_probe, pca_embed, protocol_probe
-from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
+from emlib.latents import (dataset_embeddings, dataset_tokens, latent_report, load_backbone_for_latents,
+                           token_separability_table, transfer_auroc)
 from emlib.paper import chapter_configs, chapter_runs, grid_dir
-from emlib.viz import plot_pca_side_by_side
+from emlib.viz import plot_grouped_bars, plot_pca_side_by_side
 
 settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                                  device=device, seed=seed, out_dir=out_dir)
@@ -201,6 +202,50 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 # only a pretrained DINOv2-L/14 on all slices at `long_edge=1022` (the `paper` profile) is comparable
 # with the paper's column. Chapter 7 collects these rows with the segmentation claims in one table.
 #
+# ## Patch level: what the head can use
+#
+# The slice embeddings above are averages; the segmentation head never sees them. It reads the
+# **patch tokens**, one per 14 × 14 patch, and must tell mitochondria from the rest. Chapter 2 showed
+# these tokens as the classic DINO picture (their first three principal components as RGB). Here we
+# ask the head's question directly: label each token of a few test slices per dataset as foreground
+# when at least half of its patch is mitochondria (`downsample_mask_to_grid`), and fit a linear
+# probe that separates foreground from background tokens (`token_separability`, 5-fold
+# cross-validated AUROC, plus the Fisher ratio along the difference of the class means). A second
+# probe is fitted on the *other* dataset's tokens and scored on this one (`transfer_auroc`): if the
+# within-dataset AUROC is high but the transferred one is low, the foreground direction differs
+# between Lucchi++ and VNC, and one shared linear read-out cannot serve both.
+#
+# Slices are resized to a long side of at least 224 pixels here: at smaller sizes a patch covers so
+# much of the slice that almost no token is mostly mitochondria.
+
+# %%
+token_slices, token_long_edge = (4 if settings.profile == "smoke" else 8), max(prof.embedding_long_edge or 1022, 224)
+backbones = {key: load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)[0]
+             for key, run in (("frozen", None), ("LoRA", lora_run))}
+tokens = token_separability_table(backbones, root=settings.data_dir, slices=token_slices, long_edge=token_long_edge,
+                                  device=settings.device, seed=settings.seed, run_dir=grid_dir(settings) / "latents")
+tokens.drop(columns=["backbone"]).style.format(precision=3)
+
+# %%
+bars = tokens.melt(id_vars=["adapter", "dataset"], value_vars=["auroc", "transfer_auroc"], var_name="probe",
+                   value_name="AUROC").replace({"probe": {"auroc": "fitted on this dataset (CV)",
+                                                          "transfer_auroc": "fitted on the other dataset"}})
+plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", y_range=(0, 1),
+                  title=f"Foreground vs background patch-token probe ({settings.backbone})",
+                  weights_label=settings.weights_label)
+
+# %% [markdown]
+# Read the table per row: `fg_fraction` is the share of foreground tokens (a few percent, so an AUROC
+# is more informative than an accuracy, which would be high for a probe that always says
+# background), and `n_fg` counts them; with a few dozen foreground tokens the AUROC moves by about
+# `auroc_std` between folds. A within-dataset AUROC well above 0.5 means the tokens carry the
+# mitochondria signal a light head can use. A transferred AUROC clearly below it means that signal
+# sits in different directions for the two datasets, which is what paired training asks one head
+# to reconcile; comparing the frozen and LoRA rows shows whether the adapter brought the directions
+# together. On the smoke profile the weights are random and the adapter trains for seconds, so it
+# barely moves the tokens (the frozen and LoRA rows may coincide): the numbers show only that the
+# diagnostic runs.
+#
 # ## Summary
 #
 # - Image embeddings (mean patch token per slice) of Lucchi++ and VNC, frozen and with the paired
@@ -209,6 +254,9 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 #   permutation control, beside the authors' single 80/20 split.
 # - With 20 VNC slices the covariance is rank-deficient in 1024 dimensions: FD values are
 #   sample-size dependent and best read as a comparison (frozen vs LoRA) on the same slices.
+# - At the patch level, a linear probe on the tokens of each dataset measures how well foreground
+#   and background separate (what the head can use); the same probe moved to the other dataset
+#   shows whether one read-out can serve both.
 #
 # ## Exercises
 #
@@ -253,4 +301,31 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 #
 # With fewer samples both covariances lose rank and the mean and trace estimates get noisier; the
 # spread of these values next to the full-set FD shows how much of the number is sampling.
+# :::
+#
+# :::{exercise}
+# :label: ex-latents-joint-probe
+#
+# Paired training fits one head on both datasets. Fit one foreground probe on the frozen tokens of
+# Lucchi++ and VNC together (`dataset_tokens`, `transfer_auroc`) and score it on each dataset. How
+# does it compare with the per-dataset probes in the table?
+# :::
+#
+# :::{solution} ex-latents-joint-probe
+# :class: dropdown
+#
+# ```python
+# kw = dict(root=settings.data_dir, slices=token_slices, long_edge=token_long_edge, device=settings.device)
+# xa, ya, _ = dataset_tokens(backbones["frozen"], "lucchi_pp", "test", **kw)
+# xb, yb, _ = dataset_tokens(backbones["frozen"], "vnc", "all", **kw)
+# ha, hb = len(xa) // 2, len(xb) // 2  # tokens come slice by slice: fit on the first half of the slices
+# x, y = np.concatenate([xa[:ha], xb[:hb]]), np.concatenate([ya[:ha], yb[:hb]])
+# {"Lucchi++": transfer_auroc(x, y, xa[ha:], ya[ha:]), "VNC": transfer_auroc(x, y, xb[hb:], yb[hb:])}
+# ```
+#
+# The joint probe is scored on slices it was not fitted on (scoring it on its own tokens would be
+# near 1 with this many dimensions, and mean nothing). If it falls clearly below the within-dataset
+# AUROCs, one linear read-out cannot fit both datasets' foreground directions at once; a small drop
+# means a shared head is possible in principle and the collapse has other causes. With half the
+# slices to fit on, expect it to lose a little anyway.
 # :::

@@ -74,7 +74,9 @@ import torch
 from emlib import alignment, book
 from emlib.data import IMAGENET_MEAN, IMAGENET_STD, get_source, load_volume, normalize
 from emlib.models import create_backbone
-from emlib.viz import plot_intensity_histograms, plot_remedy_table, plot_slice_browser
+import plotly.express as px
+
+from emlib.viz import format_title, plot_grouped_bars, plot_intensity_histograms, plot_remedy_table, plot_slice_browser
 
 settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                                  device=device, seed=seed, out_dir=out_dir)
@@ -224,7 +226,9 @@ grid = Path(settings.out_dir) / settings.profile  # the grid folder every chapte
 grid.mkdir(parents=True, exist_ok=True)
 results = alignment.run_alignment_grid(settings.profile, grid, regimes=tuple(regimes), root=settings.data_dir,
                                        progress=False, backbone=settings.backbone)
-summary = alignment.alignment_summary(results)
+latents = alignment.remedy_latents(results, grid, profile=settings.profile, root=settings.data_dir,
+                                   device=settings.device, seed=settings.seed)
+summary = alignment.alignment_summary(results, latents=latents)
 summary.style.format(precision=3, na_rep="-").hide()
 
 # %% [markdown]
@@ -234,9 +238,44 @@ summary.style.format(precision=3, na_rep="-").hide()
 # single-dataset in-domain scores (1): 1 means the remedy recovers what training on each dataset
 # alone gives, a negative value means it makes things worse. It is left empty when that gap is
 # smaller than 0.01, where the ratio would be noise.
+#
+# The last columns are chapter 6's latent diagnostics, measured for each run
+# (`alignment.remedy_latents`): `fd` is the Fréchet distance between the image embeddings of the
+# Lucchi++ test slices and the VNC slices (raw embeddings, rank-deficient covariances allowed, as the
+# authors compute it), `probe_auroc` the cross-validated AUROC of a linear probe that tells the two
+# datasets apart (0.5: indistinguishable). The embeddings come from the backbone the run's head sits
+# on: the frozen backbone, or the backbone with the run's own LoRA adapter, fed with the slices after
+# the run's input alignment. `latent_space` says what was measured. Feature-level remedies
+# (feature norm, FiLM, CORAL, one head per dataset) act *after* the backbone, so for a frozen run
+# their embeddings are the baseline's and so are their FD and AUROC; the column says "not measured"
+# rather than pretend the distance changed. With LoRA the adapter was trained alongside the remedy,
+# so the numbers can move, but they still describe the backbone's output, not the head's input.
+# The embeddings use the profile's `embedding_slices` and `embedding_long_edge` and are cached in
+# the grid folder (`embeddings/`), shared with chapter 6.
 
 # %%
 plot_remedy_table(summary, weights_label=settings.weights_label)
+
+# %% [markdown]
+# The Fréchet distance per remedy, one bar per regime (the paired baseline and the single-dataset
+# references are rows too), and the distance against the mean foreground IoU over both test sets:
+# if the latent gap explains the collapse, remedies that shrink the distance should score higher.
+
+# %%
+plot_grouped_bars(summary, x="remedy", y="fd", color="regime", weights_label=settings.weights_label,
+                  title="Fréchet distance between Lucchi++ and VNC image embeddings, per remedy")
+
+# %%
+iou_cols = [f"iou_fg_{t}" for t in alignment.DOMAINS]
+points = summary.assign(mean_iou_fg=summary[iou_cols].mean(axis=1))
+fig = px.scatter(points, x="fd", y="mean_iou_fg", color="regime", symbol="kind", hover_name="remedy",
+                 hover_data={"probe_auroc": ":.3f", "latent_space": True},
+                 labels={"fd": "Fréchet distance (Lucchi++ vs VNC embeddings)",
+                         "mean_iou_fg": "mean IoU_fg over both test sets"},
+                 title=format_title("Latent distance against segmentation score, one point per run",
+                                    settings.weights_label),
+                 template="plotly_white")
+fig
 
 # %% [markdown]
 # ## Which remedy closes how much of the gap?
@@ -245,7 +284,10 @@ plot_remedy_table(summary, weights_label=settings.weights_label)
 # 56-pixel crops for two epochs, and each test set is two 112-pixel regions. Models this undertrained
 # tend to predict (almost) every pixel as one class, so many rows coincide, and where rows differ the
 # difference is noise; `gap_closed` is then a ratio of noise, or empty. The table and the figure are
-# there to show that every remedy runs end to end and where its numbers will appear.
+# there to show that every remedy runs end to end and where its numbers will appear. The same holds
+# for `fd` and `probe_auroc`: a random-weights backbone embeds six downscaled slices per dataset, so
+# the smoke distances and AUROCs are meaningless; they only show that the diagnostics run for every
+# remedy.
 #
 # With the `quick` profile (pretrained DINOv2 ViT-S/14) or the `paper` profile, the same cells give the
 # real answer; read them with these questions:
@@ -263,8 +305,11 @@ plot_remedy_table(summary, weights_label=settings.weights_label)
 # With three VNC test slices, differences of a few IoU points are within the noise of a single seed;
 # compare remedies over the profile's seeds before drawing conclusions.
 #
-# The table leaves out the latent diagnostics of chapter 6 (Fréchet distance and linear probe between
-# the datasets' embeddings of the head input); the exercises compute them for one remedy.
+# - **Latent diagnostics.** Chapter 6 explains the collapse by the distance between the datasets'
+#   embeddings. An input remedy that lowers `fd` and `probe_auroc` *and* raises the IoU supports that
+#   explanation; one that lowers the distance without helping the IoU (or the reverse) says the
+#   distance is not the whole story. For feature-level remedies the table cannot say this: their
+#   alignment happens after the measured space (the exercise below measures it on the head input).
 #
 # ## Summary
 #
@@ -273,7 +318,8 @@ plot_remedy_table(summary, weights_label=settings.weights_label)
 # - Input remedies change the pixels (reference: the Lucchi++ training slices), feature remedies the
 #   head's input, training remedies the sampling, the heads or the loss.
 # - The remedy table compares each paired remedy with the paired baseline and the single-dataset
-#   references; only pretrained profiles say which remedy works.
+#   references, with the Fréchet distance and linear-probe AUROC between the datasets' embeddings of
+#   each run; only pretrained profiles say which remedy works.
 #
 # ## Exercises
 #

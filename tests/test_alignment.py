@@ -305,3 +305,43 @@ def test_remedy_plot_has_one_bar_per_test_set_and_regime() -> None:
     fig = plot_remedy_table(summary)
     assert len(fig.data) == 4 and "(random weights)" in fig.layout.title.text
     assert "vnc only (reference)" in fig.data[0].y
+
+
+TINY_GRID = dict(
+    train_slices=2, samples_per_epoch=4, epochs=1, batch_size=2, crop=28, eval_window=28, eval_region=56,
+    eval_slices=1, head_channels=8, unet_channels=4,
+)
+
+
+def test_remedy_latents_add_fd_probe_and_latent_space(shared_data: Path, tmp_path: Path) -> None:
+    remedies = ["histmatch to Lucchi++", "FiLM per domain"]
+    results = alignment.run_alignment_grid("smoke", tmp_path, regimes=("frozen", "lora"), remedies=remedies,
+                                           references=False, root=shared_data, progress=False, **TINY_GRID)
+    latents = alignment.remedy_latents(results, tmp_path, profile="smoke", root=shared_data)
+    assert len(latents) == 6 and (tmp_path / "alignment_latents.csv").is_file()
+    assert any((tmp_path / "embeddings").glob("emb-*.npz"))
+    summary = alignment_summary(results, latents=latents)
+    assert {"fd", "probe_auroc", "latent_space", "weights_label", "gap_closed"} <= set(summary.columns)
+    assert np.isfinite(summary.fd).all() and summary.probe_auroc.between(0, 1).all()
+    assert (summary.weights_label == "random weights").all()
+    table = summary.set_index(["regime", "remedy"])
+    # input alignment changes what the frozen backbone sees, so the distance moves
+    assert table.loc[("frozen", "histmatch to Lucchi++"), "fd"] != pytest.approx(table.loc[("frozen", "paired baseline"), "fd"])
+    assert "histmatch-aligned" in table.loc[("frozen", "histmatch to Lucchi++"), "latent_space"]
+    # FiLM acts after a frozen backbone: same embeddings, same distance, and the row says so
+    assert table.loc[("frozen", "FiLM per domain"), "fd"] == pytest.approx(table.loc[("frozen", "paired baseline"), "fd"])
+    assert "not measured" in table.loc[("frozen", "FiLM per domain"), "latent_space"]
+    assert table.loc[("lora", "paired baseline"), "latent_space"].startswith("LoRA backbone")
+    again = alignment.remedy_latents(results, tmp_path, profile="smoke", root=shared_data)  # from the cache
+    assert np.allclose(again.fd, latents.fd) and np.allclose(again.probe_auroc, latents.probe_auroc)
+
+
+def test_summary_rejects_latents_without_the_columns() -> None:
+    rows = pd.DataFrame([{"remedy": "paired baseline", "regime": "frozen", "train_set": "paired", "test_set": t,
+                          "in_domain": True, "iou_fg": 0.1} for t in ("lucchi_pp", "vnc")])
+    with pytest.raises(ConfigError, match="remedy_latents"):
+        alignment_summary(rows, latents=pd.DataFrame({"regime": ["frozen"], "remedy": ["paired baseline"]}))
+    lat = pd.DataFrame({"regime": ["frozen"] * 2, "remedy": ["paired baseline"] * 2, "fd": [1.0, 3.0],
+                        "probe_auroc": [0.5, 0.7], "latent_space": ["frozen backbone embeddings"] * 2})
+    table = alignment_summary(rows, latents=lat)  # seeds are averaged
+    assert table.fd.tolist() == [2.0] and table.probe_auroc.tolist() == [pytest.approx(0.6)]

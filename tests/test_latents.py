@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emlib.errors import DataError
+from emlib.errors import ConfigError, DataError
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
 from emlib.train import fit
 
@@ -39,10 +39,15 @@ def test_lora_adapter_changes_embeddings_and_report(shared_data: Path, tmp_path:
     fit(tiny(regime="lora", epochs=1), tmp_path / "lora", root=shared_data, progress=False)
     tuned, label = load_backbone_for_latents("dinov2_vits14", pretrained=False, adapter_run=tmp_path / "lora")
     assert label == "LoRA (lora)"
+    # random init is seeded like training: the adapter sits on the frozen backbone's weights
+    base = tuned.state_dict()["model.blocks.0.attn.qkv.base_layer.weight"]
+    assert np.array_equal(base.numpy(), frozen[0].state_dict()["model.blocks.0.attn.qkv.weight"].numpy())
     kwargs = dict(root=shared_data, slices=5, long_edge=56, progress=False)
     a = dataset_embeddings(frozen[0], **kwargs)
     b = dataset_embeddings(tuned, adapter=label, **kwargs)
-    assert not np.allclose(a.embeddings["lucchi_pp"], b.embeddings["lucchi_pp"])
+    # one tiny epoch moves the LoRA matrices (B starts at zero) only a little: the change is small but real
+    assert any(v.abs().sum() > 0 for k, v in tuned.state_dict().items() if "lora_B" in k)
+    assert not np.array_equal(a.embeddings["lucchi_pp"], b.embeddings["lucchi_pp"])
     table = latent_report([a, b], run_dir=tmp_path / "report", n_boot=10)
     assert list(table.adapter) == ["frozen", "LoRA (lora)"]
     assert set(table.weights_label) == {"random weights"}
@@ -53,3 +58,54 @@ def test_lora_adapter_changes_embeddings_and_report(shared_data: Path, tmp_path:
 def test_missing_adapter_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no LoRA adapter in .*train a run with regime='lora' first"):
         load_backbone_for_latents("dinov2_vits14", pretrained=False, adapter_run=tmp_path)
+
+
+def test_token_separability_table(shared_data: Path, tmp_path: Path, frozen) -> None:
+    from emlib.latents import token_separability_table
+
+    table = token_separability_table({"frozen": frozen[0]}, root=shared_data, slices=2, long_edge=224, n_splits=3,
+                                     run_dir=tmp_path)
+    assert list(table.dataset) == ["Lucchi++", "VNC"] and set(table.adapter) == {"frozen"}
+    for col in ("auroc", "auroc_std", "fisher_ratio", "transfer_auroc", "fg_fraction", "n_fg", "n_bg", "weights_label"):
+        assert col in table.columns
+    assert table.auroc.between(0, 1).all() and table.transfer_auroc.between(0, 1).all()
+    assert (table.n_fg > 0).all() and (table.n_bg > table.n_fg).all() and set(table.weights_label) == {"random weights"}
+    assert list(table.grid) == ["12x16", "16x16"] and (table.slices == 2).all()
+    assert (tmp_path / "token_separability.csv").is_file()
+
+
+def test_transfer_auroc_follows_the_foreground_direction() -> None:
+    from emlib.latents import transfer_auroc
+
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.3
+    a = rng.normal(size=(400, 8)); a[:, 0] += 4 * y          # foreground along axis 0
+    b = rng.normal(size=(400, 8)); b[:, 1] += 4 * y          # foreground along axis 1
+    assert transfer_auroc(a, y, a, y) > 0.99                  # separable within: AUROC ~ 1
+    assert abs(transfer_auroc(a, y, b, y) - 0.5) < 0.15       # another direction: near chance
+    assert np.isnan(transfer_auroc(a, np.zeros(400, bool), b, y))
+
+
+def test_dataset_tokens_labels_follow_the_mask(shared_data: Path, frozen) -> None:
+    from emlib.data import load_volume
+    from emlib.latents import dataset_tokens
+
+    x, y, grid = dataset_tokens(frozen[0], "vnc", "all", root=shared_data, slices=1, long_edge=None)
+    assert grid == (73, 73) and x.shape == (73 * 73, 384) and y.dtype == bool
+    mask = load_volume("vnc", "all", root=shared_data, slices=[0]).masks[0, :1022, :1022]
+    assert abs(y.mean() - mask.reshape(73, 14, 73, 14).mean(axis=(1, 3)).__ge__(0.5).mean()) < 1e-9
+
+
+def test_cache_key_tells_random_initialisations_apart(shared_data: Path, tmp_path: Path) -> None:
+    from emlib.latents import weights_fingerprint
+
+    a, _ = load_backbone_for_latents("dinov2_vits14", pretrained=False, seed=0)
+    b, _ = load_backbone_for_latents("dinov2_vits14", pretrained=False, seed=1)
+    a2, _ = load_backbone_for_latents("dinov2_vits14", pretrained=False, seed=0)
+    assert weights_fingerprint(a) == weights_fingerprint(a2) != weights_fingerprint(b)
+    kwargs = dict(root=shared_data, slices=2, long_edge=56, cache_dir=tmp_path, progress=False)
+    ea, eb = dataset_embeddings(a, **kwargs), dataset_embeddings(b, **kwargs)
+    assert len(list(tmp_path.glob("emb-*.npz"))) == 4
+    assert not np.allclose(ea.embeddings["vnc"], eb.embeddings["vnc"])
+    with pytest.raises(ConfigError, match="transform_key"):
+        dataset_embeddings(a, transform=lambda name, x: x, **kwargs)

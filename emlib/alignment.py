@@ -805,26 +805,14 @@ def _input_transform(cfg: RunConfig, root: str | os.PathLike[str] | None) -> tup
     return transform, f"{cfg.input_alignment}:{reference}"
 
 
-def run_embeddings(
-    backbone: Any,
-    cfg: RunConfig,
-    *,
-    adapter: str = "frozen",
-    root: str | os.PathLike[str] | None = None,
-    vnc_split: str = "all",
-    slices: int | None = None,
-    long_edge: int | None = 1022,
-    batch_size: int = 4,
-    device: str = "cpu",
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-) -> Any:
+def run_embeddings(backbone: Any, cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
     """:func:`emlib.latents.dataset_embeddings` of the slices a run's model sees: after its input alignment.
 
     Without input alignment this is ``dataset_embeddings`` itself (same cache files as chapter 6).
     With one, each dataset's selected slices are aligned as :func:`emlib.evaluate.evaluate` aligns a
-    test stack (:func:`align_run_volume`: the stack's own statistics, the run's reference), then
-    resized and embedded exactly as ``dataset_embeddings`` does; the cache key adds the alignment.
+    test stack (:func:`align_run_volume`: the stack's own statistics, the run's reference) before
+    they are resized and embedded; the cache key names the alignment. ``kwargs`` are those of
+    ``dataset_embeddings`` (``adapter``, ``slices``, ``long_edge``, ``cache_dir``, ...).
 
     Returns
     -------
@@ -832,14 +820,11 @@ def run_embeddings(
     """
     from emlib import latents
 
-    kwargs = dict(
-        adapter=adapter, root=root, vnc_split=vnc_split, slices=slices, long_edge=long_edge, batch_size=batch_size,
-        device=device, cache_dir=cache_dir, progress=progress,
-    )
+    kwargs.setdefault("progress", False)
     if cfg.input_alignment is None:
-        return latents.dataset_embeddings(backbone, **kwargs)
+        return latents.dataset_embeddings(backbone, root=root, **kwargs)
     transform, transform_key = _input_transform(cfg, root)
-    return latents.dataset_embeddings(backbone, transform=transform, transform_key=transform_key, **kwargs)
+    return latents.dataset_embeddings(backbone, root=root, transform=transform, transform_key=transform_key, **kwargs)
 
 
 def remedy_latents(

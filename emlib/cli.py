@@ -1,4 +1,4 @@
-"""Command-line interface: ``emlib data info|verify|download`` and the experiment grid.
+"""Command-line interface: ``emlib data info|verify|download``, ``emlib grid`` and ``emlib book``.
 
 Every user error (an :class:`~emlib.errors.EmlibError`) is printed as one sentence on stderr
 with exit status 2, never as a traceback.
@@ -10,16 +10,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import pandas as pd
+
+from emlib.book.commands import add_book_command
+from emlib.config import REGIMES, TRAIN_SETS, list_profiles
+from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
 from emlib.errors import EmlibError
+from emlib.experiments.grid import grid_command, run_grid
+from emlib.experiments.remedies import REMEDIES, run_alignment_grid
+from emlib.models import list_backbones
 
 __all__ = ["main", "build_parser"]
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from emlib.data import data_root, dataset_summary
-
     table = dataset_summary(root=args.root, datasets=args.datasets)
     print(f"data root: {data_root(args.root)}")
     with pd.option_context("display.width", 120):
@@ -28,8 +32,6 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _data_verify(args: argparse.Namespace) -> int:
-    from emlib.data import list_datasets, verify_dataset
-
     for name in args.datasets or list_datasets():
         report = verify_dataset(name, root=args.root, progress=not args.quiet)
         note = "complete" if report.complete else f"{len(report.missing)} upstream files not in this copy"
@@ -38,8 +40,6 @@ def _data_verify(args: argparse.Namespace) -> int:
 
 
 def _data_download(args: argparse.Namespace) -> int:
-    from emlib.data import fetch_dataset, list_datasets
-
     for name in args.datasets or list_datasets():
         path = fetch_dataset(name, root=args.root, force=args.force)
         print(f"{name}: {path}")
@@ -65,6 +65,44 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         cmd.set_defaults(func=func)
 
 
+def _grid(args: argparse.Namespace) -> int:
+    out = args.out or f"runs/{args.profile}"
+    overrides = {"device": args.device, "pretrained": False if args.random_weights else None, "weights": args.weights}
+    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set}
+    results = run_grid(args.profile, out, root=args.root, progress=not args.quiet, **selection, **overrides)
+    if args.remedies:
+        regimes = [r for r in args.regime or ("frozen", "lora") if r != "unet"]
+        run_alignment_grid(
+            args.profile, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone, **overrides
+        )
+    summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
+    summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
+    print(summary.to_string(index=False), file=sys.stdout)
+    return 0
+
+
+def _add_grid_command(sub: argparse._SubParsersAction) -> None:
+    grid = sub.add_parser(
+        "grid", help="train and test the runs of a profile; writes results.csv/json",
+        description=f"For example: {grid_command('smoke', 'runs/smoke', regimes=['lora'], train_sets=['paired'])}",
+    )
+    grid.add_argument("--profile", choices=list_profiles(), default="smoke")
+    grid.add_argument("--out", default=None, help="output folder (default: runs/<profile>)")
+    grid.add_argument("--root", default=None, help="data root (default: $EMLIB_DATA or the download cache)")
+    grid.add_argument("--device", default=None, help="auto, cpu or cuda (default: the profile's)")
+    grid.add_argument("--backbone", choices=list_backbones(), default=None, help="train only this backbone (default: the profile's)")
+    grid.add_argument("--regime", choices=REGIMES, action="append", default=None, help="only this regime (repeatable)")
+    grid.add_argument("--train-set", choices=TRAIN_SETS, action="append", default=None, help="only this training set (repeatable)")
+    grid.add_argument(
+        "--remedies", action="store_true",
+        help=f"also train the remedy runs of 'beyond the paper' ({len(REMEDIES)} remedies; writes alignment_results.csv)",
+    )
+    grid.add_argument("--weights", default=None, help="local backbone weights file (else $EMLIB_WEIGHTS or the hub)")
+    grid.add_argument("--random-weights", action="store_true", help="random-init backbones (timing only; labelled)")
+    grid.add_argument("--quiet", action="store_true", help="no progress bars")
+    grid.set_defaults(func=_grid)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``emlib`` argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(
@@ -72,12 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
-    try:
-        from emlib.grid import add_grid_command
-    except ImportError:  # the grid arrives with the training stack
-        pass
-    else:
-        add_grid_command(sub)
+    _add_grid_command(sub)
+    add_book_command(sub)
     return parser
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from emlib.errors import ConfigError
-from emlib.models.lora import LoraSettings
 
 __all__ = [
+    "BUILD_ENV",
     "RunConfig",
+    "LoraSettings",
+    "LORA_TARGETS",
     "Profile",
     "PROFILES",
     "TRAIN_SETS",
@@ -29,14 +32,64 @@ __all__ = [
     "grid_configs",
 ]
 
+#: Set (to "1") in the kernel's environment while the book is built (by :mod:`emlib.book`); chapters
+#: then skip live widgets.
+BUILD_ENV = "EMLIB_BOOK_BUILD"
+
 #: Training sets: one dataset alone, or both together ("paired").
 TRAIN_SETS: tuple[str, ...] = ("lucchi_pp", "vnc", "paired")
 #: Regimes: frozen backbone + head, LoRA on the backbone + head, and a U-Net trained from scratch.
 REGIMES: tuple[str, ...] = ("frozen", "lora", "unet")
 #: Test sets every model is evaluated on (the cross-dataset matrix).
 TEST_SETS: tuple[str, ...] = ("lucchi_pp", "vnc")
-#: Input-level remedies of :mod:`emlib.alignment` (``RunConfig.input_alignment``; None: none).
+#: Input-level remedies of :mod:`emlib.data.alignment` (``RunConfig.input_alignment``; None: none).
 INPUT_ALIGNMENTS: tuple[str, ...] = ("standardise", "histmatch", "clahe", "resample")
+
+
+#: Linear maps of a transformer block that can carry a LoRA adapter (the paper uses the first two).
+LORA_TARGETS: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters (the authors' cluster configs: r=16, alpha=32, dropout 0).
+
+    Parameters
+    ----------
+    rank : int, default=16
+        Rank ``r`` of the update ``B A`` (A: ``r x in``, B: ``out x r``).
+    alpha : float, default=32
+        Scale numerator; the update is multiplied by ``alpha / rank``.
+    dropout : float, default=0.0
+        Dropout on the LoRA input, in [0, 1).
+    targets : tuple of str, default=('attn.qkv', 'attn.proj')
+        Which linear maps of each block get an adapter, from ``LORA_TARGETS``.
+    """
+
+    rank: int = 16
+    alpha: float = 32
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("attn.qkv", "attn.proj")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ConfigError(f"LoRA rank must be a positive integer, got {self.rank!r}.")
+        if not self.alpha > 0:
+            raise ConfigError(f"LoRA alpha must be positive, got {self.alpha!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
+        targets = tuple(self.targets)
+        object.__setattr__(self, "targets", targets)
+        bad = [t for t in targets if t not in LORA_TARGETS]
+        if not targets or bad or len(set(targets)) != len(targets):
+            raise ConfigError(
+                f"LoRA targets {targets!r} are not allowed; give distinct names from {LORA_TARGETS}."
+            )
+
+    @property
+    def scale(self) -> float:
+        """``alpha / rank``, the factor on the low-rank update."""
+        return self.alpha / self.rank
 
 
 @dataclass(frozen=True)
@@ -75,7 +128,7 @@ class RunConfig:
     eval_slices: int | None = None
     eval_region: int | None = None
     unet_channels: int = 16
-    # Beyond the paper (emlib.alignment): remedies for paired training. At their defaults they are
+    # Beyond the paper (emlib.plugins): remedies for paired training. At their defaults they are
     # left out of to_dict(), so configs and run digests from before they existed are unchanged.
     input_alignment: str | None = None
     alignment_reference: str = "lucchi_pp"
@@ -174,7 +227,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: RunConfig fields added by :mod:`emlib.alignment`; omitted from ``to_dict`` at their defaults.
+#: RunConfig fields of the remedies (:mod:`emlib.plugins`); omitted from ``to_dict`` at their defaults.
 ALIGNMENT_FIELDS: tuple[str, ...] = (
     "input_alignment", "alignment_reference", "feature_norm", "film", "coral_weight", "heads_per_domain", "fg_reweight",
 )
@@ -202,6 +255,24 @@ class Profile:
         Grid axes.
     seeds : tuple of int
         Repeats (the authors use 5).
+    embedding_slices : int or None
+        Slices per dataset embedded for the latent diagnostics (None: all).
+    embedding_long_edge : int or None
+        Long side slices are resized to before they are embedded (None: 1022, the paper's).
+    view_slices : int or None
+        Slices the chapters read for viewers (None: all).
+    token_crop : int or None
+        Side of the crop fed to backbones in token pictures, or None to resize whole slices to
+        ``token_long_edge``.
+    token_long_edge : int or None
+        Long side of the slices in token pictures (when ``token_crop`` is None).
+    token_slices : int
+        Labelled slices per dataset in the patch-token separability table (chapter 6).
+    family_backbones : tuple of str
+        One backbone per family (DINOv2, DINOv3, OpenCLIP) for side-by-side pictures.
+    cpu_threads : int or None
+        Torch threads for the remedy runs on a CPU (tiny runs only fight over cores); None keeps
+        torch's default.
     """
 
     name: str
@@ -213,6 +284,12 @@ class Profile:
     seeds: tuple[int, ...] = (0,)
     embedding_slices: int | None = None
     embedding_long_edge: int | None = None
+    view_slices: int | None = None
+    token_crop: int | None = None
+    token_long_edge: int | None = None
+    token_slices: int = 8
+    family_backbones: tuple[str, ...] = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+    cpu_threads: int | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -242,6 +319,10 @@ PROFILES: dict[str, Profile] = {
         regimes=("frozen", "lora", "unet"),
         embedding_slices=6,
         embedding_long_edge=112,
+        view_slices=4,
+        token_crop=224,
+        token_slices=4,
+        cpu_threads=1,
     ),
     "quick": Profile(
         name="quick",
@@ -267,6 +348,7 @@ PROFILES: dict[str, Profile] = {
         regimes=("frozen", "lora", "unet"),
         embedding_slices=40,
         embedding_long_edge=518,
+        token_long_edge=518,
     ),
     "paper": Profile(
         name="paper",
@@ -292,6 +374,8 @@ PROFILES: dict[str, Profile] = {
         regimes=("frozen", "lora"),
         seeds=(0, 1, 2, 3, 4),
         embedding_long_edge=1022,
+        token_long_edge=1022,
+        family_backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
     ),
 }
 
@@ -308,23 +392,51 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def grid_configs(profile: Profile | str, **overrides: Any) -> list[RunConfig]:
-    """Expand a profile into its runs (backbone x regime x train set x seed).
+def grid_configs(
+    profile: Profile | str,
+    *,
+    backbone: str | None = None,
+    regimes: Sequence[str] | None = None,
+    train_sets: Sequence[str] | None = None,
+    **overrides: Any,
+) -> list[RunConfig]:
+    """Expand a profile into its runs (backbone x regime x train set x seed), optionally a selection.
 
     The U-Net regime does not depend on the backbone, so it appears once per train set and seed.
-    ``overrides`` (e.g. ``pretrained=False`` or ``device="cuda"``) apply to every run.
+
+    Parameters
+    ----------
+    profile : Profile or str
+    backbone : str, default=None
+        Train only this backbone (the U-Net runs stay); it may lie outside the profile's list. This
+        is the one route by which a chapter's backbone reaches its runs.
+    regimes, train_sets : sequence of str, default=None
+        Keep only these (None: all of the profile's).
+    **overrides
+        Applied to every run (e.g. ``pretrained=False`` or ``device="cuda"``); None values are dropped.
+
+    Examples
+    --------
+    >>> [c.run_id[:-9] for c in grid_configs("smoke", regimes=["lora"])]
+    ['lucchi_pp-lora-dinov2_vits14-s0', 'vnc-lora-dinov2_vits14-s0', 'paired-lora-dinov2_vits14-s0']
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    for name, chosen, allowed in (("regime", regimes, REGIMES), ("train_set", train_sets, TRAIN_SETS)):
+        for value in chosen or ():
+            _check_choice(name, value, allowed)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    backbones = prof.backbones if backbone is None else (backbone,)
     runs: list[RunConfig] = []
     seen: set[str] = set()
     for seed in prof.seeds:
         for train_set in prof.train_sets:
+            if train_sets is not None and train_set not in train_sets:
+                continue
             for regime in prof.regimes:
-                for backbone in prof.backbones[:1] if regime == "unet" else prof.backbones:
-                    cfg = prof.base.replace(
-                        backbone=backbone, regime=regime, train_set=train_set, seed=seed, **overrides
-                    )
+                if regimes is not None and regime not in regimes:
+                    continue
+                for name in prof.backbones[:1] if regime == "unet" else backbones:
+                    cfg = prof.base.replace(backbone=name, regime=regime, train_set=train_set, seed=seed, **overrides)
                     if cfg.run_id not in seen:
                         seen.add(cfg.run_id)
                         runs.append(cfg)

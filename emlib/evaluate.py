@@ -4,8 +4,9 @@ Every model is tested on both test sets (Lucchi++ ``Test_*`` and VNC stack1 slic
 Pixel counts are pooled over the whole test stack before IoU is taken, as the authors do
 (``scripts/eval_em_seg.py``), never averaged per slice.
 
-Runs with an ``input_alignment`` (:mod:`emlib.alignment`) get their test slices aligned the same
-way as their training slices; models with per-domain parts are called with the test set's domain.
+A run's plug-ins (:mod:`emlib.plugins`) see the test volumes as they saw the training volumes
+(``transform_volume``) and give the model its extra arguments (``forward_kwargs``, e.g. the test
+set's domain).
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emlib import alignment
-from emlib.data import Volume, data_root, load_volume, normalize, protocol_size, resize_slice
-from emlib.metrics import PooledCounts
-from emlib.stitching import sliding_window_predict
-from emlib.train import TrainedModel, resolve_device
+from tqdm.auto import tqdm
 
-__all__ = ["EvalResult", "evaluate", "evaluate_both", "select_test_slices", "center_region"]
+from emlib.config import TEST_SETS
+from emlib.data import (
+    Volume, center_region, data_root, load_volume, normalize, protocol_size, resize_slice, select_test_slices,
+)
+from emlib.device import resolve_device
+from emlib.metrics import PooledCounts
+from emlib.models import domain_index
+from emlib.plugins import forward_kwargs, plugins_for, transform_volume
+from emlib.stitching import sliding_window_predict
+from emlib.train import TrainedModel
+
+__all__ = ["EvalResult", "evaluate", "evaluate_both"]
 
 
 @dataclass
@@ -51,23 +59,6 @@ class EvalResult:
     images: np.ndarray | None = None
     masks: np.ndarray | None = None
     predictions: np.ndarray | None = None
-
-
-def select_test_slices(n_total: int, n_keep: int | None) -> list[int] | None:
-    """``n_keep`` evenly spaced positions out of ``n_total`` (None or >= n_total keeps all)."""
-    if n_keep is None or n_keep >= n_total:
-        return None
-    return sorted({int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)})
-
-
-def center_region(array: np.ndarray, size: int | None) -> np.ndarray:
-    """Centre ``size`` x ``size`` region of the last two axes (all of it when None or larger)."""
-    if size is None:
-        return array
-    h, w = array.shape[-2:]
-    s_h, s_w = min(size, h), min(size, w)
-    top, left = (h - s_h) // 2, (w - s_w) // 2
-    return array[..., top : top + s_h, left : left + s_w]
 
 
 @lru_cache(maxsize=8)
@@ -99,12 +90,11 @@ def evaluate(
     mode (``crop=None``) slices are resized to the long side ``long_edge`` first and predicted
     whole, and masks are compared at that resized resolution, as the authors do.
     """
-    from tqdm.auto import tqdm
-
     cfg = trained.config
     device = resolve_device(cfg.device)
+    plugins = plugins_for(cfg, root)
     vol = _test_volume(trained, test_set, root)
-    images, masks = alignment.align_run_volume(cfg, test_set, np.asarray(vol.images), np.asarray(vol.masks), root)
+    images, masks = transform_volume(plugins, test_set, np.asarray(vol.images), np.asarray(vol.masks))
     images = center_region(images, cfg.eval_region)
     masks = center_region(masks, cfg.eval_region)
     if cfg.crop is None and cfg.long_edge is not None:
@@ -117,7 +107,7 @@ def evaluate(
     window = min(window, h // p * p, w // p * p) if window > min(h, w) else window
     model = trained.model.eval().to(device)
     use_amp = cfg.amp and device.type == "cuda"
-    domain = {"domain": alignment.domain_index(test_set)} if isinstance(model, alignment.DomainSegmentationModel) else {}
+    domain = forward_kwargs(plugins, domain_index(test_set))
 
     def predict_fn(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -151,8 +141,6 @@ def evaluate_both(
     trained: TrainedModel, *, root: str | os.PathLike[str] | None = None, keep_predictions: bool = False, progress: bool = False
 ) -> tuple[pd.DataFrame, dict[str, EvalResult]]:
     """Test one model on Lucchi++ and on VNC: a tidy table (one row per test set) and the raw results."""
-    from emlib.config import TEST_SETS
-
     cfg = trained.config
     results = {t: evaluate(trained, t, root=root, keep_predictions=keep_predictions, progress=progress) for t in TEST_SETS}
     rows = []

@@ -27,25 +27,37 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from emlib.cache import cache_key
-from emlib.data import load_volume, normalize, protocol_size, resize_slice
+from emlib.config import RunConfig
+from emlib.data import load_volume, normalize, protocol_size, resize_slice, select_test_slices
 from emlib.diagnostics import (
     domain_report,
     downsample_mask_to_grid,
-    extract_embeddings,
-    extract_token_maps,
     token_separability,
     write_report,
 )
 from emlib.errors import ConfigError, DataError
-from emlib.evaluate import select_test_slices
-from emlib.models import Backbone, apply_lora, create_backbone, load_adapter
+from emlib.models import (
+    Backbone,
+    apply_lora,
+    create_backbone,
+    extract_embeddings,
+    extract_token_maps,
+    load_adapter,
+)
+from emlib.plugins import plugins_for, transform_volume
 
 __all__ = [
     "weights_fingerprint",
     "EmbeddingSet",
     "dataset_embeddings",
+    "run_embeddings",
     "dataset_tokens",
     "load_backbone_for_latents",
     "latent_report",
@@ -85,8 +97,6 @@ class EmbeddingSet:
 
 def _create_seeded(name: str, pretrained: bool, weights: str | None, seed: int) -> Backbone:
     """``create_backbone`` with torch seeded as in training (random init is reproducible; global RNG untouched)."""
-    import torch
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return create_backbone(name, pretrained=pretrained, weights=weights)
@@ -113,8 +123,6 @@ def load_backbone_for_latents(
     adapter, config = run / "adapter.pt", run / "config.json"
     if not adapter.is_file() or not config.is_file():
         raise DataError(f"no LoRA adapter in {run} (adapter.pt and config.json are needed); train a run with regime='lora' first")
-    from emlib.config import RunConfig
-
     cfg = RunConfig.from_dict(json.loads(config.read_text()))
     backbone = _create_seeded(name, pretrained, weights, cfg.seed if seed is None else seed)
     apply_lora(backbone, cfg.lora)
@@ -159,7 +167,7 @@ def dataset_embeddings(
         holds a fingerprint of the weights, so two random initialisations never share files.
     transform : callable, default=None
         ``transform(dataset, images)`` applied to each (Z, H, W) uint8 stack before the resize,
-        e.g. an input alignment (:mod:`emlib.alignment`); ``transform_key`` names it in the cache key
+        e.g. a run's input alignment (:func:`run_embeddings`); ``transform_key`` names it in the cache key
         and is required with it.
     """
     if transform is not None and not transform_key:
@@ -195,6 +203,27 @@ def dataset_embeddings(
                 os.replace(tmp, path)
         ids[name] = vol.slice_ids
     return EmbeddingSet(out, ids, backbone.name, adapter, backbone.weights_label)
+
+
+def run_embeddings(backbone: Backbone, cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, **kwargs: Any) -> EmbeddingSet:
+    """:func:`dataset_embeddings` of the slices a run's model sees: after its plug-ins' ``transform_volume``.
+
+    Without an input transform this is ``dataset_embeddings`` itself (same cache files as chapter 6).
+    With one (``input_alignment``), each dataset's selected slices are transformed as
+    :func:`emlib.evaluate.evaluate` transforms a test stack before they are resized and embedded;
+    the cache key names the transform. ``kwargs`` are those of ``dataset_embeddings``
+    (``adapter``, ``slices``, ``long_edge``, ``cache_dir``, ...).
+    """
+    kwargs.setdefault("progress", False)
+    if cfg.input_alignment is None:
+        return dataset_embeddings(backbone, root=root, **kwargs)
+    plugins = plugins_for(cfg, root)
+
+    def transform(dataset: str, images: np.ndarray) -> np.ndarray:
+        return transform_volume(plugins, dataset, np.asarray(images), None)[0]
+
+    reference = "none" if cfg.input_alignment == "clahe" else f"{cfg.alignment_reference}:{cfg.train_slices}"
+    return dataset_embeddings(backbone, root=root, transform=transform, transform_key=f"{cfg.input_alignment}:{reference}", **kwargs)
 
 
 def latent_report(
@@ -263,10 +292,6 @@ def dataset_tokens(
 
 
 def _probe(seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
 
 
@@ -275,8 +300,6 @@ def transfer_auroc(
     *, seed: int = 0, max_tokens: int = 20_000,
 ) -> float:
     """AUROC on ``test`` of a foreground/background probe fitted on all of ``train`` (NaN if a set lacks a class)."""
-    from sklearn.metrics import roc_auc_score
-
     y_train, y_test = np.asarray(train_labels, bool), np.asarray(test_labels, bool)
     if y_train.all() or not y_train.any() or y_test.all() or not y_test.any():
         return float("nan")

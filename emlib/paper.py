@@ -8,23 +8,20 @@ all in the caption of Fig. 1. Its segmentation findings are qualitative here (pe
 are not reproduced in this book, because they are not available to it): single-dataset LoRA beats
 the frozen backbone in-domain, and training on both datasets together ("paired") loses in-domain
 IoU. :data:`PAPER_CLAIMS` lists exactly these; :func:`compare_with_paper` checks each one against a
-results table (:func:`emlib.grid.read_results`) and a latent-diagnostics table
+results table (:func:`emlib.experiments.grid.read_results`) and a latent-diagnostics table
 (:func:`emlib.latents.latent_report`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from emlib.errors import ConfigError
 
-__all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "compare_with_paper", "book_vs_paper_numbers",
-           "chapter_configs", "chapter_runs", "grid_dir", "latent_diagnostics"]
+__all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "compare_with_paper", "book_vs_paper_numbers"]
 
 #: The backbone the paper's latent numbers were measured with.
 PAPER_BACKBONE = "dinov2_vitl14"
@@ -90,7 +87,7 @@ def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], name: str) -> None
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ConfigError(f"{name} lacks the columns {missing}; pass the table of "
-                          f"{'emlib.grid.read_results' if name == 'results' else 'emlib.latents.latent_report'}")
+                          f"{'emlib.experiments.grid.read_results' if name == 'results' else 'emlib.latents.latent_report'}")
 
 
 def _lora_vs_frozen(results: pd.DataFrame) -> tuple[float, bool | None, str, str]:
@@ -171,7 +168,7 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
     Parameters
     ----------
     results : pandas.DataFrame
-        Tidy results (:func:`emlib.grid.read_results`): ``backbone, regime, train_set, test_set,
+        Tidy results (:func:`emlib.experiments.grid.read_results`): ``backbone, regime, train_set, test_set,
         seed, in_domain, iou_fg, weights_label``.
     latents : pandas.DataFrame or None
         Latent diagnostics (:func:`emlib.latents.latent_report`), one row with ``adapter='frozen'``
@@ -230,88 +227,3 @@ def book_vs_paper_numbers(comparison: pd.DataFrame) -> pd.DataFrame:
             rows.append({"claim_id": row["claim_id"], "claim": row["claim_id"], "source": "this build",
                          "value": float(row["book_value"])})
     return pd.DataFrame(rows, columns=["claim_id", "claim", "source", "value"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers the chapters call: the part of the grid a chapter needs, and the latent diagnostics
-# ---------------------------------------------------------------------------------------------
-
-
-def grid_dir(settings: Any) -> Path:
-    """The grid folder chapters share: ``<out_dir>/<profile>`` (what ``emlib grid --out`` defaults to)."""
-    return Path(settings.out_dir) / settings.profile
-
-
-def chapter_configs(settings: Any, *, regimes: tuple[str, ...] | None = None,
-                    train_sets: tuple[str, ...] | None = None) -> list:
-    """The runs of the profile's grid with ``settings.backbone`` (plus the U-Net), restricted.
-
-    The configs are exactly those of :func:`emlib.config.grid_configs` (same run ids, so a chapter
-    reuses what ``emlib grid`` or an earlier chapter trained); a backbone outside the profile's
-    list replaces the profile's first one.
-    """
-    from emlib.config import get_profile, grid_configs
-
-    prof = get_profile(settings.profile)
-    chosen, seen = [], set()
-    for cfg in grid_configs(prof):
-        if regimes is not None and cfg.regime not in regimes:
-            continue
-        if train_sets is not None and cfg.train_set not in train_sets:
-            continue
-        if cfg.regime != "unet" and cfg.backbone != settings.backbone:
-            if settings.backbone in prof.backbones or cfg.backbone != prof.backbones[0]:
-                continue
-            cfg = cfg.replace(backbone=settings.backbone)
-        if cfg.run_id not in seen:
-            seen.add(cfg.run_id)
-            chosen.append(cfg)
-    return chosen
-
-
-def chapter_runs(settings: Any, *, regimes: tuple[str, ...] | None = None, train_sets: tuple[str, ...] | None = None,
-                 progress: bool = False) -> pd.DataFrame:
-    """Train (or read back) the runs of :func:`chapter_configs` in :func:`grid_dir`; the tidy results table.
-
-    Finished runs (their folder holds ``metrics.json``) are read, not retrained.
-    """
-    from emlib.grid import run_one
-
-    out = grid_dir(settings)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = [run_one(cfg, out, root=settings.data_dir, progress=progress, profile=settings.profile)
-              for cfg in chapter_configs(settings, regimes=regimes, train_sets=train_sets)]
-    if not tables:
-        raise ConfigError(f"profile {settings.profile!r} has no runs with regimes={regimes}, train_sets={train_sets}")
-    return pd.concat(tables, ignore_index=True)
-
-
-def latent_diagnostics(settings: Any, *, progress: bool = False, n_boot: int = 200) -> tuple[pd.DataFrame, dict]:
-    """Frozen and paired-LoRA embeddings of both datasets and their diagnostics (chapter 6 in one call).
-
-    Trains the paired LoRA run if it is missing, embeds Lucchi++ ``test`` and VNC ``all`` with the
-    frozen backbone and with that run's adapter (cached under ``<grid>/embeddings``), and writes the
-    table to ``<grid>/latents/domain_report.csv``.
-
-    Returns
-    -------
-    (table, sets)
-        ``latent_report`` rows (frozen, LoRA) and ``{"frozen": EmbeddingSet, "lora": EmbeddingSet}``.
-    """
-    from emlib.config import get_profile
-    from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
-
-    prof = get_profile(settings.profile)
-    chapter_runs(settings, regimes=("lora",), train_sets=("paired",), progress=progress)
-    (cfg,) = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))
-    out = grid_dir(settings)
-    sets = {}
-    for key, run in (("frozen", None), ("lora", out / cfg.run_id)):
-        backbone, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained,
-                                                      adapter_run=run)
-        sets[key] = dataset_embeddings(backbone, adapter=adapter, root=settings.data_dir,
-                                       slices=prof.embedding_slices, long_edge=prof.embedding_long_edge,
-                                       device=settings.device, cache_dir=out / "embeddings", progress=progress)
-    table = latent_report([sets["frozen"], sets["lora"]], run_dir=out / "latents", n_boot=n_boot, seed=settings.seed)
-    return table, sets
-

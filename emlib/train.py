@@ -11,10 +11,10 @@ Seeded and deterministic on CPU (the batch order of epoch ``e`` comes from ``(se
 the protocol's loss, gradient clipping, tqdm progress, a checkpoint after every epoch and resume
 from it after an interruption, mixed precision on CUDA.
 
-The remedies for paired training of :mod:`emlib.alignment` are RunConfig options honoured here:
-``input_alignment`` (pixels of every training volume), ``feature_norm`` / ``film`` /
-``heads_per_domain`` (a :class:`~emlib.alignment.DomainAwareHead` that gets each item's domain),
-``coral_weight`` (CORAL between the two datasets' head features) and ``fg_reweight``.
+:func:`fit` is the paper's loop in named steps (build the model, the data, the optimiser and the
+feature cache; resume; train epoch by epoch; save). The remedies of "beyond the paper" are
+plug-ins (:mod:`emlib.plugins`) that the config names and the loop calls at fixed points; the
+loop itself never names a remedy.
 """
 
 from __future__ import annotations
@@ -32,24 +32,30 @@ import pandas as pd
 import torch
 from torch import nn
 
-from emlib import alignment
+from tqdm.auto import tqdm
+
 from emlib.cache import FeatureCache, cache_key
 from emlib.config import RunConfig
-from emlib.data import CropDataset, PairedDataset, TileDataset, load_volume
-from emlib.errors import ConfigError
+from emlib.data import IMAGENET_MEAN, IMAGENET_STD, CropDataset, PairedDataset, TileDataset, load_volume
+from emlib.device import resolve_device
+from emlib.errors import ConfigError, DataError
 from emlib.losses import segmentation_loss
 from emlib.models import (
+    DOMAINS,
     SegmentationModel,
     UNet2d,
     apply_lora,
     count_parameters,
     create_backbone,
     create_head,
+    domain_index,
     load_adapter,
+    running_stat_names,
     save_adapter,
 )
+from emlib.plugins import Plugin, cache_parts, forward_kwargs, plugins_for, transform_volume
 
-__all__ = ["TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "resolve_device"]
+__all__ = ["TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -90,19 +96,6 @@ class TrainedModel:
         return getattr(backbone, "weights_label", self.config.weights_label)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for but no GPU is visible; use device='auto' or 'cpu'")
-    return dev
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch; deterministic algorithms where torch offers them."""
     random.seed(seed)
@@ -111,14 +104,15 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_model(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.Module, int, tuple, tuple]:
+def build_model(
+    cfg: RunConfig, *, device: torch.device | None = None, plugins: list[Plugin] | None = None
+) -> tuple[nn.Module, int, tuple, tuple]:
     """The model of a run: (model, patch_size, mean, std).
 
     ``frozen``: backbone parameters have ``requires_grad=False`` and stay in eval mode.
-    ``lora``: only LoRA matrices and the head train. ``unet``: everything trains.
+    ``lora``: only LoRA matrices and the head train. ``unet``: everything trains. A plug-in may put
+    the backbone and head(s) together differently (``build_model`` hook).
     """
-    from emlib.data import IMAGENET_MEAN, IMAGENET_STD
-
     torch.manual_seed(cfg.seed)
     if cfg.regime == "unet":
         depth = 3
@@ -130,24 +124,21 @@ def build_model(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[
     else:
         backbone.requires_grad_(False)
     head_kwargs = {"base_ch": cfg.head_channels} if cfg.head == "deconv" else {}
-    if cfg.domain_aware:
-        n_domains = len(alignment.DOMAINS)
-        heads = [create_head(cfg.head, backbone.embed_dim, **head_kwargs) for _ in range(n_domains if cfg.heads_per_domain else 1)]
-        domain_head = alignment.DomainAwareHead(
-            heads, num_domains=n_domains, channels=backbone.embed_dim, feature_norm=cfg.feature_norm, film=cfg.film
-        )
-        model = alignment.DomainSegmentationModel(backbone, domain_head).to(device or "cpu")
-    else:
-        head = create_head(cfg.head, backbone.embed_dim, **head_kwargs)
-        model = SegmentationModel(backbone, head).to(device or "cpu")
-    return model, backbone.patch_size, tuple(backbone.mean), tuple(backbone.std)
+
+    def make_head() -> nn.Module:
+        return create_head(cfg.head, backbone.embed_dim, **head_kwargs)
+
+    built = [m for p in (plugins_for(cfg) if plugins is None else plugins) if (m := p.build_model(backbone, make_head)) is not None]
+    model = built[0] if built else SegmentationModel(backbone, make_head())
+    return model.to(device or "cpu"), backbone.patch_size, tuple(backbone.mean), tuple(backbone.std)
 
 
 def _source_dataset(
-    cfg: RunConfig, name: str, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None, domain: int
+    cfg: RunConfig, name: str, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None,
+    domain: int, plugins: list[Plugin],
 ) -> torch.utils.data.Dataset:
     vol = load_volume(name, "train", root=root, slices=cfg.train_slices)
-    images, masks = alignment.align_run_volume(cfg, name, vol.images, vol.masks, root)
+    images, masks = transform_volume(plugins, name, vol.images, vol.masks)
     if cfg.augment:
         if cfg.crop is None:
             raise ConfigError("augment=True needs a crop size; whole resized slices are used without augmentation")
@@ -162,16 +153,18 @@ def _source_dataset(
 
 
 def build_train_dataset(
-    cfg: RunConfig, patch_size: int, mean: tuple, std: tuple, *, root: str | os.PathLike[str] | None = None
+    cfg: RunConfig, patch_size: int, mean: tuple, std: tuple, *, root: str | os.PathLike[str] | None = None,
+    plugins: list[Plugin] | None = None,
 ) -> torch.utils.data.Dataset:
     """Training items of a run: tiles (or random crops when ``augment``) of one or both datasets."""
+    plugins = plugins_for(cfg, root) if plugins is None else plugins
     if cfg.train_set == "paired":
         sources = {
-            name: _source_dataset(cfg, name, patch_size, mean, std, root, domain)
-            for domain, name in enumerate(alignment.DOMAINS)
+            name: _source_dataset(cfg, name, patch_size, mean, std, root, domain, plugins)
+            for domain, name in enumerate(DOMAINS)
         }
         return PairedDataset(sources, balance=cfg.balance, seed=cfg.seed)
-    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, alignment.domain_index(cfg.train_set))
+    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, domain_index(cfg.train_set), plugins)
 
 
 def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +173,7 @@ def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    keep = alignment.running_stat_names(model)  # per-domain feature statistics have no parameters
+    keep = running_stat_names(model)  # per-domain feature statistics have no parameters
     return {
         k: v.detach().clone() for k, v in model.state_dict().items()
         if k in names or k in keep or _is_buffer_of_trainable(k, names)
@@ -191,6 +184,132 @@ def _is_buffer_of_trainable(key: str, names: set[str]) -> bool:
     # BatchNorm running statistics of trainable modules belong with their weights
     prefix = key.rsplit(".", 1)[0]
     return any(n.startswith(prefix + ".") for n in names) and key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def _check_cacheable(cfg: RunConfig) -> None:
+    if cfg.regime == "frozen" and cfg.augment and cfg.cache != "none":
+        raise ConfigError(
+            "augment=True changes the pixels every epoch, so frozen features cannot be cached; "
+            "set augment=False or cache='none'"
+        )
+
+
+def _feature_cache(
+    cfg: RunConfig, model: nn.Module, n_items: int, mean: tuple, std: tuple, run_dir: str | os.PathLike[str] | None,
+    plugins: list[Plugin],
+) -> FeatureCache | None:
+    """The frozen backbone's feature cache (None for the other regimes or ``cache='none'``)."""
+    if cfg.regime != "frozen" or cfg.cache == "none":
+        return None
+    key = cache_key(
+        backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
+        balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=mean, std=std,
+        seed=cfg.seed, n=n_items, **cache_parts(plugins),
+    )
+    directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
+    return FeatureCache(model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
+
+
+def _resume(run_path: Path, cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> tuple[int, list]:
+    """Write ``config.json``; load ``checkpoint.pt`` when it holds an unfinished run of ``cfg``: (start epoch, history)."""
+    run_path.mkdir(parents=True, exist_ok=True)
+    (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    ckpt_path = run_path / CHECKPOINT
+    if not ckpt_path.is_file():
+        return 0, []
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt.get("digest") != cfg.digest():
+        return 0, []
+    model.load_state_dict(ckpt["trainable"], strict=False)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["epoch"] + 1, ckpt["history"]
+
+
+def _save_checkpoint(
+    run_path: Path, cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, history: list,
+) -> None:
+    tmp = run_path / (CHECKPOINT + ".incomplete")
+    torch.save(
+        {
+            "digest": cfg.digest(), "epoch": epoch, "trainable": _trainable_state(model),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "history": history,
+        },
+        tmp,
+    )
+    os.replace(tmp, run_path / CHECKPOINT)
+
+
+def _logits(
+    cfg: RunConfig, model: nn.Module, images: torch.Tensor, batch: list[int], dataset: torch.utils.data.Dataset,
+    cache: FeatureCache | None, head_kwargs: dict, device: torch.device,
+) -> torch.Tensor:
+    """Logits of one batch: the U-Net on the images, else the head on (cached) backbone features."""
+    if cfg.regime == "unet":
+        return model(images)
+    if cache is not None:
+        feats = cache.get(batch, lambda missing: _collate([dataset[i] for i in missing])[0], device)
+    else:
+        feats = model.backbone(images)  # type: ignore[union-attr]
+    return model.head(feats, tuple(images.shape[-2:]), **head_kwargs)  # type: ignore[union-attr]
+
+
+def _loss(plugins: list[Plugin], logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str) -> torch.Tensor:
+    """The segmentation loss (or a plug-in's replacement) plus every plug-in's extra term."""
+    replaced = [r for p in plugins if (r := p.loss(logits, masks, domains, kind)) is not None]
+    loss = replaced[0] if replaced else segmentation_loss(logits, masks, kind)
+    for plugin in plugins:
+        extra = plugin.extra_loss(domains)
+        if extra is not None:
+            loss = loss + extra
+    return loss
+
+
+def _train_epoch(
+    cfg: RunConfig, epoch: int, model: nn.Module, dataset: torch.utils.data.Dataset, cache: FeatureCache | None,
+    plugins: list[Plugin], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
+    device: torch.device, progress: bool,
+) -> dict:
+    """One epoch: batches in the order of ``(seed, epoch)``; returns the history row."""
+    t0 = time.perf_counter()
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    n_items = len(dataset)
+    per_epoch = min(cfg.samples_per_epoch or n_items, n_items) if not cfg.augment else n_items
+    order = np.random.default_rng((cfg.seed, epoch)).permutation(n_items)[:per_epoch]
+    model.train()
+    if cfg.regime == "frozen":
+        model.backbone.eval()  # type: ignore[union-attr]
+    use_amp = cfg.amp and device.type == "cuda"
+    losses = []
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    for batch in bar:
+        items = [dataset[int(i)] for i in batch]
+        images, masks = _collate(items)
+        images, masks = images.to(device), masks.to(device)
+        domains = torch.tensor([int(it["domain"]) for it in items], device=device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = _logits(cfg, model, images, [int(i) for i in batch], dataset, cache, forward_kwargs(plugins, domains), device)
+            loss = _loss(plugins, logits, masks, domains, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+
+
+def _save_model(run_path: Path, trained: TrainedModel) -> None:
+    cfg, model = trained.config, trained.model
+    torch.save({"digest": cfg.digest(), "trainable": _trainable_state(model)}, run_path / MODEL)
+    if cfg.regime == "lora":
+        save_adapter(model.backbone, run_path / "adapter.pt")  # type: ignore[union-attr]
+    trained.history.to_csv(run_path / "history.csv", index=False)
 
 
 def fit(
@@ -221,111 +340,32 @@ def fit(
     -------
     TrainedModel
     """
-    from tqdm.auto import tqdm
-
     device = resolve_device(cfg.device)
-    if cfg.regime == "frozen" and cfg.augment and cfg.cache != "none":
-        raise ConfigError(
-            "augment=True changes the pixels every epoch, so frozen features cannot be cached; "
-            "set augment=False or cache='none'"
-        )
+    _check_cacheable(cfg)
     seed_everything(cfg.seed)
-    model, patch_size, mean, std = build_model(cfg, device=device)
-    dataset = build_train_dataset(cfg, patch_size, mean, std, root=root)
+    plugins = plugins_for(cfg, root)
+    model, patch_size, mean, std = build_model(cfg, device=device, plugins=plugins)
+    dataset = build_train_dataset(cfg, patch_size, mean, std, root=root, plugins=plugins)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    cache = None
-    if cfg.regime == "frozen" and cfg.cache != "none":
-        backbone = model.backbone  # type: ignore[union-attr]
-        key = cache_key(
-            backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
-            balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=mean, std=std,
-            seed=cfg.seed, n=len(dataset),
-            **({"input_alignment": cfg.input_alignment, "reference": cfg.alignment_reference} if cfg.input_alignment else {}),
-        )
-        directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
-        cache = FeatureCache(backbone.eval(), key, directory=directory)
-
-    fg_weights = alignment.foreground_weights(alignment.training_foreground_fractions(cfg, root)) if cfg.fg_reweight else None
-    coral = alignment.CoralProbe(model) if cfg.coral_weight > 0 else None
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    cache = _feature_cache(cfg, model, len(dataset), mean, std, run_dir, plugins)
+    for plugin in plugins:
+        plugin.attach(model)
 
     run_path = Path(run_dir) if run_dir is not None else None
-    start_epoch, history = 0, []
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        ckpt_path = run_path / CHECKPOINT
-        if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if ckpt.get("digest") == cfg.digest():
-                model.load_state_dict(ckpt["trainable"], strict=False)
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scaler.load_state_dict(ckpt["scaler"])
-                start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
-
-    n_items = len(dataset)
-    per_epoch = min(cfg.samples_per_epoch or n_items, n_items) if not cfg.augment else n_items
+    start_epoch, history = _resume(run_path, cfg, model, optimizer, scaler) if run_path is not None else (0, [])
     for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        order = np.random.default_rng((cfg.seed, epoch)).permutation(n_items)[:per_epoch]
-        model.train()
-        if cfg.regime != "unet" and cfg.regime == "frozen":
-            model.backbone.eval()  # type: ignore[union-attr]
-        losses = []
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for batch in bar:
-            items = [dataset[int(i)] for i in batch]
-            images, masks = _collate(items)
-            images, masks = images.to(device), masks.to(device)
-            domains = torch.tensor([int(it["domain"]) for it in items], device=device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                if cfg.regime == "unet":
-                    logits = model(images)
-                else:
-                    if cache is not None:
-                        feats = cache.get([int(i) for i in batch], lambda missing: _collate([dataset[i] for i in missing])[0], device)
-                    else:
-                        feats = model.backbone(images)  # type: ignore[union-attr]
-                    size = tuple(images.shape[-2:])
-                    logits = model.head(feats, size, domains) if cfg.domain_aware else model.head(feats, size)  # type: ignore[union-attr]
-                if fg_weights is None:
-                    loss = segmentation_loss(logits, masks, cfg.loss)
-                else:
-                    loss = alignment.domain_weighted_loss(logits, masks, domains, fg_weights, cfg.loss)
-                if coral is not None:
-                    loss = loss + cfg.coral_weight * coral.loss(domains)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0})
+        history.append(_train_epoch(cfg, epoch, model, dataset, cache, plugins, optimizer, scaler, params, device, progress))
         if cache is not None:
             cache.save()
         if run_path is not None:
-            tmp = run_path / (CHECKPOINT + ".incomplete")
-            torch.save(
-                {
-                    "digest": cfg.digest(), "epoch": epoch, "trainable": _trainable_state(model),
-                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "history": history,
-                },
-                tmp,
-            )
-            os.replace(tmp, run_path / CHECKPOINT)
+            _save_checkpoint(run_path, cfg, epoch, model, optimizer, scaler, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1]["loss"])
 
-    if coral is not None:
-        coral.remove()
+    for plugin in plugins:
+        plugin.detach()
     model.eval()
     trained = TrainedModel(
         model=model, config=cfg, patch_size=patch_size, mean=mean, std=std,
@@ -334,17 +374,12 @@ def fit(
         cache_stats=None if cache is None else {"hits": cache.hits, "misses": cache.misses},
     )
     if run_path is not None:
-        torch.save({"digest": cfg.digest(), "trainable": _trainable_state(model)}, run_path / MODEL)
-        if cfg.regime == "lora":
-            save_adapter(model.backbone, run_path / "adapter.pt")  # type: ignore[union-attr]
-        trained.history.to_csv(run_path / "history.csv", index=False)
+        _save_model(run_path, trained)
     return trained
 
 
 def load_trained(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> TrainedModel:
     """Rebuild a finished run from ``run_dir`` (config.json + model.pt) without training."""
-    from emlib.errors import DataError
-
     run_path = Path(run_dir)
     if not (run_path / MODEL).is_file():
         raise DataError(f"no finished run in {run_path} (model.pt is missing); train it first with fit() or `emlib grid`")

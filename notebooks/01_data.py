@@ -56,12 +56,11 @@ import pandas as pd
 
 pd.set_option("display.max_colwidth", None)
 
-from emlib import book
-from emlib.data import (DATASETS, VNC_TEST_SLICES, dataset_dir,
-                        dataset_summary, load_volume)
-from emlib.viz import plot_intensity_histograms, plot_slice_browser
+from emlib import (DATASETS, VNC_TEST_SLICES, chapter_settings, dataset_dir, dataset_summary, ensure_data,
+                   load_volume, physical_extent_table, plot_intensity_histograms, plot_slice_browser,
+                   slice_viewer)
 
-settings = book.chapter_settings(
+settings = chapter_settings(
     profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
     device=device, seed=seed, out_dir=out_dir)
 settings
@@ -84,7 +83,7 @@ settings
 # and its licence.
 
 # %%
-paths = book.ensure_data(settings)
+paths = ensure_data(settings)
 pd.DataFrame([{"dataset": s.title, "licence": s.license, "cite": s.citation}
               for s in DATASETS.values()]).set_index("dataset")
 
@@ -126,7 +125,7 @@ lucchi.shape, vnc.shape, lucchi.slice_ids[:3], vnc.slice_ids[:3]
 # matters for how similar consecutive training slices are.
 
 # %%
-book.physical_extent_table({"Lucchi++": lucchi, "VNC": vnc})
+physical_extent_table({"Lucchi++": lucchi, "VNC": vnc})
 
 # %% [markdown]
 # ## Looking at the slices
@@ -155,7 +154,7 @@ plot_slice_browser(
 if settings.live:
     from IPython.display import display
 
-    display(book.slice_viewer(lucchi))
+    display(slice_viewer(lucchi))
 
 # %% [markdown]
 # ## Grey values
@@ -201,7 +200,7 @@ pd.DataFrame({"sorted images": images, "sorted labels": labels})
 # against the label of slice 10. The right rule is **`maskNNNN.png` pairs with `int(NNNN).png`**,
 # which is what the authors' configs do (`image_prefix: "mask"`, `zfill_width: 4`) and what
 # `read_volume` does: the slice ids it returns are the image stems, each matched to its own label.
-# (`tests/test_data_sources.py` checks this on a tiny copy whose labels encode their slice number, so
+# (`tests/data/test_read.py` checks this on a tiny copy whose labels encode their slice number, so
 # a sorted-name pairing would fail.)
 #
 # ## Trap 2: which split is "train"

@@ -54,11 +54,10 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import book
-from emlib.data import load_volume, normalize, protocol_size
-from emlib.viz import plot_patch_pca
+from emlib import (backbone_view, chapter_settings, family_backbones, load_backbones, load_volume, normalize,
+                   plot_patch_grid, plot_patch_pca, protocol_size, token_grid_table, token_pca)
 
-settings = book.chapter_settings(
+settings = chapter_settings(
     profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
     device=device, seed=seed, out_dir=out_dir)
 settings
@@ -86,7 +85,7 @@ settings
 # The table gives the grids for both datasets:
 
 # %%
-book.token_grid_table({"Lucchi++": (768, 1024), "VNC": (1024, 1024)})
+token_grid_table({"Lucchi++": (768, 1024), "VNC": (1024, 1024)})
 
 # %% [markdown]
 # So a segmentation head on DINOv2 sees a Lucchi++ slice as 54 x 73 tokens, each standing for a
@@ -104,13 +103,13 @@ root = settings.data_dir
 lucchi = load_volume("lucchi_pp", "test", root=root, slices=[0])
 vnc = load_volume("vnc", "test", root=root, slices=[0])
 volumes = {"Lucchi++": lucchi, "VNC": vnc}
-view, mask = book.backbone_view(lucchi.images[0], lucchi.masks[0], 14,
-                                settings)
+view, mask = backbone_view(lucchi.images[0], lucchi.masks[0], 14,
+                           settings)
 view.shape, round(float(mask.mean()), 3)
 
 # %%
 grid = f"{view.shape[0] // 14} x {view.shape[1] // 14}"
-book.plot_patch_grid(
+plot_patch_grid(
     view, 14, title=f"Lucchi++ as a patch-14 model sees it: {grid} patches")
 
 # %% [markdown]
@@ -138,7 +137,7 @@ x.shape, x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 # models for the others (`dinov3_vits16`, `openclip_vitb16`) on the smoke and quick profiles.
 
 # %%
-backbones = book.load_backbones(book.family_backbones(settings), settings)
+backbones = load_backbones(family_backbones(settings), settings)
 pd.DataFrame([
     {"backbone": name, "family": bb.spec.family, "patch": bb.patch_size,
      "width C": bb.embed_dim, "blocks": bb.spec.depth,
@@ -159,10 +158,10 @@ pd.DataFrame([
 
 # %%
 for name, bb in backbones.items():
-    views = {k: book.backbone_view(v.images[0], v.masks[0], bb.patch_size,
-                                   settings)[0]
+    views = {k: backbone_view(v.images[0], v.masks[0], bb.patch_size,
+                              settings)[0]
              for k, v in volumes.items()}
-    rgb = book.token_pca(bb, views, settings)
+    rgb = token_pca(bb, views, settings)
     title = f"{name}: first three principal components of patch tokens"
     plot_patch_pca(rgb, images=views, title=title,
                    weights_label=bb.weights_label).show()
@@ -228,15 +227,15 @@ for name, bb in backbones.items():
 #
 # ```python
 # from emlib.data import normalize
-# from emlib.diagnostics import extract_token_maps, patch_pca_rgb
+# from emlib import extract_token_maps, patch_pca_rgb
 #
 # bb = backbones[settings.backbone]
 # def tokens(im):
 #     return extract_token_maps(
 #         bb, im[None], normalise=lambda a: normalize(a, bb.mean, bb.std),
 #         device=settings.device, progress=False)[0]
-# views = {k: book.backbone_view(v.images[0], v.masks[0], bb.patch_size,
-#                                settings)[0] for k, v in volumes.items()}
+# views = {k: backbone_view(v.images[0], v.masks[0], bb.patch_size,
+#                           settings)[0] for k, v in volumes.items()}
 # separate = {k: patch_pca_rgb(tokens(im)) for k, im in views.items()}
 # plot_patch_pca(separate, images=views, title="separate PCA per dataset",
 #                weights_label=bb.weights_label)

@@ -53,17 +53,13 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import book
-from emlib.config import get_profile
-from emlib.evaluate import evaluate_both
-from emlib.models import SegHeadDeconv, count_parameters
-from emlib.paper import chapter_configs, chapter_runs, grid_dir
-from emlib.train import build_model, load_trained
-from emlib.viz import plot_slice_overlay
+from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
+                   count_parameters, ensure_data, evaluate_both, get_profile, grid_dir, load_trained,
+                   plot_slice_overlay, SegHeadDeconv)
 
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
 settings
 
 # %% [markdown]
@@ -117,6 +113,7 @@ pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_
 # %%
 results = chapter_runs(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc"))
 print("grid folder:", grid_dir(settings))
+print("the same runs from a shell:", chapter_command(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc")))
 results[["train_set", "regime", "test_set", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "weights_label",
          "train_seconds"]].style.format(precision=3).hide()
 

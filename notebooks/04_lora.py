@@ -53,16 +53,12 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import book
-from emlib.config import get_profile
-from emlib.models import count_parameters
-from emlib.paper import chapter_configs, chapter_runs, compare_with_paper
-from emlib.train import build_model
-from emlib.viz import plot_grouped_bars
+from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
+                   compare_with_paper, count_parameters, ensure_data, get_profile, plot_grouped_bars)
 
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
 settings
 
 # %% [markdown]
@@ -106,6 +102,7 @@ params.style.format({"trainable": "{:,}", "total": "{:,}", "LoRA matrices": "{:,
 
 # %%
 results = chapter_runs(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc"))
+print("the same runs from a shell:", chapter_command(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc")))
 results[["train_set", "regime", "test_set", "in_domain", "iou_fg", "trainable_params", "train_seconds",
          "weights_label"]].style.format(precision=3).hide()
 
@@ -192,7 +189,7 @@ results.pivot_table(index=["regime", "train_set"], columns="test_set", values="i
 #
 # ```python
 # from dataclasses import replace
-# from emlib.grid import run_one
+# from emlib import run_one
 # from emlib.paper import grid_dir
 # small = lora_cfg.replace(lora=replace(lora_cfg.lora, rank=4, alpha=8))
 # run_one(small, grid_dir(settings), root=settings.data_dir, profile=settings.profile, progress=False)

@@ -50,16 +50,13 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import book
-from emlib.evaluate import evaluate_both
-from emlib.models import get_backbone_spec
-from emlib.paper import chapter_configs, chapter_runs, compare_with_paper, grid_dir
-from emlib.train import build_train_dataset, load_trained
-from emlib.viz import plot_iou_matrix, plot_slice_overlay
+from emlib import (build_train_dataset, chapter_command, chapter_configs, chapter_runs, chapter_settings,
+                   compare_with_paper, ensure_data, evaluate_both, get_backbone_spec, grid_dir, load_trained,
+                   plot_iou_matrix, plot_slice_overlay)
 
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
 settings
 
 # %% [markdown]
@@ -98,6 +95,7 @@ pd.DataFrame(rows).T
 
 # %%
 results = chapter_runs(settings)
+print("the same runs from a shell:", chapter_command(settings))
 results[["train_set", "regime", "test_set", "in_domain", "iou_fg", "weights_label"]].style.format(precision=3).hide()
 
 # %% [markdown]
@@ -172,7 +170,7 @@ for test_set, res in predicted.items():
 # :class: dropdown
 #
 # ```python
-# from emlib.grid import run_one
+# from emlib import run_one
 # balanced = run_one(paired_cfg.replace(balance=True), grid_dir(settings), root=settings.data_dir,
 #                    profile=settings.profile, progress=False)
 # balanced[["test_set", "balance", "iou_fg"]]

@@ -53,17 +53,14 @@ out_dir = "runs"
 import numpy as np
 import pandas as pd
 
-from emlib import book
-from emlib.config import get_profile
-from emlib.diagnostics import bootstrap_frechet, frechet_distance, linear_probe, pca_embed, protocol_probe
-from emlib.latents import (dataset_embeddings, dataset_tokens, latent_report, load_backbone_for_latents,
-                           token_separability_table, transfer_auroc)
-from emlib.paper import chapter_configs, chapter_runs, grid_dir
-from emlib.viz import plot_grouped_bars, plot_pca_side_by_side
+from emlib import (bootstrap_frechet, chapter_command, chapter_configs, chapter_runs, chapter_settings,
+                   dataset_embeddings, dataset_tokens, ensure_data, frechet_distance, get_profile, grid_dir,
+                   latent_report, linear_probe, load_backbone_for_latents, pca_embed, plot_grouped_bars,
+                   plot_pca_side_by_side, protocol_probe, token_separability_table, transfer_auroc)
 
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
 prof = get_profile(settings.profile)
 settings
 
@@ -78,6 +75,7 @@ settings
 
 # %%
 chapter_runs(settings, regimes=("lora",), train_sets=("paired",))
+print("the same run from a shell:", chapter_command(settings, regimes=("lora",), train_sets=("paired",)))
 lora_run = grid_dir(settings) / chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0].run_id
 sets = {}
 for key, run in (("frozen", None), ("LoRA", lora_run)):
@@ -219,7 +217,7 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 # much of the slice that almost no token is mostly mitochondria.
 
 # %%
-token_slices, token_long_edge = (4 if settings.profile == "smoke" else 8), max(prof.embedding_long_edge or 1022, 224)
+token_slices, token_long_edge = settings.token_slices, max(prof.embedding_long_edge or 1022, 224)
 backbones = {key: load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)[0]
              for key, run in (("frozen", None), ("LoRA", lora_run))}
 tokens = token_separability_table(backbones, root=settings.data_dir, slices=token_slices, long_edge=token_long_edge,

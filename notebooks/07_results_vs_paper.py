@@ -52,14 +52,12 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import book
-from emlib.paper import (PAPER_CLAIMS, book_vs_paper_numbers, chapter_runs, compare_with_paper, grid_dir,
-                         latent_diagnostics)
-from emlib.viz import plot_grouped_bars
+from emlib import (PAPER_CLAIMS, book_vs_paper_numbers, chapter_command, chapter_runs, chapter_settings,
+                   compare_with_paper, ensure_data, grid_dir, latent_diagnostics, plot_grouped_bars)
 
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
 settings
 
 # %% [markdown]
@@ -80,6 +78,7 @@ pd.DataFrame([vars(c) for c in PAPER_CLAIMS]).drop(columns="reproduce")
 # %%
 results = chapter_runs(settings)
 latents, _ = latent_diagnostics(settings)
+print("the same runs from a shell:", chapter_command(settings))
 latents[["backbone", "adapter", "weights_label", "n_a", "n_b", "fd", "fd_low", "fd_high", "protocol_accuracy",
          "protocol_auroc", "probe_auroc", "permuted_auroc"]]
 

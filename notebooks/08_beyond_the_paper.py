@@ -29,7 +29,7 @@
 # | training | one head per dataset on a shared backbone / LoRA adapter | `heads_per_domain=True` |
 # | training | loss reweighting by foreground fraction | `fg_reweight=True` |
 #
-# Each remedy is a small function or module in `emlib.alignment` and an option that `emlib.train.fit`
+# Each remedy is a small function or module in `emlib.experiments.remedies` and an option that `emlib.train.fit`
 # and `emlib.evaluate.evaluate` honour, so each row of the table at the end is one ordinary training
 # run. None of this is in the paper: it is this book's extension.
 #
@@ -65,24 +65,23 @@ regimes = ["frozen", "lora"]  # regimes of the remedy table; each remedy is one 
 # The cell above holds the chapter's parameters (papermill replaces them when the book is built).
 
 # %%
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import torch
 
-from emlib import alignment, book
-from emlib.data import IMAGENET_MEAN, IMAGENET_STD, get_source, load_volume, normalize
-from emlib.models import create_backbone
-import plotly.express as px
+from emlib import (DOMAINS, IMAGENET_MEAN, IMAGENET_STD, align_volume, alignment_configs, alignment_summary,
+                   chapter_command, chapter_settings, clahe_available, coral_loss, create_backbone,
+                   domain_index, DomainFeatureNorm, DomainFiLM, ensure_data, foreground_weights, format_title,
+                   get_source, grey_cdf, grid_dir, histogram_match, intensity_reference, limit_cpu_threads,
+                   load_volume, normalize, patch_features, plot_grouped_bars, plot_intensity_histograms,
+                   plot_remedy_table, plot_slice_browser, remedy_latents, run_alignment_grid,
+                   training_foreground_fractions)
 
-from emlib.viz import format_title, plot_grouped_bars, plot_intensity_histograms, plot_remedy_table, plot_slice_browser
-
-settings = book.chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
-                                 device=device, seed=seed, out_dir=out_dir)
-paths = book.ensure_data(settings)
-if settings.profile == "smoke" and settings.device == "cpu":
-    torch.set_num_threads(1)  # the smoke runs are tiny: more threads only fight over a shared CPU
+settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
+                            device=device, seed=seed, out_dir=out_dir)
+paths = ensure_data(settings)
+limit_cpu_threads(settings)  # the profile's threads on a CPU (smoke: 1; tiny runs fight over cores)
 settings
 
 # %% [markdown]
@@ -97,7 +96,7 @@ settings
 #   deviation equal the reference's. Two numbers per dataset; the shape of the histogram stays.
 # - **Histogram matching** maps each grey level through the two cumulative distributions (CDFs) so
 #   the whole histogram follows the reference. On uint8 stacks this is a 256-entry lookup table
-#   (`alignment.histogram_match`); the CDFs then agree up to the mass of a single grey level.
+#   (`histogram_match`); the CDFs then agree up to the mass of a single grey level.
 # - **CLAHE** (contrast-limited adaptive histogram equalisation, Zuiderveld 1994) equalises each
 #   slice locally, in tiles, with a cap on the contrast gain. It needs no reference: both datasets are
 #   pushed towards the same "flat" local histogram. It comes from scikit-image.
@@ -112,17 +111,17 @@ settings
 n = settings.view_slices
 lucchi = load_volume("lucchi_pp", "train", root=settings.data_dir, slices=n)
 vnc = load_volume("vnc", "train", root=settings.data_dir, slices=n)
-ref = alignment.intensity_reference(lucchi.images, dataset="lucchi_pp",
-                                    pixel_size_nm=get_source("lucchi_pp").voxel_size_nm[-1])
-methods = ["standardise", "histmatch", "resample"] + (["clahe"] if alignment.clahe_available() else [])
+ref = intensity_reference(lucchi.images, dataset="lucchi_pp",
+                          pixel_size_nm=get_source("lucchi_pp").voxel_size_nm[-1])
+methods = ["standardise", "histmatch", "resample"] + (["clahe"] if clahe_available() else [])
 aligned = {"VNC as is": vnc.images}
 for method in methods:
-    aligned[f"VNC {method}"] = alignment.align_volume(vnc.images, "vnc", method, ref)[0]
+    aligned[f"VNC {method}"] = align_volume(vnc.images, "vnc", method, ref)[0]
 rows = [{"volume": "Lucchi++ (reference)", "shape": lucchi.images.shape, "mean": ref.mean, "std": ref.std,
          "max CDF distance to Lucchi++": 0.0}]
 for name, images in aligned.items():
     rows.append({"volume": name, "shape": images.shape, "mean": images.mean(), "std": images.std(),
-                 "max CDF distance to Lucchi++": np.abs(alignment.grey_cdf(images) - ref.cdf).max()})
+                 "max CDF distance to Lucchi++": np.abs(grey_cdf(images) - ref.cdf).max()})
 pd.DataFrame(rows).style.format(precision=3).hide()
 
 # %% [markdown]
@@ -152,15 +151,15 @@ plot_slice_browser(np.stack([v[0] for v in versions.values()]), np.stack([vnc.ma
 # differ. The feature-level remedies act on the backbone's patch features, the input of the
 # segmentation head.
 #
-# - **Per-dataset feature standardisation** (`alignment.DomainFeatureNorm`) keeps a running mean and
+# - **Per-dataset feature standardisation** (`DomainFeatureNorm`) keeps a running mean and
 #   variance of every feature channel *per dataset* and standardises each item's features with the
 #   statistics of its own dataset, as AdaBN does with batch-norm statistics (Li et al., 2016). At test
 #   time the test set's domain id picks the statistics (0 for Lucchi++, 1 for VNC); a dataset never
 #   seen in training is standardised with its own test statistics.
-# - **FiLM** (feature-wise linear modulation, Perez et al., 2018; `alignment.DomainFiLM`) learns a
+# - **FiLM** (feature-wise linear modulation, Perez et al., 2018; `DomainFiLM`) learns a
 #   per-dataset scale and shift of every channel, $\gamma_d \odot x + \beta_d$, starting from the
 #   identity.
-# - **CORAL** (Sun & Saenko, 2016; `alignment.coral_loss`) adds a loss that pulls the covariance
+# - **CORAL** (Sun & Saenko, 2016; `coral_loss`) adds a loss that pulls the covariance
 #   matrices of the two datasets' features together:
 #   $\ell_\text{CORAL} = \lVert C_\text{Lucchi++} - C_\text{VNC} \rVert_F^2 / (4 d^2)$, zero when the
 #   covariances agree, weighted by `coral_weight`. It acts on the output of the head's first layer
@@ -177,12 +176,12 @@ with torch.no_grad():
     for name, vol in (("lucchi_pp", lucchi), ("vnc", vnc)):
         crops = np.stack([im[:side, :side] for im in vol.images[:2]])
         feats[name] = net(normalize(crops, net.mean, net.std).to(settings.device)).float().cpu()
-norm = alignment.DomainFeatureNorm(2, net.embed_dim).train()
-standardised = {name: norm(f, alignment.domain_index(name)) for name, f in feats.items()}
+norm = DomainFeatureNorm(2, net.embed_dim).train()
+standardised = {name: norm(f, domain_index(name)) for name, f in feats.items()}
 pd.DataFrame({
     "features": ["backbone output", "after per-dataset standardisation"],
-    "CORAL loss": [alignment.coral_loss(feats["lucchi_pp"], feats["vnc"]).item(),
-                   alignment.coral_loss(standardised["lucchi_pp"], standardised["vnc"]).item()],
+    "CORAL loss": [coral_loss(feats["lucchi_pp"], feats["vnc"]).item(),
+                   coral_loss(standardised["lucchi_pp"], standardised["vnc"]).item()],
     "weights": settings.weights_label,
 }).style.format({"CORAL loss": "{:.3g}"}).hide()
 
@@ -205,16 +204,16 @@ pd.DataFrame({
 #   drowned out. The weights come from the training masks of the run:
 
 # %%
-cfg = alignment.alignment_configs(settings.profile, regimes=("frozen",), remedies=["fg reweighting"],
-                                  references=False, backbone=settings.backbone)[1][1]
-fractions = alignment.training_foreground_fractions(cfg, settings.data_dir)
-pd.DataFrame({"dataset": alignment.DOMAINS, "foreground fraction": fractions,
-              "loss weight": alignment.foreground_weights(fractions)}).style.format(precision=3).hide()
+cfg = alignment_configs(settings.profile, regimes=("frozen",), remedies=["fg reweighting"],
+                        references=False, backbone=settings.backbone)[1][1]
+fractions = training_foreground_fractions(cfg, settings.data_dir)
+pd.DataFrame({"dataset": DOMAINS, "foreground fraction": fractions,
+              "loss weight": foreground_weights(fractions)}).style.format(precision=3).hide()
 
 # %% [markdown]
 # ## The remedy table
 #
-# `alignment.run_alignment_grid` trains, for each regime, the paired baseline (the paper's setting),
+# `run_alignment_grid` trains, for each regime, the paired baseline (the paper's setting),
 # one paired run per remedy, and the two single-dataset runs as references, and tests every model on
 # both test sets. Runs are stored in the grid folder the other chapters share, so the baselines and
 # references trained in chapter 5 are read back, not retrained. The chapter parameter `regimes` picks
@@ -222,13 +221,13 @@ pd.DataFrame({"dataset": alignment.DOMAINS, "foreground fraction": fractions,
 # adapter. Each regime costs one training run per remedy plus three (baseline and references).
 
 # %%
-grid = Path(settings.out_dir) / settings.profile  # the grid folder every chapter shares
-grid.mkdir(parents=True, exist_ok=True)
-results = alignment.run_alignment_grid(settings.profile, grid, regimes=tuple(regimes), root=settings.data_dir,
-                                       progress=False, backbone=settings.backbone)
-latents = alignment.remedy_latents(results, grid, profile=settings.profile, root=settings.data_dir,
-                                   device=settings.device, seed=settings.seed)
-summary = alignment.alignment_summary(results, latents=latents)
+grid = grid_dir(settings)  # the grid folder every chapter shares
+results = run_alignment_grid(settings.profile, grid, regimes=tuple(regimes), root=settings.data_dir,
+                             progress=False, backbone=settings.backbone)
+latents = remedy_latents(results, grid, profile=settings.profile, root=settings.data_dir,
+                         device=settings.device, seed=settings.seed)
+summary = alignment_summary(results, latents=latents)
+print("the same runs from a shell:", chapter_command(settings, regimes=regimes, remedies=True))
 summary.style.format(precision=3, na_rep="-").hide()
 
 # %% [markdown]
@@ -240,7 +239,7 @@ summary.style.format(precision=3, na_rep="-").hide()
 # smaller than 0.01, where the ratio would be noise.
 #
 # The last columns are chapter 6's latent diagnostics, measured for each run
-# (`alignment.remedy_latents`): `fd` is the Fréchet distance between the image embeddings of the
+# (`remedy_latents`): `fd` is the Fréchet distance between the image embeddings of the
 # Lucchi++ test slices and the VNC slices (raw embeddings, rank-deficient covariances allowed, as the
 # authors compute it), `probe_auroc` the cross-validated AUROC of a linear probe that tells the two
 # datasets apart (0.5: indistinguishable). The embeddings come from the backbone the run's head sits
@@ -266,7 +265,7 @@ plot_grouped_bars(summary, x="remedy", y="fd", color="regime", weights_label=set
                   title="Fréchet distance between Lucchi++ and VNC image embeddings, per remedy")
 
 # %%
-iou_cols = [f"iou_fg_{t}" for t in alignment.DOMAINS]
+iou_cols = [f"iou_fg_{t}" for t in DOMAINS]
 points = summary.assign(mean_iou_fg=summary[iou_cols].mean(axis=1))
 fig = px.scatter(points, x="fd", y="mean_iou_fg", color="regime", symbol="kind", hover_name="remedy",
                  hover_data={"probe_auroc": ":.3f", "latent_space": True},
@@ -335,14 +334,14 @@ fig
 # :class: dropdown
 #
 # ```python
-# from emlib.grid import run_one
+# from emlib import run_one
 #
-# base = alignment.alignment_configs(settings.profile, regimes=("lora",), remedies=[], references=False,
-#                                    backbone=settings.backbone)[0][1]
+# base = alignment_configs(settings.profile, regimes=("lora",), remedies=[], references=False,
+#                          backbone=settings.backbone)[0][1]
 # both = base.replace(input_alignment="histmatch", heads_per_domain=True)
 # rows = run_one(both, grid, root=settings.data_dir, profile=settings.profile, progress=False)
 # extra = pd.concat([results, rows.assign(remedy="histmatch + heads per domain")], ignore_index=True)
-# alignment.alignment_summary(extra)
+# alignment_summary(extra)
 # ```
 #
 # Remedies at different levels often add up partly: an input remedy removes the grey-value part of the
@@ -361,10 +360,10 @@ fig
 # :class: dropdown
 #
 # ```python
-# from emlib.grid import run_one
+# from emlib import run_one
 #
-# base = alignment.alignment_configs(settings.profile, regimes=("frozen",), remedies=[], references=False,
-#                                    backbone=settings.backbone)[0][1]
+# base = alignment_configs(settings.profile, regimes=("frozen",), remedies=[], references=False,
+#                          backbone=settings.backbone)[0][1]
 # scan = pd.concat([run_one(base.replace(coral_weight=w), grid, root=settings.data_dir,
 #                           profile=settings.profile, progress=False).assign(coral_weight=w)
 #                   for w in (0.1, 1.0, 10.0)])
@@ -387,10 +386,10 @@ fig
 # :class: dropdown
 #
 # ```python
-# from emlib.diagnostics import frechet_distance
+# from emlib import frechet_distance
 #
-# flat = {k: alignment.patch_features(v).numpy() for k, v in feats.items()}
-# flat_std = {k: alignment.patch_features(v).detach().numpy() for k, v in standardised.items()}
+# flat = {k: patch_features(v).numpy() for k, v in feats.items()}
+# flat_std = {k: patch_features(v).detach().numpy() for k, v in standardised.items()}
 # frechet_distance(flat["lucchi_pp"], flat["vnc"]), frechet_distance(flat_std["lucchi_pp"], flat_std["vnc"])
 # ```
 #

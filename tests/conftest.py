@@ -85,3 +85,16 @@ def tiny_root(tmp_path: Path) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
     """A data root with tiny copies of both datasets, and the arrays written into it."""
     truth = {"lucchi_pp": make_lucchi(tmp_path), "vnc": make_vnc(tmp_path)}
     return tmp_path, truth
+
+
+#: One small backbone per family, built with random weights by :func:`small_backbones`.
+SMALL_BACKBONES = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+
+
+@pytest.fixture(scope="module")
+def small_backbones() -> dict:
+    """Random-init S/B backbones (name -> Backbone), one per family, in eval mode."""
+    from emlib.models.backbones import create_backbone  # here, so that collecting other tests stays light
+
+    torch.manual_seed(0)
+    return {name: create_backbone(name, pretrained=False).eval() for name in SMALL_BACKBONES}

@@ -1,40 +1,28 @@
 """Data layer: fetch and read Lucchi++ and VNC, transforms, and torch Datasets.
 
-This subpackage knows nothing of models. See :mod:`emlib.data.sources` for the layouts,
-:mod:`emlib.data.transforms` for preprocessing and :mod:`emlib.data.datasets` for Datasets.
+This subpackage knows nothing of models. See :mod:`emlib.data.sources` for the dataset registry,
+:mod:`emlib.data.read` for the layouts and reading, :mod:`emlib.data.fetch` for downloading and
+checking, :mod:`emlib.data.transforms` for preprocessing and :mod:`emlib.data.datasets` for Datasets.
 """
 
 from __future__ import annotations
 
 from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, tile_origins
-from emlib.data.sources import (
-    DATASETS,
-    VNC_TEST_SLICES,
-    DatasetSource,
-    VerifyReport,
-    Volume,
-    data_root,
-    dataset_dir,
-    fetch_dataset,
-    get_source,
-    list_datasets,
-    list_splits,
-    load_volume,
-    pixel_sha256,
-    read_volume,
-    verify_dataset,
-    volume_sha256,
-)
+from emlib.data.fetch import VerifyReport, fetch_dataset, verify_dataset
+from emlib.data.read import Volume, data_root, dataset_dir, load_volume, pixel_sha256, read_volume, volume_sha256
+from emlib.data.sources import DATASETS, VNC_TEST_SLICES, DatasetSource, get_source, list_datasets, list_splits
 from emlib.data.summary import dataset_summary
 from emlib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     augment_pair,
+    center_region,
     denormalize,
     normalize,
     protocol_size,
     random_crop,
     resize_slice,
+    select_test_slices,
 )
 
 __all__ = [
@@ -49,6 +37,7 @@ __all__ = [
     "VerifyReport",
     "Volume",
     "augment_pair",
+    "center_region",
     "data_root",
     "dataset_dir",
     "dataset_summary",
@@ -64,6 +53,7 @@ __all__ = [
     "random_crop",
     "read_volume",
     "resize_slice",
+    "select_test_slices",
     "tile_origins",
     "verify_dataset",
     "volume_sha256",

@@ -6,7 +6,8 @@ import os
 
 import pandas as pd
 
-from emlib.data.sources import DATASETS, get_source, read_volume
+from emlib.data.read import read_volume
+from emlib.data.sources import DATASETS, get_source
 
 __all__ = ["dataset_summary"]
 

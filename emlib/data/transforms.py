@@ -23,6 +23,8 @@ __all__ = [
     "random_crop",
     "augment_pair",
     "check_crop",
+    "select_test_slices",
+    "center_region",
 ]
 
 #: ImageNet statistics; the authors apply them to every backbone (their ``preset: em``).
@@ -157,3 +159,20 @@ def augment_pair(
         return np.ascontiguousarray(a[:, ::-1] if flip else a)
 
     return apply(image), None if mask is None else apply(mask)
+
+
+def select_test_slices(n_total: int, n_keep: int | None) -> list[int] | None:
+    """``n_keep`` evenly spaced positions out of ``n_total`` (None or >= n_total keeps all)."""
+    if n_keep is None or n_keep >= n_total:
+        return None
+    return sorted({int(round(x)) for x in np.linspace(0, n_total - 1, n_keep)})
+
+
+def center_region(array: np.ndarray, size: int | None) -> np.ndarray:
+    """Centre ``size`` x ``size`` region of the last two axes (all of it when None or larger)."""
+    if size is None:
+        return array
+    h, w = array.shape[-2:]
+    s_h, s_w = min(size, h), min(size, w)
+    top, left = (h - s_h) // 2, (w - s_w) // 2
+    return array[..., top : top + s_h, left : left + s_w]

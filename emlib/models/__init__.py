@@ -1,19 +1,27 @@
-"""Models: backbone registry and factory, segmentation heads, LoRA adapters, U-Net baseline."""
+"""Models: backbone registry and factory, segmentation heads, LoRA adapters, U-Net baseline, per-domain modules."""
 
 from __future__ import annotations
 
 from emlib.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    RANDOM_WEIGHTS_LABEL,
-    WEIGHTS_ENV,
     Backbone,
-    BackboneSpec,
     create_backbone,
     get_backbone_spec,
     list_backbones,
     register_backbone,
 )
+from emlib.models.domain import (
+    DOMAINS,
+    CoralProbe,
+    DomainAwareHead,
+    DomainFeatureNorm,
+    DomainFiLM,
+    DomainSegmentationModel,
+    domain_index,
+    running_stat_names,
+)
+from emlib.models.features import extract_embeddings, extract_token_maps
 from emlib.models.heads import (
     LinearHead,
     SegHeadDeconv,
@@ -31,8 +39,17 @@ from emlib.models.lora import (
     save_adapter,
 )
 from emlib.models.unet import UNet2d
+from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec
 
 __all__ = [
+    "DOMAINS",
+    "CoralProbe",
+    "DomainAwareHead",
+    "DomainFeatureNorm",
+    "DomainFiLM",
+    "DomainSegmentationModel",
+    "domain_index",
+    "running_stat_names",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RANDOM_WEIGHTS_LABEL",
@@ -43,6 +60,8 @@ __all__ = [
     "get_backbone_spec",
     "list_backbones",
     "register_backbone",
+    "extract_embeddings",
+    "extract_token_maps",
     "LinearHead",
     "SegHeadDeconv",
     "SegmentationModel",

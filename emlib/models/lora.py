@@ -30,12 +30,13 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from emlib.config import LORA_TARGETS, LoraSettings
 from emlib.errors import ConfigError, WeightsError
 from emlib.models.backbones import Backbone
 
@@ -49,50 +50,7 @@ __all__ = [
     "LORA_TARGETS",
 ]
 
-LORA_TARGETS: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 _ADAPTER = "default"  # peft adapter name
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters (the authors' cluster configs: r=16, alpha=32, dropout 0).
-
-    Parameters
-    ----------
-    rank : int, default=16
-        Rank ``r`` of the update ``B A`` (A: ``r x in``, B: ``out x r``).
-    alpha : float, default=32
-        Scale numerator; the update is multiplied by ``alpha / rank``.
-    dropout : float, default=0.0
-        Dropout on the LoRA input, in [0, 1).
-    targets : tuple of str, default=('attn.qkv', 'attn.proj')
-        Which linear maps of each block get an adapter, from ``LORA_TARGETS``.
-    """
-
-    rank: int = 16
-    alpha: float = 32
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("attn.qkv", "attn.proj")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"LoRA rank must be a positive integer, got {self.rank!r}.")
-        if not self.alpha > 0:
-            raise ConfigError(f"LoRA alpha must be positive, got {self.alpha!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
-        targets = tuple(self.targets)
-        object.__setattr__(self, "targets", targets)
-        bad = [t for t in targets if t not in LORA_TARGETS]
-        if not targets or bad or len(set(targets)) != len(targets):
-            raise ConfigError(
-                f"LoRA targets {targets!r} are not allowed; give distinct names from {LORA_TARGETS}."
-            )
-
-    @property
-    def scale(self) -> float:
-        """``alpha / rank``, the factor on the low-rank update."""
-        return self.alpha / self.rank
 
 
 class _LoraDelta(nn.Module):

@@ -1,0 +1,75 @@
+"""The study-companion book: the one-command build and the browser check (no science in here).
+
+A chapter is a Jupytext percent-format notebook ``notebooks/<name>.py``; the book lists it as
+``book/chapters/<name>`` in ``_toc.yml``. **Adding a chapter = adding the ``.py`` file and that
+one ``_toc.yml`` line.** ``python -m emlib.book build --profile smoke`` (or ``emlib book build``) then
+
+1. converts each chapter listed in the table of contents with jupytext (in memory),
+2. executes it once with papermill (``-p profile smoke``) into ``book/chapters/<name>.ipynb``;
+   the kernel gets ``PLOTLY_RENDERER`` so plotly writes HTML the static book can show,
+3. post-processes the executed notebook: the ``injected-parameters`` cell is tagged
+   ``remove-cell``, an "Open in Colab" badge goes under the title, plotly.js is served once
+   from ``_static`` instead of being pasted into every page, MathJax-from-CDN tags are dropped,
+4. runs ``jupyter-book build`` with execution off (the book never runs code itself), and
+5. with ``--check`` (or ``python -m emlib.book check``) opens every page in headless Chromium,
+   failing on JavaScript errors, broken internal links, missing images and plotly figures that
+   did not render, and saves one screenshot per page under ``_build/screenshots/``.
+
+A failing cell stops the build with one line naming the chapter, the cell and where the partial
+notebook is. Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb``
+copies (``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book
+pages have, so both the badge and the theme's Colab launch button open them.
+
+- :mod:`emlib.book.toc`: the book root, the table of contents and its chapters;
+- :mod:`emlib.book.execute`: one chapter executed with papermill and post-processed, the Colab badge;
+- :mod:`emlib.book.build`: the whole build, and the export of unexecuted notebooks for Colab;
+- :mod:`emlib.book.check`: the browser check;
+- :mod:`emlib.book.sphinx`: the Sphinx extension listed in ``_config.yml``;
+- :mod:`emlib.book.commands`: ``python -m emlib.book`` and ``emlib book``.
+
+What the chapters themselves call (settings, data, backbones) is in :mod:`emlib.experiments.chapters`.
+"""
+
+from __future__ import annotations
+
+from emlib.book.build import STATIC_DIR, BuildReport, build_book, export_notebooks
+from emlib.book.check import CHROMIUM, CheckReport, PageReport, check_book
+from emlib.book.commands import add_book_command, main
+from emlib.book.execute import (
+    NOTEBOOKS_BRANCH,
+    PLOTLY_RENDERER,
+    REPO_URL,
+    colab_badge_markdown,
+    colab_url,
+    execute_chapter,
+    postprocess_notebook,
+    read_notebook_source,
+)
+from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, toc_docnames
+
+__all__ = [
+    "BookError",
+    "REPO_URL",
+    "NOTEBOOKS_BRANCH",
+    "SOURCE_DIR",
+    "CHAPTER_DIR",
+    "STATIC_DIR",
+    "PLOTLY_RENDERER",
+    "CHROMIUM",
+    "find_root",
+    "toc_docnames",
+    "list_chapters",
+    "colab_url",
+    "colab_badge_markdown",
+    "read_notebook_source",
+    "execute_chapter",
+    "postprocess_notebook",
+    "build_book",
+    "BuildReport",
+    "export_notebooks",
+    "check_book",
+    "CheckReport",
+    "PageReport",
+    "add_book_command",
+    "main",
+]

@@ -1,0 +1,265 @@
+"""The browser check: every page of the built book opened in headless Chromium.
+
+A page fails on JavaScript errors, broken internal links or anchors, images that did not load and
+plotly figures that did not render; one screenshot per page goes to ``_build/screenshots/``.
+The built HTML is served on 127.0.0.1 and every other host is blocked, so the check runs offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from emlib.book.toc import BookError, find_root, toc_docnames
+
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "PageReport", "CheckReport", "check_book"]
+
+#: Headless Chromium from Debian's package, and the flags this machine needs.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@dataclass
+class PageReport:
+    """What the browser saw on one page."""
+
+    docname: str
+    url: str
+    errors: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+    figures: int = 0
+    figures_rendered: int = 0
+    screenshot: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.figures == self.figures_rendered
+
+
+@dataclass
+class CheckReport:
+    """The browser check of a built book."""
+
+    html_dir: Path
+    pages: list[PageReport]
+    screenshots_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.pages)
+
+    def failures(self) -> list[str]:
+        """One line per problem: ``<page>: <what>``."""
+        lines = []
+        for p in self.pages:
+            lines += [f"{p.docname}: {e}" for e in p.errors]
+            if p.figures != p.figures_rendered:
+                missing = p.figures - p.figures_rendered
+                lines.append(f"{p.docname}: {missing} of {p.figures} plotly figures did not render")
+        return lines
+
+    def summary(self) -> str:
+        figs = sum(p.figures for p in self.pages)
+        rendered = sum(p.figures_rendered for p in self.pages)
+        ext = sorted({u for p in self.pages for u in p.external})
+        state = "ok" if self.ok else f"{len(self.failures())} problems"
+        return (
+            f"browser check: {len(self.pages)} pages, {rendered}/{figs} plotly figures rendered, "
+            f"{len(ext)} external resources not fetched (offline check), screenshots in {self.screenshots_dir}: {state}"
+        )
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@contextlib.contextmanager
+def _serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) for the duration of the block; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_FIGURES_JS = """() => {
+  const divs = [...document.querySelectorAll('.plotly-graph-div')];
+  return [divs.length, divs.filter(d => d.querySelector('.main-svg')).length];
+}"""
+_BROKEN_IMAGES_JS = "() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+_LINKS_JS = "() => [...document.querySelectorAll('a[href]')].map(a => a.href)"
+
+
+def _check_links(links: Sequence[str], base: str, html_dir: Path, cache: dict[Path, str]) -> list[str]:
+    """Internal links whose file or ``#anchor`` does not exist in the built HTML."""
+    broken = []
+    for href in sorted(set(links)):
+        if not href.startswith(base):
+            continue
+        parts = urlsplit(href)
+        rel = unquote(parts.path)[1:]
+        target = html_dir / rel
+        if rel == "" or rel.endswith("/"):
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"broken link {href[len(base) - 1:]} (no file {target.relative_to(html_dir)})")
+            continue
+        frag = unquote(parts.fragment)
+        if frag and target.suffix == ".html":
+            text = cache.setdefault(target, target.read_text(errors="replace"))
+            if f'id="{frag}"' not in text and f"id='{frag}'" not in text and f'name="{frag}"' not in text:
+                broken.append(f"broken anchor {href[len(base) - 1:]}")
+    return broken
+
+
+def check_book(
+    html_dir: str | os.PathLike[str] | None = None,
+    *,
+    toc: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    screenshots_dir: str | os.PathLike[str] | None = None,
+    chromium: str = CHROMIUM,
+    timeout_ms: int = 30_000,
+) -> CheckReport:
+    """Open every page of the table of contents in headless Chromium and report what is wrong.
+
+    The built HTML is served on 127.0.0.1; requests to other hosts are blocked, so the check
+    runs offline and lists them as external instead. A page fails on a JavaScript error (console
+    error or uncaught exception), a local resource that fails to load, a broken internal link or
+    anchor, a local image that did not load, or a plotly figure without its SVG. One screenshot
+    per page goes to ``screenshots_dir`` (``<book root>/_build/screenshots``), plus one of the
+    first figure of each page that has one (``<page>-figure.png``).
+
+    Parameters
+    ----------
+    html_dir : path, default=None
+        The built book (``<root>/_build/html``).
+    toc : path, default=None
+        Table of contents listing the pages (``<root>/_toc.yml``).
+    root : path, default=None
+        Book root (found from the cwd when None).
+    screenshots_dir : path, default=None
+    chromium : str, default='/usr/bin/chromium'
+        Chromium executable (Debian's package; never ``playwright install``).
+    timeout_ms : int, default=30000
+        How long a page may take to load and render its figures.
+
+    Returns
+    -------
+    CheckReport
+    """
+    try:  # lazy: playwright comes with the [book] extra and is needed by the check only
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise BookError("the browser check needs playwright: pip install -e '.[book]'") from None
+    if not Path(chromium).is_file():
+        raise BookError(f"no Chromium at {chromium}; install Debian's package: apt-get install -y chromium")
+    base_root = find_root() if root is None and html_dir is None else Path(root or Path(html_dir).parents[1])
+    html = Path(html_dir) if html_dir else base_root / "_build" / "html"
+    if not (html / "index.html").is_file():
+        raise BookError(f"no built book at {html} (index.html missing); run `python -m emlib.book build` first")
+    shots = Path(screenshots_dir) if screenshots_dir else html.parent / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    docs = toc_docnames(base_root, toc)
+    pages: list[PageReport] = []
+    cache: dict[Path, str] = {}
+    with _serve(html) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=[f for f in CHROMIUM_FLAGS if f != "--headless"]
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+        def route(r: Any) -> None:
+            if r.request.url.startswith(base) or r.request.url.startswith("data:"):
+                r.continue_()
+            else:
+                r.abort()
+
+        context.route("**/*", route)
+        for doc in ["index", *docs]:
+            rep = PageReport(doc, base + f"{doc}.html")
+            if not (html / f"{doc}.html").is_file():
+                rep.errors.append(f"page missing: {doc}.html was not built")
+                pages.append(rep)
+                continue
+            page = context.new_page()
+
+            def on_console(msg: Any, rep: PageReport = rep) -> None:
+                if msg.type != "error":
+                    return
+                where = (msg.location or {}).get("url", "")
+                if msg.text.startswith("Failed to load resource") and where and not where.startswith(base):
+                    rep.external.append(where)
+                elif msg.text.startswith("Failed to load resource") and not where:
+                    rep.external.append(msg.text)
+                else:
+                    rep.errors.append(f"console error: {msg.text[:300]}")
+
+            def on_failed(req: Any, rep: PageReport = rep) -> None:
+                if req.url.startswith(base):
+                    rep.errors.append(f"local resource failed: {req.url[len(base) - 1:]} ({req.failure})")
+                else:
+                    rep.external.append(req.url)
+
+            def on_response(resp: Any, rep: PageReport = rep) -> None:
+                if resp.url.startswith(base) and resp.status >= 400:
+                    rep.errors.append(f"HTTP {resp.status} for {resp.url[len(base) - 1:]}")
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc, rep=rep: rep.errors.append(f"uncaught exception: {str(exc)[:300]}"))
+            page.on("requestfailed", on_failed)
+            page.on("response", on_response)
+            try:
+                page.goto(rep.url, wait_until="load", timeout=timeout_ms)
+                with contextlib.suppress(PlaywrightError):
+                    page.wait_for_function(
+                        "() => [...document.querySelectorAll('.plotly-graph-div')]"
+                        ".every(d => d.querySelector('.main-svg'))",
+                        timeout=timeout_ms,
+                    )
+                rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
+                for src in page.evaluate(_BROKEN_IMAGES_JS):
+                    if src.startswith(base) or src.startswith("data:"):
+                        rep.errors.append(f"image did not load: {src[:120]}")
+                    else:
+                        rep.external.append(src)
+                rep.errors += _check_links(page.evaluate(_LINKS_JS), base, html, cache)
+                rep.screenshot = shots / f"{Path(doc).name}.png"
+                page.screenshot(path=str(rep.screenshot), full_page=True)
+                if rep.figures:
+                    first = page.locator(".plotly-graph-div").first
+                    first.scroll_into_view_if_needed()
+                    first.screenshot(path=str(shots / f"{Path(doc).name}-figure.png"))
+            except PlaywrightError as err:
+                rep.errors.append(f"browser error: {str(err).splitlines()[0][:300]}")
+            finally:
+                page.close()
+            rep.external = sorted(set(rep.external))
+            pages.append(rep)
+        context.close()
+        browser.close()
+    return CheckReport(html, pages, shots)

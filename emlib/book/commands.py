@@ -1,0 +1,117 @@
+"""The book's command line: ``python -m emlib.book build|check|export``, also ``emlib book ...``.
+
+A user error (an :class:`~emlib.errors.EmlibError`, such as a failing chapter) is printed as one
+line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emlib.book.build import build_book, export_notebooks
+from emlib.book.check import CHROMIUM, CheckReport, check_book
+from emlib.book.toc import find_root
+from emlib.errors import ConfigError, EmlibError
+
+__all__ = ["add_book_command", "main"]
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    import yaml  # lazy: PyYAML comes with the [book] extra
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-p {item!r} is not KEY=VALUE; e.g. -p backbone=dinov2_vitb14")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def _print_check(report: CheckReport) -> int:
+    for line in report.failures():
+        print(f"  {line}")
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    report = build_book(
+        args.root,
+        profile=args.profile,
+        only=args.only,
+        out=args.out,
+        parameters=_parse_params(args.param),
+        strict=not args.no_strict,
+        check=args.check,
+        chromium=args.chromium,
+    )
+    print(report.summary())
+    if report.check is not None and not report.check.ok:
+        for line in report.check.failures():
+            print(f"  {line}")
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    root = Path(args.root) if args.root else (None if args.html else find_root())
+    return _print_check(check_book(args.html, root=root, chromium=args.chromium))
+
+
+def _export(args: argparse.Namespace) -> int:
+    for path in export_notebooks(args.dest, args.root):
+        print(path)
+    return 0
+
+
+def _add_actions(sub: argparse._SubParsersAction) -> None:
+    """The ``build``, ``check`` and ``export`` sub-commands, each with its ``func``."""
+    b = sub.add_parser("build", help="execute every chapter with papermill, then jupyter-book build")
+    b.add_argument("--profile", default="smoke", help="smoke (CPU, random weights), quick or paper (default: smoke)")
+    b.add_argument("--only", nargs="+", metavar="CHAPTER", help="build only these chapters, e.g. --only 01_data")
+    b.add_argument("--out", default=None, help="build in this folder instead of the repository")
+    b.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="extra chapter parameter")
+    b.add_argument("--check", action="store_true", help="run the browser check after the build")
+    b.add_argument("--chromium", default=CHROMIUM, help=f"Chromium for --check (default: {CHROMIUM})")
+    b.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    b.add_argument("--root", default=None, help="repository root (default: found from the current folder)")
+    b.set_defaults(func=_build)
+    c = sub.add_parser("check", help="open every built page in headless Chromium")
+    c.add_argument("--root", default=None, help="book root (default: found from the current folder)")
+    c.add_argument("--html", default=None, help="built HTML folder (default: <root>/_build/html)")
+    c.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default: {CHROMIUM})")
+    c.set_defaults(func=_check)
+    e = sub.add_parser("export", help="write unexecuted .ipynb chapters for Colab (the notebooks branch)")
+    e.add_argument("dest", help="folder to write book/chapters/<name>.ipynb into")
+    e.add_argument("--root", default=None)
+    e.set_defaults(func=_export)
+
+
+def add_book_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``emlib book build|check|export`` on the CLI's sub-parsers."""
+    book = sub.add_parser("book", help="build the study-companion book, check it in a browser, export notebooks")
+    _add_actions(book.add_subparsers(dest="action", required=True))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emlib.book",
+        description="Build the study-companion book, check it in a browser, export notebooks.",
+    )
+    _add_actions(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m emlib.book build|check|export``; returns the exit status (2 for user errors)."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EmlibError as err:
+        print(f"emlib.book: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,255 @@
+"""One chapter, executed: jupytext reads the source, papermill runs it, the result is made ready for the book.
+
+:func:`execute_chapter` runs ``notebooks/<name>.py`` once with papermill (``-p profile <profile>``)
+into ``book/chapters/<name>.ipynb``; the kernel gets ``PLOTLY_RENDERER`` so plotly writes HTML the
+static book can show. :func:`postprocess_notebook` then tags the ``injected-parameters`` cell
+``remove-cell``, puts an "Open in Colab" badge under the title, drops the plotly.js bundle (the book
+serves one copy from ``_static``) and the MathJax-from-CDN tags. A failing cell becomes one line
+naming the chapter, the cell and where the partial notebook is.
+
+Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb`` copies
+(``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book pages have,
+so both the badge and the theme's Colab launch button open them.
+
+jupytext, papermill and nbformat come with the ``[book]`` extra; they are imported where they are
+used, so ``emlib`` works without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from emlib.book.toc import CHAPTER_DIR, BookError
+from emlib.config import BUILD_ENV
+
+__all__ = [
+    "REPO_URL",
+    "NOTEBOOKS_BRANCH",
+    "PLOTLY_RENDERER",
+    "colab_url",
+    "colab_badge_markdown",
+    "read_notebook_source",
+    "execute_chapter",
+    "postprocess_notebook",
+]
+
+#: The project's repository (placeholder organisation until the book is published).
+REPO_URL = "https://github.com/emlib-book/emlib"
+#: Branch to which CI publishes the unexecuted ``.ipynb`` chapters for Colab.
+NOTEBOOKS_BRANCH = "notebooks"
+#: Plotly renderer for the papermill kernel: the JSON for Jupyter plus HTML for the static book.
+PLOTLY_RENDERER = "plotly_mimetype+notebook"
+
+_COLAB = "https://colab.research.google.com"
+
+
+def colab_url(name: str, *, repo_url: str = REPO_URL, branch: str = NOTEBOOKS_BRANCH) -> str:
+    """Colab address of chapter ``name`` as published on the notebooks branch.
+
+    Examples
+    --------
+    >>> colab_url("01_data")
+    'https://colab.research.google.com/github/emlib-book/emlib/blob/notebooks/book/chapters/01_data.ipynb'
+    """
+    org_repo = urlsplit(repo_url).path.strip("/")
+    return f"{_COLAB}/github/{org_repo}/blob/{branch}/{CHAPTER_DIR}/{name}.ipynb"
+
+
+def _badge_svg() -> str:
+    """A small self-contained "Open in Colab" badge (no external image, so it works offline)."""
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">'
+        '<rect width="117" height="20" rx="3" fill="#555"/>'
+        '<rect x="45" width="72" height="20" rx="3" fill="#F9AB00"/><rect x="45" width="6" height="20" fill="#F9AB00"/>'
+        '<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+        '<text x="8" y="14">Open</text></g>'
+        '<g fill="#202124" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+        '<text x="52" y="14">in Colab</text></g></svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
+def colab_badge_markdown(name: str, *, repo_url: str = REPO_URL) -> str:
+    """Markdown (raw HTML) of the "Open in Colab" badge of chapter ``name``."""
+    return (
+        f'<a class="colab-badge" href="{colab_url(name, repo_url=repo_url)}" target="_blank" rel="noopener">'
+        f'<img src="{_badge_svg()}" alt="Open in Colab" width="117" height="20"/></a>'
+    )
+
+
+
+def read_notebook_source(path: str | os.PathLike[str]) -> Any:
+    """Read a Jupytext percent-format chapter as an nbformat notebook (with a python3 kernelspec)."""
+    import jupytext  # lazy: jupytext, papermill and nbformat come with the [book] extra
+
+    path = Path(path)
+    try:
+        nb = jupytext.read(path, fmt="py:percent")
+    except Exception as err:  # noqa: BLE001 - any parse failure is the same to the author
+        raise BookError(f"cannot read {path} as a py:percent notebook: {err}") from None
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.get("jupytext", {}).pop("text_representation", None)
+    return nb
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _source_cell_number(nb: Any, fallback_index: int) -> int:
+    """1-based number, in the chapter source, of the cell holding the error output of a partial notebook.
+
+    papermill's own cells (``injected-parameters``, its error banners) are not counted.
+    """
+    skip = {"injected-parameters", "papermill-error-cell-tag"}
+    number = 0
+    for cell in nb.cells:
+        if skip & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        number += 1
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return number
+    return fallback_index + 1
+
+
+def execute_chapter(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    profile: str = "smoke",
+    parameters: Mapping[str, Any] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    plotly_renderer: str = PLOTLY_RENDERER,
+    timeout: int | None = 1800,
+) -> Path:
+    """Run one chapter with papermill (``-p profile <profile>``) and post-process the result.
+
+    Parameters
+    ----------
+    source : path
+        ``notebooks/<name>.py``.
+    output : path
+        Executed notebook to write (``book/chapters/<name>.ipynb``); written even when a cell fails.
+    profile : str, default='smoke'
+    parameters : dict, default=None
+        More papermill parameters (``backbone``, ``data_dir``, ``out_dir``, ...).
+    cwd : path, default=None
+        Working directory of the kernel (the repository root in a build).
+    plotly_renderer : str, default='plotly_mimetype+notebook'
+        ``PLOTLY_RENDERER`` for the kernel.
+    timeout : int, default=1800
+        Seconds one cell may run.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    BookError
+        A cell failed: one line with the chapter, the cell number in the source, the error and
+        the path of the partial notebook.
+    """
+    import nbformat  # lazy: [book] extra
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    source, output = Path(source), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nb = read_notebook_source(source)
+    params = {"profile": profile, **(parameters or {})}
+    name = source.stem
+    try:
+        with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):
+            pm.execute_notebook(
+                nb,
+                str(output),
+                parameters=params,
+                kernel_name="python3",
+                progress_bar=False,
+                cwd=str(cwd) if cwd else None,
+                execution_timeout=timeout,
+            )
+    except PapermillExecutionError as err:
+        partial = nbformat.read(output, as_version=4) if output.is_file() else None
+        number = _source_cell_number(partial, err.cell_index) if partial is not None else err.cell_index
+        first = next((line for line in (err.source or "").splitlines() if line.strip()), "")
+        evalue = " ".join(str(err.evalue).split())
+        raise BookError(
+            f"chapter {name} failed at cell {number} of {source} ({first.strip()[:60]!r}): "
+            f"{err.ename}: {evalue[:300]}; partial notebook: {output}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - kernel start failures, bad parameters, ...
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None
+    executed = nbformat.read(output, as_version=4)
+    nbformat.write(postprocess_notebook(executed, name), output)
+    return output
+
+
+_PLOTLY_BUNDLE = re.compile(r"\*\s*plotly\.js v\d")
+_CDN_MATHJAX = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"></script>')
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def postprocess_notebook(nb: Any, name: str, *, badge: bool = True) -> Any:
+    """Prepare an executed chapter for the static book (returns ``nb``, changed in place).
+
+    - the papermill ``injected-parameters`` cell gets the ``remove-cell`` tag;
+    - an "Open in Colab" badge cell goes under the first markdown cell (once);
+    - the plotly.js bundle that the ``notebook`` renderer pastes into the first figure's output is
+      removed, because the book loads one shared copy (``_static/plotly.min.js``) on every page;
+    - the MathJax-from-CDN tag plotly adds to every figure is removed (no figure uses LaTeX, and
+      the page works offline), and so is the figure's plotly JSON, which the HTML book cannot use
+      (its title is kept in the output's metadata as ``emlib_figure_title``, for checks).
+    """
+    import nbformat  # lazy: [book] extra
+
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            html = _text(data.get("text/html", "")) if "text/html" in data else ""
+            if html and len(html) > 100_000 and _PLOTLY_BUNDLE.search(html[:5000]):
+                continue  # the inlined plotly.js; the book serves one copy from _static
+            if html and "plotly-graph-div" in html:
+                data["text/html"] = _CDN_MATHJAX.sub("", html)
+                fig = data.pop("application/vnd.plotly.v1+json", None)  # the HTML is what the book shows
+                title = ((fig or {}).get("layout") or {}).get("title") or {}
+                out.setdefault("metadata", {})["emlib_figure_title"] = (
+                    title.get("text", "") if isinstance(title, dict) else str(title)
+                )
+            kept.append(out)
+        cell["outputs"] = kept
+    if badge and not any("colab-badge" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        at = next((i + 1 for i, c in enumerate(nb.cells) if c.get("cell_type") == "markdown"), 0)
+        badge_cell = nbformat.v4.new_markdown_cell(colab_badge_markdown(name), metadata={"tags": ["colab-badge"]})
+        nb.cells.insert(at, badge_cell)
+    return nb

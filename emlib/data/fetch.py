@@ -1,0 +1,193 @@
+"""Downloading Lucchi++ and VNC from their official URLs, and checking a copy against upstream.
+
+:func:`fetch_dataset` fetches an archive with pooch, checks its SHA-256 (or, for archives that
+are not byte-stable, the SHA-256 of every extracted file) and unpacks it atomically under the
+data root. :func:`verify_dataset` compares the decoded pixels of every image of a local copy with
+the packaged registry (:mod:`emlib.data.sources`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from emlib.data.read import _ENV_DATA, _check_layout, _decode, data_root, pixel_sha256
+from emlib.data.sources import DatasetSource, _registry, get_source
+from emlib.errors import ChecksumError, DataError
+
+__all__ = ["VerifyReport", "fetch_dataset", "verify_dataset"]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :func:`verify_dataset`."""
+
+    dataset: str
+    checked: int
+    expected: int
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """True when every upstream file is present (all present files matched)."""
+        return not self.missing
+
+
+def verify_dataset(
+    name: str, *, root: str | os.PathLike[str] | None = None, progress: bool = False
+) -> VerifyReport:
+    """Check every image of a dataset against the packaged pixel SHA-256 registry.
+
+    Decoded pixels are compared (not file bytes), so a losslessly re-encoded copy passes and
+    any changed pixel fails. Files absent from the copy are reported, not failed (the staged
+    Lucchi++ copy keeps only the even training slices).
+
+    Raises
+    ------
+    ChecksumError
+        A file decodes to pixels that differ from upstream.
+    """
+    folder = _check_layout(name, root)
+    registry = _registry(name)
+    missing = []
+    checked = 0
+    items: Iterable[tuple[str, tuple[str, str]]] = sorted(registry.items())
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(list(items), desc=f"verify {name}", unit="file")
+    for rel, (expected, _) in items:
+        path = folder / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        if pixel_sha256(_decode(path)) != expected:
+            raise ChecksumError(
+                f"{path} does not match the official data (pixel SHA-256 differs); "
+                f"delete it and run `emlib data download {name} --force`"
+            )
+        checked += 1
+    return VerifyReport(dataset=name, checked=checked, expected=len(registry), missing=tuple(missing))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def fetch_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    source: DatasetSource | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and unpack a dataset into ``<root>/<name>/`` unless it is already there.
+
+    The archive is fetched with pooch (atomic: a partial download never takes the final name)
+    and checked against its SHA-256 where the archive is byte-stable (Lucchi++); VNC's GitHub
+    archive is pinned to a commit and every extracted file is checked against its upstream
+    SHA-256 instead. Unpacking happens in a temporary folder that is moved into place only when
+    complete, so an interrupted run leaves nothing half-written.
+
+    Parameters
+    ----------
+    name : {'lucchi_pp', 'vnc'}
+        Dataset.
+    root : path, default=None
+        Data root. When ``$EMLIB_DATA`` is set and ``root`` is None, nothing is downloaded: the
+        local copy is only checked for its layout.
+    force : bool, default=False
+        Download and unpack again even if the folder exists.
+    source : DatasetSource, default=None
+        Override the registered source (tests use a local server).
+
+    Returns
+    -------
+    Path
+        The dataset's layout folder (``dataset_dir(name, root)``).
+    """
+    import pooch
+
+    src = source or get_source(name)
+    if root is None and os.environ.get(_ENV_DATA):
+        return _check_layout(name, None)
+    base = data_root(root)
+    target_parent = base / src.name
+    target = target_parent / src.layout_dir
+    if target.is_dir() and not force:
+        return _check_layout(name, base)
+    target_parent.mkdir(parents=True, exist_ok=True)
+    known_hash = f"sha256:{src.archive_sha256}" if src.archive_sha256 else None
+    try:
+        archive = pooch.retrieve(
+            src.url,
+            known_hash=known_hash,
+            fname=f"{src.name}.zip",
+            path=target_parent / "downloads",
+            progressbar=progress,
+        )
+    except ValueError as err:
+        if "hash" in str(err).lower():
+            raise ChecksumError(
+                f"the {src.title} archive from {src.url} does not have the expected SHA-256 "
+                f"{src.archive_sha256}; the file was not kept, so try again later or use a local copy via EMLIB_DATA"
+            ) from None
+        raise
+    except Exception as err:  # noqa: BLE001 - network failures come in many types
+        raise DataError(
+            f"could not download {src.title} from {src.url} ({type(err).__name__}); "
+            "check the internet connection or set EMLIB_DATA to a local copy in the official layout"
+        ) from None
+    _unpack(Path(archive), src, target, registry=_registry(src.name) if src.archive_sha256 is None else None)
+    return _check_layout(name, base)
+
+
+def _unpack(archive: Path, src: DatasetSource, target: Path, *, registry: dict[str, tuple[str, str]] | None) -> None:
+    """Extract ``archive`` into a temporary folder, check it, and move its top folder to ``target``."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}-", dir=target.parent))
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        except zipfile.BadZipFile:
+            archive.unlink(missing_ok=True)
+            raise DataError(
+                f"{archive} is not a valid zip archive; it was deleted, so run `emlib data download {src.name}` again"
+            ) from None
+        tops = [p for p in tmp.iterdir() if p.is_dir() and re.match(src.archive_top, p.name)]
+        if len(tops) != 1:
+            raise DataError(
+                f"the {src.title} archive does not hold one top folder matching {src.archive_top!r} "
+                f"(found {sorted(p.name for p in tmp.iterdir())}); the URL may have changed, so use a local copy via EMLIB_DATA"
+            )
+        top = tops[0]
+        if registry is not None:
+            for rel, (_, upstream_sha) in registry.items():
+                path = top / rel
+                if not path.is_file():
+                    raise DataError(f"the {src.title} archive lacks {rel}; use a local copy via EMLIB_DATA")
+                if _file_sha256(path) != upstream_sha:
+                    raise ChecksumError(
+                        f"{rel} in the {src.title} archive does not have its upstream SHA-256; "
+                        "nothing was installed, so try again later or use a local copy via EMLIB_DATA"
+                    )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(top, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""All latent diagnostics of two datasets as one tidy row, and writing report tables to a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from emlib.diagnostics._checks import _as_embeddings
+from emlib.diagnostics.frechet import bootstrap_frechet
+from emlib.diagnostics.probe import linear_probe, protocol_probe
+from emlib.diagnostics.tokens import pca_embed
+from emlib.errors import ConfigError, ShapeError
+
+__all__ = ["domain_report", "write_report"]
+
+
+def domain_report(
+    emb: Mapping[str, Any],
+    *,
+    backbone: str,
+    adapter: str,
+    weights_label: str,
+    fd_components: int | None = None,
+    allow_singular: bool = True,
+    n_boot: int = 200,
+    ci: float = 0.95,
+    probe_components: int | None = 64,
+    n_splits: int = 5,
+    n_permutations: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """All latent diagnostics of one backbone/adapter on two datasets, as one tidy row.
+
+    Parameters
+    ----------
+    emb : dict of str → ndarray of shape (n_i, d)
+        Global embeddings per dataset, exactly two (e.g. ``{"Lucchi++": ..., "VNC": ...}``).
+    backbone : str
+        Backbone name, e.g. ``'dinov2_vitl14'``.
+    adapter : str
+        ``'frozen'`` or the adapter's name (e.g. ``'lora'``).
+    weights_label : str
+        Label of the weights used (``'random weights'`` for a smoke run).
+    fd_components : int, default=None
+        Compute the Fréchet distance on this many PCA components; ``None`` uses
+        the raw embeddings as the authors did.
+    allow_singular : bool, default=True
+        Allow rank-deficient covariances (needed on raw embeddings of small sets).
+    n_boot, ci : int, float
+        Bootstrap of the Fréchet distance, see :func:`bootstrap_frechet`.
+    probe_components, n_splits, n_permutations : int
+        Cross-validated probe, see :func:`linear_probe`; the protocol probe
+        (:func:`protocol_probe`) uses ``probe_components`` too.
+    seed : int, default=0
+        Seed of everything random.
+
+    Returns
+    -------
+    report : pandas.DataFrame with one row
+        Columns: backbone, adapter, weights_label, dataset_a, dataset_b, n_a,
+        n_b, embed_dim, fd, fd_low, fd_high, fd_space, fd_rank_deficient,
+        probe_accuracy, probe_accuracy_std, probe_auroc, probe_auroc_std,
+        permuted_auroc, permuted_auroc_std, probe_pvalue, probe_n_components,
+        protocol_accuracy, protocol_auroc, pca_pc1_variance, pca_pc2_variance.
+    """
+    if len(emb) != 2:
+        raise ConfigError(f"emb has {len(emb)} datasets ({sorted(emb)}); pass exactly two, e.g. Lucchi++ and VNC")
+    (name_a, xa), (name_b, xb) = ((k, _as_embeddings(v, f"emb[{k!r}]")) for k, v in emb.items())
+    if xa.shape[1] != xb.shape[1]:
+        raise ShapeError(
+            f"emb[{name_a!r}] has {xa.shape[1]} features but emb[{name_b!r}] has {xb.shape[1]}; "
+            "pass embeddings from the same backbone"
+        )
+    d = xa.shape[1]
+    fd, low, high = bootstrap_frechet(
+        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular
+    )
+    fd_dim = d if fd_components is None else int(fd_components)
+    x = np.vstack([xa, xb])
+    labels = np.array([name_a] * len(xa) + [name_b] * len(xb))
+    probe = linear_probe(
+        x, labels, n_splits=n_splits, n_components=probe_components, seed=seed, n_permutations=n_permutations
+    )
+    proto = protocol_probe(x, labels, n_components=probe_components, seed=seed)
+    _, evr = pca_embed(x, n_components=min(2, *x.shape), seed=seed)
+    evr = np.concatenate([evr, [np.nan, np.nan]])[:2]
+    row = {
+        "backbone": backbone,
+        "adapter": adapter,
+        "weights_label": weights_label,
+        "dataset_a": name_a,
+        "dataset_b": name_b,
+        "n_a": int(len(xa)),
+        "n_b": int(len(xb)),
+        "embed_dim": int(d),
+        "fd": fd,
+        "fd_low": low,
+        "fd_high": high,
+        "fd_space": "raw" if fd_components is None else f"pca{int(fd_components)}",
+        "fd_rank_deficient": bool(min(len(xa), len(xb)) <= fd_dim),
+        "probe_accuracy": probe["accuracy"],
+        "probe_accuracy_std": probe["accuracy_std"],
+        "probe_auroc": probe["auroc"],
+        "probe_auroc_std": probe["auroc_std"],
+        "permuted_auroc": probe["permuted_auroc"],
+        "permuted_auroc_std": probe["permuted_auroc_std"],
+        "probe_pvalue": probe["permutation_pvalue"],
+        "probe_n_components": probe["n_components"],
+        "protocol_accuracy": proto["accuracy"],
+        "protocol_auroc": proto["auroc"],
+        "pca_pc1_variance": float(evr[0]),
+        "pca_pc2_variance": float(evr[1]),
+    }
+    return pd.DataFrame([row])
+
+
+def write_report(df: pd.DataFrame, run_dir: str | Path, *, name: str = "domain_report") -> dict[str, Path]:
+    """Write a report table as ``<run_dir>/<name>.csv`` and ``<run_dir>/<name>.json``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        E.g. the output of :func:`domain_report` (or several concatenated).
+    run_dir : str or Path
+        Run folder; created if missing.
+    name : str, default='domain_report'
+        File stem.
+
+    Returns
+    -------
+    paths : dict
+        ``{"csv": Path, "json": Path}``. The JSON is a list of records; NaN is
+        written as ``null``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = run_dir / f"{name}.csv"
+    json_path = run_dir / f"{name}.json"
+    df.to_csv(csv_path, index=False)
+    records = json.loads(df.to_json(orient="records"))
+    json_path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"csv": csv_path, "json": json_path}

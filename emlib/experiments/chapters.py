@@ -1,0 +1,481 @@
+"""What the chapters call: their settings, their data, backbones and the pictures' inputs.
+
+A chapter (``notebooks/<name>.py``) starts with a papermill parameters cell; :func:`chapter_settings`
+resolves those parameters against the profile of :mod:`emlib.config` into a
+:class:`ChapterSettings`, whose table every page shows, so each page says which profile and which
+weights made its outputs. The per-profile knobs (slices shown, the backbone input of token
+pictures, the backbones compared side by side, ...) come from the profile, never from
+``profile == ...`` checks in the chapters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from emlib.config import BUILD_ENV, RunConfig, get_profile, grid_configs
+from emlib.data import data_root, fetch_dataset, normalize, protocol_size, resize_slice
+from emlib.device import resolve_device
+from emlib.diagnostics import patch_pca_rgb
+from emlib.errors import ConfigError, WeightsError
+from emlib.experiments.grid import grid_command, run_configs
+from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
+from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, create_backbone, extract_token_maps, get_backbone_spec
+
+__all__ = [
+    "ChapterSettings",
+    "chapter_settings",
+    "ensure_data",
+    "limit_cpu_threads",
+    "physical_extent_table",
+    "token_grid_table",
+    "crop_around_foreground",
+    "backbone_view",
+    "family_backbones",
+    "load_backbones",
+    "token_pca",
+    "grid_dir",
+    "chapter_configs",
+    "chapter_command",
+    "chapter_runs",
+    "latent_diagnostics",
+]
+
+
+
+# =============================================================================================
+# Settings and data
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class ChapterSettings:
+    """The papermill parameters of a chapter, resolved against the profile.
+
+    Build it with :func:`chapter_settings`. Displaying it (the last expression of a cell) shows a
+    two-column table, so every page says which profile and which weights made its outputs.
+
+    Attributes
+    ----------
+    profile : str
+        ``smoke``, ``quick`` or ``paper``.
+    description : str
+        What the profile is for.
+    backbone : str
+        Registered backbone name (the profile's unless the chapter parameter overrides it).
+    pretrained : bool
+        False for the smoke profile: random weights, and every figure says so.
+    data_dir : Path or None
+        Data root; None means ``$EMLIB_DATA`` or the download cache.
+    weights_dir : Path or None
+        Folder of pretrained weight files; None means ``$EMLIB_WEIGHTS`` or the hubs.
+    device : str
+        ``cpu`` or ``cuda`` (``auto`` resolved).
+    seed : int
+    out_dir : Path
+        Where chapters write run folders.
+    view_slices : int or None
+        Slices read for viewers (None: all).
+    token_crop : int or None
+        Side of the crop fed to backbones in token pictures (smoke), or None.
+    token_long_edge : int or None
+        Long side slices are resized to for token pictures (quick, paper), or None.
+    live : bool
+        True in a live Jupyter/Colab session, False while the book is being built.
+    token_slices : int, default=8
+        Labelled slices per dataset in the patch-token separability table (the profile's).
+    cpu_threads : int or None, default=None
+        Torch threads for tiny runs on a CPU (the profile's); None keeps torch's default.
+    """
+
+    profile: str
+    description: str
+    backbone: str
+    pretrained: bool
+    data_dir: Path | None
+    weights_dir: Path | None
+    device: str
+    seed: int
+    out_dir: Path
+    view_slices: int | None
+    token_crop: int | None
+    token_long_edge: int | None
+    live: bool
+    token_slices: int = 8
+    cpu_threads: int | None = None
+
+    @property
+    def weights_label(self) -> str:
+        """``random weights`` or ``pretrained``: the words figures and tables must carry."""
+        return "pretrained" if self.pretrained else RANDOM_WEIGHTS_LABEL
+
+    def table(self) -> pd.DataFrame:
+        """The settings as a two-column DataFrame (``setting``, ``value``)."""
+        rows = [
+            ("profile", f"{self.profile}: {self.description}"),
+            ("backbone", self.backbone),
+            ("weights", self.weights_label),
+            ("data", str(data_root(self.data_dir))),
+            ("weights folder", str(self.weights_dir) if self.weights_dir else "$EMLIB_WEIGHTS or the hubs"),
+            ("device", self.device),
+            ("seed", str(self.seed)),
+            ("output folder", str(self.out_dir)),
+            ("slices shown", "all" if self.view_slices is None else str(self.view_slices)),
+            (
+                "backbone input",
+                f"{self.token_crop}x{self.token_crop} crop" if self.token_crop else f"long side {self.token_long_edge}",
+            ),
+        ]
+        return pd.DataFrame(rows, columns=["setting", "value"])
+
+    def _repr_html_(self) -> str:
+        return self.table().to_html(index=False)
+
+
+def chapter_settings(
+    profile: str = "smoke",
+    *,
+    backbone: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] = "runs",
+) -> ChapterSettings:
+    """Resolve a chapter's papermill parameters against the profile.
+
+    Parameters
+    ----------
+    profile : {'smoke', 'quick', 'paper'}, default='smoke'
+    backbone : str, default=None
+        None takes the profile's backbone.
+    data_dir : path, default=None
+        None: ``$EMLIB_DATA`` if set, else the download cache (see :func:`ensure_data`).
+    weights_dir : path, default=None
+        A folder of weight files; when given it is exported as ``$EMLIB_WEIGHTS`` for this process,
+        which is where :func:`emlib.models.create_backbone` looks.
+    device : str, default='auto'
+        ``auto`` picks CUDA when available (Colab GPU runtime), else CPU.
+    seed : int, default=0
+    out_dir : path, default='runs'
+
+    Returns
+    -------
+    ChapterSettings
+
+    Examples
+    --------
+    >>> s = chapter_settings("smoke", device="cpu")
+    >>> s.backbone, s.weights_label, s.token_crop
+    ('dinov2_vits14', 'random weights', 224)
+    """
+    prof = get_profile(profile)
+    name = backbone or prof.base.backbone
+    get_backbone_spec(name)  # unknown names fail here, with the list of known ones
+    if weights_dir is not None:
+        os.environ[WEIGHTS_ENV] = str(Path(weights_dir).expanduser())
+    return ChapterSettings(
+        profile=prof.name,
+        description=prof.description,
+        backbone=name,
+        pretrained=prof.base.pretrained,
+        data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
+        weights_dir=Path(weights_dir).expanduser() if weights_dir is not None else None,
+        device=str(resolve_device(device)),
+        seed=int(seed),
+        out_dir=Path(out_dir),
+        view_slices=prof.view_slices,
+        token_crop=prof.token_crop,
+        token_long_edge=prof.token_long_edge,
+        live=not os.environ.get(BUILD_ENV),
+        token_slices=prof.token_slices,
+        cpu_threads=prof.cpu_threads,
+    )
+
+
+def ensure_data(settings: ChapterSettings, datasets: Sequence[str] = ("lucchi_pp", "vnc")) -> dict[str, Path]:
+    """Make sure the datasets are there: a local copy (``$EMLIB_DATA``/``data_dir``) or a download.
+
+    Returns
+    -------
+    dict of str to Path
+        The official-layout folder of each dataset.
+    """
+    return {name: fetch_dataset(name, root=settings.data_dir, progress=False) for name in datasets}
+
+
+def limit_cpu_threads(settings: ChapterSettings) -> int:
+    """Use the profile's ``cpu_threads`` torch threads when the chapter runs on the CPU (smoke: 1).
+
+    The smoke runs are tiny: more threads only fight over a shared CPU. Profiles without
+    ``cpu_threads``, and GPU runs, keep torch's default.
+
+    Returns
+    -------
+    int
+        The number of torch threads now in use.
+    """
+    if settings.device == "cpu" and settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+    return torch.get_num_threads()
+
+
+# =============================================================================================
+# Tables the chapters show
+# =============================================================================================
+
+
+def physical_extent_table(volumes: Mapping[str, Any]) -> pd.DataFrame:
+    """Pixel size, section thickness and field of view of each volume, from its voxel size.
+
+    Parameters
+    ----------
+    volumes : dict of str to emlib.data.Volume
+
+    Returns
+    -------
+    DataFrame
+        Indexed by dataset; columns ``slice (px), pixel (nm), section (nm), field of view (µm), z / xy``.
+    """
+    rows = []
+    for name, vol in volumes.items():
+        z, y, x = vol.voxel_size_nm
+        h, w = vol.shape[1:]
+        rows.append(
+            {
+                "dataset": name,
+                "slice (px)": f"{h} x {w}",
+                "pixel (nm)": f"{y:g} x {x:g}",
+                "section (nm)": f"{z:g}",
+                "field of view (µm)": f"{h * y / 1000:.2f} x {w * x / 1000:.2f}",
+                "z / xy": round(z / x, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def token_grid_table(
+    shapes: Mapping[str, tuple[int, int]], *, patch_sizes: Sequence[int] = (14, 16), long_edge: int = 1022
+) -> pd.DataFrame:
+    """What the authors' resize does to each slice shape, and the token grid that results.
+
+    Parameters
+    ----------
+    shapes : dict of str to (H, W)
+        Slice shape per dataset.
+    patch_sizes : sequence of int, default=(14, 16)
+        DINOv2/OpenCLIP-L use 14, DINOv3 and OpenCLIP-B/16 use 16.
+    long_edge : int, default=1022
+
+    Returns
+    -------
+    DataFrame
+        Indexed by dataset; columns ``slice, patch, resized, grid, tokens``.
+    """
+    rows = []
+    for name, (h, w) in shapes.items():
+        for p in patch_sizes:
+            rh, rw = protocol_size(h, w, long_edge=long_edge, multiple=p)
+            rows.append(
+                {
+                    "dataset": name,
+                    "slice": f"{h} x {w}",
+                    "patch": p,
+                    "resized": f"{rh} x {rw}",
+                    "grid": f"{rh // p} x {rw // p}",
+                    "tokens": (rh // p) * (rw // p),
+                }
+            )
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+# =============================================================================================
+# What a backbone sees: its input, the backbones compared, token pictures
+# =============================================================================================
+
+
+def crop_around_foreground(image: Any, mask: Any, size: int, *, stride: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` x ``size`` window of a slice that holds the most foreground (ties: the first).
+
+    Parameters
+    ----------
+    image : array of shape (H, W)
+    mask : array of shape (H, W), bool, or None
+        None takes the centre window.
+    size : int
+    stride : int, default=16
+        Step of the window search, in pixels.
+
+    Returns
+    -------
+    (image crop, mask crop)
+        The mask crop is all False when ``mask`` is None.
+    """
+    img = np.asarray(image)
+    h, w = img.shape
+    if size > min(h, w):
+        raise ConfigError(f"crop size {size} is larger than the slice ({h}x{w}); use a smaller crop")
+    if mask is None:
+        top, left = (h - size) // 2, (w - size) // 2
+        m = np.zeros((size, size), bool)
+        return img[top : top + size, left : left + size], m
+    msk = np.asarray(mask).astype(bool)
+    integral = np.pad(msk.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    best, where = -1, (0, 0)
+    for top in range(0, h - size + 1, stride):
+        for left in range(0, w - size + 1, stride):
+            bottom, right = top + size, left + size
+            s = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
+            if s > best:
+                best, where = int(s), (top, left)
+    top, left = where
+    window = (slice(top, top + size), slice(left, left + size))
+    return img[window], msk[window]
+
+
+def backbone_view(image: Any, mask: Any, patch_size: int, settings: ChapterSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The slice a backbone sees in token pictures: a crop or the protocol resize (per the profile).
+
+    With ``token_crop`` (smoke): the window of that side with the most mitochondria, its side floored
+    to the patch size. Otherwise (quick, paper): the whole slice resized with the authors' rule (long
+    side ``token_long_edge``, sides floored to the patch size, :func:`emlib.data.protocol_size`).
+    """
+    img = np.asarray(image)
+    if settings.token_crop:
+        side = (settings.token_crop // patch_size) * patch_size
+        return crop_around_foreground(img, mask, side)
+    size = protocol_size(*img.shape, long_edge=int(settings.token_long_edge or 1022), multiple=patch_size)
+    m = np.zeros(img.shape, bool) if mask is None else np.asarray(mask)
+    return resize_slice(img, size), resize_slice(m, size, is_mask=True)
+
+
+def family_backbones(settings: ChapterSettings) -> list[str]:
+    """One backbone per family (DINOv2, DINOv3, OpenCLIP) for side-by-side pictures.
+
+    The chapter's backbone stands for its own family; the others are the profile's
+    ``family_backbones`` (the small ones for smoke and quick, the profile's large ones for paper).
+    The list is in the order of the profile's families.
+    """
+    defaults = get_profile(settings.profile).family_backbones
+    chosen = {get_backbone_spec(settings.backbone).family: settings.backbone}
+    for name in defaults:
+        chosen.setdefault(get_backbone_spec(name).family, name)
+    return [chosen[get_backbone_spec(name).family] for name in defaults]
+
+
+def load_backbones(names: Sequence[str], settings: ChapterSettings) -> dict[str, Any]:
+    """Build each backbone on ``settings.device``; random weights on the smoke profile.
+
+    Each random backbone is seeded with ``settings.seed``, so pictures repeat. When pretrained
+    weights cannot be found (no file, no network, gated DINOv3), that backbone is left out and a
+    line saying why is printed, instead of stopping the chapter.
+    """
+    out = {}
+    for name in names:
+        torch.manual_seed(settings.seed)
+        try:
+            out[name] = create_backbone(name, pretrained=settings.pretrained, device=settings.device).eval()
+        except WeightsError as err:
+            print(f"left out {name}: {err}")
+    return out
+
+
+def token_pca(backbone: Any, views: Mapping[str, np.ndarray], settings: ChapterSettings) -> dict[str, np.ndarray]:
+    """Patch tokens of each view through ``backbone``, as one joint PCA-to-RGB picture per view.
+
+    The PCA is fitted on the tokens of all views together, so a colour means the same direction
+    of feature space in every picture (:func:`emlib.diagnostics.patch_pca_rgb`).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (h, w, 3)
+    """
+
+    def prep(batch: np.ndarray) -> Any:
+        return normalize(batch, backbone.mean, backbone.std)
+
+    tokens = {
+        name: extract_token_maps(backbone, view[None], normalise=prep, device=settings.device, progress=False)[0]
+        for name, view in views.items()
+    }
+    return patch_pca_rgb(tokens, seed=settings.seed)
+
+
+# =============================================================================================
+# The chapters' runs are grid runs; the latent diagnostics of chapter 6
+# =============================================================================================
+
+
+def grid_dir(settings: ChapterSettings) -> Path:
+    """The grid folder chapters share: ``<out_dir>/<profile>`` (what ``emlib grid --out`` defaults to)."""
+    return Path(settings.out_dir) / settings.profile
+
+
+def chapter_configs(
+    settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None
+) -> list[RunConfig]:
+    """The runs of the profile's grid with ``settings.backbone`` (plus the U-Net), restricted.
+
+    Exactly :func:`emlib.config.grid_configs` with the chapter's backbone (same run ids, so a chapter
+    reuses what ``emlib grid`` or an earlier chapter trained).
+    """
+    return grid_configs(settings.profile, backbone=settings.backbone, regimes=regimes, train_sets=train_sets)
+
+
+def chapter_command(
+    settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
+    remedies: bool = False,
+) -> str:
+    """The ``emlib grid`` command that makes (or reads back) the runs a chapter shows."""
+    return grid_command(
+        settings.profile, grid_dir(settings), backbone=settings.backbone, regimes=regimes, train_sets=train_sets,
+        remedies=remedies,
+    )
+
+
+def chapter_runs(
+    settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Train (or read back) the runs of :func:`chapter_configs` in :func:`grid_dir`; the tidy results table.
+
+    Finished runs (their folder holds ``metrics.json``) are read, not retrained.
+    """
+    configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets)
+    if not configs:
+        raise ConfigError(f"profile {settings.profile!r} has no runs with regimes={regimes}, train_sets={train_sets}")
+    return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile)
+
+
+def latent_diagnostics(settings: ChapterSettings, *, progress: bool = False, n_boot: int = 200) -> tuple[pd.DataFrame, dict]:
+    """Frozen and paired-LoRA embeddings of both datasets and their diagnostics (chapter 6 in one call).
+
+    Trains the paired LoRA run if it is missing, embeds Lucchi++ ``test`` and VNC ``all`` with the
+    frozen backbone and with that run's adapter (cached under ``<grid>/embeddings``), and writes the
+    table to ``<grid>/latents/domain_report.csv``.
+
+    Returns
+    -------
+    (table, sets)
+        ``latent_report`` rows (frozen, LoRA) and ``{"frozen": EmbeddingSet, "lora": EmbeddingSet}``.
+    """
+    prof = get_profile(settings.profile)
+    chapter_runs(settings, regimes=("lora",), train_sets=("paired",), progress=progress)
+    (cfg,) = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))
+    out = grid_dir(settings)
+    sets = {}
+    for key, run in (("frozen", None), ("lora", out / cfg.run_id)):
+        backbone, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)
+        sets[key] = dataset_embeddings(
+            backbone, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
+            long_edge=prof.embedding_long_edge, device=settings.device, cache_dir=out / "embeddings", progress=progress,
+        )
+    table = latent_report([sets["frozen"], sets["lora"]], run_dir=out / "latents", n_boot=n_boot, seed=settings.seed)
+    return table, sets

@@ -1,0 +1,254 @@
+"""Figures of result tables: the IoU matrix, diagnostics and remedy tables, grouped bars."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from emlib.errors import ConfigError
+from emlib.viz.common import _color_map, _unique_in_order, format_title
+
+__all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars"]
+
+
+def _table_weights_label(table: pd.DataFrame, weights_label: str | None) -> str | None:
+    """``weights_label``, or when it is None the first random label of the table's ``weights_label`` column."""
+    if weights_label is None and "weights_label" in table.columns:
+        random_rows = [w for w in table["weights_label"].astype(str) if "random" in w.lower()]
+        weights_label = random_rows[0] if random_rows else None
+    return weights_label
+
+
+def plot_iou_matrix(
+    df: pd.DataFrame,
+    *,
+    value: str = "iou_fg",
+    train_col: str = "train_set",
+    test_col: str = "test_set",
+    regime_col: str = "regime",
+    title: str = "Foreground IoU by training and test set",
+    weights_label: str | None = None,
+    zmin: float = 0.0,
+    zmax: float = 1.0,
+    colorscale: str = "Viridis",
+) -> go.Figure:
+    """Heatmaps of a score per (training set, test set), one panel per regime.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Tidy results with columns ``train_col``, ``test_col``, ``regime_col``
+        and ``value``. Several rows per cell (seeds) are averaged and the cell
+        text shows mean ± standard deviation.
+    value : str, default='iou_fg'
+    train_col, test_col, regime_col : str
+        Column names.
+    title : str
+    weights_label : str, default=None
+        ``'random weights'`` adds "(random weights)" to the title.
+    zmin, zmax : float, default=0, 1
+        Colour range, shared by all panels.
+    colorscale : str, default='Viridis'
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One annotated ``go.Heatmap`` per regime; rows are training sets,
+        columns test sets.
+    """
+    missing = [c for c in (value, train_col, test_col, regime_col) if c not in df.columns]
+    if missing:
+        raise ConfigError(f"df lacks the columns {missing}; pass a tidy table with {train_col}, {test_col}, "
+                          f"{regime_col} and {value}")
+    regimes = _unique_in_order(df[regime_col].tolist())
+    trains = _unique_in_order(df[train_col].tolist())
+    tests = _unique_in_order(df[test_col].tolist())
+    agg = df.groupby([regime_col, train_col, test_col], sort=False)[value].agg(["mean", "std", "count"])
+    fig = make_subplots(rows=1, cols=len(regimes), subplot_titles=[str(r) for r in regimes],
+                        shared_yaxes=True, horizontal_spacing=0.06)
+    for col, regime in enumerate(regimes, start=1):
+        z = np.full((len(trains), len(tests)), np.nan)
+        text = np.full((len(trains), len(tests)), "", dtype=object)
+        for i, tr in enumerate(trains):
+            for j, te in enumerate(tests):
+                key = (regime, tr, te)
+                if key in agg.index:
+                    m, s, c = agg.loc[key]
+                    z[i, j] = m
+                    text[i, j] = f"{m:.2f}" if c < 2 or not np.isfinite(s) else f"{m:.2f} ± {s:.2f}"
+        fig.add_trace(
+            go.Heatmap(
+                z=z, x=[str(t) for t in tests], y=[str(t) for t in trains], text=text,
+                texttemplate="%{text}", coloraxis="coloraxis", name=str(regime),
+                hovertemplate="train %{y}<br>test %{x}<br>" + value + " %{z:.3f}<extra>" + str(regime) + "</extra>",
+            ),
+            row=1, col=col,
+        )
+        fig.update_xaxes(title_text="test set", row=1, col=col)
+    fig.update_yaxes(title_text="training set", autorange="reversed", row=1, col=1)
+    fig.update_layout(
+        title=format_title(title, weights_label),
+        coloraxis=dict(colorscale=colorscale, cmin=zmin, cmax=zmax, colorbar_title=value),
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_diagnostics_table(
+    df: pd.DataFrame,
+    *,
+    columns: Sequence[str] | None = None,
+    decimals: int = 3,
+    title: str = "Latent diagnostics",
+    weights_label: str | None = None,
+) -> go.Figure:
+    """A table figure of diagnostics rows (e.g. :func:`emlib.diagnostics.domain_report`).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : sequence of str, default=None
+        Columns to show, in order; all by default.
+    decimals : int, default=3
+        Rounding of float columns.
+    title : str
+    weights_label : str, default=None
+        ``'random weights'`` adds "(random weights)" to the title. When it is
+        ``None`` and ``df`` has a ``weights_label`` column with a random label,
+        that is used.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One ``go.Table`` trace.
+    """
+    cols = list(df.columns) if columns is None else list(columns)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ConfigError(f"df lacks the columns {missing}; pass columns from {list(df.columns)}")
+    weights_label = _table_weights_label(df, weights_label)
+    cells = []
+    for c in cols:
+        s = df[c]
+        if pd.api.types.is_float_dtype(s):
+            cells.append([f"{v:.{decimals}f}" if pd.notna(v) else "" for v in s])
+        else:
+            cells.append([str(v) for v in s])
+    fig = go.Figure([go.Table(header=dict(values=cols, align="left"), cells=dict(values=cells, align="left"))])
+    fig.update_layout(title=format_title(title, weights_label), template="plotly_white")
+    return fig
+
+
+def plot_remedy_table(
+    summary: pd.DataFrame,
+    *,
+    value: str = "iou_fg",
+    test_sets: Mapping[str, str] | None = None,
+    title: str = "Remedies for paired training: foreground IoU per test set",
+    weights_label: str | None = None,
+) -> go.Figure:
+    """Horizontal bars of a score per remedy and test set, one panel per regime.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`emlib.alignment.alignment_summary` output: columns ``regime``, ``remedy``, ``kind``
+        and ``<value>_<test set>`` per test set.
+    value : str, default='iou_fg'
+    test_sets : dict of str → str, default=None
+        Column suffix → display name; ``{"lucchi_pp": "Lucchi++", "vnc": "VNC"}`` by default.
+    title : str
+    weights_label : str, default=None
+        ``'random weights'`` adds "(random weights)" to the title. When it is ``None`` and
+        ``summary`` has a ``weights_label`` column with a random label, that is used.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One ``go.Bar`` trace per test set and regime; rows are remedies in table order, the
+        reference rows (single-dataset training) labelled as such.
+    """
+    test_sets = dict(test_sets or {"lucchi_pp": "Lucchi++", "vnc": "VNC"})
+    cols = [f"{value}_{t}" for t in test_sets]
+    missing = [c for c in ("regime", "remedy", "kind", *cols) if c not in summary.columns]
+    if missing:
+        raise ConfigError(f"summary lacks the columns {missing}; pass emlib.alignment.alignment_summary(...)")
+    weights_label = _table_weights_label(summary, weights_label)
+    regimes = _unique_in_order(summary["regime"].tolist())
+    colors = _color_map(list(test_sets.values()))
+    fig = make_subplots(rows=1, cols=len(regimes), subplot_titles=[str(r) for r in regimes], shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    for col, regime in enumerate(regimes, start=1):
+        part = summary[summary["regime"] == regime]
+        labels = [f"{r} (reference)" if k == "reference" else str(r) for r, k in zip(part["remedy"], part["kind"])]
+        for key, name in test_sets.items():
+            fig.add_trace(
+                go.Bar(y=labels, x=part[f"{value}_{key}"], orientation="h", name=name, marker_color=colors[name],
+                       legendgroup=name, showlegend=col == 1,
+                       hovertemplate="%{y}<br>" + name + ": %{x:.3f}<extra>" + str(regime) + "</extra>"),
+                row=1, col=col,
+            )
+        fig.update_xaxes(title_text=value, range=[0, 1], row=1, col=col)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_layout(title=format_title(title, weights_label), barmode="group", template="plotly_white",
+                      legend_title_text="test set", height=max(360, 28 * len(summary) // max(1, len(regimes)) + 160))
+    return fig
+
+
+def plot_grouped_bars(
+    table: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    color: str,
+    facet: str | None = None,
+    title: str = "",
+    weights_label: str | None = None,
+    y_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Grouped bars of ``y`` over ``x``, one colour per ``color`` value, one panel per ``facet`` value.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Tidy table with the columns named by ``x``, ``y``, ``color`` (and ``facet``); rows sharing
+        the same cell are averaged (e.g. over seeds).
+    y_range : (float, float), default=None
+        Fixed y-axis range, e.g. ``(0, 1)`` for IoU.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One ``go.Bar`` trace per colour value and panel.
+    """
+    needed = [c for c in (x, y, color, facet) if c is not None]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ConfigError(f"table lacks the columns {missing}; it has {list(table.columns)}")
+    keys = [c for c in (facet, x, color) if c is not None]
+    means = table.groupby(keys, sort=False, dropna=False)[y].mean().reset_index()
+    panels = _unique_in_order(means[facet].tolist()) if facet else [None]
+    colors = _color_map([str(v) for v in _unique_in_order(means[color].tolist())])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels] if facet else None,
+                        shared_yaxes=True, horizontal_spacing=0.05)
+    for col, panel in enumerate(panels, start=1):
+        part = means if facet is None else means[means[facet] == panel]
+        for value in _unique_in_order(means[color].tolist()):
+            rows = part[part[color] == value]
+            fig.add_trace(
+                go.Bar(x=[str(v) for v in rows[x]], y=rows[y], name=str(value), marker_color=colors[str(value)],
+                       legendgroup=str(value), showlegend=col == 1,
+                       hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y:.3f}}<extra>{value}</extra>"),
+                row=1, col=col,
+            )
+        fig.update_xaxes(title_text=x, row=1, col=col)
+    fig.update_yaxes(title_text=y, row=1, col=1)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    fig.update_layout(title=format_title(title, weights_label), barmode="group", template="plotly_white",
+                      legend_title_text=color)
+    return fig

@@ -1,0 +1,58 @@
+"""Tests of emlib.book.execute: one chapter executed with papermill, failures in one line, post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from emlib.book.execute import colab_badge_markdown, colab_url, execute_chapter, postprocess_notebook
+from emlib.book.toc import CHAPTER_DIR, BookError, list_chapters
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_failing_cell_is_one_line_with_chapter_cell_and_partial_notebook(tmp_path: Path) -> None:
+    source = tmp_path / "99_broken.py"
+    source.write_text(
+        '# %% [markdown]\n# # Broken\n\n# %% tags=["parameters"]\nprofile = "smoke"\n\n'
+        '# %%\nx = 1\n\n# %%\nraise ValueError("boom")\n'
+    )
+    output = tmp_path / "out" / "99_broken.ipynb"
+    with pytest.raises(BookError) as info:
+        execute_chapter(source, output)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("chapter 99_broken failed at cell 4 of ")
+    assert "ValueError: boom" in message and message.endswith(f"partial notebook: {output}")
+    assert output.is_file()
+
+
+def test_badge_and_theme_colab_button_point_at_the_same_notebook() -> None:
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    theme = f"{config['launch_buttons']['colab_url']}/github/{repo}/blob/{config['repository']['branch']}"
+    for name in list_chapters(REPO):
+        assert colab_url(name) == f"{theme}/{CHAPTER_DIR}/{name}.ipynb"
+
+
+def test_postprocess_hides_parameters_adds_one_badge_and_drops_plotly_js() -> None:
+    nb = nbformat.v4.new_notebook()
+    bundle = "/**\n* plotly.js v2.35.2\n*/" + "x" * 100_001
+    figure = '<div class="plotly-graph-div"></div><script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.5/MathJax.js"></script>'
+    code = nbformat.v4.new_code_cell("fig", outputs=[
+        nbformat.v4.new_output("display_data", {"text/html": bundle}),
+        nbformat.v4.new_output("display_data", {"text/html": figure, "application/vnd.plotly.v1+json": {
+            "data": [], "layout": {"title": {"text": "PCA (random weights)"}}}}),
+    ])
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}), code]
+    postprocess_notebook(nb, "01_data")
+    (out,) = nb.cells[3].outputs
+    assert "mathjax" not in out["data"]["text/html"] and "application/vnd.plotly.v1+json" not in out["data"]
+    assert out["metadata"]["emlib_figure_title"] == "PCA (random weights)"
+    postprocess_notebook(nb, "01_data")  # twice: still one badge, one remove-cell tag
+    assert [c.metadata.get("tags") for c in nb.cells] == [[], ["colab-badge"], ["injected-parameters", "remove-cell"], []]
+    assert nb.cells[1].source == colab_badge_markdown("01_data") and colab_url("01_data") in nb.cells[1].source

@@ -1,0 +1,146 @@
+"""Tests of emlib.experiments.chapters: chapter settings from the profile, data, tables, backbone inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emlib.config import BUILD_ENV, get_profile
+from emlib.data import load_volume
+from emlib.errors import ConfigError
+from emlib.experiments.chapters import (
+    ChapterSettings,
+    backbone_view,
+    chapter_settings,
+    crop_around_foreground,
+    ensure_data,
+    family_backbones,
+    limit_cpu_threads,
+    load_backbones,
+    physical_extent_table,
+    token_grid_table,
+    token_pca,
+)
+
+
+@pytest.fixture
+def smoke(shared_data: Path) -> ChapterSettings:
+    return chapter_settings("smoke", device="cpu", data_dir=shared_data)
+
+
+def test_settings_follow_the_profile() -> None:
+    s = chapter_settings("smoke", device="cpu")
+    assert (s.backbone, s.weights_label, s.device, s.pretrained) == ("dinov2_vits14", "random weights", "cpu", False)
+    assert (s.view_slices, s.token_crop, s.token_long_edge, s.token_slices, s.cpu_threads) == (4, 224, None, 4, 1)
+    quick = chapter_settings("quick", device="cpu")
+    assert (quick.view_slices, quick.token_crop, quick.token_long_edge, quick.token_slices) == (None, None, 518, 8)
+    assert quick.weights_label == "pretrained" and quick.cpu_threads is None
+    paper = chapter_settings("paper", device="cpu", backbone="dinov2_vits14")
+    assert (paper.backbone, paper.token_long_edge, paper.description) == ("dinov2_vits14", 1022,
+                                                                          get_profile("paper").description)
+
+
+def test_settings_table_says_what_made_the_page(smoke: ChapterSettings, shared_data: Path) -> None:
+    table = smoke.table()
+    assert list(table.columns) == ["setting", "value"]
+    rows = dict(zip(table["setting"], table["value"]))
+    assert list(rows) == ["profile", "backbone", "weights", "data", "weights folder", "device", "seed",
+                          "output folder", "slices shown", "backbone input"]
+    assert rows["profile"].startswith("smoke: ") and rows["weights"] == "random weights"
+    assert rows["data"] == str(shared_data) and rows["weights folder"] == "$EMLIB_WEIGHTS or the hubs"
+    assert (rows["slices shown"], rows["backbone input"], rows["output folder"]) == ("4", "224x224 crop", "runs")
+    quick = dict(chapter_settings("quick", device="cpu").table().values.tolist())
+    assert (quick["slices shown"], quick["backbone input"]) == ("all", "long side 518")
+    assert "<table" in smoke._repr_html_()
+
+
+def test_settings_errors_weights_dir_and_live_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown profile"):
+        chapter_settings("nope")
+    with pytest.raises(ConfigError):
+        chapter_settings("smoke", backbone="no_such_backbone")
+    with pytest.raises(ConfigError, match="not a torch device"):
+        chapter_settings("smoke", device="gpu please")
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    monkeypatch.delenv(BUILD_ENV, raising=False)
+    s = chapter_settings("smoke", device="auto", weights_dir=tmp_path)
+    assert s.live and s.weights_dir == tmp_path and os.environ["EMLIB_WEIGHTS"] == str(tmp_path)
+    assert s.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv(BUILD_ENV, "1")
+    assert not chapter_settings("smoke", device="cpu").live
+
+
+def test_ensure_data_and_physical_extent(smoke: ChapterSettings, shared_data: Path) -> None:
+    paths = ensure_data(smoke)
+    assert set(paths) == {"lucchi_pp", "vnc"} and all(p.is_dir() and shared_data in p.parents for p in paths.values())
+    lucchi = load_volume("lucchi_pp", "test", root=smoke.data_dir, slices=[0])
+    table = physical_extent_table({"Lucchi++": lucchi})
+    row = table.loc["Lucchi++"]
+    assert row["slice (px)"] == "768 x 1024" and row["pixel (nm)"] == "5 x 5" and row["z / xy"] == 1.0
+
+
+def test_token_grid_table_uses_the_protocol_resize() -> None:
+    table = token_grid_table({"Lucchi++": (768, 1024), "VNC": (1024, 1024)})
+    assert len(table) == 4
+    lucchi14 = table[(table.index == "Lucchi++") & (table["patch"] == 14)].iloc[0]
+    assert lucchi14["resized"] == "756 x 1022" and lucchi14["grid"] == "54 x 73" and lucchi14["tokens"] == 54 * 73
+
+
+def test_crop_around_foreground_finds_the_most_foreground() -> None:
+    image = np.arange(100 * 120).reshape(100, 120)
+    mask = np.zeros((100, 120), bool)
+    mask[60:90, 80:110] = True
+    crop, m = crop_around_foreground(image, mask, 32, stride=8)
+    best = max(mask[t : t + 32, l : l + 32].sum() for t in range(0, 69, 8) for l in range(0, 89, 8))
+    assert crop.shape == m.shape == (32, 32) and m.sum() == best
+    top, left = divmod(int(crop[0, 0]), 120)
+    assert (m == mask[top : top + 32, left : left + 32]).all()
+    centre, none = crop_around_foreground(image, None, 20)
+    assert divmod(int(centre[0, 0]), 120) == (40, 50) and not none.any()
+    with pytest.raises(ConfigError, match="larger than the slice"):
+        crop_around_foreground(image, mask, 101)
+
+
+def test_backbone_view_crop_or_protocol_resize(smoke: ChapterSettings) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (300, 400), dtype=np.uint8)
+    mask = np.zeros((300, 400), bool)
+    mask[10:40, 10:40] = True
+    view, m = backbone_view(image, mask, 14, smoke)
+    assert view.shape == (224, 224) and m[10:40, 10:40].all()
+    quick = chapter_settings("quick", device="cpu")
+    view, m = backbone_view(image, mask, 14, quick)
+    assert view.shape == (378, 518) and m.shape == view.shape and m.dtype == bool
+
+
+def test_family_backbones_one_per_family_from_the_profile() -> None:
+    assert family_backbones(chapter_settings("smoke", device="cpu")) == [
+        "dinov2_vits14", "dinov3_vits16", "openclip_vitb16"]
+    assert family_backbones(chapter_settings("smoke", device="cpu", backbone="openclip_vitl14")) == [
+        "dinov2_vits14", "dinov3_vits16", "openclip_vitl14"]
+    assert family_backbones(chapter_settings("paper", device="cpu")) == list(get_profile("paper").family_backbones)
+    assert family_backbones(chapter_settings("paper", device="cpu", backbone="dinov2_vits14")) == [
+        "dinov2_vits14", "dinov3_vitl16", "openclip_vitl14"]
+
+
+def test_random_backbones_repeat_and_token_pictures(smoke: ChapterSettings) -> None:
+    first = load_backbones(["dinov2_vits14"], smoke)["dinov2_vits14"]
+    again = load_backbones(["dinov2_vits14"], smoke)["dinov2_vits14"]
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    rng = np.random.default_rng(0)
+    views = {"a": rng.integers(0, 256, (56, 56), dtype=np.uint8), "b": rng.integers(0, 256, (56, 70), dtype=np.uint8)}
+    rgb = token_pca(first, views, smoke)
+    assert rgb["a"].shape == (4, 4, 3) and rgb["b"].shape == (4, 5, 3)
+    assert all(0 <= v.min() and v.max() <= 1 for v in rgb.values())
+
+
+def test_limit_cpu_threads_only_where_the_profile_says(smoke: ChapterSettings) -> None:
+    before = torch.get_num_threads()
+    try:
+        assert limit_cpu_threads(chapter_settings("quick", device="cpu")) == before
+        assert limit_cpu_threads(smoke) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,136 @@
+"""The experiment grid (emlib.experiments.grid): the one runner of every results table, resuming, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import emlib.config as config
+from emlib.cli import build_parser, main
+from emlib.errors import ConfigError, DataError
+from emlib.experiments.grid import METRICS, git_commit, grid_command, read_results, run_configs, run_grid
+
+from ..test_train import tiny
+
+
+def _tiny_profile(monkeypatch, name: str = "t", base: config.RunConfig | None = None, **axes) -> config.Profile:
+    """Register a profile of tiny runs under ``name`` (the CLI's --profile choices include it)."""
+    axes = {"backbones": ("dinov2_vits14",), "regimes": ("frozen", "unet"), "train_sets": ("vnc", "paired"), **axes}
+    base = tiny(crop=56, eval_window=56) if base is None else base
+    profile = config.Profile(name=name, description="test", base=base, **axes)
+    monkeypatch.setitem(config.PROFILES, name, profile)
+    return profile
+
+
+def test_grid_writes_table_and_skips_done_runs(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    _tiny_profile(monkeypatch)
+    results = run_grid("t", tmp_path, root=shared_data, progress=False)
+    assert len(results) == 4 * 2
+    for col in ("iou_fg", "weights_label", "train_seconds", "peak_memory_mb", "git_commit", "config_digest"):
+        assert col in results
+    assert set(results.weights_label) == {"random weights", "trained from scratch"}
+    assert (tmp_path / "results.csv").is_file() and json.loads((tmp_path / "results.json").read_text())
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
+    again = run_grid("t", tmp_path, root=shared_data, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")} == stamp
+    assert again.iou_fg.tolist() == results.iou_fg.tolist()
+    assert len(read_results(tmp_path)) == 8
+
+
+def test_run_configs_writes_labels_and_the_table(tiny_root, tmp_path: Path) -> None:
+    root, _ = tiny_root
+    configs = [tiny(regime="unet", train_set=t, crop=32, eval_window=32) for t in ("lucchi_pp", "vnc")]
+    out = tmp_path / "grid"
+    results = run_configs(configs, out, labels={"note": ["first", "second"]}, table="mine", root=root, progress=False,
+                          profile="unit")
+    assert len(results) == 4 and results.note.tolist() == ["first", "first", "second", "second"]
+    assert results.run_id.tolist() == [c.run_id for c in configs for _ in range(2)]
+    assert (results.profile == "unit").all() and (results.config_digest == [c.digest() for c in configs for _ in range(2)]).all()
+    assert results.git_commit.iloc[0] == git_commit()
+    written = pd.read_csv(out / "mine.csv")
+    assert written.note.tolist() == results.note.tolist() and not (out / "mine.json").exists()
+    for cfg in configs:
+        saved = json.loads((out / cfg.run_id / METRICS).read_text())
+        assert config.RunConfig.from_dict(saved["config"]) == cfg and len(saved["rows"]) == 2
+        assert "note" not in saved["rows"][0]  # labels belong to the table, not to the run
+    again = run_configs(configs[::-1], out, labels={"note": ["b", "a"]}, root=root, progress=False)  # read back
+    assert again.note.tolist() == ["b", "b", "a", "a"] and again.iou_fg.tolist() == results.iou_fg.tolist()[2:] + results.iou_fg.tolist()[:2]
+    assert pd.read_csv(out / "mine.csv").note.tolist() == results.note.tolist()  # table=None writes no table
+    assert len(read_results(out)) == 4
+    run_configs(configs[:1], out, table="one", json_table=True, root=root, progress=False)
+    assert json.loads((out / "one.json").read_text())[0]["run_id"] == configs[0].run_id
+
+
+def test_run_configs_needs_one_label_per_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"labels\['remedy'\] has 1 values for 2 configs"):
+        run_configs([tiny(), tiny(seed=1)], tmp_path, labels={"remedy": ["x"]}, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing was trained
+
+
+def test_read_results_of_an_empty_folder_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no finished runs in .*emlib grid --profile smoke"):
+        read_results(tmp_path)
+
+
+def test_grid_command() -> None:
+    assert grid_command("smoke") == "emlib grid --profile smoke"
+    assert grid_command("smoke", "runs/smoke", regimes=["lora"], train_sets=["paired"]) == (
+        "emlib grid --profile smoke --out runs/smoke --regime lora --train-set paired"
+    )
+    cmd = grid_command("paper", "runs/p", backbone="dinov3_vitl16", regimes=["frozen", "lora"],
+                       train_sets=["vnc", "paired"], remedies=True)
+    assert cmd == (
+        "emlib grid --profile paper --out runs/p --backbone dinov3_vitl16 --regime frozen --regime lora "
+        "--train-set vnc --train-set paired --remedies"
+    )
+    args = build_parser().parse_args(cmd.split()[1:])  # the command is one the CLI accepts, meaning the same
+    assert (args.profile, args.out, args.backbone, args.regime, args.train_set, args.remedies) == (
+        "paper", "runs/p", "dinov3_vitl16", ["frozen", "lora"], ["vnc", "paired"], True,
+    )
+
+
+def test_cli_grid_selects_regime_and_train_set(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+    root, _ = tiny_root
+    _tiny_profile(monkeypatch, base=tiny(), regimes=("frozen", "lora", "unet"), train_sets=config.TRAIN_SETS)
+    out = tmp_path / "runs"
+    argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--regime", "lora", "--train-set", "paired", "--quiet"]
+    assert main(argv) == 0
+    (expected,) = config.grid_configs("t", regimes=["lora"], train_sets=["paired"])
+    assert sorted(p.parent.name for p in out.glob(f"*/{METRICS}")) == [expected.run_id]
+    table = pd.read_csv(out / "results.csv")
+    assert table.run_id.tolist() == [expected.run_id] * 2 and table.test_set.tolist() == ["lucchi_pp", "vnc"]
+    assert set(table.regime) == {"lora"} and set(table.train_set) == {"paired"} and set(table.profile) == {"t"}
+    printed = capsys.readouterr().out
+    assert "paired" in printed and "lora" in printed and "random weights" in printed and "unet" not in printed
+
+
+def test_cli_grid_passes_the_selection_on(monkeypatch, capsys) -> None:
+    import emlib.cli as cli
+
+    calls: dict[str, dict] = {}
+    row = {"train_set": "paired", "regime": "lora", "backbone": "dinov3_vits16", "test_set": "vnc", "iou_fg": 0.5,
+           "weights_label": "random weights"}
+
+    def fake_grid(profile, out, **kwargs):
+        calls["grid"] = dict(kwargs, profile=profile, out=out)
+        return pd.DataFrame([row])
+
+    def fake_remedies(profile, out, **kwargs):
+        calls["remedies"] = dict(kwargs, profile=profile, out=out)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(cli, "run_grid", fake_grid)
+    monkeypatch.setattr(cli, "run_alignment_grid", fake_remedies)
+    argv = ["grid", "--backbone", "dinov3_vits16", "--regime", "lora", "--regime", "unet", "--train-set", "paired",
+            "--remedies", "--random-weights", "--quiet"]
+    assert main(argv) == 0
+    grid, remedies = calls["grid"], calls["remedies"]
+    assert (grid["profile"], grid["out"], grid["backbone"], grid["regimes"], grid["train_sets"]) == (
+        "smoke", "runs/smoke", "dinov3_vits16", ["lora", "unet"], ["paired"],
+    )
+    assert grid["pretrained"] is False and grid["progress"] is False
+    assert remedies["regimes"] == ["lora"] and remedies["backbone"] == "dinov3_vits16" and remedies["pretrained"] is False
+    assert "0.500" in capsys.readouterr().out

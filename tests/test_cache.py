@@ -1,0 +1,47 @@
+"""Frozen-feature cache (emlib.cache): a hit gives the same features without running the backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from emlib.cache import FeatureCache, cache_key
+
+
+def test_cache_hit_gives_identical_logits_and_skips_the_backbone() -> None:
+    calls = []
+    conv = torch.nn.Conv2d(3, 4, 2, stride=2)
+
+    def compute(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return conv(x)
+
+    inputs = torch.randn(6, 3, 8, 8)
+    cache = FeatureCache(compute, "k", dtype=torch.float32)
+    first = cache.get([0, 2, 4], lambda idx: inputs[idx], torch.device("cpu"))
+    again = cache.get([4, 0, 2], lambda idx: inputs[idx], torch.device("cpu"))
+    assert calls == [3]  # the second call never reached the backbone
+    assert torch.equal(first[[2, 0, 1]], again)
+    assert (cache.hits, cache.misses) == (3, 3)
+    with torch.no_grad():
+        assert torch.allclose(first, conv(inputs[[0, 2, 4]]))
+
+
+def test_disk_cache_survives_a_new_process(tmp_path: Path) -> None:
+    conv = torch.nn.Conv2d(3, 4, 2, stride=2)
+    inputs = torch.randn(3, 3, 8, 8)
+    cache = FeatureCache(conv, "key", directory=tmp_path)
+    cache.get([0, 1], lambda idx: inputs[idx], torch.device("cpu"))
+    cache.save()
+    warm = FeatureCache(lambda x: pytest.fail("backbone called"), "key", directory=tmp_path)
+    assert len(warm) == 2
+    warm.get([1], lambda idx: inputs[idx], torch.device("cpu"))
+
+
+def test_cache_key_depends_on_every_part() -> None:
+    key = cache_key(backbone="dinov2_vits14", crop=56)
+    assert key == cache_key(crop=56, backbone="dinov2_vits14")  # order does not matter
+    assert key != cache_key(backbone="dinov2_vits14", crop=112)
+    assert key != cache_key(backbone="dinov2_vits14", crop=56, input_alignment="histmatch")

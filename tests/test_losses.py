@@ -1,0 +1,95 @@
+"""Losses (emlib.losses): Dice / cross-entropy, domain ids, CORAL, foreground reweighting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emlib.errors import ConfigError, ShapeError
+from emlib.losses import (
+    LOSSES,
+    coral_loss,
+    dice_loss,
+    domain_ids,
+    domain_weighted_loss,
+    foreground_weights,
+    patch_features,
+    segmentation_loss,
+)
+
+
+def test_dice_and_segmentation_losses() -> None:
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1
+    perfect = torch.stack([(1 - target) * 20.0, target * 20.0], dim=1).float()
+    assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(-perfect, target).item() > 0.9
+    assert segmentation_loss(perfect, target, "ce").item() < 1e-6
+    with pytest.raises(ConfigError, match="loss='focal'"):
+        segmentation_loss(perfect, target, "focal")
+
+
+def test_ce_dice_is_the_sum_and_shapes_are_checked() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 2, 4, 4), (torch.rand(2, 4, 4) > 0.5).long()
+    assert LOSSES == ("dice", "ce", "ce_dice")
+    both = segmentation_loss(logits, target, "ce_dice").item()
+    assert both == pytest.approx(segmentation_loss(logits, target, "ce").item() + segmentation_loss(logits, target).item())
+    with pytest.raises(ShapeError, match=r"dice_loss needs logits \(B, 2, H, W\)"):
+        dice_loss(torch.randn(2, 3, 4, 4), target)
+
+
+def test_domain_ids_repeat_an_int_and_check_the_range() -> None:
+    cpu = torch.device("cpu")
+    assert domain_ids(1, 3, 2, cpu).tolist() == [1, 1, 1]
+    assert domain_ids([0, 1], 2, 2, cpu).dtype == torch.long
+    with pytest.raises(ShapeError, match="one id per item"):
+        domain_ids([0, 1, 0], 2, 2, cpu)
+    with pytest.raises(ConfigError, match=r"domain ids must lie in 0..1, got \[2\]"):
+        domain_ids(2, 1, 2, cpu)
+
+
+def test_patch_features_reads_maps_as_patch_vectors() -> None:
+    maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    flat = patch_features(maps)
+    assert flat.shape == (8, 3) and torch.equal(flat[0], maps[0, :, 0, 0])
+    assert patch_features(flat) is flat
+    with pytest.raises(ShapeError, match="features must be"):
+        patch_features(torch.zeros(3))
+
+
+def test_coral_loss_is_zero_for_equal_covariances_positive_otherwise_and_differentiable() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    assert coral_loss(x, x + 3.0).item() == pytest.approx(0.0, abs=1e-7)
+    y = (x * torch.tensor([1.0, 2.0, 1.0, 1.0, 0.5])).requires_grad_()
+    loss = coral_loss(x, y)
+    ca, cb = torch.cov(x.T), torch.cov(y.detach().T)
+    assert loss.item() == pytest.approx(float(((ca - cb) ** 2).sum() / (4 * 25)), rel=1e-5)
+    loss.backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+    maps = torch.randn(2, 5, 3, 3)  # feature maps are read as patch vectors
+    assert coral_loss(maps, maps).item() == 0.0
+
+
+def test_coral_loss_rejects_mismatched_or_too_few_vectors() -> None:
+    with pytest.raises(ShapeError, match="same feature size"):
+        coral_loss(torch.randn(4, 3), torch.randn(4, 2))
+    with pytest.raises(ShapeError, match="at least 2 vectors"):
+        coral_loss(torch.randn(1, 3), torch.randn(4, 3))
+
+
+def test_foreground_reweighting_weights() -> None:
+    w = foreground_weights([0.1, 0.05])
+    assert w.tolist() == pytest.approx([2 / 3, 4 / 3]) and w.mean() == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="foreground fractions"):
+        foreground_weights([0.2, 0.0])
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 2, 8, 8), (torch.rand(4, 8, 8) > 0.7).long()
+    one_domain = torch.zeros(4, dtype=torch.long)
+    assert domain_weighted_loss(logits, target, one_domain, [1.0, 1.0]).item() == pytest.approx(
+        segmentation_loss(logits, target).item()
+    )
+    d = torch.tensor([0, 0, 1, 1])
+    parts = [segmentation_loss(logits[d == k], target[d == k]).item() for k in (0, 1)]
+    assert domain_weighted_loss(logits, target, d, w).item() == pytest.approx(0.5 * (w[0] * parts[0] + w[1] * parts[1]))

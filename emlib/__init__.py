@@ -43,7 +43,8 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.data": (
         "DATASETS", "VNC_TEST_SLICES", "IMAGENET_MEAN", "IMAGENET_STD", "Volume", "load_volume", "read_volume",
         "fetch_dataset", "verify_dataset", "dataset_summary", "dataset_dir", "data_root", "get_source", "list_datasets",
-        "normalize", "protocol_size", "resize_slice", "select_test_slices", "center_region",
+        "normalize", "protocol_size", "resize_slice", "select_test_slices", "center_region", "pad_collate",
+        "validation_split",
     ),
     "emlib.data.alignment": (
         "ReferenceStats", "intensity_reference", "reference_for", "standardise_intensity", "grey_cdf", "histogram_match",
@@ -60,12 +61,12 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "emlib.plugins": ("plugins_for", "training_foreground_fractions"),
     "emlib.train": ("TrainedModel", "fit", "load_trained", "build_model", "build_train_dataset"),
-    "emlib.evaluate": ("EvalResult", "evaluate", "evaluate_both"),
+    "emlib.evaluate": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate"),
     "emlib.latents": (
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
         "latent_report", "token_separability_table", "transfer_auroc",
     ),
-    "emlib.experiments.grid": ("run_one", "run_configs", "run_grid", "read_results", "grid_command"),
+    "emlib.experiments.grid": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
     "emlib.experiments.remedies": (
         "REMEDIES", "alignment_configs", "run_alignment_grid", "alignment_summary", "remedy_latent_space", "remedy_latents",
     ),
@@ -74,11 +75,13 @@ _API: dict[str, tuple[str, ...]] = {
         "token_grid_table", "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "token_pca",
         "grid_dir", "chapter_configs", "chapter_command", "chapter_runs", "latent_diagnostics",
     ),
+    "emlib.experiments.pages": ("page_facts", "glue_facts"),
     "emlib.paper": ("PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",
         "plot_slice_overlay", "plot_slice_browser", "plot_patch_grid", "slice_viewer", "plot_intensity_histograms",
-        "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars",
+        "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers", "show_table",
+        "BookTable", "finish_figure", "figure_badges",
     ),
 }
 _WHERE: dict[str, str] = {name: module for module, names in _API.items() for name in names}

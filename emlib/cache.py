@@ -2,8 +2,10 @@
 
 A frozen backbone maps the same pixels to the same features, so head training only needs the
 backbone once per item. :class:`FeatureCache` stores features by item index under a key that
-names everything they depend on (backbone, weights, data, preprocessing); in memory, or on disk
-(one ``.pt`` file per key, written atomically) so a second run with the same key starts warm.
+names everything they depend on (backbone, the content of the weights and of the data,
+preprocessing); in memory, or on disk (one ``.safetensors`` file per key, written atomically) so a
+second run with the same key starts warm. A disk copy that cannot be read (truncated, or not a
+safetensors file) is reported with a warning naming it and rebuilt; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from emlib.errors import DataError
+from emlib.runfiles import load_state, save_state
 
 __all__ = ["FeatureCache", "cache_key"]
 
@@ -35,7 +41,7 @@ class FeatureCache:
     key : str
         What the features depend on (see :func:`cache_key`).
     directory : path, default=None
-        Folder for a disk copy (``<directory>/<key>.pt``); None keeps the cache in memory only.
+        Folder for a disk copy (``<directory>/<key>.safetensors``); None keeps the cache in memory only.
     dtype : torch.dtype, default=torch.float16
         Storage type (halves memory; features are cast back to float32 when read).
 
@@ -54,12 +60,19 @@ class FeatureCache:
         dtype: torch.dtype = torch.float16,
     ) -> None:
         self.compute, self.key, self.dtype = compute, key, dtype
-        self.path = None if directory is None else Path(directory) / f"{key}.pt"
+        self.path = None if directory is None else Path(directory) / f"{key}.safetensors"
         self.store: dict[int, torch.Tensor] = {}
         self.hits = self.misses = 0
-        if self.path is not None and self.path.is_file():
-            self.store = torch.load(self.path, map_location="cpu", weights_only=True)
         self._dirty = False
+        if self.path is not None and self.path.is_file():
+            try:
+                saved = load_state(self.path, fix="it is rebuilt")
+                if saved.get("key") != key or not isinstance(saved.get("features"), dict):
+                    raise DataError(f"{self.path} holds the features of another key; it is rebuilt")
+                self.store = {int(i): f for i, f in saved["features"].items()}
+            except DataError as err:
+                warnings.warn(f"feature cache {err}", RuntimeWarning, stacklevel=2)
+                self._dirty = True  # the next save() replaces the damaged file
 
     def __len__(self) -> int:
         return len(self.store)
@@ -86,7 +99,5 @@ class FeatureCache:
         if self.path is None or not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".pt.incomplete")
-        torch.save(self.store, tmp)
-        os.replace(tmp, self.path)
+        save_state(self.path, {"key": self.key, "features": self.store})
         self._dirty = False

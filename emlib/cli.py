@@ -1,7 +1,8 @@
 """Command-line interface: ``emlib data info|verify|download``, ``emlib grid`` and ``emlib book``.
 
-Every user error (an :class:`~emlib.errors.EmlibError`) is printed as one sentence on stderr
-with exit status 2, never as a traceback.
+Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the file system
+(a full disk, a folder without permission) is printed as one sentence on stderr with exit status
+2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from emlib.book.commands import add_book_command
-from emlib.config import REGIMES, TRAIN_SETS, list_profiles
+from emlib.config import REGIMES, TRAIN_SETS, grid_configs, list_profiles
 from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
 from emlib.errors import EmlibError
 from emlib.experiments.grid import grid_command, run_grid
+from emlib.experiments.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.experiments.remedies import REMEDIES, run_alignment_grid
 from emlib.models import list_backbones
 
@@ -67,9 +69,27 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
 def _grid(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{args.profile}"
-    overrides = {"device": args.device, "pretrained": False if args.random_weights else None, "weights": args.weights}
-    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set}
-    results = run_grid(args.profile, out, root=args.root, progress=not args.quiet, **selection, **overrides)
+    pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
+    overrides = {"device": args.device, "pretrained": pretrained, "weights": args.weights}
+    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
+    if args.plan or args.status:
+        configs = grid_configs(args.profile, **selection, **overrides)
+        return _print_plan(configs, out, args.root) if args.plan else _print_status(configs, out, args.root)
+    if args.launcher == "inline":
+        results = run_grid(args.profile, out, root=args.root, progress=not args.quiet, **selection, **overrides)
+    elif args.remedies:
+        raise EmlibError("--remedies runs inline only; drop --launcher or run the remedies in a second command")
+    else:
+        slurm = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, time=args.time, mem=args.mem,
+                             account=args.account, array_parallelism=args.array_parallelism)
+        results = launch(grid_configs(args.profile, **selection, **overrides), out, launcher=args.launcher, root=args.root,
+                         profile=args.profile, jobs=args.jobs, slurm=slurm, wait=not args.no_wait)
+        if args.no_wait:
+            again = grid_command(args.profile, out, backbone=args.backbone, regimes=args.regime, train_sets=args.train_set,
+                                 seeds=args.seed)
+            print(f"submitted; watch with `{again} --status`, and run the same command again to gather the results")
+        if results.empty:
+            return 0
     if args.remedies:
         regimes = [r for r in args.regime or ("frozen", "lora") if r != "unet"]
         run_alignment_grid(
@@ -77,7 +97,37 @@ def _grid(args: argparse.Namespace) -> int:
         )
     summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
     summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
+    if "degenerate" in results:  # one class predicted everywhere: the row says nothing about the regime
+        summary["note"] = results["degenerate"].map({True: "DEGENERATE (one class everywhere)", False: ""})
     print(summary.to_string(index=False), file=sys.stdout)
+    return 0
+
+
+def _print_plan(configs: list, out: str, root: str | None) -> int:
+    table = plan(configs, out, root=root)
+    print(f"plan: {len(table)} of {len(configs)} selected runs to make in {out} (finished runs are skipped)")
+    if table.empty:
+        return 0
+    shown = table.assign(est_hours=(table.seconds / 3600).map("{:.1f}".format),
+                         peak_memory_gb=(table.peak_memory_mb / 1024).map("{:.1f}".format))
+    shown.loc[table.seconds.isna(), ["est_hours", "peak_memory_gb"]] = "no measurement"
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(shown[["run", "epochs", "train_images", "est_hours", "peak_memory_gb", "measured_on"]].to_string(index=False))
+    measured = table.dropna(subset=["seconds"])
+    if measured.empty:
+        print("total: no measurement in emlib/experiments/costs.csv for these backbones and regimes")
+        return 0
+    print(f"total: {measured.seconds.sum() / 3600:.1f} h of compute for {len(measured)} runs, at most "
+          f"{measured.peak_memory_mb.max() / 1024:.1f} GB per run -- an ESTIMATE from emlib/experiments/costs.csv, "
+          "measured on the machine named in measured_on (every epoch run; early stopping ends runs sooner)"
+          + (f"; {len(table) - len(measured)} runs: no measurement" if len(measured) < len(table) else ""))
+    return 0
+
+
+def _print_status(configs: list, out: str, root: str | None) -> int:
+    table = run_status(configs, out, root=root)
+    print(table.to_string(index=False))
+    print(", ".join(f"{n} {state}" for state, n in table.state.value_counts().items()))
     return 0
 
 
@@ -93,12 +143,28 @@ def _add_grid_command(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--backbone", choices=list_backbones(), default=None, help="train only this backbone (default: the profile's)")
     grid.add_argument("--regime", choices=REGIMES, action="append", default=None, help="only this regime (repeatable)")
     grid.add_argument("--train-set", choices=TRAIN_SETS, action="append", default=None, help="only this training set (repeatable)")
+    grid.add_argument("--seed", type=int, action="append", default=None, help="only this seed (repeatable)")
+    what = grid.add_mutually_exclusive_group()
+    what.add_argument("--plan", action="store_true", help="print the runs still to make with their estimated cost; train nothing")
+    what.add_argument("--status", action="store_true", help="print which runs are done, running, failed (with the log) or missing")
+    grid.add_argument("--launcher", choices=LAUNCHERS, default="inline",
+                      help="inline: one run after the other here; local: one process per run; slurm: a job array")
+    grid.add_argument("--jobs", type=int, default=1, help="local launcher: runs at a time")
+    slurm = grid.add_argument_group("slurm launcher")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--gpus-per-run", type=int, default=1)
+    slurm.add_argument("--time", type=int, default=24 * 60, help="minutes per run (default: 1440)")
+    slurm.add_argument("--mem", default=None, help="memory per run, e.g. 64G")
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--array-parallelism", type=int, default=256, help="runs of the array at a time")
+    slurm.add_argument("--no-wait", action="store_true", help="submit and return (watch with --status)")
     grid.add_argument(
         "--remedies", action="store_true",
         help=f"also train the remedy runs of 'beyond the paper' ({len(REMEDIES)} remedies; writes alignment_results.csv)",
     )
-    grid.add_argument("--weights", default=None, help="local backbone weights file (else $EMLIB_WEIGHTS or the hub)")
-    grid.add_argument("--random-weights", action="store_true", help="random-init backbones (timing only; labelled)")
+    weights = grid.add_mutually_exclusive_group()
+    weights.add_argument("--weights", default=None, help="local backbone weights file (else $EMLIB_WEIGHTS or the hub)")
+    weights.add_argument("--random-weights", action="store_true", help="random-init backbones (timing only; labelled)")
     grid.add_argument("--quiet", action="store_true", help="no progress bars")
     grid.set_defaults(func=_grid)
 
@@ -122,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except EmlibError as err:
         print(f"emlib: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system, not emlib: a full disk, a folder without permission, ...
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"emlib: error: {err.strerror or type(err).__name__}{where}; free space or fix the permissions and run "
+              "the same command again, which resumes where it stopped", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("emlib: interrupted; finished steps are kept and a rerun resumes", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Evaluation: sliding-window inference over whole test slices, pooled IoU_fg, the cross-dataset matrix.
+"""Evaluation of whole test slices: pooled IoU_fg over the test stack, and the cross-dataset matrix.
 
 Every model is tested on both test sets (Lucchi++ ``Test_*`` and VNC stack1 slices 00, 03, 08).
 Pixel counts are pooled over the whole test stack before IoU is taken, as the authors do
@@ -33,7 +33,7 @@ from emlib.plugins import forward_kwargs, plugins_for, transform_volume
 from emlib.stitching import sliding_window_predict
 from emlib.train import TrainedModel
 
-__all__ = ["EvalResult", "evaluate", "evaluate_both"]
+__all__ = ["EvalResult", "evaluate", "evaluate_both", "is_degenerate"]
 
 
 @dataclass
@@ -84,11 +84,12 @@ def evaluate(
     batch_size: int = 4,
     progress: bool = False,
 ) -> EvalResult:
-    """Predict every selected test slice with a sliding window and pool the pixel counts.
+    """Predict every selected test slice and pool the pixel counts.
 
-    The window is ``eval_window`` (else the training crop) with 25 % overlap. In the protocol
-    mode (``crop=None``) slices are resized to the long side ``long_edge`` first and predicted
-    whole, and masks are compared at that resized resolution, as the authors do.
+    Profiles that train on crops predict with a sliding window of ``eval_window`` (else the
+    training crop) and 25 % overlap. In the protocol mode (``crop=None``) each slice is resized to
+    the long side ``long_edge`` (sides floored to the patch size) and predicted in ONE forward pass
+    of the whole slice, and masks are compared at that resized resolution, as the authors do.
     """
     cfg = trained.config
     device = resolve_device(cfg.device)
@@ -103,6 +104,7 @@ def evaluate(
         masks = np.stack([resize_slice(m, size, is_mask=True) for m in masks])
     p = trained.patch_size
     h, w = images.shape[1:]
+    whole = cfg.crop is None and h % p == 0 and w % p == 0  # the protocol: one pass per whole slice
     window = cfg.eval_window or cfg.crop or (h // p * p)
     window = min(window, h // p * p, w // p * p) if window > min(h, w) else window
     model = trained.model.eval().to(device)
@@ -118,9 +120,13 @@ def evaluate(
     t0 = time.perf_counter()
     for z in tqdm(range(len(images)), desc=f"test {test_set}", disable=not progress, leave=False):
         x = normalize(images[z], trained.mean, trained.std)[0]
-        logits = sliding_window_predict(
-            predict_fn, x, window=window, overlap=0.25, multiple=p, batch_size=batch_size, device=device
-        )
+        if whole:
+            with torch.no_grad():
+                logits = predict_fn(x[None].to(device))[0].cpu()
+        else:
+            logits = sliding_window_predict(
+                predict_fn, x, window=window, overlap=0.25, multiple=p, batch_size=batch_size, device=device
+            )
         pred = logits.argmax(0).numpy().astype(bool)
         pooled.update(pred, masks[z])
         if preds is not None:
@@ -135,6 +141,21 @@ def evaluate(
         masks=masks if keep_predictions else None,
         predictions=preds,
     )
+
+
+def is_degenerate(scores: dict[str, float]) -> bool:
+    """True when a model predicted one class for every pixel of a test set (pooled counts).
+
+    Such a model scores IoU_fg = foreground fraction (all foreground) or 0 (all background)
+    whatever it was trained on, so its row says nothing about the regime.
+
+    Examples
+    --------
+    >>> is_degenerate({"tp": 5, "fp": 95, "fn": 0, "tn": 0}), is_degenerate({"tp": 5, "fp": 3, "fn": 2, "tn": 90})
+    (True, False)
+    """
+    predicted_fg = scores["tp"] + scores["fp"]
+    return bool(predicted_fg == 0 or predicted_fg == scores["tp"] + scores["fp"] + scores["fn"] + scores["tn"])
 
 
 def evaluate_both(
@@ -152,6 +173,7 @@ def evaluate_both(
                 "regime": cfg.regime, "train_set": cfg.train_set, "balance": cfg.balance, "seed": cfg.seed,
                 "test_set": test_set, "in_domain": in_domain, "n_test_slices": res.n_slices,
                 **{k: res.scores[k] for k in ("iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice")},
+                "fg_fraction_pred": res.scores["fg_fraction_pred"], "degenerate": is_degenerate(res.scores),
                 "weights_label": trained.weights_label, "eval_seconds": res.seconds,
             }
         )

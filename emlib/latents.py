@@ -18,8 +18,9 @@ across datasets (trained on one, tested on the other) -- what a light head can a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from emlib.cache import cache_key
 from emlib.config import RunConfig
-from emlib.data import load_volume, normalize, protocol_size, resize_slice, select_test_slices
+from emlib.data import data_fingerprint, load_volume, normalize, protocol_size, resize_slice, select_test_slices
 from emlib.diagnostics import (
     domain_report,
     downsample_mask_to_grid,
@@ -52,6 +53,7 @@ from emlib.models import (
     load_adapter,
 )
 from emlib.plugins import plugins_for, transform_volume
+from emlib.runfiles import ADAPTER, CONFIG, read_run_config, write_atomic
 
 __all__ = [
     "weights_fingerprint",
@@ -78,6 +80,8 @@ class EmbeddingSet:
     embeddings : dict of str to ndarray of shape (n_slices, embed_dim)
     slice_ids : dict of str to tuple of str
     backbone, adapter, weights_label : str
+    source : str
+        Which slices were embedded, in words (datasets, splits, counts, resize), for report tables.
     """
 
     embeddings: dict[str, np.ndarray]
@@ -85,6 +89,7 @@ class EmbeddingSet:
     backbone: str
     adapter: str
     weights_label: str
+    source: str = ""
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(X of shape (n, C), dataset label per row, ``dataset:slice`` hover text per row)."""
@@ -95,11 +100,11 @@ class EmbeddingSet:
         return x, labels, hover
 
 
-def _create_seeded(name: str, pretrained: bool, weights: str | None, seed: int) -> Backbone:
+def _create_seeded(name: str, pretrained: bool, weights: str | None, seed: int, pos_interpolation: str) -> Backbone:
     """``create_backbone`` with torch seeded as in training (random init is reproducible; global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_backbone(name, pretrained=pretrained, weights=weights)
+        return create_backbone(name, pretrained=pretrained, weights=weights, pos_interpolation=pos_interpolation)
 
 
 def load_backbone_for_latents(
@@ -109,22 +114,26 @@ def load_backbone_for_latents(
     weights: str | None = None,
     adapter_run: str | os.PathLike[str] | None = None,
     seed: int | None = None,
+    pos_interpolation: str | None = None,
 ) -> tuple[Backbone, str]:
     """A frozen backbone, optionally with the LoRA adapter of a finished run; returns (backbone, adapter label).
 
     Torch is seeded before the backbone is built, as :func:`emlib.train.build_model` does, with
     ``seed`` (default: the run's seed with an adapter, else 0): with random weights the frozen
     backbone and the adapter's base are then the network the adapter was trained on.
+    ``pos_interpolation`` (``RunConfig.pos_interpolation``) defaults to the run's with an adapter,
+    else ``'timm'``; pass the profile's so that frozen and LoRA embeddings use the same one.
     """
     if adapter_run is None:
-        backbone = _create_seeded(name, pretrained, weights, 0 if seed is None else seed)
+        backbone = _create_seeded(name, pretrained, weights, 0 if seed is None else seed, pos_interpolation or "timm")
         return backbone.eval(), "frozen"
     run = Path(adapter_run)
-    adapter, config = run / "adapter.pt", run / "config.json"
+    adapter, config = run / ADAPTER, run / CONFIG
     if not adapter.is_file() or not config.is_file():
-        raise DataError(f"no LoRA adapter in {run} (adapter.pt and config.json are needed); train a run with regime='lora' first")
-    cfg = RunConfig.from_dict(json.loads(config.read_text()))
-    backbone = _create_seeded(name, pretrained, weights, cfg.seed if seed is None else seed)
+        raise DataError(f"no LoRA adapter in {run} ({ADAPTER} and {CONFIG} are needed); train a run with regime='lora' first")
+    cfg = read_run_config(run, fix=f"delete {run} and train the run again")
+    positions = cfg.pos_interpolation if pos_interpolation is None else pos_interpolation
+    backbone = _create_seeded(name, pretrained, weights, cfg.seed if seed is None else seed, positions)
     apply_lora(backbone, cfg.lora)
     load_adapter(backbone, adapter)
     return backbone.eval(), f"LoRA ({run.name})"
@@ -164,7 +173,9 @@ def dataset_embeddings(
         Protocol resize of each slice (None keeps the native size, floored to the patch size).
     cache_dir : path, default=None
         Folder for ``<key>.npz`` files; a second call with the same inputs reads them. The key
-        holds a fingerprint of the weights, so two random initialisations never share files.
+        holds fingerprints of the weights and of the data (:func:`emlib.data.data_fingerprint`),
+        so two random initialisations or two data copies never share files. A file that cannot be
+        read (truncated, or holding pickled objects, which are never loaded) is rebuilt with a warning.
     transform : callable, default=None
         ``transform(dataset, images)`` applied to each (Z, H, W) uint8 stack before the resize,
         e.g. a run's input alignment (:func:`run_embeddings`); ``transform_key`` names it in the cache key
@@ -182,10 +193,13 @@ def dataset_embeddings(
         key = cache_key(
             backbone=backbone.name, weights=fingerprint, adapter=adapter, dataset=name, split=split,
             slices=vol.slice_ids, long_edge=long_edge, **({"transform": transform_key} if transform else {}),
+            **({"pos_interpolation": backbone.pos_interpolation} if backbone.pos_interpolation != "timm" else {}),
+            **({"data": data_fingerprint(name, split, root=root)} if cache_dir is not None else {}),
         )
         path = None if cache_dir is None else Path(cache_dir) / f"emb-{key[:24]}.npz"
-        if path is not None and path.is_file():
-            out[name] = np.load(path)["embeddings"]
+        saved = _read_embeddings(path, len(vol.slice_ids)) if path is not None and path.is_file() else None
+        if saved is not None:
+            out[name] = saved
         else:
             images = vol.images if transform is None else transform(name, vol.images)
             h, w = images.shape[1:]
@@ -198,11 +212,30 @@ def dataset_embeddings(
             )
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".incomplete.npz")
-                np.savez(tmp, embeddings=out[name])
-                os.replace(tmp, path)
+                write_atomic(path, lambda tmp, arr=out[name]: _write_embeddings(tmp, arr))
         ids[name] = vol.slice_ids
-    return EmbeddingSet(out, ids, backbone.name, adapter, backbone.weights_label)
+    source = "; ".join(f"{n} {s}: {len(ids[n])} slices" for n, s in (("lucchi_pp", "test"), ("vnc", vnc_split)))
+    resize = f"long side {long_edge}" if long_edge else "native size"
+    return EmbeddingSet(out, ids, backbone.name, adapter, backbone.weights_label, f"{source} ({resize})")
+
+
+def _write_embeddings(path: Path, embeddings: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would add ".npz" to a name
+        np.savez(handle, embeddings=embeddings)
+
+
+def _read_embeddings(path: Path, n_slices: int) -> np.ndarray | None:
+    """The embeddings in a cache file, or None (with a warning naming it) when it cannot be read; never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            embeddings = saved["embeddings"]
+        if embeddings.ndim == 2 and len(embeddings) == n_slices and embeddings.dtype.kind == "f":
+            return embeddings
+        reason = f"it holds an array of shape {embeddings.shape} for {n_slices} slices"
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+    warnings.warn(f"embedding cache {path} cannot be read ({reason}); it is rebuilt", RuntimeWarning, stacklevel=3)
+    return None
 
 
 def run_embeddings(backbone: Backbone, cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, **kwargs: Any) -> EmbeddingSet:
@@ -229,11 +262,16 @@ def run_embeddings(backbone: Backbone, cfg: RunConfig, *, root: str | os.PathLik
 def latent_report(
     sets: list[EmbeddingSet], *, run_dir: str | os.PathLike[str] | None = None, n_boot: int = 200, seed: int = 0
 ) -> pd.DataFrame:
-    """One diagnostics row per embedding set (FD with CI, probe accuracy/AUROC, PCA variance); written to ``run_dir``."""
+    """One diagnostics row per embedding set (FD with CI, probe accuracy/AUROC, PCA variance); written to ``run_dir``.
+
+    The FD interval (``fd_low, fd_high``, described in ``fd_interval``) is the half-sample subsampling
+    interval of :func:`emlib.diagnostics.bootstrap_frechet`: it covers the FD at these numbers of slices,
+    which the ``slices`` column names (:attr:`EmbeddingSet.source`).
+    """
     rows = [
         domain_report(
             s.embeddings, backbone=s.backbone, adapter=s.adapter, weights_label=s.weights_label, n_boot=n_boot, seed=seed
-        )
+        ).assign(slices=s.source)
         for s in sets
     ]
     table = pd.concat(rows, ignore_index=True)

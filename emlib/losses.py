@@ -33,7 +33,9 @@ __all__ = [
 LOSSES: tuple[str, ...] = ("dice", "ce", "ce_dice")
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft Dice loss of the foreground class, pooled over the batch.
 
     Parameters
@@ -42,6 +44,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -
     target : Tensor of shape (B, H, W), values in {0, 1}
     eps : float, default=1.0
         Smoothing added to numerator and denominator (an empty target predicted empty gives 0).
+    valid : Tensor of shape (B, H, W), dtype bool, default=None
+        Pixels that count (False on the zero padding of a batch of slices of different sizes);
+        None counts every pixel.
 
     Returns
     -------
@@ -53,19 +58,33 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -
         raise ShapeError(f"dice_loss needs logits (B, 2, H, W) and target (B, H, W), got {tuple(logits.shape)} and {tuple(target.shape)}")
     prob = logits.float().softmax(dim=1)[:, 1]
     t = target.float()
+    if valid is not None:
+        prob, t = prob * valid, t * valid
     inter = (prob * t).sum()
     return 1.0 - (2.0 * inter + eps) / (prob.sum() + t.sum() + eps)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "dice") -> torch.Tensor:
-    """``dice``, ``ce`` (cross-entropy) or ``ce_dice`` (their sum) for logits (B, 2, H, W)."""
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    if valid is None:
+        return F.cross_entropy(logits.float(), target.long())
+    per_pixel = F.cross_entropy(logits.float(), target.long(), reduction="none")
+    return per_pixel[valid].mean()
+
+
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str = "dice", *, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``dice``, ``ce`` (cross-entropy) or ``ce_dice`` (their sum) for logits (B, 2, H, W).
+
+    ``valid`` (B, H, W) keeps padded pixels out (None: every pixel counts).
+    """
     if kind not in LOSSES:
         raise ConfigError(f"loss={kind!r} is not allowed; choose one of {list(LOSSES)}")
     if kind == "ce":
-        return F.cross_entropy(logits.float(), target.long())
+        return _cross_entropy(logits, target, valid)
     if kind == "dice":
-        return dice_loss(logits, target)
-    return F.cross_entropy(logits.float(), target.long()) + dice_loss(logits, target)
+        return dice_loss(logits, target, valid=valid)
+    return _cross_entropy(logits, target, valid) + dice_loss(logits, target, valid=valid)
 
 
 def domain_ids(domain: int | Sequence[int] | torch.Tensor, batch: int, num_domains: int, device: torch.device) -> torch.Tensor:
@@ -140,7 +159,8 @@ def foreground_weights(fractions: Sequence[float]) -> np.ndarray:
 
 
 def domain_weighted_loss(
-    logits: torch.Tensor, target: torch.Tensor, domain: torch.Tensor, weights: Sequence[float] | torch.Tensor, kind: str = "dice"
+    logits: torch.Tensor, target: torch.Tensor, domain: torch.Tensor, weights: Sequence[float] | torch.Tensor, kind: str = "dice",
+    *, valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``sum_d w_d * (n_d / B) * loss(items of domain d)``: each domain's loss on its own items, weighted.
 
@@ -150,5 +170,6 @@ def domain_weighted_loss(
     total = logits.new_zeros((), dtype=torch.float32)
     for k in d.unique().tolist():
         idx = (d == k).nonzero(as_tuple=True)[0]
-        total = total + float(weights[k]) * len(idx) / logits.shape[0] * segmentation_loss(logits[idx], target[idx], kind)
+        part = segmentation_loss(logits[idx], target[idx], kind, valid=None if valid is None else valid[idx])
+        total = total + float(weights[k]) * len(idx) / logits.shape[0] * part
     return total

@@ -19,14 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from emlib.config import PROFILES
 from emlib.errors import ConfigError
 
-__all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "compare_with_paper", "book_vs_paper_numbers"]
+__all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "NOT_ASSESSED_RANDOM", "compare_with_paper",
+           "book_vs_paper_numbers"]
 
 #: The backbone the paper's latent numbers were measured with.
 PAPER_BACKBONE = "dinov2_vitl14"
 #: Regimes built on a foundation model (the U-Net baseline is not part of the claims).
 _FM_REGIMES = ("frozen", "lora")
+#: The verdict of a claim measured on a backbone with random weights.
+NOT_ASSESSED_RANDOM = "not assessed (random weights)"
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,8 @@ PAPER_CLAIMS: tuple[PaperClaim, ...] = (
                "training", None, "abstract", _GRID + " (chapter 05_paired_training)"),
 )
 
-COLUMNS = ["claim_id", "claim", "source", "paper_value", "book_value", "holds", "detail", "profile", "weights_label",
-           "reproduce"]
+COLUMNS = ["claim_id", "claim", "source", "paper_value", "book_value", "ci_low", "ci_high", "rel_diff", "holds", "detail",
+           "profile", "weights_label", "reproduce"]
 
 
 def _labels(values: pd.Series) -> str:
@@ -90,76 +94,116 @@ def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], name: str) -> None
                           f"{'emlib.experiments.grid.read_results' if name == 'results' else 'emlib.latents.latent_report'}")
 
 
-def _lora_vs_frozen(results: pd.DataFrame) -> tuple[float, bool | None, str, str]:
+def _random(labels: pd.Series) -> bool:
+    """True when any of the weights labels is a random initialisation."""
+    return any("random" in str(v).lower() for v in labels.dropna())
+
+
+def _seed_verdict(holds: bool, seeds: set, labels: pd.Series, profile: str) -> tuple[bool | str, str]:
+    """The verdict of a comparison over runs: not assessed on random weights or with seeds of the profile missing."""
+    wanted = set(PROFILES[profile].seeds) if profile in PROFILES else set()
+    missing = sorted(wanted - seeds)
+    used = f"seeds {', '.join(str(s) for s in sorted(seeds))}" + (f" of the profile's {len(wanted)}" if wanted else "")
+    if _random(labels):
+        return NOT_ASSESSED_RANDOM, used
+    if missing:
+        return f"not assessed (no matched runs for seeds {missing} of profile {profile!r})", used
+    return holds, used
+
+
+def _lora_vs_frozen(results: pd.DataFrame, profile: str) -> dict:
     single = results[results["in_domain"].astype(bool) & (results["train_set"] != "paired")]
     keys = ["backbone", "train_set", "test_set", "seed"]
     frozen = single[single["regime"] == "frozen"].groupby(keys)["iou_fg"].mean()
     lora = single[single["regime"] == "lora"].groupby(keys)["iou_fg"].mean()
     both = pd.concat({"frozen": frozen, "lora": lora}, axis=1).dropna()
     if both.empty:
-        return np.nan, None, "no single-dataset frozen and LoRA runs with the same backbone, train set and seed", "-"
+        return {"value": np.nan, "holds": None, "weights": "-",
+                "detail": "no single-dataset frozen and LoRA runs with the same backbone, train set and seed"}
     diff = both["lora"] - both["frozen"]
-    detail = (f"mean in-domain IoU_fg LoRA {both['lora'].mean():.3f} vs frozen {both['frozen'].mean():.3f}; "
-              f"LoRA higher in {int((diff > 0).sum())} of {len(diff)} matched runs")
     rows = single[single["regime"].isin(_FM_REGIMES)]
-    return float(diff.mean()), bool(diff.mean() > 0), detail, _labels(rows["weights_label"])
+    holds, used = _seed_verdict(bool(diff.mean() > 0), set(both.index.get_level_values("seed")), rows["weights_label"],
+                                profile)
+    detail = (f"mean in-domain IoU_fg LoRA {both['lora'].mean():.3f} vs frozen {both['frozen'].mean():.3f}; "
+              f"LoRA higher in {int((diff > 0).sum())} of {len(diff)} matched runs ({used})")
+    return {"value": float(diff.mean()), "holds": holds, "detail": detail, "weights": _labels(rows["weights_label"])}
 
 
-def _paired_vs_single(results: pd.DataFrame) -> tuple[float, bool | None, str, str]:
+def _paired_vs_single(results: pd.DataFrame, profile: str) -> dict:
     fm = results[results["in_domain"].astype(bool) & results["regime"].isin(_FM_REGIMES)]
     keys = ["backbone", "regime", "test_set", "seed"]
     paired = fm[fm["train_set"] == "paired"].groupby(keys)["iou_fg"].mean()
     single = fm[fm["train_set"] == fm["test_set"]].groupby(keys)["iou_fg"].mean()
     both = pd.concat({"paired": paired, "single": single}, axis=1).dropna()
     if both.empty:
-        return np.nan, None, "no paired and single-dataset runs with the same backbone, regime and seed", "-"
+        return {"value": np.nan, "holds": None, "weights": "-",
+                "detail": "no paired and single-dataset runs with the same backbone, regime and seed"}
     diff = both["paired"] - both["single"]
+    holds, used = _seed_verdict(bool(diff.mean() < 0), set(both.index.get_level_values("seed")), fm["weights_label"],
+                                profile)
     detail = (f"mean in-domain IoU_fg paired {both['paired'].mean():.3f} "
-              f"vs single-dataset {both['single'].mean():.3f}; paired lower in {int((diff < 0).sum())} of {len(diff)} matched (regime, test set) cells")
-    return float(diff.mean()), bool(diff.mean() < 0), detail, _labels(fm["weights_label"])
+              f"vs single-dataset {both['single'].mean():.3f}; paired lower in {int((diff < 0).sum())} of {len(diff)} "
+              f"matched (regime, test set) cells ({used})")
+    return {"value": float(diff.mean()), "holds": holds, "detail": detail, "weights": _labels(fm["weights_label"])}
 
 
-def _latent_row(latents: pd.DataFrame | None, lora: bool) -> pd.Series | None:
+def _latent_rows(latents: pd.DataFrame | None, lora: bool) -> pd.DataFrame:
     if latents is None or latents.empty:
-        return None
+        return pd.DataFrame()
     is_lora = latents["adapter"].astype(str).str.lower().str.startswith("lora")
-    rows = latents[is_lora] if lora else latents[latents["adapter"].astype(str) == "frozen"]
-    return None if rows.empty else rows.iloc[0]
+    return latents[is_lora] if lora else latents[latents["adapter"].astype(str) == "frozen"]
 
 
-def _comparable(row: pd.Series) -> tuple[bool, str]:
-    if "random" in str(row["weights_label"]).lower():
-        return False, "random weights: not comparable with the paper's number"
+def _not_comparable(row: pd.Series) -> str:
+    """Why the paper's number cannot be compared with ``row`` ('' when it can)."""
+    if _random(pd.Series([row["weights_label"]])):
+        return NOT_ASSESSED_RANDOM
     if str(row["backbone"]) != PAPER_BACKBONE:
-        return False, f"backbone {row['backbone']}, the paper used {PAPER_BACKBONE}: not comparable"
-    return True, ""
+        return f"not assessed (backbone {row['backbone']}; the paper's is {PAPER_BACKBONE})"
+    return ""
 
 
-def _latent_claim(claim: PaperClaim, latents: pd.DataFrame | None) -> tuple[float, bool | None, str, str]:
+def _fd_smaller(latents: pd.DataFrame | None) -> dict:
+    frozen, lora = _latent_rows(latents, False), _latent_rows(latents, True)
+    if frozen.empty or lora.empty:
+        return {"value": np.nan, "holds": None, "detail": "needs a frozen and a LoRA row in the latent diagnostics",
+                "weights": "-"}
+    base = frozen.iloc[0]
+    diff = float(lora["fd"].mean() - base["fd"])
+    labels = pd.concat([frozen["weights_label"], lora["weights_label"]])
+    detail = (f"FD LoRA {lora['fd'].mean():.2f} (mean over {len(lora)} adapter(s): {', '.join(map(str, lora['adapter']))}) "
+              f"vs frozen {base['fd']:.2f} ({base['backbone']})")
+    holds = NOT_ASSESSED_RANDOM if _random(labels) else bool(diff < 0)
+    return {"value": diff, "holds": holds, "detail": detail, "weights": _labels(labels)}
+
+
+def _latent_claim(claim: PaperClaim, latents: pd.DataFrame | None) -> dict:
     if claim.claim_id == "fd_lora_smaller":
-        frozen, lora = _latent_row(latents, False), _latent_row(latents, True)
-        if frozen is None or lora is None:
-            return np.nan, None, "needs a frozen and a LoRA row in the latent diagnostics", "-"
-        diff = float(lora["fd"] - frozen["fd"])
-        detail = f"FD LoRA {lora['fd']:.2f} vs frozen {frozen['fd']:.2f} ({frozen['backbone']})"
-        return diff, bool(diff < 0), detail, _labels(pd.Series([frozen["weights_label"], lora["weights_label"]]))
-    row = _latent_row(latents, claim.claim_id == "fd_lora")
-    if row is None:
-        return np.nan, None, "no matching row in the latent diagnostics", "-"
-    ok, why = _comparable(row)
+        return _fd_smaller(latents)
+    rows = _latent_rows(latents, claim.claim_id == "fd_lora")
+    if rows.empty:
+        return {"value": np.nan, "holds": None, "detail": "no matching row in the latent diagnostics", "weights": "-"}
+    row = rows.iloc[0]
+    why = _not_comparable(row)
+    out: dict = {"weights": str(row["weights_label"])}
     if claim.claim_id.startswith("fd"):
-        value = float(row["fd"])
-        detail = f"bootstrap 95% CI [{row['fd_low']:.2f}, {row['fd_high']:.2f}], {row['n_a']} vs {row['n_b']} slices"
-        holds = bool(row["fd_low"] <= claim.paper_value <= row["fd_high"]) if ok else None
+        value, low, high = float(row["fd"]), float(row["fd_low"]), float(row["fd_high"])
+        rel = value / claim.paper_value - 1.0
+        method = row.get("fd_interval", "bootstrap interval")
+        slices = row.get("slices", f"{row['n_a']} vs {row['n_b']} slices")
+        out.update(value=value, ci_low=low, ci_high=high, rel_diff=rel, holds=bool(low <= claim.paper_value <= high),
+                   detail=(f"FD {value:.2f} ({rel:+.1%} against the paper's {claim.paper_value}), {method} "
+                           f"[{low:.2f}, {high:.2f}]; adapter: {row['adapter']}; slices: {slices}. The interval is "
+                           "for the FD at these numbers of slices: the paper's value is comparable if it used as many"))
     else:
         metric = "accuracy" if claim.claim_id == "probe_accuracy" else "auroc"
         value = float(row[f"protocol_{metric}"])
-        detail = (f"frozen embeddings, one 80/20 split; cross-validated {metric} "
-                  f"{row[f'probe_{metric}']:.3f}")
-        holds = bool(value >= 0.99) if ok else None
-    if not ok:
-        detail = f"{why}; {detail}"
-    return value, holds, detail, str(row["weights_label"])
+        out.update(value=value, holds=bool(value >= 0.99), rel_diff=value / claim.paper_value - 1.0,
+                   detail=(f"frozen embeddings, one 80/20 split; cross-validated {metric} "
+                           f"{row[f'probe_{metric}']:.3f}"))
+    if why:
+        out.update(holds=why, detail=f"{why}; {out['detail']}")
+    return out
 
 
 def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, profile: str) -> pd.DataFrame:
@@ -174,17 +218,27 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
         Latent diagnostics (:func:`emlib.latents.latent_report`), one row with ``adapter='frozen'``
         and one whose adapter starts with ``LoRA``; None leaves the latent claims unchecked.
     profile : str
-        The profile that produced the tables (shown, and filled into the commands).
+        The profile that produced the tables (shown, filled into the commands, and giving the seeds a
+        comparison must cover; a name outside :data:`emlib.config.PROFILES` requires none).
 
     Returns
     -------
     pandas.DataFrame
-        One row per claim: ``claim_id, claim, source, paper_value, book_value, holds, detail,
-        profile, weights_label, reproduce``. ``book_value`` is the measured number for a numeric
-        claim and the deciding difference for a qualitative one (LoRA minus frozen, paired minus
-        single, FD LoRA minus frozen). ``holds`` is a bool where the check is meaningful and None
-        otherwise: numeric latent claims are compared only for pretrained DINOv2-L/14 embeddings
-        (FD: the paper's value inside the bootstrap CI; probe: at least 0.99).
+        One row per claim: ``claim_id, claim, source, paper_value, book_value, ci_low, ci_high,
+        rel_diff, holds, detail, profile, weights_label, reproduce``. ``book_value`` is the measured
+        number for a numeric claim and the deciding difference for a qualitative one (LoRA minus
+        frozen, paired minus single, mean FD of the LoRA rows minus frozen). ``ci_low, ci_high``: the
+        FD's confidence interval (``fd_low, fd_high`` of the latents, the half-sample subsampling
+        interval of the FD at the embedded numbers of slices); ``rel_diff``: book / paper - 1 for a
+        numeric claim. ``detail`` says which slices and adapter an FD comes from, and which seeds a
+        comparison used.
+
+        ``holds`` is True or False where the check is meaningful; None where the tables hold nothing
+        to check; otherwise a string ``"not assessed (<why>)"``: :data:`NOT_ASSESSED_RANDOM` whenever
+        the rows come from a backbone with random weights (every claim, the comparative ones
+        included), another backbone than DINOv2-L/14 for the paper's numbers, or runs missing for
+        some seed of the profile (the comparisons of runs match backbone, sets and seed, and use
+        every seed of the profile). FD: the paper's value inside the interval; probe: at least 0.99.
     """
     _check_columns(results, ("backbone", "regime", "train_set", "test_set", "seed", "in_domain", "iou_fg",
                              "weights_label"), "results")
@@ -194,15 +248,16 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
     rows = []
     for claim in PAPER_CLAIMS:
         if claim.claim_id == "lora_beats_frozen":
-            value, holds, detail, weights = _lora_vs_frozen(results)
+            found = _lora_vs_frozen(results, profile)
         elif claim.claim_id == "paired_collapses":
-            value, holds, detail, weights = _paired_vs_single(results)
+            found = _paired_vs_single(results, profile)
         else:
-            value, holds, detail, weights = _latent_claim(claim, latents)
+            found = _latent_claim(claim, latents)
         rows.append({
             "claim_id": claim.claim_id, "claim": claim.what, "source": claim.source, "paper_value": claim.paper_value,
-            "book_value": value, "holds": holds, "detail": detail, "profile": profile, "weights_label": weights,
-            "reproduce": claim.reproduce.format(profile=profile),
+            "book_value": found["value"], "ci_low": found.get("ci_low", np.nan), "ci_high": found.get("ci_high", np.nan),
+            "rel_diff": found.get("rel_diff", np.nan), "holds": found["holds"], "detail": found["detail"],
+            "profile": profile, "weights_label": found["weights"], "reproduce": claim.reproduce.format(profile=profile),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["holds"] = table["holds"].astype(object).where(table["holds"].notna(), None)

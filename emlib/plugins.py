@@ -77,8 +77,10 @@ class Plugin:
     def detach(self) -> None:
         """Called once after the last epoch."""
 
-    def loss(self, logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str) -> torch.Tensor | None:
-        """A replacement for the segmentation loss (None: keep it)."""
+    def loss(
+        self, logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str, valid: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """A replacement for the segmentation loss (None: keep it); ``valid`` marks the unpadded pixels."""
         return None
 
     def extra_loss(self, domains: torch.Tensor) -> torch.Tensor | None:
@@ -132,8 +134,8 @@ class ForegroundReweighting(Plugin):
     def attach(self, model):
         self.weights = foreground_weights(training_foreground_fractions(self.cfg, self.root))
 
-    def loss(self, logits, masks, domains, kind):
-        return domain_weighted_loss(logits, masks, domains, self.weights, kind)  # type: ignore[arg-type]
+    def loss(self, logits, masks, domains, kind, valid=None):
+        return domain_weighted_loss(logits, masks, domains, self.weights, kind, valid=valid)  # type: ignore[arg-type]
 
 
 class Coral(Plugin):

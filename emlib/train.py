@@ -19,7 +19,6 @@ loop itself never names a remedy.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -30,13 +29,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
-
 from tqdm.auto import tqdm
 
 from emlib.cache import FeatureCache, cache_key
 from emlib.config import RunConfig
-from emlib.data import IMAGENET_MEAN, IMAGENET_STD, CropDataset, PairedDataset, TileDataset, load_volume
+from emlib.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CropDataset,
+    PairedDataset,
+    TileDataset,
+    load_volume,
+    pad_collate,
+    validation_split,
+)
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.losses import segmentation_loss
@@ -50,15 +58,35 @@ from emlib.models import (
     create_head,
     domain_index,
     load_adapter,
-    running_stat_names,
     save_adapter,
 )
-from emlib.plugins import Plugin, cache_parts, forward_kwargs, plugins_for, transform_volume
+from emlib.plugins import (
+    Plugin,
+    cache_parts,
+    forward_kwargs,
+    plugins_for,
+    transform_volume,
+)
+from emlib.preflight import UNET_DEPTH, check_run, input_fingerprints
+from emlib.runfiles import (
+    ADAPTER,
+    CONFIG,
+    HISTORY,
+    LEGACY_PICKLES,
+    MODEL,
+    load_state,
+    read_history,
+    read_run_config,
+    save_state,
+    write_atomic,
+    write_table,
+)
+from emlib.runstate import resume as _resume
+from emlib.runstate import save_checkpoint as _save_checkpoint
+from emlib.runstate import trainable_state as _trainable_state
+from emlib.stopping import best_epoch, should_stop
 
 __all__ = ["TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
-
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
 
 
 @dataclass
@@ -88,6 +116,7 @@ class TrainedModel:
     run_dir: Path | None = None
     parameters: dict[str, int] | None = None
     cache_stats: dict[str, int] | None = None
+    best_epoch: int | None = None
 
     @property
     def weights_label(self) -> str:
@@ -115,10 +144,12 @@ def build_model(
     """
     torch.manual_seed(cfg.seed)
     if cfg.regime == "unet":
-        depth = 3
+        depth = UNET_DEPTH
         model: nn.Module = UNet2d(in_ch=3, num_classes=2, base_ch=cfg.unet_channels, depth=depth)
         return model.to(device or "cpu"), 2**depth, IMAGENET_MEAN, IMAGENET_STD
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    backbone = create_backbone(
+        cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, pos_interpolation=cfg.pos_interpolation
+    )
     if cfg.regime == "lora":
         apply_lora(backbone, cfg.lora)
     else:
@@ -135,11 +166,14 @@ def build_model(
 
 def _source_dataset(
     cfg: RunConfig, name: str, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None,
-    domain: int, plugins: list[Plugin],
+    domain: int, plugins: list[Plugin], part: str,
 ) -> torch.utils.data.Dataset:
     vol = load_volume(name, "train", root=root, slices=cfg.train_slices)
     images, masks = transform_volume(plugins, name, vol.images, vol.masks)
-    if cfg.augment:
+    if cfg.val_fraction > 0:  # slices held out for validation (seeded; the same for every run of a dataset)
+        keep = validation_split(len(images), cfg.val_fraction, cfg.val_seed)[part == "val"]
+        images, masks = images[keep], masks[keep]
+    if cfg.augment and part == "train":
         if cfg.crop is None:
             raise ConfigError("augment=True needs a crop size; whole resized slices are used without augmentation")
         return CropDataset(
@@ -154,36 +188,41 @@ def _source_dataset(
 
 def build_train_dataset(
     cfg: RunConfig, patch_size: int, mean: tuple, std: tuple, *, root: str | os.PathLike[str] | None = None,
-    plugins: list[Plugin] | None = None,
+    plugins: list[Plugin] | None = None, part: str = "train",
 ) -> torch.utils.data.Dataset:
-    """Training items of a run: tiles (or random crops when ``augment``) of one or both datasets."""
+    """Training items of a run: tiles (or random crops when ``augment``) of one or both datasets.
+
+    With ``val_fraction > 0`` each dataset's training slices are split
+    (:func:`~emlib.data.validation_split`, seeded by ``val_seed``); ``part='val'`` gives the held-out
+    slices (never augmented).
+    """
+    if part not in ("train", "val"):
+        raise ConfigError(f"part={part!r} is not allowed; choose 'train' or 'val'")
     plugins = plugins_for(cfg, root) if plugins is None else plugins
     if cfg.train_set == "paired":
         sources = {
-            name: _source_dataset(cfg, name, patch_size, mean, std, root, domain, plugins)
+            name: _source_dataset(cfg, name, patch_size, mean, std, root, domain, plugins, part)
             for domain, name in enumerate(DOMAINS)
         }
-        return PairedDataset(sources, balance=cfg.balance, seed=cfg.seed)
-    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, domain_index(cfg.train_set), plugins)
+        return PairedDataset(sources, balance=cfg.balance and part == "train", seed=cfg.seed)
+    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, domain_index(cfg.train_set), plugins, part)
 
 
-def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    keep = running_stat_names(model)  # per-domain feature statistics have no parameters
-    return {
-        k: v.detach().clone() for k, v in model.state_dict().items()
-        if k in names or k in keep or _is_buffer_of_trainable(k, names)
-    }
+def _param_groups(cfg: RunConfig, model: nn.Module) -> list[dict]:
+    """The optimiser's parameter groups: one at ``lr``, or the backbone's trainable weights at ``lora_lr``.
 
-
-def _is_buffer_of_trainable(key: str, names: set[str]) -> bool:
-    # BatchNorm running statistics of trainable modules belong with their weights
-    prefix = key.rsplit(".", 1)[0]
-    return any(n.startswith(prefix + ".") for n in names) and key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    Adam moves every weight by about the learning rate per step whatever the gradient's size, so
+    LoRA matrices with vanishing gradients (a random-weight backbone) would random-walk at the
+    head's learning rate; ``lora_lr`` keeps them at their own.
+    """
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.lora_lr is None or cfg.regime != "lora":
+        return [{"params": [p for _, p in trainable]}]
+    backbone = [p for n, p in trainable if n.startswith("backbone.")]
+    rest = [p for n, p in trainable if not n.startswith("backbone.")]
+    return [{"params": rest}, {"params": backbone, "lr": cfg.lora_lr}]
 
 
 def _check_cacheable(cfg: RunConfig) -> None:
@@ -196,69 +235,60 @@ def _check_cacheable(cfg: RunConfig) -> None:
 
 def _feature_cache(
     cfg: RunConfig, model: nn.Module, n_items: int, mean: tuple, std: tuple, run_dir: str | os.PathLike[str] | None,
-    plugins: list[Plugin],
+    plugins: list[Plugin], *, root: str | os.PathLike[str] | None = None,
 ) -> FeatureCache | None:
-    """The frozen backbone's feature cache (None for the other regimes or ``cache='none'``)."""
+    """The frozen backbone's feature cache (None for the other regimes or ``cache='none'``).
+
+    The disk copy's key holds the content of the weights and of the data (:func:`emlib.preflight.input_fingerprints`),
+    so another weights file, ``EMLIB_WEIGHTS`` or data copy never gets the features of the old one.
+    """
     if cfg.regime != "frozen" or cfg.cache == "none":
         return None
+    directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
     key = cache_key(
         backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
         balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=mean, std=std,
         seed=cfg.seed, n=n_items, **cache_parts(plugins),
+        **({"pos_interpolation": cfg.pos_interpolation} if cfg.pos_interpolation != "timm" else {}),
+        **({"validation": [cfg.val_fraction, cfg.val_seed]} if cfg.val_fraction else {}),
+        **({"inputs": input_fingerprints(cfg, root=root)} if directory is not None else {}),
     )
-    directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
     return FeatureCache(model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
-
-
-def _resume(run_path: Path, cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> tuple[int, list]:
-    """Write ``config.json``; load ``checkpoint.pt`` when it holds an unfinished run of ``cfg``: (start epoch, history)."""
-    run_path.mkdir(parents=True, exist_ok=True)
-    (run_path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    ckpt_path = run_path / CHECKPOINT
-    if not ckpt_path.is_file():
-        return 0, []
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if ckpt.get("digest") != cfg.digest():
-        return 0, []
-    model.load_state_dict(ckpt["trainable"], strict=False)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["epoch"] + 1, ckpt["history"]
-
-
-def _save_checkpoint(
-    run_path: Path, cfg: RunConfig, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, history: list,
-) -> None:
-    tmp = run_path / (CHECKPOINT + ".incomplete")
-    torch.save(
-        {
-            "digest": cfg.digest(), "epoch": epoch, "trainable": _trainable_state(model),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "history": history,
-        },
-        tmp,
-    )
-    os.replace(tmp, run_path / CHECKPOINT)
 
 
 def _logits(
     cfg: RunConfig, model: nn.Module, images: torch.Tensor, batch: list[int], dataset: torch.utils.data.Dataset,
-    cache: FeatureCache | None, head_kwargs: dict, device: torch.device,
+    cache: FeatureCache | None, head_kwargs: dict, device: torch.device, padded: bool = False,
 ) -> torch.Tensor:
-    """Logits of one batch: the U-Net on the images, else the head on (cached) backbone features."""
+    """Logits of one batch: the U-Net on the images, else the head on (cached) backbone features.
+
+    In a padded batch (slices of different sizes), cached features are computed item by item at each
+    item's own size (so they do not depend on the batch) and zero-padded to the batch's token grid.
+    """
     if cfg.regime == "unet":
         return model(images)
-    if cache is not None:
-        feats = cache.get(batch, lambda missing: _collate([dataset[i] for i in missing])[0], device)
+
+    def inputs(missing: list[int]) -> torch.Tensor:
+        return pad_collate([dataset[j] for j in missing])[0]
+
+    if cache is not None and not padded:
+        feats = cache.get(batch, inputs, device)
+    elif cache is not None:
+        parts = [cache.get([i], inputs, device) for i in batch]
+        h, w = max(f.shape[-2] for f in parts), max(f.shape[-1] for f in parts)
+        feats = torch.cat([F.pad(f, (0, w - f.shape[-1], 0, h - f.shape[-2])) for f in parts])
     else:
         feats = model.backbone(images)  # type: ignore[union-attr]
     return model.head(feats, tuple(images.shape[-2:]), **head_kwargs)  # type: ignore[union-attr]
 
 
-def _loss(plugins: list[Plugin], logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str) -> torch.Tensor:
-    """The segmentation loss (or a plug-in's replacement) plus every plug-in's extra term."""
-    replaced = [r for p in plugins if (r := p.loss(logits, masks, domains, kind)) is not None]
-    loss = replaced[0] if replaced else segmentation_loss(logits, masks, kind)
+def _loss(
+    plugins: list[Plugin], logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The segmentation loss (or a plug-in's replacement) plus every plug-in's extra term; padding left out."""
+    replaced = [r for p in plugins if (r := p.loss(logits, masks, domains, kind, valid)) is not None]
+    loss = replaced[0] if replaced else segmentation_loss(logits, masks, kind, valid=valid)
     for plugin in plugins:
         extra = plugin.extra_loss(domains)
         if extra is not None:
@@ -287,12 +317,16 @@ def _train_epoch(
     bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for batch in bar:
         items = [dataset[int(i)] for i in batch]
-        images, masks = _collate(items)
+        images, masks, valid = pad_collate(items)
         images, masks = images.to(device), masks.to(device)
+        valid = None if valid is None else valid.to(device)
         domains = torch.tensor([int(it["domain"]) for it in items], device=device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = _logits(cfg, model, images, [int(i) for i in batch], dataset, cache, forward_kwargs(plugins, domains), device)
-            loss = _loss(plugins, logits, masks, domains, cfg.loss)
+            logits = _logits(
+                cfg, model, images, [int(i) for i in batch], dataset, cache, forward_kwargs(plugins, domains), device,
+                padded=valid is not None,
+            )
+            loss = _loss(plugins, logits, masks, domains, cfg.loss, valid)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -304,12 +338,36 @@ def _train_epoch(
     return {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
 
 
+def _val_loss(
+    cfg: RunConfig, model: nn.Module, val_set: torch.utils.data.Dataset, cache: FeatureCache | None,
+    plugins: list[Plugin], device: torch.device,
+) -> float:
+    """Mean loss over the held-out slices (model in eval mode, no gradients), batches as in training."""
+    model.eval()
+    losses, sizes = [], []
+    with torch.no_grad():
+        for start in range(0, len(val_set), cfg.batch_size):
+            batch = list(range(start, min(start + cfg.batch_size, len(val_set))))
+            items = [val_set[i] for i in batch]
+            images, masks, valid = pad_collate(items)
+            images, masks = images.to(device), masks.to(device)
+            valid = None if valid is None else valid.to(device)
+            domains = torch.tensor([int(it["domain"]) for it in items], device=device)
+            logits = _logits(
+                cfg, model, images, batch, val_set, cache, forward_kwargs(plugins, domains), device, padded=valid is not None
+            )
+            losses.append(float(segmentation_loss(logits, masks, cfg.loss, valid=valid)))
+            sizes.append(len(batch))
+    return float(np.average(losses, weights=sizes))
+
+
 def _save_model(run_path: Path, trained: TrainedModel) -> None:
+    """Adapter, history, then ``model.safetensors`` (its presence marks a finished run); each written atomically."""
     cfg, model = trained.config, trained.model
-    torch.save({"digest": cfg.digest(), "trainable": _trainable_state(model)}, run_path / MODEL)
     if cfg.regime == "lora":
-        save_adapter(model.backbone, run_path / "adapter.pt")  # type: ignore[union-attr]
-    trained.history.to_csv(run_path / "history.csv", index=False)
+        write_atomic(run_path / ADAPTER, lambda tmp: save_adapter(model.backbone, tmp))  # type: ignore[union-attr]
+    write_table(run_path / HISTORY, trained.history)
+    save_state(run_path / MODEL, {"digest": cfg.digest(), "trainable": _trainable_state(model)})
 
 
 def fit(
@@ -320,14 +378,15 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> TrainedModel:
-    """Train one run; resume from ``run_dir/checkpoint.pt`` when it holds an unfinished run of ``cfg``.
+    """Train one run; resume from ``run_dir/checkpoint.safetensors`` when it holds an unfinished run of ``cfg``.
 
     Parameters
     ----------
     cfg : RunConfig
     run_dir : path, default=None
-        Folder for ``config.json``, ``checkpoint.pt`` (after every epoch), ``model.pt`` and
-        ``history.csv``. None trains in memory only (no resume).
+        Folder for ``config.json``, ``checkpoint.safetensors`` (after every epoch), ``model.safetensors``,
+        ``adapter.safetensors`` (LoRA) and ``history.csv`` (:mod:`emlib.runfiles`; nothing is pickled).
+        None trains in memory only (no resume).
     root : path, default=None
         Data root (None: ``$EMLIB_DATA`` or the download cache).
     progress : bool, default=True
@@ -340,6 +399,7 @@ def fit(
     -------
     TrainedModel
     """
+    check_run(cfg)
     device = resolve_device(cfg.device)
     _check_cacheable(cfg)
     seed_everything(cfg.seed)
@@ -347,31 +407,43 @@ def fit(
     model, patch_size, mean, std = build_model(cfg, device=device, plugins=plugins)
     dataset = build_train_dataset(cfg, patch_size, mean, std, root=root, plugins=plugins)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(cfg, model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    cache = _feature_cache(cfg, model, len(dataset), mean, std, run_dir, plugins)
+    cache = _feature_cache(cfg, model, len(dataset), mean, std, run_dir, plugins, root=root)
+    val_set = build_train_dataset(cfg, patch_size, mean, std, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
+    val_cache = None if cache is None or val_set is None else FeatureCache(model.backbone.eval(), "validation")  # type: ignore[union-attr]
     for plugin in plugins:
         plugin.attach(model)
 
     run_path = Path(run_dir) if run_dir is not None else None
-    start_epoch, history = _resume(run_path, cfg, model, optimizer, scaler) if run_path is not None else (0, [])
+    start_epoch, history, best = _resume(run_path, cfg, model, optimizer, scaler) if run_path is not None else (0, [], None)
     for epoch in range(start_epoch, cfg.epochs):
+        if should_stop(history, cfg.patience):
+            break
         history.append(_train_epoch(cfg, epoch, model, dataset, cache, plugins, optimizer, scaler, params, device, progress))
+        if val_set is not None:
+            history[-1]["val_loss"] = _val_loss(cfg, model, val_set, val_cache, plugins, device)
+            if best_epoch(history) == len(history) - 1:
+                best = _trainable_state(model)
         if cache is not None:
             cache.save()
         if run_path is not None:
-            _save_checkpoint(run_path, cfg, epoch, model, optimizer, scaler, history)
+            _save_checkpoint(run_path, cfg, epoch, model, optimizer, scaler, history, best)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1]["loss"])
 
     for plugin in plugins:
         plugin.detach()
+    if best is not None:
+        model.load_state_dict(best, strict=False)  # the best validation epoch's weights, as the authors keep
     model.eval()
+    kept = best_epoch(history)
     trained = TrainedModel(
         model=model, config=cfg, patch_size=patch_size, mean=mean, std=std,
-        history=pd.DataFrame(history, columns=["epoch", "loss", "seconds"]), run_dir=run_path,
-        parameters=count_parameters(model),
+        history=pd.DataFrame(history, columns=["epoch", "loss", "seconds"] + (["val_loss"] if val_set is not None else [])),
+        run_dir=run_path, parameters=count_parameters(model),
         cache_stats=None if cache is None else {"hits": cache.hits, "misses": cache.misses},
+        best_epoch=None if kept is None else int(history[kept]["epoch"]),
     )
     if run_path is not None:
         _save_model(run_path, trained)
@@ -379,15 +451,31 @@ def fit(
 
 
 def load_trained(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> TrainedModel:
-    """Rebuild a finished run from ``run_dir`` (config.json + model.pt) without training."""
+    """Rebuild a finished run from ``run_dir`` (config.json, model.safetensors, adapter.safetensors) without training.
+
+    Nothing is unpickled. A missing, damaged or mismatched file raises DataError (WeightsError for
+    the adapter) naming it, before any model is built where the file can be checked first.
+    """
     run_path = Path(run_dir)
+    fix = f"delete {run_path} and train the run again with `emlib grid` or fit()"
     if not (run_path / MODEL).is_file():
-        raise DataError(f"no finished run in {run_path} (model.pt is missing); train it first with fit() or `emlib grid`")
-    cfg = RunConfig.from_dict(json.loads((run_path / "config.json").read_text()))
+        legacy = [name for name in LEGACY_PICKLES if (run_path / name).is_file()]
+        if legacy:
+            raise DataError(
+                f"{run_path} holds {legacy[0]} from an older emlib, which is never read because unpickling it could run "
+                f"code; {fix}"
+            )
+        raise DataError(f"no finished run in {run_path} ({MODEL} is missing); train it first with fit() or `emlib grid`")
+    cfg = read_run_config(run_path, fix=fix)
+    if load_state(run_path / MODEL, fix=fix, tensors=False).get("digest") != cfg.digest():
+        raise DataError(f"{run_path / MODEL} belongs to another configuration than {run_path / CONFIG}; {fix}")
+    history = read_history(run_path / HISTORY, fix=fix)
     model, patch_size, mean, std = build_model(cfg, device=resolve_device(device))
-    state = torch.load(run_path / MODEL, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["trainable"], strict=False)
-    if cfg.regime == "lora" and (run_path / "adapter.pt").is_file():
-        load_adapter(model.backbone, run_path / "adapter.pt")  # type: ignore[union-attr]
-    history = pd.read_csv(run_path / "history.csv") if (run_path / "history.csv").is_file() else pd.DataFrame()
+    try:
+        model.load_state_dict(load_state(run_path / MODEL, fix=fix)["trainable"], strict=False)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise DataError(f"{run_path / MODEL} does not fit the model of {run_path / CONFIG} ({type(err).__name__}); {fix}") from None
+    if cfg.regime == "lora":
+        load_adapter(model.backbone, run_path / ADAPTER)  # type: ignore[union-attr]
     return TrainedModel(model.eval(), cfg, patch_size, mean, std, history, run_path, count_parameters(model))
+

@@ -119,7 +119,7 @@ lucchi.shape, vnc.shape, lucchi.slice_ids[:3], vnc.slice_ids[:3]
 
 # %% [markdown]
 # The voxel sizes turn pixels into micrometres. In the image plane the two are close (5 nm against
-# 4.6 nm), so a 224-pixel crop covers about 1.1 µm in Lucchi++ and 1.0 µm in VNC. Along z they are not:
+# 4.6 nm), so 224 pixels span about 1.1 µm in Lucchi++ and 1.0 µm in VNC. Along z they are not:
 # VNC sections are nearly ten times thicker than its pixels, so neighbouring VNC slices differ much more
 # than neighbouring Lucchi++ slices. Everything in this study works slice by slice (2-D), so z only
 # matters for how similar consecutive training slices are.

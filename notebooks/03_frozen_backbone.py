@@ -18,10 +18,10 @@
 # explains why frozen runs can cache the backbone's features, trains one model per dataset and tests
 # each on both test sets.
 #
-# On the smoke profile the backbone has **random weights**, the crops are tiny and training lasts two
-# epochs: the numbers below only show that the pipeline runs. The `quick` profile (pretrained DINOv2
-# {cite:p}`oquab2023dinov2`,
-# a Colab GPU) gives numbers worth reading.
+# This page was built with the {glue:text}`profile` profile: the backbone has {glue:text}`weights`, and
+# each run trains for {glue:text}`training` and is tested on {glue:text}`testing`. With random weights
+# (the `smoke` profile) the numbers below only show that the pipeline runs; the `quick` profile
+# (pretrained DINOv2 {cite:p}`oquab2023dinov2`, a Colab GPU) gives numbers worth reading.
 
 # %% tags=["hide-input"]
 # Colab only: install emlib from GitHub (nothing happens anywhere else).
@@ -54,19 +54,20 @@ out_dir = "runs"
 import pandas as pd
 
 from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
-                   count_parameters, ensure_data, evaluate_both, get_profile, grid_dir, load_trained,
-                   plot_slice_overlay, SegHeadDeconv)
+                   count_parameters, ensure_data, evaluate_both, get_profile, glue_facts, grid_dir, load_trained,
+                   page_facts, plot_slice_overlay, SegHeadDeconv, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
 settings
 
 # %% [markdown]
 # ## The model: backbone, then head
 #
 # A ViT cuts the image into 14 x 14-pixel patches and returns one token (a vector of `embed_dim`
-# numbers) per patch, so a 224-pixel crop becomes a 16 x 16 grid of tokens. The head, `SegHeadDeconv`
+# numbers) per patch, so a crop of side $s$ becomes an $s/14 \times s/14$ grid of tokens. The head, `SegHeadDeconv`
 # (the authors' head), maps that grid back to pixels: a 1 x 1 convolution to `base_ch` channels, four
 # up-blocks that each double the grid (transposed convolution, then a 3 x 3 convolution), and a 1 x 1
 # classifier with two outputs (background, mitochondria), resized to the input size.
@@ -114,15 +115,16 @@ pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_
 results = chapter_runs(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc"))
 print("grid folder:", grid_dir(settings))
 print("the same runs from a shell:", chapter_command(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc")))
-results[["train_set", "regime", "test_set", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "weights_label",
-         "train_seconds"]].style.format(precision=3).hide()
+show_table(results, ["train_set", "test_set", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "train_seconds"],
+           caption="Frozen runs, each model on both test sets", formats={"train_seconds": "{:.1f}"})
 
 # %% [markdown]
 # Rows with `in_domain = True` test on the training dataset's own test set; the others are the
 # cross-dataset test. The same numbers as a train x test table:
 
 # %%
-results.pivot_table(index="train_set", columns="test_set", values="iou_fg").style.format("{:.3f}")
+show_table(results.pivot_table(index="train_set", columns="test_set", values="iou_fg"), index=True,
+           caption="IoU_fg: training set (rows) x test set (columns)", weights_label=settings.weights_label)
 
 # %% [markdown]
 # The loss per epoch shows the cache at work in the `seconds` column: the first epoch runs the backbone,
@@ -130,14 +132,15 @@ results.pivot_table(index="train_set", columns="test_set", values="iou_fg").styl
 
 # %%
 run_dir = grid_dir(settings) / results["run_id"].iloc[0]
-pd.read_csv(run_dir / "history.csv")
+show_table(pd.read_csv(run_dir / "history.csv"), caption=f"Loss per epoch of {results['run_id'].iloc[0]}",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
 # ## Looking at the predictions
 #
 # A score hides where the errors are. `load_trained` rebuilds the Lucchi++ model from its folder and
-# `evaluate_both(..., keep_predictions=True)` returns the test slices, masks and predictions (on the
-# smoke profile, a small centre region of two slices). Green pixels are true positives (TP), orange-red
+# `evaluate_both(..., keep_predictions=True)` returns the test slices, masks and predictions (on this
+# profile: {glue:text}`testing`). Green pixels are true positives (TP), orange-red
 # false positives (FP, predicted but not mitochondria) and blue false negatives (FN, missed).
 
 # %%

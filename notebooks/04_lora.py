@@ -21,8 +21,9 @@
 # with rank $r$ much smaller than the matrix sides. $B$ starts at zero, so training starts from the
 # frozen model. The paper reports that LoRA improves in-domain IoU_fg over the frozen backbone when
 # training on one dataset {cite:p}`fusterbarcelo2026foundational`. This chapter shows what LoRA adds,
-# trains the LoRA runs and computes the gain from the results table; on the smoke profile
-# (**random weights**) the numbers only show that the pipeline runs.
+# trains the LoRA runs and computes the gain from the results table. This page was built with the
+# {glue:text}`profile` profile ({glue:text}`weights`; each run trains for {glue:text}`training`); with
+# random weights the numbers only show that the pipeline runs.
 
 # %% tags=["hide-input"]
 # Colab only: install emlib from GitHub (nothing happens anywhere else).
@@ -54,11 +55,13 @@ out_dir = "runs"
 import pandas as pd
 
 from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
-                   compare_with_paper, count_parameters, ensure_data, get_profile, plot_grouped_bars)
+                   compare_with_paper, count_parameters, ensure_data, get_profile, glue_facts, page_facts,
+                   plot_grouped_bars, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
 settings
 
 # %% [markdown]
@@ -103,8 +106,8 @@ params.style.format({"trainable": "{:,}", "total": "{:,}", "LoRA matrices": "{:,
 # %%
 results = chapter_runs(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc"))
 print("the same runs from a shell:", chapter_command(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc")))
-results[["train_set", "regime", "test_set", "in_domain", "iou_fg", "trainable_params", "train_seconds",
-         "weights_label"]].style.format(precision=3).hide()
+show_table(results, ["train_set", "regime", "test_set", "in_domain", "iou_fg", "trainable_params", "train_seconds"],
+           caption="Frozen and LoRA runs, each model on both test sets", formats={"train_seconds": "{:.1f}"})
 
 # %% [markdown]
 # ## The in-domain gain, computed
@@ -131,7 +134,8 @@ in_domain.style.format("{:.3f}")
 
 # %%
 check = compare_with_paper(results, None, profile=settings.profile)
-check.loc[check["claim_id"] == "lora_beats_frozen", ["claim", "book_value", "holds", "detail", "weights_label"]]
+show_table(check[check["claim_id"] == "lora_beats_frozen"], ["claim", "book_value", "holds", "detail"],
+           caption="The paper's claim, checked on this build's runs")
 
 # %% [markdown]
 # ## The cross-dataset test
@@ -140,7 +144,8 @@ check.loc[check["claim_id"] == "lora_beats_frozen", ["claim", "book_value", "hol
 # columns the test set; the off-diagonal cells are the cross-dataset test:
 
 # %%
-results.pivot_table(index=["regime", "train_set"], columns="test_set", values="iou_fg").style.format("{:.3f}")
+show_table(results.pivot_table(index=["regime", "train_set"], columns="test_set", values="iou_fg").reset_index(),
+           caption="IoU_fg: (regime, training set) x test set", weights_label=settings.weights_label)
 
 # %% [markdown]
 # With random weights these cells mostly reflect which class the head ends up predicting everywhere,

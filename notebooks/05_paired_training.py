@@ -18,8 +18,9 @@
 # cross-dataset matrix (training set x test set x regime), explains the `balance` option, and shows
 # the predictions of a paired model on both datasets.
 #
-# The smoke profile uses **random weights**, so its matrix only shows that every run and every cell
-# is there; the `quick` profile gives the real picture.
+# This page was built with the {glue:text}`profile` profile ({glue:text}`weights`; each run trains for
+# {glue:text}`training`). With random weights the matrix only shows that every run and every cell is
+# there; the `quick` profile gives the real picture.
 
 # %% tags=["hide-input"]
 # Colab only: install emlib from GitHub (nothing happens anywhere else).
@@ -52,11 +53,13 @@ import pandas as pd
 
 from emlib import (build_train_dataset, chapter_command, chapter_configs, chapter_runs, chapter_settings,
                    compare_with_paper, ensure_data, evaluate_both, get_backbone_spec, grid_dir, load_trained,
-                   plot_iou_matrix, plot_slice_overlay)
+                   plot_iou_matrix, plot_slice_overlay, run_folder)
+from emlib import glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
 settings
 
 # %% [markdown]
@@ -96,7 +99,7 @@ pd.DataFrame(rows).T
 # %%
 results = chapter_runs(settings)
 print("the same runs from a shell:", chapter_command(settings))
-results[["train_set", "regime", "test_set", "in_domain", "iou_fg", "weights_label"]].style.format(precision=3).hide()
+show_table(results, ["train_set", "regime", "test_set", "in_domain", "iou_fg"], caption="Every run of the grid")
 
 # %% [markdown]
 # ## The cross-dataset matrix
@@ -124,11 +127,12 @@ cells.style.format("{:.3f}")
 
 # %%
 check = compare_with_paper(results, None, profile=settings.profile)
-check.loc[check["claim_id"] == "paired_collapses", ["claim", "book_value", "holds", "detail", "weights_label"]]
+show_table(check[check["claim_id"] == "paired_collapses"], ["claim", "book_value", "holds", "detail"],
+           caption="The paper's claim, checked on this build's runs")
 
 # %% [markdown]
-# On the smoke profile this verdict is about random-weight models trained for two epochs and says
-# nothing about the paper.
+# With random weights (the `smoke` profile) this verdict is about models whose backbone learned
+# nothing, trained for {glue:text}`epochs` epochs, and says nothing about the paper.
 #
 # ## What a paired model predicts
 #
@@ -138,7 +142,7 @@ check.loc[check["claim_id"] == "paired_collapses", ["claim", "book_value", "hold
 # one of the two datasets.
 
 # %%
-trained = load_trained(grid_dir(settings) / paired_cfg.run_id, device=settings.device)
+trained = load_trained(run_folder(paired_cfg, grid_dir(settings), root=settings.data_dir), device=settings.device)
 _, predicted = evaluate_both(trained, root=settings.data_dir, keep_predictions=True)
 for test_set, res in predicted.items():
     plot_slice_overlay(res.images[0], res.masks[0], res.predictions[0],

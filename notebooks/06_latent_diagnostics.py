@@ -20,8 +20,10 @@
 # run of chapter 5, adds uncertainty (a bootstrap interval, cross-validation, a permutation control),
 # and is honest about how few VNC slices there are.
 #
-# On the smoke profile the backbone has **random weights** and few, small slices are embedded: the
-# numbers show that the diagnostics run, not what DINOv2 sees.
+# This page was built with the {glue:text}`profile` profile: {glue:text}`backbone` with
+# {glue:text}`weights`, {glue:text}`embedding_slices` slices per dataset embedded at a long side of
+# {glue:text}`embedding_long_edge` pixels. With random weights (the `smoke` profile) the numbers show
+# that the diagnostics run, not what DINOv2 sees.
 
 # %% tags=["hide-input"]
 # Colab only: install emlib from GitHub (nothing happens anywhere else).
@@ -56,11 +58,13 @@ import pandas as pd
 from emlib import (bootstrap_frechet, chapter_command, chapter_configs, chapter_runs, chapter_settings,
                    dataset_embeddings, dataset_tokens, ensure_data, frechet_distance, get_profile, grid_dir,
                    latent_report, linear_probe, load_backbone_for_latents, pca_embed, plot_grouped_bars,
-                   plot_pca_side_by_side, protocol_probe, token_separability_table, transfer_auroc)
+                   plot_pca_side_by_side, protocol_probe, run_folder, token_separability_table, transfer_auroc)
+from emlib import glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
 prof = get_profile(settings.profile)
 settings
 
@@ -76,15 +80,17 @@ settings
 # %%
 chapter_runs(settings, regimes=("lora",), train_sets=("paired",))
 print("the same run from a shell:", chapter_command(settings, regimes=("lora",), train_sets=("paired",)))
-lora_run = grid_dir(settings) / chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0].run_id
+lora_run = run_folder(chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0], grid_dir(settings),
+                      root=settings.data_dir)
 sets = {}
 for key, run in (("frozen", None), ("LoRA", lora_run)):
-    net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)
+    net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run,
+                                             pos_interpolation=prof.base.pos_interpolation)
     sets[key] = dataset_embeddings(net, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
                                    long_edge=prof.embedding_long_edge, device=settings.device,
                                    cache_dir=grid_dir(settings) / "embeddings", progress=False)
-pd.DataFrame({k: {f"{n} slices": len(e) for n, e in s.embeddings.items()} | {"embed_dim": net.embed_dim,
-              "adapter": s.adapter} for k, s in sets.items()})
+show_table(pd.DataFrame({k: {f"{n} slices": len(e) for n, e in s.embeddings.items()} | {"embed_dim": net.embed_dim,
+                         "adapter": s.adapter} for k, s in sets.items()}), index=True, caption="What was embedded")
 
 # %% [markdown]
 # ## PCA: do the datasets separate?
@@ -113,30 +119,36 @@ plot_pca_side_by_side(panels["frozen"], panels["LoRA"], subplot_titles=("frozen 
 #    - 2 (\Sigma_a \Sigma_b)^{1/2}\right). $$
 #
 # The paper gives one number per model. Resampling the slices of each dataset with replacement
-# (`bootstrap_frechet`, 200 replicates) shows how much that number would move with other slices.
+# (`bootstrap_frechet`, {glue:text}`n_boot` replicates) shows how much that number would move with
+# other slices.
 
 # %%
+n_boot = glue_facts(n_boot=200)["n_boot"]
 fd = {}
 for key, s in sets.items():
     a, b = s.embeddings["lucchi_pp"], s.embeddings["vnc"]
     fd[key] = dict(zip(["FD", "95% CI low", "95% CI high"],
-                       bootstrap_frechet(a, b, n_boot=200, seed=settings.seed, allow_singular=True)))
-pd.DataFrame(fd).T.style.format("{:.2f}")
+                       bootstrap_frechet(a, b, n_boot=n_boot, seed=settings.seed, allow_singular=True)))
+show_table(pd.DataFrame(fd).T, index=True, decimals=2, caption="Fréchet distance, Lucchi++ vs VNC",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
-# ## Rank deficiency: 20 VNC slices in 1024 dimensions
+# ## Rank deficiency: few slices in many dimensions
 #
-# A covariance estimated from $n$ vectors has rank at most $n - 1$. VNC stack 1 has 20 slices, so in
-# the paper's 1024-dimensional DINOv2-L/14 space the VNC covariance has rank at most 19: it is
-# singular, and the trace term of the FD is computed from a matrix that is zero in more than 1000
-# directions. The FD is still a number, but it depends strongly on how many slices there are, and it
-# cannot be compared across backbones with different `embed_dim`. The table shows the ranks here:
+# A covariance estimated from $n$ vectors has rank at most $n - 1$. In the paper, VNC stack 1 gives
+# 20 slices in the 1024-dimensional space of DINOv2-L/14, so the VNC covariance has rank at most 19:
+# it is singular, and the trace term of the FD is computed from a matrix that is zero in more than
+# 1000 directions. The FD is still a number, but it depends strongly on how many slices there are,
+# and it cannot be compared across backbones with different `embed_dim`. This page embeds
+# {glue:text}`embedding_slices` slices per dataset in the {glue:text}`embed_dim`-dimensional space of
+# {glue:text}`backbone`; the table shows the ranks here:
 
 # %%
 lucchi, vnc = sets["frozen"].embeddings["lucchi_pp"], sets["frozen"].embeddings["vnc"]
-pd.DataFrame({"slices": [len(lucchi), len(vnc)], "embed_dim": [lucchi.shape[1]] * 2,
-              "covariance rank": [np.linalg.matrix_rank(np.cov(lucchi.T)), np.linalg.matrix_rank(np.cov(vnc.T))]},
-             index=["Lucchi++", "VNC"])
+show_table(pd.DataFrame({"slices": [len(lucchi), len(vnc)], "embed_dim": [lucchi.shape[1]] * 2,
+                         "covariance rank": [np.linalg.matrix_rank(np.cov(lucchi.T)), np.linalg.matrix_rank(np.cov(vnc.T))]},
+                        index=["Lucchi++", "VNC"]), index=True, caption="Frozen embeddings: size and covariance rank",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
 # One check of how much the FD relies on the missing directions: compute it after projecting both sets
@@ -145,9 +157,10 @@ pd.DataFrame({"slices": [len(lucchi), len(vnc)], "embed_dim": [lucchi.shape[1]] 
 
 # %%
 ks = [k for k in (2, 4, 8, 16) if k < min(len(lucchi), len(vnc))]
-pd.DataFrame({key: {f"PCA {k}": frechet_distance(s.embeddings["lucchi_pp"], s.embeddings["vnc"], n_components=k,
-                                                 seed=settings.seed) for k in ks}
-              for key, s in sets.items()}).style.format("{:.2f}")
+show_table(pd.DataFrame({key: {f"PCA {k}": frechet_distance(s.embeddings["lucchi_pp"], s.embeddings["vnc"],
+                                                            n_components=k, seed=settings.seed) for k in ks}
+                         for key, s in sets.items()}), index=True, decimals=2,
+           caption="FD after projecting on the first k principal components", weights_label=settings.weights_label)
 
 # %% [markdown]
 # ## A linear probe: can a straight line tell the datasets apart?
@@ -155,25 +168,28 @@ pd.DataFrame({key: {f"PCA {k}": frechet_distance(s.embeddings["lucchi_pp"], s.em
 # A {term}`linear probe` {cite:p}`alain2016probes`, here a logistic regression on the embeddings (after
 # PCA to at most 64 components), predicts the dataset of each slice. The authors fit PCA on all
 # embeddings and score one stratified 80/20 split (`protocol_probe`); with 20 VNC slices that test part
-# holds 4 VNC slices, so for VNC an accuracy of 1.0 rests on four answers. `linear_probe` adds 5-fold
-# cross-validation (PCA fitted inside each fold) and a permutation control: the same probe on shuffled
-# labels, which should land near chance (0.5).
+# holds 4 VNC slices, so for VNC an accuracy of 1.0 rests on four answers (the `test slices` column
+# below counts this page's). `linear_probe` adds {glue:text}`folds`-fold cross-validation (PCA fitted
+# inside each fold) and a permutation control: the same probe on shuffled labels, which should land
+# near chance (0.5).
 
 # %%
+folds, permutations = glue_facts(folds=min(5, len(vnc)), permutations=5).values()
 probe = {}
 for key, s in sets.items():
     x, labels, _ = s.stacked()
-    cv = linear_probe(x, labels, n_splits=min(5, len(vnc)), seed=settings.seed)
+    cv = linear_probe(x, labels, n_splits=folds, n_permutations=permutations, seed=settings.seed)
     split = protocol_probe(x, labels, seed=settings.seed)
     probe[key] = {"80/20 accuracy": split["accuracy"], "80/20 AUROC": split["auroc"], "test slices": split["n_test"],
                   "CV accuracy": cv["accuracy"], "CV AUROC": cv["auroc"], "permuted AUROC": cv["permuted_auroc"],
                   "permutation p": cv["permutation_pvalue"]}
-pd.DataFrame(probe).T.style.format(precision=3)
+show_table(pd.DataFrame(probe).T, index=True, caption="Probe: which dataset does a slice come from?",
+           formats={"test slices": "{:.0f}"}, weights_label=settings.weights_label)
 
 # %% [markdown]
 # A probe at 1.0 with the permuted control near 0.5 means the datasets are linearly separable in the
-# embedding space. (With 5 permutations the smallest possible p-value is 1/6; more permutations give a
-# finer one.) Separability needs no pretraining: the two datasets differ in grey values and texture
+# embedding space. (With $k$ permutations the smallest possible p-value is $1/(k + 1)$; here
+# $k$ = {glue:text}`permutations`, and more permutations give a finer one.) Separability needs no pretraining: the two datasets differ in grey values and texture
 # (chapter 1), and even a random-weight network can pass such differences on, as the smoke profile's
 # table may show. A perfect probe is therefore weak evidence on its own; read it together with the FD,
 # the PCA picture and the segmentation results of chapter 5.
@@ -191,7 +207,8 @@ side = pd.DataFrame({
                   f"{report['fd'][1]:.2f} [{report['fd_low'][1]:.2f}, {report['fd_high'][1]:.2f}]",
                   f"{report['protocol_accuracy'][0]:.3f}", f"{report['protocol_auroc'][0]:.3f}"]},
     index=["FD frozen", "FD LoRA", "probe accuracy (80/20, frozen)", "probe AUROC (80/20, frozen)"])
-side.assign(backbone=settings.backbone, weights=settings.weights_label)
+show_table(side, index=True, caption=f"Fig. 1 numbers: the paper's and this book's ({settings.backbone})",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
 # The caption gives one probe result; the book's row uses the frozen embeddings (the LoRA probe is in
@@ -207,8 +224,8 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 # these tokens as the classic DINO picture (their first three principal components as RGB). Here we
 # ask the head's question directly: label each token of a few test slices per dataset as foreground
 # when at least half of its patch is mitochondria (`downsample_mask_to_grid`), and fit a linear
-# probe that separates foreground from background tokens (`token_separability`, 5-fold
-# cross-validated AUROC, plus the Fisher ratio along the difference of the class means). A second
+# probe that separates foreground from background tokens (`token_separability`, a cross-validated
+# AUROC, plus the Fisher ratio along the difference of the class means). A second
 # probe is fitted on the *other* dataset's tokens and scored on this one (`transfer_auroc`): if the
 # within-dataset AUROC is high but the transferred one is low, the foreground direction differs
 # between Lucchi++ and VNC, and one shared linear read-out cannot serve both.
@@ -218,11 +235,13 @@ side.assign(backbone=settings.backbone, weights=settings.weights_label)
 
 # %%
 token_slices, token_long_edge = settings.token_slices, max(prof.embedding_long_edge or 1022, 224)
-backbones = {key: load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)[0]
+backbones = {key: load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run,
+                                            pos_interpolation=prof.base.pos_interpolation)[0]
              for key, run in (("frozen", None), ("LoRA", lora_run))}
 tokens = token_separability_table(backbones, root=settings.data_dir, slices=token_slices, long_edge=token_long_edge,
                                   device=settings.device, seed=settings.seed, run_dir=grid_dir(settings) / "latents")
-tokens.drop(columns=["backbone"]).style.format(precision=3)
+show_table(tokens, ["adapter", "dataset", "n_fg", "fg_fraction", "auroc", "auroc_std", "transfer_auroc"],
+           caption="Foreground vs background patch tokens, per dataset")
 
 # %%
 bars = tokens.melt(id_vars=["adapter", "dataset"], value_vars=["auroc", "transfer_auroc"], var_name="probe",
@@ -250,8 +269,9 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 #   LoRA adapter, cached in the grid folder.
 # - PCA, Fréchet distance with a bootstrap interval, and a linear probe with cross-validation and a
 #   permutation control, beside the authors' single 80/20 split.
-# - With 20 VNC slices the covariance is rank-deficient in 1024 dimensions: FD values are
-#   sample-size dependent and best read as a comparison (frozen vs LoRA) on the same slices.
+# - With fewer slices than dimensions (the paper's 20 VNC slices in 1024 dimensions; here
+#   {glue:text}`embedding_slices` in {glue:text}`embed_dim`) the covariance is rank-deficient: FD
+#   values are sample-size dependent and best read as a comparison (frozen vs LoRA) on the same slices.
 # - At the patch level, a linear probe on the tokens of each dataset measures how well foreground
 #   and background separate (what the head can use); the same probe moved to the other dataset
 #   shows whether one read-out can serve both.

@@ -53,7 +53,7 @@ out_dir = "runs"
 import pandas as pd
 
 from emlib import (PAPER_CLAIMS, book_vs_paper_numbers, chapter_command, chapter_runs, chapter_settings,
-                   compare_with_paper, ensure_data, grid_dir, latent_diagnostics, plot_grouped_bars)
+                   compare_with_paper, ensure_data, grid_dir, latent_diagnostics, plot_paper_numbers, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -67,7 +67,8 @@ settings
 # in the paper it stands:
 
 # %%
-pd.DataFrame([vars(c) for c in PAPER_CLAIMS]).drop(columns="reproduce")
+show_table(pd.DataFrame([vars(c) for c in PAPER_CLAIMS]), ["claim_id", "what", "paper_value", "source"],
+           formats={"paper_value": "{:.2f}"}, caption="What this book checks")
 
 # %% [markdown]
 # ## The book's side
@@ -79,8 +80,9 @@ pd.DataFrame([vars(c) for c in PAPER_CLAIMS]).drop(columns="reproduce")
 results = chapter_runs(settings)
 latents, _ = latent_diagnostics(settings)
 print("the same runs from a shell:", chapter_command(settings))
-latents[["backbone", "adapter", "weights_label", "n_a", "n_b", "fd", "fd_low", "fd_high", "protocol_accuracy",
-         "protocol_auroc", "probe_auroc", "permuted_auroc"]]
+show_table(latents, ["adapter", "n_a", "n_b", "fd", "fd_low", "fd_high", "protocol_auroc", "probe_auroc"],
+           caption=f"Latent diagnostics ({latents['backbone'].iloc[0]})", formats={"fd": "{:.2f}", "fd_low": "{:.2f}",
+                                                                              "fd_high": "{:.2f}"})
 
 # %% [markdown]
 # ## One table
@@ -95,23 +97,22 @@ latents[["backbone", "adapter", "weights_label", "n_a", "n_b", "fd", "fd_low", "
 # %%
 table = compare_with_paper(results, latents, profile=settings.profile)
 table.to_csv(grid_dir(settings) / "paper_comparison.csv", index=False)
-table[["claim", "source", "paper_value", "book_value", "holds", "weights_label"]].style.format(
-    {"paper_value": "{:.2f}", "book_value": "{:.3f}"}, na_rep="-").hide()
+show_table(table, ["claim", "source", "paper_value", "book_value", "holds"], formats={"paper_value": "{:.2f}"},
+           caption="The paper's claims against this build")
 
 # %% [markdown]
 # The Fig. 1 numbers side by side, the paper's (pretrained DINOv2-L/14) and this build's (its own
-# backbone and weights, named in the title):
+# backbone and weights); distances and probe scores have their own axes:
 
 # %%
 numeric = book_vs_paper_numbers(table)
-plot_grouped_bars(numeric, x="claim", y="value", color="source", title="Fig. 1 numbers: paper vs this build",
-                  weights_label=latents["weights_label"].iloc[0])
+plot_paper_numbers(numeric, weights_label=latents["weights_label"].iloc[0])
 
 # %% [markdown]
 # How each verdict was reached, and how to reproduce it:
 
 # %%
-table[["claim_id", "detail", "reproduce"]].style.hide()
+show_table(table, ["claim_id", "detail", "reproduce"], caption="How each verdict was reached")
 
 # %% [markdown]
 # ## Reading this table

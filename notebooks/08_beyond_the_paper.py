@@ -33,9 +33,10 @@
 # and `emlib.evaluate.evaluate` honour, so each row of the table at the end is one ordinary training
 # run. None of this is in the paper: it is this book's extension.
 #
-# On the smoke profile the backbone has **random weights** and trains for two tiny epochs, so the
-# remedy table only shows that every run goes through; its numbers say nothing about the remedies.
-# The `quick` and `paper` profiles give the real answers.
+# This page was built with the {glue:text}`profile` profile: {glue:text}`weights`, each run trains for
+# {glue:text}`training`. With random weights (the `smoke` profile) the remedy table only shows that
+# every run goes through; its numbers say nothing about the remedies. The `quick` and `paper`
+# profiles give the real answers.
 
 # %% tags=["hide-input"]
 # Colab only: install emlib from GitHub (nothing happens anywhere else).
@@ -72,15 +73,17 @@ import torch
 
 from emlib import (DOMAINS, IMAGENET_MEAN, IMAGENET_STD, align_volume, alignment_configs, alignment_summary,
                    chapter_command, chapter_settings, clahe_available, coral_loss, create_backbone,
-                   domain_index, DomainFeatureNorm, DomainFiLM, ensure_data, foreground_weights, format_title,
+                   domain_index, DomainFeatureNorm, DomainFiLM, ensure_data, finish_figure, foreground_weights,
                    get_source, grey_cdf, grid_dir, histogram_match, intensity_reference, limit_cpu_threads,
                    load_volume, normalize, patch_features, plot_grouped_bars, plot_intensity_histograms,
                    plot_remedy_table, plot_slice_browser, remedy_latents, run_alignment_grid,
                    training_foreground_fractions)
+from emlib import glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
 limit_cpu_threads(settings)  # the profile's threads on a CPU (smoke: 1; tiny runs fight over cores)
 settings
 
@@ -228,7 +231,8 @@ latents = remedy_latents(results, grid, profile=settings.profile, root=settings.
                          device=settings.device, seed=settings.seed)
 summary = alignment_summary(results, latents=latents)
 print("the same runs from a shell:", chapter_command(settings, regimes=regimes, remedies=True))
-summary.style.format(precision=3, na_rep="-").hide()
+show_table(summary, ["regime", "remedy", "kind", "iou_fg_lucchi_pp", "iou_fg_vnc", "gap_closed", "fd", "probe_auroc"],
+           caption="Remedies for paired training", formats={"fd": "{:.2f}"})
 
 # %% [markdown]
 # How to read it: for a paired run both test sets are in-domain, so `in_domain_iou_fg` is the mean of
@@ -271,20 +275,20 @@ fig = px.scatter(points, x="fd", y="mean_iou_fg", color="regime", symbol="kind",
                  hover_data={"probe_auroc": ":.3f", "latent_space": True},
                  labels={"fd": "Fréchet distance (Lucchi++ vs VNC embeddings)",
                          "mean_iou_fg": "mean IoU_fg over both test sets"},
-                 title=format_title("Latent distance against segmentation score, one point per run",
-                                    settings.weights_label),
                  template="plotly_white")
-fig
+finish_figure(fig, "Latent distance against segmentation score, one point per run", settings.weights_label,
+              legend="right")
 
 # %% [markdown]
 # ## Which remedy closes how much of the gap?
 #
-# On the smoke profile: none can be said. The backbone has random weights, each run sees a handful of
-# 56-pixel crops for two epochs, and each test set is two 112-pixel regions. Models this undertrained
+# On the smoke profile: none can be said. The backbone has random weights, each run trains for
+# {glue:text}`training` and is tested on {glue:text}`testing`. Models this undertrained
 # tend to predict (almost) every pixel as one class, so many rows coincide, and where rows differ the
 # difference is noise; `gap_closed` is then a ratio of noise, or empty. The table and the figure are
 # there to show that every remedy runs end to end and where its numbers will appear. The same holds
-# for `fd` and `probe_auroc`: a random-weights backbone embeds six downscaled slices per dataset, so
+# for `fd` and `probe_auroc`: a random-weights backbone embeds {glue:text}`embedding_slices`
+# downscaled slices per dataset, so
 # the smoke distances and AUROCs are meaningless; they only show that the diagnostics run for every
 # remedy.
 #

@@ -98,3 +98,45 @@ def small_backbones() -> dict:
 
     torch.manual_seed(0)
     return {name: create_backbone(name, pretrained=False).eval() for name in SMALL_BACKBONES}
+
+
+def make_disks(root: Path, *, size: int = 112, seed: int = 3) -> float:
+    """Overwrite the images and labels of a tiny copy (:func:`make_lucchi`, :func:`make_vnc`) with an
+    obvious task: bright disks on a dark, noisy background. Returns the foreground fraction."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    fractions = []
+
+    def slice_pair() -> tuple[np.ndarray, np.ndarray]:
+        mask = np.zeros((size, size), bool)
+        for _ in range(4):
+            cy, cx, r = rng.integers(12, size - 12), rng.integers(12, size - 12), rng.integers(6, 11)
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        image = np.clip(rng.normal(60, 15, (size, size)) + 140 * mask, 0, 255).astype(np.uint8)
+        fractions.append(mask.mean())
+        return image, mask.astype(np.uint8) * 255
+
+    lucchi = root / "lucchi_pp" / "Lucchi++"
+    for prefix in ("Train", "Test"):
+        for path in sorted((lucchi / f"{prefix}_In").glob("mask*.png")):
+            image, mask = slice_pair()
+            write_png(path, image)
+            write_png(lucchi / f"{prefix}_Out" / f"{int(path.stem[4:])}.png", mask)
+    vnc = root / "vnc" / "groundtruth-drosophila-vnc-master"
+    for path in sorted((vnc / "stack1" / "raw").glob("*.tif")):
+        image, mask = slice_pair()
+        tifffile.imwrite(path, image)
+        write_png(vnc / "stack1" / "mitochondria" / f"{path.stem}.png", mask)
+    for path in sorted((vnc / "stack2" / "raw").glob("*.tif")):
+        tifffile.imwrite(path, slice_pair()[0])
+    return float(np.mean(fractions))
+
+
+@pytest.fixture()
+def disk_root(tmp_path: Path) -> tuple[Path, float]:
+    """A data root in the official layouts whose slices show bright disks to segment (an obvious task)."""
+    make_lucchi(tmp_path, shape=(112, 112))
+    make_vnc(tmp_path, shape=(112, 112))
+    return tmp_path, make_disks(tmp_path)

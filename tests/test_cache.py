@@ -45,3 +45,22 @@ def test_cache_key_depends_on_every_part() -> None:
     assert key == cache_key(crop=56, backbone="dinov2_vits14")  # order does not matter
     assert key != cache_key(backbone="dinov2_vits14", crop=112)
     assert key != cache_key(backbone="dinov2_vits14", crop=56, input_alignment="histmatch")
+
+
+def test_a_truncated_disk_cache_is_named_and_rebuilt(tmp_path: Path) -> None:
+    conv = torch.nn.Conv2d(3, 4, 2, stride=2)
+    inputs = torch.randn(3, 3, 8, 8)
+    cache = FeatureCache(conv, "key", directory=tmp_path)
+    cache.get([0, 1, 2], lambda idx: inputs[idx], torch.device("cpu"))
+    cache.save()
+    data = cache.path.read_bytes()
+    cache.path.write_bytes(data[: len(data) // 2])  # the process was killed while another wrote it by hand
+    with pytest.warns(RuntimeWarning, match=r"feature cache .*key\.safetensors cannot be read \(SafetensorError: .*\); it is rebuilt"):
+        again = FeatureCache(conv, "key", directory=tmp_path)
+    assert len(again) == 0
+    again.get([0], lambda idx: inputs[idx], torch.device("cpu"))
+    again.save()  # replaces the damaged file even though only one item is new
+    assert len(FeatureCache(conv, "key", directory=tmp_path)) == 1
+    (tmp_path / "other.safetensors").write_bytes(cache.path.read_bytes())  # a file of another key under this name
+    with pytest.warns(RuntimeWarning, match="holds the features of another key"):
+        FeatureCache(conv, "other", directory=tmp_path)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
+import emlib.config as config
 from emlib.cli import main
+
+from .test_train import tiny
 
 
 def test_data_info_prints_every_split(tiny_root, capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,3 +43,172 @@ def test_unknown_dataset_is_one_line_exit_2(tiny_root, capsys: pytest.CaptureFix
 def test_verify_staged_vnc(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "verify", "vnc", "--root", str(shared_data), "--quiet"]) == 0
     assert "vnc: 60 of 60 files match the official pixels (complete)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- bad input, one sentence, nothing written
+#
+# Each case builds what a user would have (a data copy, an output folder), runs one command and
+# expects: exit status 2, one line "emlib: error: <sentence>" matching the pattern, no traceback,
+# and no file added, changed or removed anywhere under the test's folder.
+
+
+def _tiny_data(tmp: Path) -> Path:
+    from .conftest import make_lucchi, make_vnc
+
+    root = tmp / "data"
+    make_lucchi(root)
+    make_vnc(root)
+    return root
+
+
+def _linked_staged_copy(shared: Path, dest: Path, *, swap: bool = False, drop: str | None = None) -> Path:
+    """The staged data as symlinks: Lucchi++'s Train_* and Test_* folders swapped, or one VNC file left out."""
+    lucchi = dest / "lucchi_pp" / "Lucchi++"
+    lucchi.mkdir(parents=True)
+    for sub in ("Train_In", "Train_Out", "Test_In", "Test_Out"):
+        other = ("Test" if sub.startswith("Train") else "Train") + sub[sub.index("_"):] if swap else sub
+        (lucchi / sub).symlink_to(shared / "lucchi_pp" / "Lucchi++" / other)
+    vnc = dest / "vnc" / "groundtruth-drosophila-vnc-master"
+    staged = shared / "vnc" / "groundtruth-drosophila-vnc-master"
+    for sub in ("stack1/raw", "stack1/mitochondria", "stack2/raw"):
+        (vnc / sub).mkdir(parents=True)
+        for file in (staged / sub).iterdir():
+            if f"{sub}/{file.name}" != drop:
+                (vnc / sub / file.name).symlink_to(file)
+    return dest
+
+
+def _checkpoint_or_metrics(name: str):
+    def setup(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+        from emlib.experiments.grid import run_folder
+
+        root, out = _tiny_data(tmp), tmp / "runs"
+        folder = run_folder(config.grid_configs("t")[0], out, root=root)
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b'{"rows": [' if name.endswith(".json") else b"\x00" * 40)
+        return ["grid", "--profile", "t", "--out", str(out), "--root", str(root)]
+
+    return setup
+
+
+def _stray(where: str, command: str):
+    def setup(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+        root = _tiny_data(tmp)
+        tifffile.imwrite(root / "vnc" / "groundtruth-drosophila-vnc-master" / where / "old_backup.tif", np.zeros((4, 4), np.uint8))
+        if command == "info":
+            return ["data", "info", "--root", str(root)]
+        return ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--root", str(root)]
+
+    return setup
+
+
+def _out(kind: str):
+    def setup(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+        root = _tiny_data(tmp)
+        (tmp / "file").write_text("not a folder")
+        out = {"file": tmp / "file", "under a file": tmp / "file" / "runs", "read-only": tmp / "ro" / "runs"}[kind]
+        if kind == "read-only":
+            (tmp / "ro").mkdir(mode=0o555)
+            if os.geteuid() == 0:  # root may write anywhere: let the permission check see what a user would
+                real = os.access
+                monkeypatch.setattr(os, "access", lambda path, mode: real(path, mode) and Path(path) != tmp / "ro")
+        return ["grid", "--profile", "t", "--out", str(out), "--root", str(root)]
+
+    return setup
+
+
+def _no_label(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+    root = _tiny_data(tmp)
+    (root / "lucchi_pp" / "Lucchi++" / "Test_Out" / "3.png").unlink()
+    return ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--root", str(root)]
+
+
+def _env_data_empty(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+    (tmp / "empty").mkdir()
+    monkeypatch.setenv("EMLIB_DATA", str(tmp / "empty"))
+    return ["grid", "--profile", "t", "--out", str(tmp / "runs")]
+
+
+def _download_into_env_data(tmp: Path, shared: Path, monkeypatch) -> list[str]:
+    monkeypatch.setenv("EMLIB_DATA", str(_tiny_data(tmp)))
+    return ["data", "download", "lucchi_pp", "--force"]
+
+
+CASES = {
+    "output folder is a file": (_out("file"), r"the output folder .*/file is an existing file; choose a folder path for --out"),
+    "output folder under a file": (
+        _out("under a file"), r"the output folder .*/file/runs cannot be created because .*/file is a file; choose another --out"),
+    "output folder not writable": (_out("read-only"), r"the folder .*/ro is not writable, so .*/ro/runs cannot hold results"),
+    "no data at --root": (
+        lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--root", str(tmp)],
+        r"no Lucchi\+\+ data at .*; run `emlib data download lucchi_pp --root .* --force`$"),
+    "EMLIB_DATA is an empty folder": (
+        _env_data_empty, r"no Lucchi\+\+ data at .*; EMLIB_DATA points at .*empty, a local copy that emlib never downloads "
+        r"into, so put the official files there, or unset EMLIB_DATA and run `emlib data download lucchi_pp`$"),
+    "download --force into EMLIB_DATA": (
+        _download_into_env_data, r"EMLIB_DATA points at .*, a local copy that emlib never downloads into; to download "
+        r"Lucchi\+\+, unset EMLIB_DATA or pass --root with another folder$"),
+    "Train_* and Test_* swapped": (
+        lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"),
+                                 "--root", str(_linked_staged_copy(shared, tmp / "data", swap=True))],
+        r"Train_In/mask0000\.png holds the official pixels of Test_In/mask0000\.png: the folders Train_In and Test_In "
+        r"are swapped, so rename them back"),
+    "stray file in VNC stack2": (
+        _stray("stack2/raw", "info"), r"stack2/raw holds old_backup\.tif, which is not an official VNC slice "
+        r"\(00\.tif \.\.\. 19\.tif\); move it out of that folder$"),
+    "stray file in VNC stack1": (_stray("stack1/raw", "grid"), r"stack1/raw holds old_backup\.tif, which is not an official"),
+    "a label deleted (verify)": (
+        lambda tmp, shared, mp: ["data", "verify", "vnc", "--quiet", "--root",
+                                 str(_linked_staged_copy(shared, tmp / "data", drop="stack1/mitochondria/05.png"))],
+        r"the VNC copy at .* lacks stack1/mitochondria/05\.png \(the label of stack1/raw/05\.tif, which is there\); "
+        r"restore it \(run `emlib data download vnc --root"),
+    "a label deleted (grid)": (_no_label, r"image mask0003\.png has no label .*Test_Out/3\.png; restore that file \(run "),
+    "missing weights file": (
+        lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--root", str(_tiny_data(tmp)),
+                                 "--weights", str(tmp / "none.pth")],
+        r"weights file .*none\.pth for dinov2_vits14 does not exist"),
+    "device that does not exist": (
+        lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--device", "gpu"],
+        r"device='gpu' is not allowed; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'$"),
+    "damaged checkpoint": (
+        _checkpoint_or_metrics("checkpoint.safetensors"),
+        r"checkpoint\.safetensors cannot be read \(SafetensorError: .*\); delete it to train this run again from its first epoch$"),
+    "damaged metrics.json": (
+        _checkpoint_or_metrics("metrics.json"),
+        r"metrics\.json cannot be read \(JSONDecodeError: .*\); delete it and run the same command again to test the run again"),
+}
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(Path(d, f).relative_to(folder)): (os.lstat(Path(d, f)).st_size, os.lstat(Path(d, f)).st_mtime_ns)
+        for d, _, files in os.walk(folder) for f in files
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_sentence_exit_2_and_nothing_written(
+    case: str, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup, pattern = CASES[case]
+    monkeypatch.setitem(config.PROFILES, "t", config.Profile(
+        name="t", description="test", base=tiny(), backbones=("dinov2_vits14",), regimes=("frozen", "lora"),
+        train_sets=("lucchi_pp",),
+    ))
+    monkeypatch.delenv("EMLIB_DATA", raising=False)
+    argv = setup(tmp_path, shared_data, monkeypatch)
+    before = _files(tmp_path)
+    assert main([*argv, "--quiet"] if argv[0] == "grid" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emlib: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err.strip()), err
+    assert _files(tmp_path) == before  # nothing half-written (nor lost)
+
+
+def test_the_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for argv in (["grid", "--out", str(tmp_path / "file")], ["data", "verify", "lucchi", "--root", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-m", "emlib.cli", *argv], capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert done.returncode == 2 and done.stderr.startswith("emlib: error: "), done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1

@@ -52,6 +52,9 @@ def test_lora_adapter_changes_embeddings_and_report(shared_data: Path, tmp_path:
     assert list(table.adapter) == ["frozen", "LoRA (lora)"]
     assert set(table.weights_label) == {"random weights"}
     assert (table.fd > 0).all() and table.probe_auroc.between(0, 1).all()
+    assert (table.fd_low <= table.fd).all() and (table.fd <= table.fd_high).all()  # half-sample interval, about fd
+    assert set(table.fd_interval) == {"95% half-sample subsampling (normal, FD at these sample sizes)"}
+    assert set(table.slices) == {"lucchi_pp test: 5 slices; vnc all: 5 slices (long side 56)"}
     assert (tmp_path / "report" / "domain_report.csv").is_file()
 
 
@@ -109,3 +112,45 @@ def test_cache_key_tells_random_initialisations_apart(shared_data: Path, tmp_pat
     assert not np.allclose(ea.embeddings["vnc"], eb.embeddings["vnc"])
     with pytest.raises(ConfigError, match="transform_key"):
         dataset_embeddings(a, transform=lambda name, x: x, **kwargs)
+
+
+def test_meta_interpolation_reaches_embeddings_and_cache_key(shared_data: Path, tmp_path: Path, frozen) -> None:
+    meta, adapter = load_backbone_for_latents("dinov2_vits14", pretrained=False, pos_interpolation="meta")
+    assert adapter == "frozen" and meta.pos_interpolation == "meta" and frozen[0].pos_interpolation == "timm"
+    kwargs = dict(root=shared_data, slices=2, long_edge=56, cache_dir=tmp_path, progress=False)
+    a = dataset_embeddings(frozen[0], **kwargs)
+    b = dataset_embeddings(meta, **kwargs)  # same weights (same seed), other positions: other files
+    assert len(list(tmp_path.glob("emb-*.npz"))) == 4
+    assert not np.allclose(a.embeddings["vnc"], b.embeddings["vnc"])
+
+
+def test_embedding_cache_follows_the_data_and_rebuilds_a_truncated_file(tiny_root, tmp_path: Path) -> None:
+    import shutil
+    import warnings
+
+    import tifffile
+    import torch
+
+    from emlib.models import create_backbone
+
+    root, truth = tiny_root
+    torch.manual_seed(0)
+    backbone = create_backbone("dinov2_vits14", pretrained=False).eval()
+    kwargs = {"slices": 2, "long_edge": 28, "cache_dir": tmp_path / "emb", "progress": False}
+    first = dataset_embeddings(backbone, root=root, **kwargs)
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    image = truth["vnc"]["images"][0].copy() ^ 255  # same names, other pixels
+    tifffile.imwrite(other / "vnc" / "groundtruth-drosophila-vnc-master" / "stack1" / "raw" / "00.tif", image)
+    swapped = dataset_embeddings(backbone, root=other, **kwargs)
+    assert not np.array_equal(swapped.embeddings["vnc"], first.embeddings["vnc"])  # not served from the cache
+    files = sorted((tmp_path / "emb").glob("emb-*.npz"))
+    assert len(files) == 3  # Lucchi++ once (same content), VNC twice
+    for path in files:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=r"embedding cache .*\.npz cannot be read \(.*\); it is rebuilt"):
+        again = dataset_embeddings(backbone, root=root, **kwargs)
+    np.testing.assert_array_equal(again.embeddings["vnc"], first.embeddings["vnc"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset_embeddings(backbone, root=root, **kwargs)

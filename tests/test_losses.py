@@ -93,3 +93,17 @@ def test_foreground_reweighting_weights() -> None:
     d = torch.tensor([0, 0, 1, 1])
     parts = [segmentation_loss(logits[d == k], target[d == k]).item() for k in (0, 1)]
     assert domain_weighted_loss(logits, target, d, w).item() == pytest.approx(0.5 * (w[0] * parts[0] + w[1] * parts[1]))
+
+
+@pytest.mark.parametrize("kind", ["dice", "ce", "ce_dice"])
+def test_padded_pixels_do_not_count(kind: str) -> None:
+    # one 3x4 item padded to 5x6 with arbitrary logits and labels on the padding: same loss as unpadded
+    torch.manual_seed(0)
+    logits, target = torch.randn(1, 2, 3, 4), torch.randint(0, 2, (1, 3, 4))
+    padded_logits, padded_target = torch.randn(1, 2, 5, 6) * 9, torch.randint(0, 2, (1, 5, 6))
+    padded_logits[..., :3, :4], padded_target[..., :3, :4] = logits, target
+    valid = torch.zeros(1, 5, 6, dtype=torch.bool)
+    valid[..., :3, :4] = True
+    expected = segmentation_loss(logits, target, kind)
+    assert torch.allclose(segmentation_loss(padded_logits, padded_target, kind, valid=valid), expected, atol=1e-6)
+    assert not torch.allclose(segmentation_loss(padded_logits, padded_target, kind), expected, atol=1e-3)

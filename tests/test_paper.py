@@ -6,18 +6,20 @@ import pandas as pd
 import pytest
 
 from emlib.errors import ConfigError
-from emlib.paper import PAPER_CLAIMS, compare_with_paper
+from emlib.paper import NOT_ASSESSED_RANDOM, PAPER_CLAIMS, compare_with_paper
 
 
-def _results(paired_iou: float = 0.3, lora_iou: float = 0.8, frozen_iou: float = 0.6, weights: str = "pretrained"):
+def _results(paired_iou: float = 0.3, lora_iou: float = 0.8, frozen_iou: float = 0.6, weights: str = "pretrained",
+             seeds=(0,)):
     rows = []
     for regime, single in (("frozen", frozen_iou), ("lora", lora_iou)):
         for train in ("lucchi_pp", "vnc", "paired"):
             for test in ("lucchi_pp", "vnc"):
-                in_domain = train in (test, "paired")
-                iou = (paired_iou if train == "paired" else single) if in_domain else 0.1
-                rows.append({"backbone": "dinov2_vits14", "regime": regime, "train_set": train, "test_set": test,
-                             "seed": 0, "in_domain": in_domain, "iou_fg": iou, "weights_label": weights})
+                for seed in seeds:
+                    in_domain = train in (test, "paired")
+                    iou = (paired_iou if train == "paired" else single) if in_domain else 0.1
+                    rows.append({"backbone": "dinov2_vits14", "regime": regime, "train_set": train, "test_set": test,
+                                 "seed": seed, "in_domain": in_domain, "iou_fg": iou, "weights_label": weights})
     rows.append({"backbone": "unet", "regime": "unet", "train_set": "paired", "test_set": "vnc", "seed": 0,
                  "in_domain": True, "iou_fg": 0.99, "weights_label": "trained from scratch"})
     return pd.DataFrame(rows)
@@ -87,11 +89,11 @@ def test_latent_claims_compared_only_for_the_papers_backbone_and_weights():
     assert far.loc["fd_frozen", "holds"] is False and far.loc["probe_accuracy", "holds"] is False
     smoke = _by_id(compare_with_paper(_results(weights="random weights"),
                                       _latents("dinov2_vits14", "random weights"), profile="smoke"))
-    assert smoke.loc["fd_frozen", "holds"] is None and "random weights" in smoke.loc["fd_frozen", "detail"]
+    assert smoke.loc["fd_frozen", "holds"] == NOT_ASSESSED_RANDOM and "random weights" in smoke.loc["fd_frozen", "detail"]
     assert smoke.loc["fd_frozen", "weights_label"] == "random weights"
-    assert smoke.loc["fd_lora_smaller", "holds"] is True  # a direction, checked on any weights (labelled)
+    assert smoke.loc["probe_auroc", "holds"] == NOT_ASSESSED_RANDOM
     other = _by_id(compare_with_paper(_results(), _latents("dinov2_vits14"), profile="quick"))
-    assert other.loc["fd_lora", "holds"] is None and "not comparable" in other.loc["fd_lora", "detail"]
+    assert other.loc["fd_lora", "holds"] == "not assessed (backbone dinov2_vits14; the paper's is dinov2_vitl14)"
 
 
 def test_bad_tables_raise_config_error():
@@ -113,3 +115,39 @@ def test_book_vs_paper_numbers_long_form() -> None:
     assert long[["claim_id", "source"]].values.tolist() == [
         ["fd_frozen", "paper"], ["fd_frozen", "this build"], ["fd_lora", "paper"]]
     assert long["value"].tolist() == [79.32, 60.0, 45.02]
+
+
+def test_comparative_verdicts_are_not_assessed_on_random_weights():
+    t = _by_id(compare_with_paper(_results(weights="random weights"), _latents("dinov2_vits14", "random weights"),
+                                  profile="smoke"))
+    for claim in ("lora_beats_frozen", "paired_collapses", "fd_lora_smaller"):
+        assert t.loc[claim, "holds"] == "not assessed (random weights)" == NOT_ASSESSED_RANDOM
+        assert pd.notna(t.loc[claim, "book_value"])  # the measured difference is still shown
+    assert t.loc["fd_lora_smaller", "book_value"] == pytest.approx(-36.0)
+
+
+def test_comparative_verdicts_use_every_seed_of_the_profile():
+    one = _by_id(compare_with_paper(_results(), None, profile="paper"))
+    assert one.loc["lora_beats_frozen", "holds"] == "not assessed (no matched runs for seeds [1, 2, 3, 4] of profile 'paper')"
+    assert one.loc["paired_collapses", "holds"].startswith("not assessed (no matched runs for seeds [1, 2, 3, 4]")
+    full = _by_id(compare_with_paper(_results(seeds=(0, 1, 2, 3, 4)), None, profile="paper"))
+    assert full.loc["lora_beats_frozen", "holds"] is True and full.loc["paired_collapses", "holds"] is True
+    assert "LoRA higher in 10 of 10 matched runs (seeds 0, 1, 2, 3, 4 of the profile's 5)" in full.loc[
+        "lora_beats_frozen", "detail"]
+    custom = _by_id(compare_with_paper(_results(seeds=(3,)), None, profile="my-grid"))  # no profile: no seeds required
+    assert custom.loc["lora_beats_frozen", "holds"] is True
+
+
+def test_fd_rows_report_estimate_interval_relative_difference_slices_and_adapter():
+    lat = _latents(fd=(90.0, 44.0), ci=5.0).assign(
+        fd_interval="95% half-sample subsampling (normal, FD at these sample sizes)",
+        slices="lucchi_pp test: 165 slices; vnc all: 20 slices (long side 1022)")
+    t = _by_id(compare_with_paper(_results(), lat, profile="paper"))
+    row = t.loc["fd_frozen"]
+    assert row["book_value"] == 90.0 and (row["ci_low"], row["ci_high"]) == (85.0, 95.0)
+    assert row["rel_diff"] == pytest.approx(90.0 / 79.32 - 1.0)
+    assert row["holds"] is False  # 79.32 lies below the interval
+    for text in ("+13.5%", "half-sample subsampling", "[85.00, 95.00]", "adapter: frozen", "vnc all: 20 slices"):
+        assert text in row["detail"], text
+    assert "adapter: LoRA (paired-lora-x)" in t.loc["fd_lora", "detail"] and t.loc["fd_lora", "holds"] is True
+    assert pd.isna(t.loc["lora_beats_frozen", "ci_low"]) and pd.isna(t.loc["lora_beats_frozen", "rel_diff"])

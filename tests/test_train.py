@@ -13,6 +13,8 @@ import torch
 
 from emlib.config import RunConfig, get_profile
 from emlib.errors import ConfigError
+from emlib.runfiles import CHECKPOINT, load_state
+from emlib.evaluate import evaluate_both
 from emlib.train import fit, load_trained
 
 
@@ -35,8 +37,14 @@ def test_frozen_run_caches_features(shared_data: Path) -> None:
     assert not any(p.requires_grad for p in trained.model.backbone.parameters())
 
 
-def test_resume_after_interruption_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
-    cfg = tiny(regime="lora", epochs=3)
+WHOLE_SLICES = {"crop": None, "long_edge": 56, "eval_window": None}  # one item per slice: a quick validation set
+
+
+@pytest.mark.parametrize(
+    "schedule", [{}, {"train_slices": 4, "val_fraction": 0.25, "patience": 1, **WHOLE_SLICES}], ids=["fixed", "early-stopping"]
+)
+def test_resume_after_interruption_equals_uninterrupted(shared_data: Path, tmp_path: Path, schedule: dict) -> None:
+    cfg = tiny(regime="lora", epochs=3, **schedule)
     straight = fit(cfg, tmp_path / "a", root=shared_data, progress=False)
 
     class Stop(Exception):
@@ -48,9 +56,9 @@ def test_resume_after_interruption_equals_uninterrupted(shared_data: Path, tmp_p
 
     with pytest.raises(Stop):
         fit(cfg, tmp_path / "b", root=shared_data, progress=False, on_epoch_end=stop_after_first)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert load_state(tmp_path / "b" / CHECKPOINT, fix="", tensors=False)["epoch"] == 0
     resumed = fit(cfg, tmp_path / "b", root=shared_data, progress=False)
-    assert len(resumed.history) == 3
+    assert len(resumed.history) == len(straight.history) and resumed.best_epoch == straight.best_epoch
     a = {k: v for k, v in straight.model.state_dict().items()}
     b = resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -80,3 +88,86 @@ def test_missing_weights_is_one_sentence(shared_data: Path, tmp_path: Path) -> N
 
     with pytest.raises(WeightsError, match="nothing.pth"):
         fit(tiny(pretrained=True, weights=str(tmp_path / "nothing.pth")), root=shared_data, progress=False)
+
+
+@pytest.mark.parametrize("regime", ["frozen", "lora", "unet"])
+@pytest.mark.parametrize("train_set", ["lucchi_pp", "paired"])
+def test_every_regime_beats_the_constant_predictors_on_an_obvious_task(disk_root, regime: str, train_set: str) -> None:
+    # The smoke profile's settings on bright disks: a regime that collapses to one class (or learns
+    # nothing) scores at most the foreground fraction (all foreground) or 0 (all background).
+    root, fg_fraction = disk_root
+    cfg = get_profile("smoke").base.replace(
+        regime=regime, train_set=train_set, train_slices=None, eval_region=None, eval_slices=None
+    )
+    trained = fit(cfg, root=root, progress=False)
+    table, _ = evaluate_both(trained, root=root)
+    for row in table.itertuples():
+        assert not row.degenerate, f"{regime} on {train_set} predicts one class on {row.test_set}"
+        assert row.iou_fg > fg_fraction + 0.2, f"{regime} on {train_set} -> {row.test_set}: IoU_fg {row.iou_fg:.3f}"
+
+
+def small_paper(**changes) -> RunConfig:
+    """The paper profile's protocol at small size: whole slices resized to a 112-px long side, 2 slices per
+    dataset, 2 epochs, random ViT-S/14 weights (the authors' schedule, validation split and padding)."""
+    base = get_profile("paper").base.replace(
+        backbone="dinov2_vits14", pretrained=False, long_edge=112, train_slices=2, epochs=2, eval_slices=2,
+        device="cpu", cache="memory",
+    )
+    return base.replace(**changes)
+
+
+@pytest.mark.parametrize("regime", ["frozen", "lora"])
+def test_paper_profile_paired_run_on_whole_slices(shared_data: Path, tmp_path: Path, regime: str) -> None:
+    # Lucchi++ (84x112) and VNC (112x112) slices in one batch of 2: padded, padding out of the loss
+    cfg = small_paper(regime=regime, train_set="paired", batch_size=2)
+    trained = fit(cfg, tmp_path / "run", root=shared_data, progress=False)
+    assert list(trained.history.columns) == ["epoch", "loss", "seconds", "val_loss"]
+    assert np.isfinite(trained.history[["loss", "val_loss"]].to_numpy()).all()
+    assert trained.best_epoch == int(trained.history["val_loss"].idxmin())
+    table, results = evaluate_both(trained, root=shared_data)
+    assert set(table.test_set) == {"lucchi_pp", "vnc"} and table.iou_fg.between(0, 1).all()
+    assert results["lucchi_pp"].n_slices == 2
+
+
+def test_whole_slice_evaluation_calls_the_model_once_per_slice(shared_data: Path) -> None:
+    from emlib.evaluate import evaluate
+
+    trained = fit(small_paper(regime="frozen", train_set="vnc", epochs=1, val_fraction=0.0, patience=None),
+                  root=shared_data, progress=False)
+    calls = []
+    forward = trained.model.forward
+    trained.model.forward = lambda x, **kw: calls.append(tuple(x.shape)) or forward(x, **kw)
+    result = evaluate(trained, "lucchi_pp", root=shared_data)
+    assert calls == [(1, 3, 84, 112)] * result.n_slices  # 768x1024 resized to a 112 long side, floored to 14
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(shared_data: Path, tmp_path: Path) -> None:
+    from emlib.train import _val_loss, build_train_dataset
+    from emlib.plugins import plugins_for
+
+    cfg = tiny(regime="frozen", train_slices=4, val_fraction=0.25, patience=1, epochs=8, lr=0.5, **WHOLE_SLICES)
+    trained = fit(cfg, tmp_path / "run", root=shared_data, progress=False)
+    history = trained.history
+    best = int(history["val_loss"].idxmin())
+    assert trained.best_epoch == best
+    assert len(history) == 8 or len(history) - 1 - best == 1  # stopped one epoch after the best one
+    val_set = build_train_dataset(cfg, trained.patch_size, trained.mean, trained.std, root=shared_data, part="val")
+    again = _val_loss(cfg, trained.model, val_set, None, plugins_for(cfg), torch.device("cpu"))
+    # the returned model is the best epoch's (fit computed its val loss from float16-cached features)
+    assert again == pytest.approx(history["val_loss"].min(), rel=1e-4)
+
+
+def test_validation_split_is_seeded_and_disjoint(shared_data: Path) -> None:
+    cfg = tiny(regime="frozen", train_slices=4, val_fraction=0.25, crop=None, long_edge=56)
+    train = build(cfg, shared_data, "train")
+    val = build(cfg, shared_data, "val")
+    assert (len(train), len(val)) == (3, 1)
+    assert not any(torch.equal(val[0]["image"], train[i]["image"]) for i in range(len(train)))
+    assert torch.equal(build(cfg, shared_data, "val")[0]["image"], val[0]["image"])  # seeded: the same slice again
+
+
+def build(cfg: RunConfig, root: Path, part: str):
+    from emlib.train import build_model, build_train_dataset
+
+    _, p, mean, std = build_model(cfg)
+    return build_train_dataset(cfg, p, mean, std, root=root, part=part)

@@ -6,14 +6,20 @@ one ``_toc.yml`` line.** ``python -m emlib.book build --profile smoke`` (or ``em
 
 1. converts each chapter listed in the table of contents with jupytext (in memory),
 2. executes it once with papermill (``-p profile smoke``) into ``book/chapters/<name>.ipynb``;
-   the kernel gets ``PLOTLY_RENDERER`` so plotly writes HTML the static book can show,
+   the kernel gets ``PLOTLY_RENDERER`` so plotly writes HTML the static book can show; one
+   progress line per code cell says which chapter and cell run and for how long,
 3. post-processes the executed notebook: the ``injected-parameters`` cell is tagged
-   ``remove-cell``, an "Open in Colab" badge goes under the title, plotly.js is served once
-   from ``_static`` instead of being pasted into every page, MathJax-from-CDN tags are dropped,
-4. runs ``jupyter-book build`` with execution off (the book never runs code itself), and
-5. with ``--check`` (or ``python -m emlib.book check``) opens every page in headless Chromium,
-   failing on JavaScript errors, broken internal links, missing images and plotly figures that
-   did not render, and saves one screenshot per page under ``_build/screenshots/``.
+   ``remove-cell``, an "Open in Colab" badge goes under the title, and on a profile without
+   pretrained weights (smoke) a banner names the profile and weights and links to the online
+   edition; plotly.js is served once from ``_static`` instead of being pasted into every page,
+   MathJax-from-CDN tags are dropped (the book serves MathJax itself, see :mod:`emlib.book.sphinx`),
+4. writes the chapter timings that the instructor's guide shows (``book/chapters/timings.md``),
+5. runs ``jupyter-book build`` with execution off (the book never runs code itself), and
+6. with ``--check`` (or ``python -m emlib.book check``) opens every page in headless Chromium,
+   failing on JavaScript errors, broken internal links, missing images, plotly figures that did
+   not render, and layout faults (an element wider than its column, a plotly title or legend
+   outside its figure, maths left as raw TeX, output text cut short with "..."), and saves one
+   screenshot per page under ``_build/screenshots/``.
 
 A failing cell stops the build with one line naming the chapter, the cell and where the partial
 notebook is. Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb``
@@ -32,17 +38,20 @@ What the chapters themselves call (settings, data, backbones) is in :mod:`emlib.
 
 from __future__ import annotations
 
-from emlib.book.build import STATIC_DIR, BuildReport, build_book, export_notebooks
-from emlib.book.check import CHROMIUM, CheckReport, PageReport, check_book
+from emlib.book.build import STATIC_DIR, TIMINGS, BuildReport, build_book, export_notebooks, write_timings
+from emlib.book.check import CHROMIUM, LAYOUT_JS, CheckReport, PageReport, check_book
 from emlib.book.commands import add_book_command, main
 from emlib.book.execute import (
     NOTEBOOKS_BRANCH,
+    ONLINE_EDITION,
     PLOTLY_RENDERER,
+    CellProgress,
     REPO_URL,
     colab_badge_markdown,
     colab_url,
     execute_chapter,
     postprocess_notebook,
+    profile_banner_markdown,
     read_notebook_source,
 )
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, toc_docnames
@@ -54,6 +63,12 @@ __all__ = [
     "SOURCE_DIR",
     "CHAPTER_DIR",
     "STATIC_DIR",
+    "TIMINGS",
+    "ONLINE_EDITION",
+    "LAYOUT_JS",
+    "CellProgress",
+    "profile_banner_markdown",
+    "write_timings",
     "PLOTLY_RENDERER",
     "CHROMIUM",
     "find_root",

@@ -3,14 +3,18 @@
 ``python -m emlib.book build --profile smoke`` (or :func:`build_book`)
 
 1. executes each chapter listed in the table of contents with papermill
-   (:func:`emlib.book.execute.execute_chapter`) into ``book/chapters/<name>.ipynb``,
-2. writes the one copy of plotly.js the pages load (``book/chapters/_static/plotly.min.js``),
+   (:func:`emlib.book.execute.execute_chapter`) into ``book/chapters/<name>.ipynb``, printing one
+   progress line per code cell (chapter, cell, elapsed seconds),
+2. writes the one copy of plotly.js the pages load (``book/chapters/_static/plotly.min.js``) and
+   the chapter timings (``book/chapters/timings.json`` and ``timings.md``, which the instructor's
+   guide includes: its time per chapter is this build's own, never typed in),
 3. runs ``jupyter-book build`` with execution off (the book never runs code itself), and
 4. with ``--check`` opens every page in headless Chromium (:func:`emlib.book.check.check_book`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,14 +29,77 @@ from typing import Any
 from plotly.offline import get_plotlyjs
 
 from emlib.book.check import CHROMIUM, CheckReport, check_book
-from emlib.book.execute import execute_chapter, read_notebook_source
+from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
+from emlib.book.sphinx import PARTIAL_ENV
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, write_toc_subset
 from emlib.config import get_profile
 
-__all__ = ["STATIC_DIR", "BuildReport", "build_book", "export_notebooks"]
+__all__ = ["STATIC_DIR", "TIMINGS", "BuildReport", "build_book", "export_notebooks", "write_timings", "timings_markdown"]
 
 #: Shared static files of the built book (one copy of plotly.js), relative to the book root.
 STATIC_DIR = "book/chapters/_static"
+#: The chapter timings of the last build (JSON), next to the executed chapters; ``.md`` beside it.
+TIMINGS = "book/chapters/timings.json"
+
+
+def _machine() -> dict[str, Any]:
+    """Where the chapters ran: CPU cores, and the GPU's name when there is one."""
+    import torch  # a dependency of emlib; imported here so the build's other steps stay light
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cores": os.cpu_count() or 1, "gpu": gpu}
+
+
+def _chapter_title(source: Path) -> str:
+    for line in source.read_text().splitlines():
+        m = re.match(r"#\s+#\s+(.+)", line)
+        if m:
+            return m.group(1).strip()
+    return source.stem
+
+
+def write_timings(book_root: Path, root: Path, profile: str, seconds: Mapping[str, float]) -> Path:
+    """Record this build's seconds per chapter in ``book/chapters/timings.json`` (and ``timings.md``).
+
+    Chapters not executed by this build (``--only``) keep the seconds of an earlier build on the
+    same profile and machine, marked as such; the Markdown table is what the instructor's guide shows.
+    """
+    path = book_root / TIMINGS
+    machine = _machine()
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    same = old.get("profile") == profile and old.get("machine") == machine
+    chapters = {name: {"title": _chapter_title(root / SOURCE_DIR / f"{name}.py"), "seconds": None, "earlier": False}
+                for name in list_chapters(root)}
+    for name, entry in (old.get("chapters") or {}).items() if same else ():
+        if name in chapters and entry.get("seconds") is not None:
+            chapters[name].update(seconds=entry["seconds"], earlier=True)
+    for name, sec in seconds.items():
+        chapters[name].update(seconds=round(float(sec), 1), earlier=False)
+    data = {"profile": profile, "machine": machine, "date": time.strftime("%Y-%m-%d"), "chapters": chapters}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    path.with_suffix(".md").write_text(timings_markdown(data))
+    return path
+
+
+def timings_markdown(data: Mapping[str, Any]) -> str:
+    """The timings table of the instructor's guide, from :func:`write_timings`' record."""
+    machine = data["machine"]
+    where = f"{machine['gpu']} GPU" if machine.get("gpu") else f"{machine['cores']}-core CPU"
+    t4 = "T4" in str(machine.get("gpu") or "")
+    head = f"`{data['profile']}` profile, {where} (s)"
+    lines = [f"| chapter | {head} | Colab T4, `quick` profile (s) |", "|---|---:|---:|"]
+    total = 0.0
+    for name, entry in data["chapters"].items():
+        sec = entry.get("seconds")
+        total += sec or 0.0
+        shown = "not built yet" if sec is None else f"{sec:.0f}" + (" (earlier build)" if entry.get("earlier") else "")
+        other = shown if (t4 and data["profile"] == "quick") else "not measured yet"
+        lines.append(f"| {entry['title']} | {shown} | {other} |")
+    other = f"{total:.0f}" if (t4 and data["profile"] == "quick") else "not measured yet"
+    lines.append(f"| **all chapters** | **{total:.0f}** | {other} |")
+    return (f"Measured by the build of {data['date']} (`python -m emlib.book build --profile {data['profile']}`), "
+            "seconds to execute each chapter, training included:\n\n" + "\n".join(lines) + "\n")
 
 
 def _write_static(book_root: Path) -> Path:
@@ -87,7 +154,8 @@ def _jupyter_book(book_root: Path, toc: Path | None, *, strict: bool) -> None:
         cmd += ["-W", "--keep-going"]
     log = book_root / "_build" / "jupyter-book.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(cmd, cwd=book_root, capture_output=True, text=True)
+    env = {**os.environ, **({PARTIAL_ENV: "1"} if toc is not None else {})}  # --only: links to left-out chapters
+    proc = subprocess.run(cmd, cwd=book_root, capture_output=True, text=True, env=env)
     text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)
     log.write_text(text)
     if proc.returncode != 0:
@@ -134,7 +202,7 @@ def build_book(
     chromium : str, default='/usr/bin/chromium'
         Browser for the check.
     progress : bool, default=True
-        Print one line per step.
+        Print one line per step, and one per code cell while a chapter runs.
 
     Returns
     -------
@@ -154,18 +222,22 @@ def build_book(
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
     notebooks = {}
-    for name in chapters:
+    for i, name in enumerate(chapters, start=1):
         t0 = time.perf_counter()
-        say(f"executing {SOURCE_DIR}/{name}.py (profile {profile}) ...", flush=True)
+        say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile}) ...", flush=True)
+        source = root / SOURCE_DIR / f"{name}.py"
+        counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
         notebooks[name] = execute_chapter(
-            root / SOURCE_DIR / f"{name}.py",
+            source,
             book_root / CHAPTER_DIR / f"{name}.ipynb",
             profile=profile,
             parameters=parameters,
             cwd=root,
+            progress=counter if progress else False,
         )
         timings[f"execute {name}"] = time.perf_counter() - t0
     _write_static(book_root)
+    write_timings(book_root, root, profile, {name: timings[f"execute {name}"] for name in chapters})
     toc = None
     if only:
         toc = write_toc_subset(book_root, chapters)

@@ -3,6 +3,12 @@
 A page fails on JavaScript errors, broken internal links or anchors, images that did not load and
 plotly figures that did not render; one screenshot per page goes to ``_build/screenshots/``.
 The built HTML is served on 127.0.0.1 and every other host is blocked, so the check runs offline.
+
+It also checks the layout a reader sees (:data:`LAYOUT_JS`): no element of the article wider than
+its column unless it sits in a box meant to scroll sideways (a code block, the book's table box
+``.emlib-scroll``) that fits; a table hidden behind the theme's output scroll bar fails. No
+plotly title, legend, slider or annotation outside its figure, every formula rendered by MathJax,
+and no output text cut short with "..." by code (pandas' column width, for instance).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from emlib.book.toc import BookError, find_root, toc_docnames
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "PageReport", "CheckReport", "check_book"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "LAYOUT_JS", "PageReport", "CheckReport", "check_book"]
 
 #: Headless Chromium from Debian's package, and the flags this machine needs.
 CHROMIUM = "/usr/bin/chromium"
@@ -110,6 +116,73 @@ _FIGURES_JS = """() => {
   return [divs.length, divs.filter(d => d.querySelector('.main-svg')).length];
 }"""
 _BROKEN_IMAGES_JS = "() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+#: Waits (up to the page timeout) for MathJax to finish typesetting, where the page has maths.
+_MATH_READY_JS = """() => !document.querySelector('.math') ||
+  (window.MathJax && MathJax.startup && MathJax.startup.promise && document.querySelector('mjx-container'))"""
+#: The layout assertions: a list of problems, each one line.
+LAYOUT_JS = r"""() => {
+  const problems = [];
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  if (!article) return problems;
+  const col = article.getBoundingClientRect();
+  const describe = el => {
+    const cls = (typeof el.className === 'string' ? el.className : (el.className.baseVal || '')).trim().split(/\s+/)[0];
+    const text = (el.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 50);
+    return `<${el.tagName.toLowerCase()}${cls ? '.' + cls : ''}> "${text}"`;
+  };
+  // boxes meant to scroll sideways: the book's table boxes and code blocks (not the theme's generic
+  // output box, which would hide a clipped table behind a scroll bar)
+  const scrolls = el => el.matches('.emlib-scroll, pre, div.highlight') &&
+    ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  // 1. horizontal overflow: an element past the column's edges that no fitting scroll box holds
+  const reported = new Set();
+  for (const el of article.querySelectorAll('*')) {
+    if (el.closest('svg') && el.tagName.toLowerCase() !== 'svg') continue;   // plotly internals: see 2.
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    if (r.right <= col.right + 1 && r.left >= col.left - 1) continue;
+    let held = false;
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      const ar = a.getBoundingClientRect();
+      if (scrolls(a) && ar.right <= col.right + 1 && ar.left >= col.left - 1) { held = true; break; }
+    }
+    if (held) continue;
+    let top = el;   // report the outermost overflowing element only
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      const ar = a.getBoundingClientRect();
+      if (ar.right > col.right + 1 || ar.left < col.left - 1) top = a;
+    }
+    if (reported.has(top)) continue;
+    reported.add(top);
+    const tr = top.getBoundingClientRect();
+    problems.push(`wider than its column (${Math.round(tr.width)} px in ${Math.round(col.width)} px): ${describe(top)}`);
+    if (problems.length > 5) break;
+  }
+  // 2. plotly: title, legend, sliders, menus and annotations inside the figure
+  for (const fig of article.querySelectorAll('.plotly-graph-div')) {
+    const svg = fig.querySelector('.main-svg');
+    if (!svg) continue;
+    const box = svg.getBoundingClientRect();
+    const name = (fig.querySelector('.gtitle') || {}).textContent || fig.id;
+    for (const part of fig.querySelectorAll('.gtitle, .legend, .slider-container, .updatemenu-container, .annotation, .g-xtitle, .g-ytitle')) {
+      const r = part.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) continue;
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1) {
+        const what = part.getAttribute('class').split(' ')[0];
+        problems.push(`plotly ${what} outside its figure "${name.slice(0, 50)}": ${describe(part)}`);
+      }
+    }
+  }
+  // 3. maths rendered by MathJax
+  const raw = [...article.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
+  if (raw.length) problems.push(`${raw.length} formulas not rendered (raw TeX): ${describe(raw[0])}`);
+  // 4. output text cut short with "..." by code
+  for (const el of article.querySelectorAll('.cell_output td, .cell_output th, .cell_output pre, .cell_output li, .plotly-graph-div text')) {
+    const t = (el.textContent || '').trim();
+    if (/(\.\.\.|\u2026)$/.test(t)) problems.push(`text cut short: ${describe(el)}`);
+  }
+  return problems;
+}"""
 _LINKS_JS = "() => [...document.querySelectorAll('a[href]')].map(a => a.href)"
 
 
@@ -143,6 +216,7 @@ def check_book(
     screenshots_dir: str | os.PathLike[str] | None = None,
     chromium: str = CHROMIUM,
     timeout_ms: int = 30_000,
+    layout: bool = True,
 ) -> CheckReport:
     """Open every page of the table of contents in headless Chromium and report what is wrong.
 
@@ -166,6 +240,9 @@ def check_book(
         Chromium executable (Debian's package; never ``playwright install``).
     timeout_ms : int, default=30000
         How long a page may take to load and render its figures.
+    layout : bool, default=True
+        Run the layout assertions of :data:`LAYOUT_JS` (overflow, clipped plotly parts, raw TeX,
+        text cut short with "...").
 
     Returns
     -------
@@ -241,6 +318,11 @@ def check_book(
                         ".every(d => d.querySelector('.main-svg'))",
                         timeout=timeout_ms,
                     )
+                with contextlib.suppress(PlaywrightError):
+                    page.wait_for_function(_MATH_READY_JS, timeout=timeout_ms)
+                    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+                if layout:
+                    rep.errors += [f"layout: {p}" for p in page.evaluate(LAYOUT_JS)]
                 rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
                 for src in page.evaluate(_BROKEN_IMAGES_JS):
                     if src.startswith(base) or src.startswith("data:"):

@@ -2,10 +2,14 @@
 
 :func:`execute_chapter` runs ``notebooks/<name>.py`` once with papermill (``-p profile <profile>``)
 into ``book/chapters/<name>.ipynb``; the kernel gets ``PLOTLY_RENDERER`` so plotly writes HTML the
-static book can show. :func:`postprocess_notebook` then tags the ``injected-parameters`` cell
-``remove-cell``, puts an "Open in Colab" badge under the title, drops the plotly.js bundle (the book
-serves one copy from ``_static``) and the MathJax-from-CDN tags. A failing cell becomes one line
-naming the chapter, the cell and where the partial notebook is.
+static book can show. While it runs, one progress line per code cell says which chapter and cell
+run and for how long (:class:`CellProgress`); the kernel logs only errors, so the expected
+"Kernel is running over TCP without encryption" warning stays out. :func:`postprocess_notebook`
+then tags the ``injected-parameters`` cell ``remove-cell``, puts an "Open in Colab" badge under
+the title and, for profiles without pretrained weights, a banner naming the profile and the
+weights with a link to the online edition; it drops the plotly.js bundle (the book serves one copy
+from ``_static``) and the MathJax-from-CDN tags. A failing cell becomes one line naming the
+chapter, the cell and where the partial notebook is.
 
 Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb`` copies
 (``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book pages have,
@@ -21,20 +25,26 @@ import base64
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from emlib.book.toc import CHAPTER_DIR, BookError
-from emlib.config import BUILD_ENV
+from emlib.config import BUILD_ENV, get_profile
 
 __all__ = [
     "REPO_URL",
     "NOTEBOOKS_BRANCH",
+    "ONLINE_EDITION",
     "PLOTLY_RENDERER",
+    "KERNEL_ARGUMENTS",
+    "CellProgress",
     "colab_url",
     "colab_badge_markdown",
+    "profile_banner_markdown",
     "read_notebook_source",
     "execute_chapter",
     "postprocess_notebook",
@@ -44,8 +54,13 @@ __all__ = [
 REPO_URL = "https://github.com/emlib-book/emlib"
 #: Branch to which CI publishes the unexecuted ``.ipynb`` chapters for Colab.
 NOTEBOOKS_BRANCH = "notebooks"
+#: The published book (GitHub Pages of :data:`REPO_URL`), built with the pretrained ``quick`` profile.
+ONLINE_EDITION = "https://emlib-book.github.io/emlib/"
 #: Plotly renderer for the papermill kernel: the JSON for Jupyter plus HTML for the static book.
 PLOTLY_RENDERER = "plotly_mimetype+notebook"
+#: Extra kernel arguments: log errors only (ipykernel 7 warns on every start that its local TCP
+#: sockets are unencrypted, which is expected for a kernel papermill starts on this machine).
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
 _COLAB = "https://colab.research.google.com"
 
@@ -83,6 +98,87 @@ def colab_badge_markdown(name: str, *, repo_url: str = REPO_URL) -> str:
         f'<img src="{_badge_svg()}" alt="Open in Colab" width="117" height="20"/></a>'
     )
 
+
+
+def profile_banner_markdown(profile: str, *, online: str = ONLINE_EDITION) -> str:
+    """The banner of a chapter built with a profile that has no pretrained weights ("" otherwise).
+
+    It names the profile, its backbone and weights, says what its numbers are (and are not), and
+    links to the online edition, built with pretrained weights.
+
+    Examples
+    --------
+    >>> "random weights" in profile_banner_markdown("smoke"), profile_banner_markdown("quick")
+    (True, '')
+    """
+    prof = get_profile(profile)
+    if prof.base.pretrained:
+        return ""
+    return (
+        ":::{admonition} Smoke build: random weights\n:class: warning emlib-profile-banner\n\n"
+        f"This page was built with the **`{prof.name}`** profile: {prof.summary()}. "
+        "Its numbers and pictures show that the code runs; they say nothing about foundation models "
+        f"or the paper. For real numbers read the [online edition]({online}) (pretrained weights), "
+        'or run this chapter with `profile = "quick"`.\n:::'
+    )
+
+
+class CellProgress:
+    """Progress of a chapter being executed: one line per code cell with the chapter, cell and time.
+
+    On a terminal the line is rewritten in place; elsewhere (CI logs, pytest) each cell gets its own
+    line. ``done()`` prints the chapter's total.
+    """
+
+    def __init__(self, name: str, n_cells: int, stream: TextIO | None = None) -> None:
+        self.name, self.n_cells = name, n_cells
+        self.stream = stream or sys.stdout
+        self.start = self._last = time.perf_counter()
+        self.inplace = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.count = 0
+
+    def cell(self, index: int, source: str) -> None:
+        """Called when a code cell starts (``index``: its position in the executed notebook)."""
+        self.count += 1
+        now = time.perf_counter()
+        first = next((line.strip() for line in source.splitlines() if line.strip() and not line.startswith("#")), "")
+        text = f"  {self.name}: cell {self.count}/{self.n_cells}, {now - self.start:5.1f} s  {first[:60]}"
+        if self.inplace:
+            self.stream.write("\r" + text[:110].ljust(110))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+        self._last = now
+
+    def done(self) -> float:
+        """Print and return the chapter's elapsed seconds."""
+        seconds = time.perf_counter() - self.start
+        end = "\r" + " " * 110 + "\r" if self.inplace else ""
+        self.stream.write(f"{end}  {self.name}: {self.count} code cells in {seconds:.1f} s\n")
+        self.stream.flush()
+        return seconds
+
+
+def _progress_engine() -> type:
+    """A papermill engine that reports each cell start to a :class:`CellProgress` (``emlib_progress=``)."""
+    from papermill.engines import NBClientEngine
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            progress: CellProgress | None = kwargs.pop("emlib_progress", None)
+            if progress is not None:
+                start: Callable[..., Any] = nb_man.cell_start
+
+                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    if cell.get("cell_type") == "code":
+                        progress.cell(cell_index or 0, cell.get("source", ""))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return ProgressEngine
 
 
 def read_notebook_source(path: str | os.PathLike[str]) -> Any:
@@ -139,6 +235,7 @@ def execute_chapter(
     cwd: str | os.PathLike[str] | None = None,
     plotly_renderer: str = PLOTLY_RENDERER,
     timeout: int | None = 1800,
+    progress: CellProgress | bool = False,
 ) -> Path:
     """Run one chapter with papermill (``-p profile <profile>``) and post-process the result.
 
@@ -157,6 +254,8 @@ def execute_chapter(
         ``PLOTLY_RENDERER`` for the kernel.
     timeout : int, default=1800
         Seconds one cell may run.
+    progress : CellProgress or bool, default=False
+        Report each code cell as it starts (True: a :class:`CellProgress` on stdout).
 
     Returns
     -------
@@ -171,6 +270,7 @@ def execute_chapter(
     """
     import nbformat  # lazy: [book] extra
     import papermill as pm
+    from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
     source, output = Path(source), Path(output)
@@ -178,16 +278,22 @@ def execute_chapter(
     nb = read_notebook_source(source)
     params = {"profile": profile, **(parameters or {})}
     name = source.stem
+    if progress is True:
+        progress = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1)  # + papermill's cell
+    papermill_engines.register("emlib", _progress_engine())
     try:
         with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):
             pm.execute_notebook(
                 nb,
                 str(output),
                 parameters=params,
+                engine_name="emlib",
                 kernel_name="python3",
                 progress_bar=False,
                 cwd=str(cwd) if cwd else None,
                 execution_timeout=timeout,
+                extra_arguments=list(KERNEL_ARGUMENTS),
+                emlib_progress=progress or None,
             )
     except PapermillExecutionError as err:
         partial = nbformat.read(output, as_version=4) if output.is_file() else None
@@ -202,7 +308,9 @@ def execute_chapter(
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None
     executed = nbformat.read(output, as_version=4)
-    nbformat.write(postprocess_notebook(executed, name), output)
+    nbformat.write(postprocess_notebook(executed, name, profile=profile), output)
+    if progress:
+        progress.done()
     return output
 
 
@@ -214,11 +322,12 @@ def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def postprocess_notebook(nb: Any, name: str, *, badge: bool = True) -> Any:
+def postprocess_notebook(nb: Any, name: str, *, badge: bool = True, profile: str | None = None) -> Any:
     """Prepare an executed chapter for the static book (returns ``nb``, changed in place).
 
     - the papermill ``injected-parameters`` cell gets the ``remove-cell`` tag;
-    - an "Open in Colab" badge cell goes under the first markdown cell (once);
+    - an "Open in Colab" badge cell goes under the first markdown cell (once), and under it, for a
+      ``profile`` without pretrained weights, the banner of :func:`profile_banner_markdown` (once);
     - the plotly.js bundle that the ``notebook`` renderer pastes into the first figure's output is
       removed, because the book loads one shared copy (``_static/plotly.min.js``) on every page;
     - the MathJax-from-CDN tag plotly adds to every figure is removed (no figure uses LaTeX, and
@@ -242,14 +351,20 @@ def postprocess_notebook(nb: Any, name: str, *, badge: bool = True) -> Any:
             if html and "plotly-graph-div" in html:
                 data["text/html"] = _CDN_MATHJAX.sub("", html)
                 fig = data.pop("application/vnd.plotly.v1+json", None)  # the HTML is what the book shows
-                title = ((fig or {}).get("layout") or {}).get("title") or {}
-                out.setdefault("metadata", {})["emlib_figure_title"] = (
-                    title.get("text", "") if isinstance(title, dict) else str(title)
-                )
+                layout = (fig or {}).get("layout") or {}
+                title = layout.get("title") or {}
+                meta = out.setdefault("metadata", {})
+                meta["emlib_figure_title"] = title.get("text", "") if isinstance(title, dict) else str(title)
+                meta["emlib_figure_badges"] = [a.get("text", "") for a in layout.get("annotations", [])
+                                               if "emlib-badge" in str(a.get("name", ""))]
             kept.append(out)
         cell["outputs"] = kept
+    at = next((i + 1 for i, c in enumerate(nb.cells) if c.get("cell_type") == "markdown"), 0)
     if badge and not any("colab-badge" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        at = next((i + 1 for i, c in enumerate(nb.cells) if c.get("cell_type") == "markdown"), 0)
         badge_cell = nbformat.v4.new_markdown_cell(colab_badge_markdown(name), metadata={"tags": ["colab-badge"]})
         nb.cells.insert(at, badge_cell)
+    banner = profile_banner_markdown(profile) if profile else ""
+    if banner and not any("profile-banner" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        at += int(badge)
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell(banner, metadata={"tags": ["profile-banner"]}))
     return nb

@@ -7,9 +7,11 @@ checking, :mod:`emlib.data.transforms` for preprocessing and :mod:`emlib.data.da
 
 from __future__ import annotations
 
-from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, tile_origins
+from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, pad_collate, tile_origins, validation_split
 from emlib.data.fetch import VerifyReport, fetch_dataset, verify_dataset
-from emlib.data.read import Volume, data_root, dataset_dir, load_volume, pixel_sha256, read_volume, volume_sha256
+from emlib.data.read import (
+    Volume, data_fingerprint, data_root, dataset_dir, load_volume, pixel_sha256, read_volume, volume_sha256,
+)
 from emlib.data.sources import DATASETS, VNC_TEST_SLICES, DatasetSource, get_source, list_datasets, list_splits
 from emlib.data.summary import dataset_summary
 from emlib.data.transforms import (
@@ -38,6 +40,7 @@ __all__ = [
     "Volume",
     "augment_pair",
     "center_region",
+    "data_fingerprint",
     "data_root",
     "dataset_dir",
     "dataset_summary",
@@ -55,6 +58,8 @@ __all__ = [
     "resize_slice",
     "select_test_slices",
     "tile_origins",
+    "pad_collate",
+    "validation_split",
     "verify_dataset",
     "volume_sha256",
 ]

@@ -28,7 +28,7 @@ from emlib.data.transforms import (
 )
 from emlib.errors import ConfigError, ShapeError
 
-__all__ = ["CropDataset", "TileDataset", "PairedDataset", "tile_origins"]
+__all__ = ["CropDataset", "TileDataset", "PairedDataset", "tile_origins", "pad_collate", "validation_split"]
 
 
 def _check_stack(images: np.ndarray, masks: np.ndarray | None) -> None:
@@ -258,3 +258,72 @@ class PairedDataset(Dataset):
         item = dict(self.sources[which][inner])
         item["domain"] = which
         return item
+
+
+def pad_collate(items: Sequence[Mapping]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stack items into a batch, zero-padding images and masks to the batch's largest size.
+
+    The authors zero-pad the (normalised) slices of a batch to its largest height and width
+    (Lucchi++ 756x1022 next to VNC 1022x1022 in a paired batch); padding goes to the bottom and the
+    right, and ``valid`` marks the real pixels so that losses and metrics leave the padding out.
+
+    Parameters
+    ----------
+    items : sequence of dict
+        Each with ``image`` (3, H, W) and ``mask`` (H, W).
+
+    Returns
+    -------
+    images : Tensor of shape (B, 3, H_max, W_max)
+    masks : Tensor of shape (B, H_max, W_max)
+    valid : Tensor of shape (B, H_max, W_max), dtype bool, or None
+        None when every item already has the batch's size (nothing was padded).
+
+    Examples
+    --------
+    >>> a = {"image": torch.ones(3, 2, 4), "mask": torch.ones(2, 4, dtype=torch.long)}
+    >>> b = {"image": torch.ones(3, 4, 4), "mask": torch.ones(4, 4, dtype=torch.long)}
+    >>> images, masks, valid = pad_collate([a, b])
+    >>> tuple(images.shape), int(valid[0].sum()), int(valid[1].sum())
+    ((2, 3, 4, 4), 8, 16)
+    >>> pad_collate([a, a])[2] is None
+    True
+    """
+    sizes = {tuple(it["image"].shape[-2:]) for it in items}
+    if len(sizes) == 1:
+        return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items]), None
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    first = items[0]
+    images = first["image"].new_zeros((len(items), first["image"].shape[0], h, w))
+    masks = first["mask"].new_zeros((len(items), h, w))
+    valid = torch.zeros((len(items), h, w), dtype=torch.bool)
+    for i, it in enumerate(items):
+        ih, iw = it["image"].shape[-2:]
+        images[i, :, :ih, :iw] = it["image"]
+        masks[i, :ih, :iw] = it["mask"]
+        valid[i, :ih, :iw] = True
+    return images, masks, valid
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slice positions for training and for validation: ``round(fraction * n)`` held out (at least 1), seeded.
+
+    The authors hold out 10 % of the training slices with a seeded random split (``val_ratio 0.1``,
+    ``split_seed 42``); ``fraction=0`` keeps every slice for training.
+
+    Returns
+    -------
+    train, val : ndarray of int, sorted
+
+    Examples
+    --------
+    >>> validation_split(10, 0.1, 42)[1].tolist(), len(validation_split(165, 0.1, 42)[1])
+    ([5], 16)
+    """
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    if n < 2:
+        raise ConfigError(f"a validation split needs at least 2 training slices, got {n}; set val_fraction=0 or use more slices")
+    n_val = min(n - 1, max(1, int(round(fraction * n))))
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -8,7 +8,6 @@ the packaged registry (:mod:`emlib.data.sources`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -18,9 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emlib.data.read import _ENV_DATA, _check_layout, _decode, data_root, pixel_sha256
+from emlib.data.read import (
+    _ENV_DATA, _check_layout, _decode, _fix_hint, _official_slices, _partner, data_root, pixel_sha256,
+)
 from emlib.data.sources import DatasetSource, _registry, get_source
-from emlib.errors import ChecksumError, DataError
+from emlib.errors import ChecksumError, ConfigError, DataError
+from emlib.runfiles import file_sha256
 
 __all__ = ["VerifyReport", "fetch_dataset", "verify_dataset"]
 
@@ -46,43 +48,56 @@ def verify_dataset(
     """Check every image of a dataset against the packaged pixel SHA-256 registry.
 
     Decoded pixels are compared (not file bytes), so a losslessly re-encoded copy passes and
-    any changed pixel fails. Files absent from the copy are reported, not failed (the staged
-    Lucchi++ copy keeps only the even training slices).
+    any changed pixel fails. A copy may lack whole folders that are not required (VNC stack2) and
+    whole slices of the folders its source calls partial (``DatasetSource.partial``: the staged
+    Lucchi++ copy keeps only the even training slices); those files are reported, not failed.
+    Every other folder that exists claims to be complete.
 
     Raises
     ------
+    DataError
+        A file of a folder that claims to be complete is missing (an image without its label, a
+        deleted test slice), or a folder holds a file that is not an official slice.
     ChecksumError
         A file decodes to pixels that differ from upstream.
     """
+    src = get_source(name)
     folder = _check_layout(name, root)
+    hint = _fix_hint(name, root)
     registry = _registry(name)
-    missing = []
-    checked = 0
-    items: Iterable[tuple[str, tuple[str, str]]] = sorted(registry.items())
+    missing = sorted(rel for rel in registry if not (folder / rel).is_file())
+    lacking = [rel for rel in missing if not _may_lack(src, folder, rel, missing)]
+    if lacking:
+        partner = _partner(name, lacking[0])
+        kind = "image" if "_In/" in lacking[0] or "/raw/" in lacking[0] else "label"
+        whose = f" (the {kind} of {partner}, which is there)" if partner and partner not in missing else ""
+        more = f" and {len(lacking) - 1} more files" if len(lacking) > 1 else ""
+        raise DataError(
+            f"the {src.title} copy at {folder} lacks {lacking[0]}{whose}{more}; restore {'them' if more else 'it'} ({hint})"
+        )
+    for sub in sorted({rel.rsplit("/", 1)[0] for rel in registry if (folder / rel).is_file()}):
+        _official_slices(name, folder, sub, tuple({Path(rel).suffix for rel in registry if rel.startswith(sub + "/")}), hint)
+    items: Iterable[tuple[str, tuple[str, str]]] = sorted((rel, v) for rel, v in registry.items() if rel not in missing)
     if progress:
         from tqdm.auto import tqdm
 
         items = tqdm(list(items), desc=f"verify {name}", unit="file")
+    checked = 0
     for rel, (expected, _) in items:
         path = folder / rel
-        if not path.is_file():
-            missing.append(rel)
-            continue
-        if pixel_sha256(_decode(path)) != expected:
-            raise ChecksumError(
-                f"{path} does not match the official data (pixel SHA-256 differs); "
-                f"delete it and run `emlib data download {name} --force`"
-            )
+        if pixel_sha256(_decode(path, hint)) != expected:
+            raise ChecksumError(f"{path} does not match the official data (pixel SHA-256 differs); {hint}")
         checked += 1
     return VerifyReport(dataset=name, checked=checked, expected=len(registry), missing=tuple(missing))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _may_lack(src: DatasetSource, folder: Path, rel: str, missing: list[str]) -> bool:
+    """A copy may lack a file of an absent optional folder, or a whole slice of a partial folder."""
+    sub = rel.rsplit("/", 1)[0]
+    if not (folder / sub).is_dir():
+        return sub not in src.required
+    partner = _partner(src.name, rel)
+    return sub in src.partial and (partner is None or partner in missing)
 
 
 # ----------------------------------------------------------------------------- download
@@ -110,7 +125,7 @@ def fetch_dataset(
         Dataset.
     root : path, default=None
         Data root. When ``$EMLIB_DATA`` is set and ``root`` is None, nothing is downloaded: the
-        local copy is only checked for its layout.
+        local copy is only checked for its layout (and ``force`` raises ConfigError saying so).
     force : bool, default=False
         Download and unpack again even if the folder exists.
     source : DatasetSource, default=None
@@ -125,6 +140,11 @@ def fetch_dataset(
 
     src = source or get_source(name)
     if root is None and os.environ.get(_ENV_DATA):
+        if force:
+            raise ConfigError(
+                f"EMLIB_DATA points at {os.environ[_ENV_DATA]}, a local copy that emlib never downloads into; "
+                f"to download {src.title}, unset EMLIB_DATA or pass --root with another folder"
+            )
         return _check_layout(name, None)
     base = data_root(root)
     target_parent = base / src.name
@@ -181,7 +201,7 @@ def _unpack(archive: Path, src: DatasetSource, target: Path, *, registry: dict[s
                 path = top / rel
                 if not path.is_file():
                     raise DataError(f"the {src.title} archive lacks {rel}; use a local copy via EMLIB_DATA")
-                if _file_sha256(path) != upstream_sha:
+                if file_sha256(path) != upstream_sha:
                     raise ChecksumError(
                         f"{rel} in the {src.title} archive does not have its upstream SHA-256; "
                         "nothing was installed, so try again later or use a local copy via EMLIB_DATA"

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emlib.data.sources import VNC_TEST_SLICES, get_source
+from emlib.data.sources import VNC_TEST_SLICES, _registry, get_source
 from emlib.errors import ConfigError, DataError, ShapeError
+from emlib.runfiles import file_sha256
 
 __all__ = [
     "Volume",
+    "data_fingerprint",
     "data_root",
     "dataset_dir",
     "load_volume",
@@ -37,10 +39,19 @@ __all__ = [
 ]
 
 _ENV_DATA = "EMLIB_DATA"
-_FIX_HINT = (
-    "run `emlib data download {name}` (or emlib.data.fetch_dataset({name!r})) "
-    "or set EMLIB_DATA to a folder that holds the official layout"
-)
+
+
+def _fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
+    """Advice that works from where the user stands (a copy named by EMLIB_DATA is never downloaded into)."""
+    env = os.environ.get(_ENV_DATA)
+    if root is None and env:
+        return (
+            f"EMLIB_DATA points at {env}, a local copy that emlib never downloads into, so put the official files "
+            f"there, or unset EMLIB_DATA and run `emlib data download {name}`"
+        )
+    if root is not None:
+        return f"run `emlib data download {name} --root {root} --force`"
+    return f"run `emlib data download {name} --force`, or set EMLIB_DATA to a local copy in the official layout"
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,7 @@ def dataset_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
 def _check_layout(name: str, root: str | os.PathLike[str] | None) -> Path:
     src = get_source(name)
     folder = dataset_dir(name, root)
-    hint = _FIX_HINT.format(name=name)
+    hint = _fix_hint(name, root)
     if not folder.is_dir():
         raise DataError(f"no {src.title} data at {folder}; {hint}")
     missing = [sub for sub in src.required if not (folder / sub).is_dir()]
@@ -118,8 +129,8 @@ def _check_layout(name: str, root: str | os.PathLike[str] | None) -> Path:
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(path: Path) -> np.ndarray:
-    """Decode one image file to a uint8 array in its own mode (RGBA stays (H, W, 4))."""
+def _decode(path: Path, hint: str = "replace it with the official file") -> np.ndarray:
+    """Decode one image file to a uint8 array in its own mode (RGBA stays (H, W, 4)); ``hint`` ends the error."""
     from PIL import Image
 
     try:
@@ -135,10 +146,10 @@ def _decode(path: Path) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - any decoder failure means the same to the user
         raise DataError(
             f"cannot decode {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
-            "delete it and download the dataset again with `emlib data download --force`"
+            f"{hint}"
         ) from None
     if arr.dtype != np.uint8:
-        raise DataError(f"{path} holds {arr.dtype} pixels, expected uint8; replace it with the official file")
+        raise DataError(f"{path} holds {arr.dtype} pixels, expected uint8; {hint}")
     return arr
 
 
@@ -172,42 +183,92 @@ def volume_sha256(arr: np.ndarray) -> str:
 _LUCCHI_IMAGE = re.compile(r"^mask(\d{4})\.png$")
 
 
-def _lucchi_pairs(folder: Path, split: str) -> list[tuple[str, Path, Path]]:
+def _official_slices(name: str, folder: Path, sub: str, suffixes: tuple[str, ...], hint: str) -> list[Path]:
+    """The image files of ``folder/sub``, each one an official slice of the registry (a stray file raises DataError)."""
+    official = {rel for rel in _registry(name) if rel.rsplit("/", 1)[0] == sub}
+    found = sorted(p for p in (folder / sub).iterdir() if p.suffix.lower() in suffixes)
+    stray = [p.name for p in found if f"{sub}/{p.name}" not in official]
+    if stray:
+        names = sorted(rel.rsplit("/", 1)[1] for rel in official)
+        what = (
+            f"{stray[0]}, which is not an official {get_source(name).title} slice" if len(stray) == 1
+            else f"{stray[0]} and {len(stray) - 1} more files, which are not official {get_source(name).title} slices"
+        )
+        raise DataError(
+            f"{folder / sub} holds {what} ({names[0]} ... {names[-1]}); move {'it' if len(stray) == 1 else 'them'} "
+            "out of that folder"
+        )
+    if not found:
+        raise DataError(f"{folder / sub} holds no {'/'.join(suffixes)} slices; {hint}")
+    return found
+
+
+@lru_cache(maxsize=None)
+def _official_paths(name: str) -> dict[str, str]:
+    """Pixel or file SHA-256 of every upstream image and label -> its path in the official layout."""
+    out = {}
+    for rel, (pixels, file_sha) in _registry(name).items():
+        out[pixels] = out[file_sha] = rel
+    return out
+
+
+def _check_place(name: str, folder: Path, rel: str, sha: str, hint: str) -> None:
+    """Refuse a file that holds the official content of another file (swapped splits, renamed slices)."""
+    other = _official_paths(name).get(sha)
+    if other is None or other == rel:
+        return  # the official content for this name, or not official data at all (a synthetic copy)
+    here, there = rel.rsplit("/", 1)[0], other.rsplit("/", 1)[0]
+    what = (
+        f"the folders {here} and {there} are swapped, so rename them back"
+        if here != there else f"slices in {here} were renamed, so give every file its official name"
+    )
+    raise DataError(f"{folder / rel} holds the official pixels of {other}: {what} (or {hint})")
+
+
+def _partner(name: str, rel: str) -> str | None:
+    """The other half of a slice in the official layout, image <-> label (None for unlabelled slices).
+
+    Examples
+    --------
+    >>> _partner("lucchi_pp", "Train_In/mask0012.png"), _partner("vnc", "stack1/mitochondria/03.png")
+    ('Train_Out/12.png', 'stack1/raw/03.tif')
+    """
+    sub, file = rel.rsplit("/", 1)
+    stem = Path(file).stem
+    if name == "lucchi_pp":
+        prefix, kind = sub.split("_")
+        return f"{prefix}_Out/{int(stem[4:])}.png" if kind == "In" else f"{prefix}_In/mask{int(stem):04d}.png"
+    return {"stack1/raw": f"stack1/mitochondria/{stem}.png", "stack1/mitochondria": f"stack1/raw/{stem}.tif"}.get(sub)
+
+
+def _lucchi_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Path]]:
     """(slice_id, image, label) for one Lucchi++ split, ordered by slice index.
 
     Image ``maskNNNN.png`` pairs with label ``int(NNNN).png``. Pairing by sorted file name would
     misalign them (labels sort 0, 1, 10, 100, ...).
     """
     prefix = {"train": "Train", "test": "Test"}[split]
-    in_dir, out_dir = folder / f"{prefix}_In", folder / f"{prefix}_Out"
-    found = []
-    for path in in_dir.iterdir():
-        match = _LUCCHI_IMAGE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        raise DataError(f"{in_dir} holds no maskNNNN.png images; {_FIX_HINT.format(name='lucchi_pp')}")
+    out_dir = folder / f"{prefix}_Out"
+    found = [
+        (int(_LUCCHI_IMAGE.match(path.name).group(1)), path)  # type: ignore[union-attr] - official names match
+        for path in _official_slices("lucchi_pp", folder, f"{prefix}_In", (".png",), hint)
+    ]
     pairs = []
     for index, image in sorted(found):
         label = out_dir / f"{index}.png"
         if not label.is_file():
-            raise DataError(
-                f"image {image.name} has no label {label}; restore the file from the official archive "
-                "(`emlib data download lucchi_pp --force`)"
-            )
+            raise DataError(f"image {image.name} has no label {label}; restore that file ({hint})")
         pairs.append((image.stem, image, label))
     return pairs
 
 
-def _vnc_pairs(folder: Path, split: str) -> list[tuple[str, Path, Path | None]]:
+def _vnc_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Path | None]]:
     """(slice_id, image, mask or None) for a VNC split, ordered by slice number."""
     stack = "stack2" if split == "unlabelled" else "stack1"
     raw = folder / stack / "raw"
     if not raw.is_dir():
-        raise DataError(f"no VNC {stack} at {raw}; {_FIX_HINT.format(name='vnc')}")
-    images = sorted(raw.glob("*.tif"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
-    if not images:
-        raise DataError(f"{raw} holds no .tif slices; {_FIX_HINT.format(name='vnc')}")
+        raise DataError(f"no VNC {stack} at {raw}; {hint}")
+    images = sorted(_official_slices("vnc", folder, f"{stack}/raw", (".tif", ".tiff"), hint), key=lambda p: int(p.stem))
     if split == "test":
         images = [p for p in images if p.stem.isdigit() and int(p.stem) in VNC_TEST_SLICES]
     elif split == "train":
@@ -219,9 +280,7 @@ def _vnc_pairs(folder: Path, split: str) -> list[tuple[str, Path, Path | None]]:
             continue
         mask = folder / "stack1" / "mitochondria" / f"{image.stem}.png"
         if not mask.is_file():
-            raise DataError(
-                f"VNC slice {image.name} has no mask {mask}; restore it with `emlib data download vnc --force`"
-            )
+            raise DataError(f"VNC slice {image.name} has no mask {mask}; restore that file ({hint})")
         pairs.append((image.stem, image, mask))
     return pairs
 
@@ -232,8 +291,37 @@ def _pairs(name: str, split: str, root: str | os.PathLike[str] | None) -> list[t
         raise ConfigError(f"split {split!r} does not exist for {src.title}; choose one of {list(src.splits)}")
     folder = _check_layout(name, root)
     if name == "lucchi_pp":
-        return list(_lucchi_pairs(folder, split))
-    return _vnc_pairs(folder, split)
+        return list(_lucchi_pairs(folder, split, _fix_hint(name, root)))
+    return _vnc_pairs(folder, split, _fix_hint(name, root))
+
+
+_FIRST_PIXELS: dict[str, str] = {}  # file SHA-256 -> pixel SHA-256 of the first image of a split
+
+
+def data_fingerprint(name: str, split: str, *, root: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 of one split's files (official name and bytes of every image and label): equal only for equal data.
+
+    Checks the layout as :func:`read_volume` does (missing folders or labels, stray files) and
+    refuses files that hold the official content of another name (swapped ``Train_*``/``Test_*``
+    folders), all without decoding more than the split's first image. File hashes are remembered
+    while the files keep their size and time, so a second call costs a ``stat`` per file.
+    """
+    pairs = _pairs(name, split, root)
+    folder, hint = dataset_dir(name, root), _fix_hint(name, root)
+    digest = hashlib.sha256()
+    for _, *paths in pairs:
+        for path in paths:
+            if path is None:
+                continue
+            rel, sha = path.relative_to(folder).as_posix(), file_sha256(path)
+            _check_place(name, folder, rel, sha, hint)
+            digest.update(f"{rel}\t{sha}\n".encode())
+    first = pairs[0][1]
+    sha = file_sha256(first)
+    if sha not in _FIRST_PIXELS:  # a re-encoded official file: its pixels, not its bytes, are in the registry
+        _FIRST_PIXELS[sha] = pixel_sha256(_decode(first, hint))
+    _check_place(name, folder, first.relative_to(folder).as_posix(), _FIRST_PIXELS[sha], hint)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -280,6 +368,7 @@ def read_volume(
         An image and its mask differ in shape, or slices differ in shape.
     """
     pairs = _pairs(name, split, root)
+    folder, hint = dataset_dir(name, root), _fix_hint(name, root)
     if slices is not None:
         if isinstance(slices, int):
             pairs = pairs[:slices]
@@ -292,12 +381,13 @@ def read_volume(
                 ) from None
     images, masks = [], []
     for slice_id, image_path, mask_path in pairs:
-        image = _decode(image_path)
+        image = _decode(image_path, hint)
         if image.ndim != 2:
             raise ShapeError(f"{image_path} has shape {image.shape}, expected a 2-D grey slice")
+        _check_place(name, folder, image_path.relative_to(folder).as_posix(), pixel_sha256(image), hint)
         images.append(image)
         if with_masks and mask_path is not None:
-            mask = _to_mask(_decode(mask_path))
+            mask = _to_mask(_decode(mask_path, hint))
             if mask.shape != image.shape:
                 raise ShapeError(
                     f"mask {mask_path} has shape {mask.shape} but image {image_path} has {image.shape}; "
@@ -324,13 +414,17 @@ def read_volume(
 
 
 @lru_cache(maxsize=4)
-def _cached_volume(name: str, split: str, root: str, slices: tuple[int, ...] | int | None) -> Volume:
+def _cached_volume(name: str, split: str, root: str, slices: tuple[int, ...] | int | None, fingerprint: str) -> Volume:
     return read_volume(name, split, root=root, slices=slices)
 
 
 def load_volume(
     name: str, split: str, *, root: str | os.PathLike[str] | None = None, slices: Sequence[int] | int | None = None
 ) -> Volume:
-    """:func:`read_volume` with an in-memory cache of the last few volumes (arrays are read-only)."""
+    """:func:`read_volume` with an in-memory cache of the last few volumes (arrays are read-only).
+
+    The cache is keyed on :func:`data_fingerprint`, so a file changed on disk is read again.
+    """
     key = slices if slices is None or isinstance(slices, int) else tuple(slices)
-    return _cached_volume(name, split, str(data_root(root)), key)
+    fingerprint = data_fingerprint(name, split, root=root)
+    return _cached_volume(name, split, str(data_root(root)), key, fingerprint)

@@ -15,6 +15,7 @@ ssTEM of the Drosophila L3 ventral nerve cord, 4.6x4.6 nm pixels and 45-50 nm se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 
 from emlib.errors import ConfigError
@@ -60,6 +61,12 @@ class DatasetSource:
         (z, y, x) size of one voxel in nanometres.
     splits : tuple of str
         Splits :func:`~emlib.data.read.read_volume` accepts.
+    required : tuple of str
+        Folders every copy must have.
+    partial : tuple of str
+        Folders a copy may hold only some slices of (whole slices, image and label together), as the
+        staged Lucchi++ copy holds only the even training slices; every other folder that exists must
+        be complete (:func:`~emlib.data.fetch.verify_dataset`).
     """
 
     name: str
@@ -74,6 +81,7 @@ class DatasetSource:
     citation: str = ""
     license: str = ""
     required: tuple[str, ...] = field(default=())
+    partial: tuple[str, ...] = field(default=())
 
 
 DATASETS: dict[str, DatasetSource] = {
@@ -90,6 +98,7 @@ DATASETS: dict[str, DatasetSource] = {
         citation="Lucchi et al., IEEE TMI 2012; Casser et al., MIDL 2020",
         license="no licence statement found; cite Lucchi et al. and Casser et al., research use",
         required=("Train_In", "Train_Out", "Test_In", "Test_Out"),
+        partial=("Train_In", "Train_Out"),
     ),
     "vnc": DatasetSource(
         name="vnc",
@@ -134,6 +143,7 @@ def list_splits(name: str) -> tuple[str, ...]:
     return get_source(name).splits
 
 
+@lru_cache(maxsize=None)
 def _registry(name: str) -> dict[str, tuple[str, str]]:
     """file (relative to the layout dir) -> (pixel_sha256, upstream file sha256)."""
     text = resources.files("emlib.data").joinpath("registry", get_source(name).registry).read_text()

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from emlib.diagnostics._checks import _as_embeddings
-from emlib.diagnostics.frechet import bootstrap_frechet
+from emlib.diagnostics.frechet import FD_INTERVAL_NAMES, bootstrap_frechet
 from emlib.diagnostics.probe import linear_probe, protocol_probe
 from emlib.diagnostics.tokens import pca_embed
 from emlib.errors import ConfigError, ShapeError
+from emlib.runfiles import write_atomic, write_table
 
 __all__ = ["domain_report", "write_report"]
 
@@ -28,6 +29,7 @@ def domain_report(
     allow_singular: bool = True,
     n_boot: int = 200,
     ci: float = 0.95,
+    fd_interval: str = "subsample",
     probe_components: int | None = 64,
     n_splits: int = 5,
     n_permutations: int = 5,
@@ -50,8 +52,9 @@ def domain_report(
         the raw embeddings as the authors did.
     allow_singular : bool, default=True
         Allow rank-deficient covariances (needed on raw embeddings of small sets).
-    n_boot, ci : int, float
-        Bootstrap of the Fréchet distance, see :func:`bootstrap_frechet`.
+    n_boot, ci, fd_interval : int, float, str
+        Confidence interval of the Fréchet distance (``interval`` of :func:`bootstrap_frechet`;
+        the default covers the FD at these sample sizes).
     probe_components, n_splits, n_permutations : int
         Cross-validated probe, see :func:`linear_probe`; the protocol probe
         (:func:`protocol_probe`) uses ``probe_components`` too.
@@ -62,7 +65,7 @@ def domain_report(
     -------
     report : pandas.DataFrame with one row
         Columns: backbone, adapter, weights_label, dataset_a, dataset_b, n_a,
-        n_b, embed_dim, fd, fd_low, fd_high, fd_space, fd_rank_deficient,
+        n_b, embed_dim, fd, fd_low, fd_high, fd_interval, fd_space, fd_rank_deficient,
         probe_accuracy, probe_accuracy_std, probe_auroc, probe_auroc_std,
         permuted_auroc, permuted_auroc_std, probe_pvalue, probe_n_components,
         protocol_accuracy, protocol_auroc, pca_pc1_variance, pca_pc2_variance.
@@ -77,7 +80,8 @@ def domain_report(
         )
     d = xa.shape[1]
     fd, low, high = bootstrap_frechet(
-        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular
+        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular,
+        interval=fd_interval,
     )
     fd_dim = d if fd_components is None else int(fd_components)
     x = np.vstack([xa, xb])
@@ -100,6 +104,7 @@ def domain_report(
         "fd": fd,
         "fd_low": low,
         "fd_high": high,
+        "fd_interval": f"{ci:.0%} {FD_INTERVAL_NAMES[fd_interval]}",
         "fd_space": "raw" if fd_components is None else f"pca{int(fd_components)}",
         "fd_rank_deficient": bool(min(len(xa), len(xb)) <= fd_dim),
         "probe_accuracy": probe["accuracy"],
@@ -140,7 +145,8 @@ def write_report(df: pd.DataFrame, run_dir: str | Path, *, name: str = "domain_r
     run_dir.mkdir(parents=True, exist_ok=True)
     csv_path = run_dir / f"{name}.csv"
     json_path = run_dir / f"{name}.json"
-    df.to_csv(csv_path, index=False)
+    write_table(csv_path, df)
     records = json.loads(df.to_json(orient="records"))
-    json_path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return {"csv": csv_path, "json": json_path}

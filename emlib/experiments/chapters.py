@@ -25,9 +25,10 @@ from emlib.data import data_root, fetch_dataset, normalize, protocol_size, resiz
 from emlib.device import resolve_device
 from emlib.diagnostics import patch_pca_rgb
 from emlib.errors import ConfigError, WeightsError
-from emlib.experiments.grid import grid_command, run_configs
+from emlib.experiments.grid import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
 from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, create_backbone, extract_token_maps, get_backbone_spec
+from emlib.viz.display import show_table
 
 __all__ = [
     "ChapterSettings",
@@ -93,6 +94,8 @@ class ChapterSettings:
         Labelled slices per dataset in the patch-token separability table (the profile's).
     cpu_threads : int or None, default=None
         Torch threads for tiny runs on a CPU (the profile's); None keeps torch's default.
+    runs : str, default=''
+        What the profile's runs are (:meth:`emlib.config.Profile.summary`).
     """
 
     profile: str
@@ -110,6 +113,7 @@ class ChapterSettings:
     live: bool
     token_slices: int = 8
     cpu_threads: int | None = None
+    runs: str = ""
 
     @property
     def weights_label(self) -> str:
@@ -117,16 +121,24 @@ class ChapterSettings:
         return "pretrained" if self.pretrained else RANDOM_WEIGHTS_LABEL
 
     def table(self) -> pd.DataFrame:
-        """The settings as a two-column DataFrame (``setting``, ``value``)."""
+        """The settings as a two-column DataFrame (``setting``, ``value``); a book build shows no local folder."""
+        def where(path: Path | None, parameter: str, default: str) -> str:
+            if path is None:
+                return default
+            return str(path) if self.live or not Path(path).is_absolute() else f"a local folder (parameter {parameter})"
+
+        data_default = str(data_root(None)) if self.live else (
+            "a local copy ($EMLIB_DATA)" if os.environ.get("EMLIB_DATA") else "downloaded into the user cache")
         rows = [
             ("profile", f"{self.profile}: {self.description}"),
+            *([("runs", self.runs)] if self.runs else []),
             ("backbone", self.backbone),
             ("weights", self.weights_label),
-            ("data", str(data_root(self.data_dir))),
-            ("weights folder", str(self.weights_dir) if self.weights_dir else "$EMLIB_WEIGHTS or the hubs"),
+            ("data", where(self.data_dir, "data_dir", data_default)),
+            ("weights folder", where(self.weights_dir, "weights_dir", "$EMLIB_WEIGHTS or the hubs")),
             ("device", self.device),
             ("seed", str(self.seed)),
-            ("output folder", str(self.out_dir)),
+            ("output folder", where(self.out_dir, "out_dir", "runs")),
             ("slices shown", "all" if self.view_slices is None else str(self.view_slices)),
             (
                 "backbone input",
@@ -136,7 +148,8 @@ class ChapterSettings:
         return pd.DataFrame(rows, columns=["setting", "value"])
 
     def _repr_html_(self) -> str:
-        return self.table().to_html(index=False)
+        return show_table(self.table(), caption="What this page was made with", full=False,
+                          download=False, weights_label=self.weights_label)._repr_html_()
 
 
 def chapter_settings(
@@ -197,6 +210,7 @@ def chapter_settings(
         live=not os.environ.get(BUILD_ENV),
         token_slices=prof.token_slices,
         cpu_threads=prof.cpu_threads,
+        runs=prof.summary(),
     )
 
 
@@ -471,8 +485,10 @@ def latent_diagnostics(settings: ChapterSettings, *, progress: bool = False, n_b
     (cfg,) = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))
     out = grid_dir(settings)
     sets = {}
-    for key, run in (("frozen", None), ("lora", out / cfg.run_id)):
-        backbone, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run)
+    for key, run in (("frozen", None), ("lora", run_folder(cfg, out, root=settings.data_dir))):
+        backbone, adapter = load_backbone_for_latents(
+            settings.backbone, pretrained=settings.pretrained, adapter_run=run, pos_interpolation=prof.base.pos_interpolation
+        )
         sets[key] = dataset_embeddings(
             backbone, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
             long_edge=prof.embedding_long_edge, device=settings.device, cache_dir=out / "embeddings", progress=progress,

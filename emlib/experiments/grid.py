@@ -2,8 +2,14 @@
 
 ``emlib grid --profile smoke|quick|paper`` trains every run of the profile, tests each model on
 both test sets, and writes ``results.csv`` / ``results.json`` in the output folder with the
-config, git commit, weights label, seconds and peak memory of each run. Runs whose folder already
+config, git commit, weights label and fingerprint, data fingerprint, seconds and peak memory of
+each run (the tables are rewritten, atomically, as each run finishes). Runs whose folder already
 holds ``metrics.json`` are skipped, so an interrupted grid resumes where it stopped.
+
+A run's folder is :func:`run_folder`: its config's ``run_id`` and a digest of the content of the
+data and weights it reads (:func:`emlib.preflight.input_fingerprints`), so a run on other data or
+weights never reads back another's results. Before any run starts, every config, the output folder,
+the data layout and the weights files are checked, and a problem ends in one sentence.
 
 Every results table of the project is written by :func:`run_configs` (the profile grid by
 :func:`run_grid`, the remedy table of chapter 8 by :func:`emlib.experiments.remedies.run_alignment_grid`,
@@ -13,7 +19,6 @@ run: :func:`grid_command` prints the ``emlib grid`` command that makes it.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -29,11 +34,11 @@ from emlib.config import RunConfig, grid_configs
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluate import evaluate_both
+from emlib.preflight import check_run, input_fingerprints, inputs_digest
+from emlib.runfiles import METRICS, RESULTS, read_json, write_json, write_table
 from emlib.train import fit
 
-__all__ = ["run_one", "run_configs", "run_grid", "read_results", "git_commit", "grid_command", "METRICS"]
-
-METRICS = "metrics.json"
+__all__ = ["run_one", "run_configs", "run_grid", "run_folder", "read_results", "git_commit", "grid_command", "METRICS"]
 
 
 def git_commit() -> str:
@@ -53,19 +58,51 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def _json_default(value: object) -> object:
-    """numpy scalars -> Python scalars (full float precision), anything else -> str."""
-    return value.item() if hasattr(value, "item") else str(value)
+def run_folder(cfg: RunConfig, out_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of a run in a grid folder: ``out_dir/<run_id>-<inputs>``.
+
+    ``<inputs>`` is the start of :func:`emlib.preflight.inputs_digest`, which changes with the content
+    of the data under ``root`` and of the backbone's weights file. This is the one place run folders
+    are named; chapters, notebooks and the remedy tables find runs through it (or the ``run_id``
+    column of a results table, which holds the folder name). Raises DataError/WeightsError when the
+    data or the weights are missing.
+    """
+    return Path(out_dir) / f"{cfg.run_id}-{inputs_digest(cfg, root=root)[:8]}"
+
+
+def _check_out_dir(out: Path) -> None:
+    """One sentence, before any work, when ``out`` is not (and cannot become) a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the output folder {out} is an existing file; choose a folder path for --out (out_dir)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"the output folder {out} cannot be created because {parent} is a file; choose another --out (out_dir)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"the folder {parent} is not writable, so {out} cannot hold results; choose another --out (out_dir)")
+
+
+def _saved_rows(run_dir: Path) -> pd.DataFrame:
+    """The test rows a finished run saved in ``metrics.json``; a damaged file raises DataError naming it."""
+    fix = "delete it and run the same command again to test the run again (its trained model is kept)"
+    saved = read_json(run_dir / METRICS, fix=fix)
+    if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list) or not saved["rows"]:
+        raise DataError(f"{run_dir / METRICS} holds no test rows; {fix}")
+    return pd.DataFrame(saved["rows"])
 
 
 def run_one(
     cfg: RunConfig, out_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, progress: bool = True,
     profile: str = "custom",
 ) -> pd.DataFrame:
-    """Train and test one run in ``out_dir/<run_id>`` (or read its saved rows); one row per test set."""
-    run_dir = Path(out_dir) / cfg.run_id
+    """Train and test one run in :func:`run_folder` (or read its saved rows); one row per test set."""
+    out = Path(out_dir)
+    check_run(cfg)
+    run_dir = run_folder(cfg, out, root=root)
     if (run_dir / METRICS).is_file():
-        return pd.DataFrame(json.loads((run_dir / METRICS).read_text())["rows"])
+        return _saved_rows(run_dir)
+    _check_out_dir(out)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -74,16 +111,17 @@ def run_one(
     train_seconds = time.perf_counter() - t0
     table, _ = evaluate_both(trained, root=root, progress=progress)
     params = trained.parameters or {}
+    inputs = input_fingerprints(cfg, root=root)
     table = table.assign(
-        profile=profile, train_seconds=train_seconds, peak_memory_mb=_peak_memory_mb(device), device=device.type,
-        trainable_params=params.get("trainable"), total_params=params.get("total"), git_commit=git_commit(),
-        config_digest=cfg.digest(), final_loss=float(trained.history["loss"].iloc[-1]) if len(trained.history) else None,
+        run_id=run_dir.name, profile=profile, train_seconds=train_seconds, peak_memory_mb=_peak_memory_mb(device),
+        device=device.type, trainable_params=params.get("trainable"), total_params=params.get("total"),
+        git_commit=git_commit(), config_digest=cfg.digest(),
+        final_loss=float(trained.history["loss"].iloc[-1]) if len(trained.history) else None,
+        epochs_trained=len(trained.history), best_epoch=trained.best_epoch,
+        data_fingerprint=inputs["data"], weights_fingerprint=inputs["weights"],
     )
-    payload = {"config": cfg.to_dict(), "rows": table.to_dict(orient="records")}
-    tmp = run_dir / (METRICS + ".incomplete")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
-    os.replace(tmp, run_dir / METRICS)
-    table.to_csv(run_dir / "results.csv", index=False)
+    write_table(run_dir / RESULTS, table)
+    write_json(run_dir / METRICS, {"config": cfg.to_dict(), "rows": table.to_dict(orient="records")})  # marks it done
     return table
 
 
@@ -98,7 +136,10 @@ def run_configs(
     progress: bool = True,
     profile: str = "custom",
 ) -> pd.DataFrame:
-    """Run (or read back) every config in ``out_dir/<run_id>``; the tidy results table, one row per run and test set.
+    """Run (or read back) every config in its :func:`run_folder`; the tidy results table, one row per run and test set.
+
+    Every config, the output folder, the data and the weights files are checked before the first run
+    starts; the table is written (atomically) after each run.
 
     Parameters
     ----------
@@ -115,21 +156,28 @@ def run_configs(
         Written into every row.
     """
     labels = labels or {}
+    if not configs:
+        raise ConfigError("no runs to make: configs is empty; pass at least one RunConfig")
     for column, values in labels.items():
         if len(values) != len(configs):
             raise ConfigError(f"labels[{column!r}] has {len(values)} values for {len(configs)} configs; give one per config")
     out = Path(out_dir)
+    _check_out_dir(out)
+    for cfg in configs:  # everything is checked before the first run starts
+        check_run(cfg)
+    for cfg in configs:
+        run_folder(cfg, out, root=root)  # the data's layout and the weights files
     out.mkdir(parents=True, exist_ok=True)
     tables = []
     for i, cfg in enumerate(tqdm(configs, desc=f"grid {profile}", disable=not progress)):
         rows = run_one(cfg, out, root=root, progress=progress, profile=profile)
         tables.append(rows.assign(**{column: values[i] for column, values in labels.items()}))
-    results = pd.concat(tables, ignore_index=True)
-    if table is not None:
-        results.to_csv(out / f"{table}.csv", index=False)
-        if json_table:
-            results.to_json(out / f"{table}.json", orient="records", indent=2)
-    return results
+        if table is not None:  # as each run finishes, so an interrupted grid leaves a table of what it did
+            results = pd.concat(tables, ignore_index=True)
+            write_table(out / f"{table}.csv", results)
+            if json_table:
+                write_table(out / f"{table}.json", results, records_json=True)
+    return pd.concat(tables, ignore_index=True)
 
 
 def run_grid(
@@ -141,15 +189,16 @@ def run_grid(
     backbone: str | None = None,
     regimes: Sequence[str] | None = None,
     train_sets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
     **overrides: object,
 ) -> pd.DataFrame:
     """Run (or resume) every run of ``profile``; returns and writes the tidy results table.
 
-    ``backbone``, ``regimes`` and ``train_sets`` select runs as :func:`emlib.config.grid_configs`
+    ``backbone``, ``regimes``, ``train_sets`` and ``seeds`` select runs as :func:`emlib.config.grid_configs`
     does; ``overrides`` apply to every run, e.g. ``pretrained=False`` to size a profile without
     weights (every row then says ``random weights``) or ``device='cuda'``.
     """
-    configs = grid_configs(profile, backbone=backbone, regimes=regimes, train_sets=train_sets, **overrides)
+    configs = grid_configs(profile, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds, **overrides)
     return run_configs(configs, out_dir, table="results", json_table=True, root=root, progress=progress, profile=profile)
 
 
@@ -157,7 +206,7 @@ def read_results(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The results table of a grid folder (rows of every finished run, even if the grid stopped)."""
     rows = []
     for metrics in sorted(Path(out_dir).glob(f"*/{METRICS}")):
-        rows.extend(json.loads(metrics.read_text())["rows"])
+        rows.extend(_saved_rows(metrics.parent).to_dict(orient="records"))
     if not rows:
         raise DataError(f"no finished runs in {out_dir}; run `emlib grid --profile smoke --out {out_dir}` first")
     return pd.DataFrame(rows)
@@ -166,6 +215,7 @@ def read_results(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
 def grid_command(
     profile: str, out_dir: str | os.PathLike[str] | None = None, *, backbone: str | None = None,
     regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None, remedies: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> str:
     """The ``emlib grid`` command that makes (or reads back) the same runs.
 
@@ -181,6 +231,7 @@ def grid_command(
         parts.append(f"--backbone {backbone}")
     parts += [f"--regime {r}" for r in regimes or ()]
     parts += [f"--train-set {t}" for t in train_sets or ()]
+    parts += [f"--seed {s}" for s in seeds or ()]
     if remedies:
         parts.append("--remedies")
     return " ".join(parts)

@@ -20,7 +20,6 @@ image embeddings, as in chapter 6) and :func:`alignment_summary` turns both into
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from emlib.data.alignment import clahe_available
 from emlib.diagnostics import frechet_distance, linear_probe
 from emlib.errors import ConfigError, DataError
 from emlib.experiments.grid import run_configs
+from emlib.runfiles import read_run_config, write_table
 from emlib.latents import load_backbone_for_latents, run_embeddings
 from emlib.models import DOMAINS
 
@@ -171,6 +171,8 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg", latents: 
         row.update({f"{value}_{t}": float(per_test.get(t, np.nan)) for t in DOMAINS})
         row[f"in_domain_{value}"] = float(inside.mean()) if len(inside) else np.nan
         row[f"cross_domain_{value}"] = float(outside.mean()) if len(outside) else np.nan
+        if "degenerate" in group:  # a run that predicted one class everywhere on some test set
+            row["degenerate"] = bool(group["degenerate"].astype(bool).any())
         if "weights_label" in group:
             row["weights_label"] = group["weights_label"].iloc[0]
         rows.append(row)
@@ -251,7 +253,7 @@ def remedy_latents(
 ) -> pd.DataFrame:
     """Latent diagnostics of every finished run of a remedy grid: FD and linear probe, Lucchi++ vs VNC.
 
-    For each run (folder ``out_dir/<run_id>``) the two datasets' image embeddings are taken as
+    For each run (folder ``out_dir/<run_id>``, the ``run_id`` column being the folder's name) the two datasets' image embeddings are taken as
     chapter 6 takes them (:func:`emlib.latents.dataset_embeddings`), from what the run's head sees
     as far as the backbone goes: the frozen backbone for frozen runs, the backbone with the run's
     LoRA adapter for LoRA runs, fed with the slices after the run's input alignment
@@ -302,15 +304,17 @@ def remedy_latents(
         config = run_dir / "config.json"
         if not config.is_file():
             raise DataError(f"no finished run in {run_dir} (config.json missing); run run_alignment_grid with out_dir={str(out_dir)!r}")
-        cfg = RunConfig.from_dict(json.loads(config.read_text()))
+        cfg = read_run_config(run_dir, fix=f"delete {run_dir} and run run_alignment_grid again")
         if cfg.regime not in ("frozen", "lora"):
             continue
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if cfg.regime == "frozen":
-                key = (cfg.backbone, cfg.pretrained, cfg.weights)
+                key = (cfg.backbone, cfg.pretrained, cfg.weights, cfg.pos_interpolation)
                 if key not in frozen:
-                    frozen[key] = load_backbone_for_latents(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+                    frozen[key] = load_backbone_for_latents(
+                        cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, pos_interpolation=cfg.pos_interpolation
+                    )
                 net, adapter = frozen[key]
             else:
                 net, adapter = load_backbone_for_latents(
@@ -333,5 +337,5 @@ def remedy_latents(
         })
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "alignment_latents.csv", index=False)
+    write_table(out_dir / "alignment_latents.csv", table)
     return table

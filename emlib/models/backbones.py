@@ -43,6 +43,7 @@ from torch import nn
 
 from emlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the data layer
 from emlib.errors import ConfigError, ShapeError
+from emlib.models.posembed import POS_INTERPOLATIONS, check_pos_interpolation, meta_forward_features
 from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec, _build_random, _load_pretrained
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "IMAGENET_STD",
     "WEIGHTS_ENV",
     "RANDOM_WEIGHTS_LABEL",
+    "POS_INTERPOLATIONS",
 ]
 
 
@@ -220,6 +222,9 @@ class Backbone(nn.Module):
         The registry entry the model was built from.
     weights_label : str, default='random weights'
         Where the weights came from, written into every run folder.
+    pos_interpolation : {'timm', 'meta'}, default='timm'
+        How DINOv2 resizes its positional embedding to the input's grid: timm's or Meta's
+        (:mod:`emlib.models.posembed`). DINOv3 (RoPE) and OpenCLIP ignore it.
 
     Attributes
     ----------
@@ -236,6 +241,7 @@ class Backbone(nn.Module):
     num_prefix_tokens : int
         Class + register tokens in front of the patch tokens (1 for DINOv2 and OpenCLIP,
         5 for DINOv3).
+    pos_interpolation : str
     model : torch.nn.Module
         The wrapped library module (LoRA adapters are injected into it).
     """
@@ -246,8 +252,10 @@ class Backbone(nn.Module):
         spec: BackboneSpec,
         *,
         weights_label: str = RANDOM_WEIGHTS_LABEL,
+        pos_interpolation: str = "timm",
     ) -> None:
         super().__init__()
+        self.pos_interpolation = check_pos_interpolation(pos_interpolation)
         self.model = model
         self.spec = spec
         self.name = spec.name
@@ -275,7 +283,8 @@ class Backbone(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, patch_size={self.patch_size}, weights={self.weights_label!r}"
+        extra = f", pos_interpolation={self.pos_interpolation!r}" if self.pos_interpolation != "timm" else ""
+        return f"name={self.name!r}, patch_size={self.patch_size}, weights={self.weights_label!r}{extra}"
 
     # ---- geometry ---------------------------------------------------------------------------
 
@@ -326,6 +335,8 @@ class Backbone(nn.Module):
     def _all_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """All last-layer tokens ``(B, prefix + N, C)`` with the final norm applied."""
         if self.spec.library == "timm":
+            if self.pos_interpolation == "meta" and self.spec.family == "dinov2":
+                return meta_forward_features(self.model, x)
             return self.model.forward_features(x)
         return self._openclip_tokens(x)
 
@@ -424,6 +435,7 @@ def create_backbone(
     pretrained: bool = True,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
+    pos_interpolation: str = "timm",
 ) -> Backbone:
     """Build a registered backbone, with pretrained or random weights.
 
@@ -439,6 +451,9 @@ def create_backbone(
     device : str or torch.device, default=None
         Where to put the module. With ``pretrained=False`` the module is built directly there
         (``"meta"`` gives shapes without memory).
+    pos_interpolation : {'timm', 'meta'}, default='timm'
+        DINOv2's positional-embedding resize: timm's, or Meta's hub model's (what the authors ran;
+        the paper profile's choice). See :mod:`emlib.models.posembed`.
 
     Returns
     -------
@@ -465,6 +480,7 @@ def create_backbone(
     torch.Size([1, 384, 2, 3])
     """
     spec = get_backbone_spec(name)
+    check_pos_interpolation(pos_interpolation)
     if not pretrained:
         if weights is not None:
             raise ConfigError(
@@ -476,9 +492,9 @@ def create_backbone(
                 model = _build_random(spec)
         else:
             model = _build_random(spec)
-        return Backbone(model, spec, weights_label=RANDOM_WEIGHTS_LABEL)
+        return Backbone(model, spec, weights_label=RANDOM_WEIGHTS_LABEL, pos_interpolation=pos_interpolation)
 
     model, label = _load_pretrained(name, spec, weights)
     if device is not None:
         model = model.to(device)
-    return Backbone(model, spec, weights_label=label)
+    return Backbone(model, spec, weights_label=label, pos_interpolation=pos_interpolation)

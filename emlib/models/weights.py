@@ -28,7 +28,7 @@ from torch import nn
 
 from emlib.errors import ConfigError, WeightsError
 
-__all__ = ["BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL"]
+__all__ = ["BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "local_weights_file"]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
 RANDOM_WEIGHTS_LABEL = "random weights"
@@ -209,6 +209,26 @@ def _short_reason(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def local_weights_file(name: str, spec: BackboneSpec, weights: str | os.PathLike[str] | None) -> Path | None:
+    """The local file the pretrained weights of ``spec`` come from, or None when they come from the hub.
+
+    ``weights`` when given (it must exist: WeightsError otherwise), else
+    ``$EMLIB_WEIGHTS/<spec.weights_filename>`` when that file exists. ``name`` is used in messages.
+    """
+    env_dir = os.environ.get(WEIGHTS_ENV)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"weights file {path} for {name} does not exist; check the path or download "
+                f"{spec.weights_url} there."
+            )
+        return path
+    if env_dir and (Path(env_dir).expanduser() / spec.weights_filename).is_file():
+        return Path(env_dir).expanduser() / spec.weights_filename
+    return None
+
+
 def _load_pretrained(name: str, spec: BackboneSpec, weights: str | os.PathLike[str] | None) -> tuple[nn.Module, str]:
     """Pretrained weights of ``spec`` and their label: ``weights`` → ``$EMLIB_WEIGHTS`` → the hub.
 
@@ -216,20 +236,7 @@ def _load_pretrained(name: str, spec: BackboneSpec, weights: str | os.PathLike[s
     weights are found or a file does not fit the architecture.
     """
     env_dir = os.environ.get(WEIGHTS_ENV)
-    if weights is not None:
-        path: Path | None = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"weights file {path} for {name} does not exist; check the path or download "
-                f"{spec.weights_url} there."
-            )
-    elif env_dir:
-        path = Path(env_dir).expanduser() / spec.weights_filename
-        if not path.is_file():
-            path = None
-    else:
-        path = None
-
+    path = local_weights_file(name, spec, weights)
     if path is not None:
         try:
             model = _load_from_file(spec, path)

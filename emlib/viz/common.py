@@ -1,18 +1,25 @@
 """What every figure of the book shares: dataset and overlay colours, titles, and small helpers.
 
 Every ``plot_*`` function of :mod:`emlib.viz` returns a :class:`plotly.graph_objects.Figure` and
-takes ``title`` and ``weights_label``. When the weights label says the backbone had **random
-weights** (smoke runs without downloaded weights), :func:`format_title` appends
-``" (random weights)"``, so a figure can never be mistaken for a result of the pretrained model.
+takes ``title`` and ``weights_label``. :func:`finish_figure` gives them the book's layout: the
+title wrapped to fit the book's column, the legend inside the figure, and, when the weights label
+says the backbone had **random weights** (smoke runs without downloaded weights), a red
+"random weights" badge on the figure (an annotation, so no title cut can hide it): a figure can
+never be mistaken for a result of the pretrained model.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import textwrap
+
 import numpy as np
 
-__all__ = ["DATASET_COLORS", "OVERLAY_COLORS", "RANDOM_SUFFIX", "format_title"]
+__all__ = [
+    "DATASET_COLORS", "OVERLAY_COLORS", "RANDOM_SUFFIX", "BADGE_NAME", "TITLE_WIDTH", "format_title", "wrap_title",
+    "finish_figure", "figure_badges",
+]
 
 
 #: Fixed colours per dataset display name, so every figure of the book agrees.
@@ -46,6 +53,82 @@ def format_title(title: str, weights_label: str | None) -> str:
     if weights_label and "random" in str(weights_label).lower() and RANDOM_SUFFIX not in title:
         return f"{title} {RANDOM_SUFFIX}".strip()
     return title
+
+
+#: Name of the "random weights" annotation (what :func:`figure_badges` and the book's checks look for).
+BADGE_NAME = "emlib-badge"
+#: Characters per title line: a title line fits the book's column (about 750 px) next to the badge.
+TITLE_WIDTH = 58
+
+
+def wrap_title(title: str, width: int = TITLE_WIDTH) -> str:
+    """``title`` broken into lines of at most ``width`` characters with ``<br>`` (plotly never wraps).
+
+    Examples
+    --------
+    >>> wrap_title("Fréchet distance between Lucchi++ and VNC image embeddings, per remedy", 40)
+    'Fréchet distance between Lucchi++ and<br>VNC image embeddings, per remedy'
+    """
+    lines = [line for part in (title or "").split("<br>") for line in (textwrap.wrap(part, width) or [""])]
+    return "<br>".join(lines)
+
+
+def _is_random(weights_label: str | None) -> bool:
+    return bool(weights_label) and "random" in str(weights_label).lower()
+
+
+def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: str = "top", height: int | None = None,
+                  **layout: Any) -> Any:
+    """The book's figure layout: wrapped title, legend inside the figure, "random weights" badge.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+    title : str
+        Wrapped to :data:`TITLE_WIDTH` characters per line; the top margin grows with the lines.
+    weights_label : str or None
+        A label with "random" in it adds the badge (an annotation named :data:`BADGE_NAME`, top
+        right, above the plot).
+    legend : {'top', 'right', 'none'}, default='top'
+        A horizontal legend above the plot (under the title), or a vertical one right of the plot
+        (figures with panel titles), the margin growing to hold it; 'none' leaves plotly's.
+    height : int, default=None
+        Figure height in pixels.
+    **layout
+        More ``update_layout`` arguments.
+
+    Returns
+    -------
+    fig
+        The same figure.
+    """
+    text = wrap_title(title)
+    n_lines = text.count("<br>") + 1 if text else 0
+    pad = 10 if n_lines <= 1 else 22  # plotly lifts titles of several lines by about 12 px
+    panel_titles = any(a.name != BADGE_NAME and a.yref == "paper" and (a.y or 0) >= 1 for a in fig.layout.annotations)
+    top = pad + 21 * max(n_lines, 1) + (30 if legend == "top" else 0) + (24 if panel_titles else 0) + 10
+    fig.update_layout(title=dict(text=text, x=0, xanchor="left", xref="container", y=1, yanchor="top",
+                                 yref="container", pad=dict(t=pad, l=10), font=dict(size=15)),
+                      template="plotly_white", margin=dict(t=top, l=60, r=20, b=50))
+    if legend == "top":
+        fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"))
+    elif legend == "right":
+        fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
+    if height is not None:
+        fig.update_layout(height=height)
+    if layout:
+        fig.update_layout(**layout)
+    if _is_random(weights_label) and BADGE_NAME not in {a.name for a in fig.layout.annotations}:
+        margin_top = fig.layout.margin.t if fig.layout.margin.t is not None else top
+        fig.add_annotation(name=BADGE_NAME, text=str(weights_label), xref="paper", yref="paper", x=1, y=1,
+                           xanchor="right", yanchor="bottom", yshift=max(margin_top - 26, 2), showarrow=False,
+                           bgcolor="#b3261e", font=dict(color="white", size=11), borderpad=3)
+    return fig
+
+
+def figure_badges(fig: Any) -> list[str]:
+    """Texts of the badges :func:`finish_figure` put on ``fig`` (e.g. ``['random weights']``)."""
+    return [a.text for a in fig.layout.annotations if a.name == BADGE_NAME]
 
 
 def _color_map(names: Sequence[str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from emlib.errors import ConfigError, ShapeError
-from emlib.viz.common import _color_map, _to_uint8, _unique_in_order, format_title
+from emlib.viz.common import _color_map, _to_uint8, _unique_in_order, finish_figure
 
 __all__ = ["plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca"]
 
@@ -116,7 +116,7 @@ def plot_embedding_pca(
     else:
         fig.update_xaxes(title_text=_axis_label(0, explained_variance))
         fig.update_yaxes(title_text=_axis_label(1, explained_variance))
-    fig.update_layout(title=format_title(title, weights_label), legend_title_text="dataset", template="plotly_white")
+    finish_figure(fig, title, weights_label, legend_title_text="dataset")
     return fig
 
 
@@ -176,7 +176,7 @@ def plot_pca_side_by_side(
             fig.add_trace(tr, row=1, col=col)
         fig.update_xaxes(title_text=_axis_label(0, evr), row=1, col=col)
         fig.update_yaxes(title_text=_axis_label(1, evr), row=1, col=col)
-    fig.update_layout(title=format_title(title, weights_label), legend_title_text="dataset", template="plotly_white")
+    finish_figure(fig, title, weights_label, legend="right", legend_title_text="dataset")
     return fig
 
 
@@ -230,5 +230,6 @@ def plot_patch_pca(
         fig.add_trace(go.Image(z=rgb, name=n, hovertemplate="token (%{y}, %{x})<extra></extra>"), row=rows, col=col)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title=format_title(title, weights_label), template="plotly_white", margin=dict(l=10, r=10))
+    finish_figure(fig, title, weights_label, legend="none")
+    fig.update_layout(margin=dict(l=10, r=10))
     return fig

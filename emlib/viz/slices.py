@@ -17,7 +17,7 @@ from PIL import Image
 from scipy.ndimage import binary_erosion
 
 from emlib.errors import ConfigError, ShapeError
-from emlib.viz.common import OVERLAY_COLORS, _color_map, _to_uint8, format_title
+from emlib.viz.common import OVERLAY_COLORS, _color_map, _to_uint8, finish_figure
 
 __all__ = [
     "plot_slice_overlay",
@@ -26,6 +26,10 @@ __all__ = [
     "plot_patch_grid",
     "slice_viewer",
 ]
+
+
+#: Longest slice label a slider shows; longer labels get a drop-down menu instead.
+_SLIDER_LABEL = 10
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -133,8 +137,7 @@ def plot_slice_overlay(
         fig.add_trace(tr)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(title=format_title(title, weights_label), template="plotly_white",
-                      legend=dict(orientation="h", y=-0.05))
+    finish_figure(fig, title, weights_label)
     return fig
 
 
@@ -240,12 +243,15 @@ def plot_slice_browser(
     for z in range(z_count):
         visible = [i == z for i in range(z_count)] + [True] * n_legend
         steps.append(dict(method="update", label=labels[z], args=[{"visible": visible}]))
-    fig.update_layout(
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="slice "), pad=dict(t=30))],
-        title=format_title(title, weights_label),
-        template="plotly_white",
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-    )
+    if max(len(label) for label in labels) <= _SLIDER_LABEL:
+        control = dict(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="slice "), pad=dict(t=30))])
+    else:  # long names (versions of a slice): a menu shows them whole, slider ticks would overlap
+        buttons = [dict(method=s["method"], label=s["label"], args=s["args"]) for s in steps]
+        control = dict(updatemenus=[dict(type="dropdown", active=0, buttons=buttons, x=0, xanchor="left", y=-0.02,
+                                         yanchor="top", direction="up", pad=dict(t=4))])
+    finish_figure(fig, title, weights_label, **control)
+    if "updatemenus" in control:
+        fig.update_layout(margin=dict(b=60))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", autorange="reversed")
     return fig
@@ -302,7 +308,7 @@ def plot_intensity_histograms(
                                  name=name, hovertemplate="%{x:.1f}: %{y:.4f}<extra>" + name + "</extra>"))
     fig.update_xaxes(title_text="grey value")
     fig.update_yaxes(title_text="fraction of pixels", type="log" if log_y else "linear")
-    fig.update_layout(title=format_title(title, weights_label), template="plotly_white", legend_title_text="dataset")
+    finish_figure(fig, title, weights_label, legend_title_text="dataset")
     return fig
 
 
@@ -339,8 +345,8 @@ def plot_patch_grid(image: Any, patch_size: int, *, title: str = "", weights_lab
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=grid_line, hoverinfo="skip", showlegend=False))
     fig.update_xaxes(visible=False, range=[-0.5, w - 0.5])
     fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x")
-    fig.update_layout(title=format_title(title, weights_label), template="plotly_white", height=520, width=520,
-                      margin=dict(l=10, r=10, t=50, b=10))
+    finish_figure(fig, title, weights_label, legend="none", height=520, width=520)
+    fig.update_layout(margin=dict(l=10, r=10, b=10))
     return fig
 
 

@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from emlib.errors import ConfigError
-from emlib.viz.common import _color_map, _unique_in_order, format_title
+from emlib.viz.common import _color_map, _unique_in_order, finish_figure
 
-__all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars"]
+__all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers"]
 
 
 def _table_weights_label(table: pd.DataFrame, weights_label: str | None) -> str | None:
@@ -90,11 +90,8 @@ def plot_iou_matrix(
         )
         fig.update_xaxes(title_text="test set", row=1, col=col)
     fig.update_yaxes(title_text="training set", autorange="reversed", row=1, col=1)
-    fig.update_layout(
-        title=format_title(title, weights_label),
-        coloraxis=dict(colorscale=colorscale, cmin=zmin, cmax=zmax, colorbar_title=value),
-        template="plotly_white",
-    )
+    finish_figure(fig, title, weights_label, legend="none",
+                  coloraxis=dict(colorscale=colorscale, cmin=zmin, cmax=zmax, colorbar_title=value))
     return fig
 
 
@@ -139,7 +136,7 @@ def plot_diagnostics_table(
         else:
             cells.append([str(v) for v in s])
     fig = go.Figure([go.Table(header=dict(values=cols, align="left"), cells=dict(values=cells, align="left"))])
-    fig.update_layout(title=format_title(title, weights_label), template="plotly_white")
+    finish_figure(fig, title, weights_label, legend="none")
     return fig
 
 
@@ -194,8 +191,8 @@ def plot_remedy_table(
             )
         fig.update_xaxes(title_text=value, range=[0, 1], row=1, col=col)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_layout(title=format_title(title, weights_label), barmode="group", template="plotly_white",
-                      legend_title_text="test set", height=max(360, 28 * len(summary) // max(1, len(regimes)) + 160))
+    finish_figure(fig, title, weights_label, legend="right", barmode="group", legend_title_text="test set",
+                  height=max(360, 28 * len(summary) // max(1, len(regimes)) + 160))
     return fig
 
 
@@ -209,6 +206,7 @@ def plot_grouped_bars(
     title: str = "",
     weights_label: str | None = None,
     y_range: tuple[float, float] | None = None,
+    shared_y: bool = True,
 ) -> go.Figure:
     """Grouped bars of ``y`` over ``x``, one colour per ``color`` value, one panel per ``facet`` value.
 
@@ -219,6 +217,8 @@ def plot_grouped_bars(
         the same cell are averaged (e.g. over seeds).
     y_range : (float, float), default=None
         Fixed y-axis range, e.g. ``(0, 1)`` for IoU.
+    shared_y : bool, default=True
+        One y axis for all panels; False gives each panel its own (values in different units).
 
     Returns
     -------
@@ -234,7 +234,7 @@ def plot_grouped_bars(
     panels = _unique_in_order(means[facet].tolist()) if facet else [None]
     colors = _color_map([str(v) for v in _unique_in_order(means[color].tolist())])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels] if facet else None,
-                        shared_yaxes=True, horizontal_spacing=0.05)
+                        shared_yaxes=shared_y, horizontal_spacing=0.05 if shared_y else 0.12)
     for col, panel in enumerate(panels, start=1):
         part = means if facet is None else means[means[facet] == panel]
         for value in _unique_in_order(means[color].tolist()):
@@ -247,8 +247,38 @@ def plot_grouped_bars(
             )
         fig.update_xaxes(title_text=x, row=1, col=col)
     fig.update_yaxes(title_text=y, row=1, col=1)
+    if not shared_y:
+        fig.update_xaxes(title_text=None)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
-    fig.update_layout(title=format_title(title, weights_label), barmode="group", template="plotly_white",
-                      legend_title_text=color)
+    finish_figure(fig, title, weights_label, legend="right" if facet else "top", barmode="group",
+                  legend_title_text=color)
+    return fig
+
+
+def plot_paper_numbers(numbers: pd.DataFrame, *, title: str = "Fig. 1 numbers: paper vs this build",
+                       weights_label: str | None = None) -> go.Figure:
+    """The paper's Fig. 1 numbers next to this build's, distances and probe scores on separate axes.
+
+    Parameters
+    ----------
+    numbers : pandas.DataFrame
+        :func:`emlib.paper.book_vs_paper_numbers` output: ``claim_id``, ``source``, ``value``. Claims
+        whose id starts with ``fd`` are Fréchet distances (one panel); the others are probe scores in
+        [0, 1] (another panel, its own axis), so neither is flattened by the other's scale.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+    """
+    missing = [c for c in ("claim_id", "source", "value") if c not in numbers.columns]
+    if missing:
+        raise ConfigError(f"numbers lacks the columns {missing}; pass emlib.paper.book_vs_paper_numbers(...)")
+    kind = np.where(numbers["claim_id"].astype(str).str.startswith("fd"), "Fréchet distance", "probe score (0 to 1)")
+    table = numbers.assign(panel=kind, claim=numbers["claim_id"].astype(str).str.replace("_", " "))
+    fig = plot_grouped_bars(table, x="claim", y="value", color="source", facet="panel", title=title,
+                            weights_label=weights_label, shared_y=False)
+    for i, panel in enumerate(_unique_in_order(table["panel"].tolist()), start=1):
+        if panel.startswith("probe"):
+            fig.update_yaxes(range=[0, 1.05], row=1, col=i)
     return fig

@@ -19,11 +19,17 @@ HAS_BROWSER = Path(CHROMIUM).is_file() and importlib.util.find_spec("playwright"
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> BuildReport:
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the smoke book's chapters write their runs to (``out_dir``; the grid is ``<it>/smoke``)."""
+    return tmp_path_factory.mktemp("emlib-runs")
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, smoke_runs: Path) -> BuildReport:
     """The whole book, smoke profile, built out of tree (the repository is not touched), browser-checked
     when Chromium and playwright are here (``report.check``, else None)."""
     out = tmp_path_factory.mktemp("book")
-    runs = tmp_path_factory.mktemp("emlib-runs")
+    runs = smoke_runs
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EMLIB_DATA", str(shared_data))
         try:

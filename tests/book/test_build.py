@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from emlib.book import BookError, BuildReport, build_book
-from emlib.book.build import export_notebooks
-from emlib.book.execute import colab_url
+from emlib.book.build import TIMINGS, export_notebooks, write_timings
+from emlib.book.execute import ONLINE_EDITION, colab_url
 from emlib.book.toc import CHAPTER_DIR, list_chapters, toc_docnames
 from emlib.errors import ConfigError
 
@@ -51,3 +52,44 @@ def test_export_writes_clean_colab_notebooks(tmp_path: Path) -> None:
         nb = nbformat.read(path, as_version=4)
         assert nb.metadata["accelerator"] == "GPU" and nb.metadata["kernelspec"]["name"] == "python3"
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_chapter_pages_carry_the_profile_banner_and_no_local_paths(smoke_book: BuildReport, shared_data: Path) -> None:
+    for name in smoke_book.chapters:
+        html = (smoke_book.html_dir / CHAPTER_DIR / f"{name}.html").read_text()
+        assert "emlib-profile-banner" in html and ONLINE_EDITION in html, f"{name}: no smoke-build banner"
+        assert str(shared_data) not in html, f"{name}: the builder's data folder is printed on the page"
+
+
+def test_instructor_guide_shows_this_builds_timings(smoke_book: BuildReport) -> None:
+    record = json.loads((smoke_book.book_root / TIMINGS).read_text())
+    assert record["profile"] == "smoke" and list(record["chapters"]) == smoke_book.chapters
+    for name in smoke_book.chapters:
+        measured = record["chapters"][name]["seconds"]
+        assert measured == pytest.approx(smoke_book.timings[f"execute {name}"], abs=0.06)
+    html = (smoke_book.html_dir / "book" / "instructors.html").read_text()
+    first = record["chapters"][smoke_book.chapters[0]]
+    assert first["title"] in html and f"{first['seconds']:.0f}" in html and "not measured yet" in html
+
+
+def test_timings_table_keeps_earlier_chapters_of_the_same_profile(tmp_path: Path) -> None:
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    names = list_chapters(REPO)
+    write_timings(tmp_path, REPO, "smoke", {names[0]: 12.34})
+    write_timings(tmp_path, REPO, "smoke", {names[1]: 5.0})
+    record = json.loads((tmp_path / TIMINGS).read_text())["chapters"]
+    assert record[names[0]] == {**record[names[0]], "seconds": 12.3, "earlier": True}
+    assert record[names[1]]["seconds"] == 5.0 and not record[names[1]]["earlier"]
+    assert record[names[2]]["seconds"] is None
+    table = (tmp_path / TIMINGS).with_suffix(".md").read_text()
+    assert "12 (earlier build)" in table and "not built yet" in table and "not measured yet" in table
+
+
+def test_no_smoke_run_predicts_one_class_everywhere(smoke_book: BuildReport, smoke_runs: Path) -> None:
+    # every run the smoke book trained (the whole grid and chapter 8's remedies): a regime that collapses
+    # to one class would show as degenerate here, so the smoke build can tell a broken regime
+    from emlib.experiments.grid import read_results
+
+    results = read_results(smoke_runs / "smoke")
+    assert set(results.regime) == {"frozen", "lora", "unet"} and len(results) >= 18
+    assert not results.degenerate.any(), results.loc[results.degenerate, ["run_id", "test_set", "iou_fg"]].to_string()

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from emlib.book import BuildReport
-from emlib.book.check import CHROMIUM, CheckReport, PageReport, _check_links, check_book
+from emlib.book.check import CHROMIUM, CHROMIUM_FLAGS, LAYOUT_JS, CheckReport, PageReport, _check_links, check_book
 from emlib.book.toc import CHAPTER_DIR, BookError, toc_docnames
+
+from .conftest import HAS_BROWSER
 
 
 def test_browser_check(smoke_book: BuildReport) -> None:
@@ -21,6 +23,7 @@ def test_browser_check(smoke_book: BuildReport) -> None:
     for page in report.pages:
         assert not page.errors, page.errors
         assert page.screenshot is not None and page.screenshot.is_file() and page.screenshot.stat().st_size > 0
+    assert not [e for p in report.pages for e in p.errors if e.startswith("layout:")]  # no overflow, clipping, raw TeX
     chapters = [p for p in report.pages if p.docname.startswith(CHAPTER_DIR + "/")]
     assert chapters and all(p.figures > 0 and p.figures_rendered == p.figures for p in chapters)
     assert report.screenshots_dir == smoke_book.html_dir.parent / "screenshots"
@@ -49,3 +52,37 @@ def test_report_lists_each_problem_in_one_line(tmp_path: Path) -> None:
 def test_check_without_a_built_book_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(BookError, match="no built book|no Chromium|playwright"):
         check_book(tmp_path / "_build" / "html")
+
+
+_PAGE = """<html><head><style>.emlib-scroll {{ overflow-x: auto }} article {{ width: 600px }}
+.cell_output .output {{ overflow-x: auto; max-width: 100% }}</style></head><body><main>
+<article class="bd-article">{body}</article></main></body></html>"""
+
+
+def _layout_problems(body: str) -> list[str]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[f for f in CHROMIUM_FLAGS if f != "--headless"])
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.set_content(_PAGE.format(body=body))
+        problems = page.evaluate(LAYOUT_JS)
+        browser.close()
+    return problems
+
+
+def test_layout_assertions_catch_overflow_raw_tex_and_cut_text() -> None:
+    if not HAS_BROWSER:
+        pytest.skip(f"needs {CHROMIUM} and playwright")
+    wide = '<table style="width: 900px"><tr><td>x</td></tr></table>'
+    assert _layout_problems(f'<div class="emlib-scroll">{wide}</div>') == []  # the book's scroll box holds it
+    hidden = _layout_problems(f'<div class="cell_output"><div class="output">{wide}</div></div>')
+    assert len(hidden) == 1 and hidden[0].startswith("wider than its column (900 px in 600 px): <table>")
+    raw = _layout_problems('<span class="math">\\(x^2\\)</span>')
+    assert raw == ['1 formulas not rendered (raw TeX): <span.math> "\\(x^2\\)"']
+    cut = _layout_problems('<div class="cell_output"><table><tr><td>LoRA improves in-doma...</td></tr></table></div>')
+    assert cut == ['text cut short: <td> "LoRA improves in-doma..."']
+    svg = ('<div class="plotly-graph-div"><svg class="main-svg" width="300" height="100"></svg>'
+           '<div class="legend" style="position: absolute; left: 250px; top: 20px; width: 200px; height: 20px">'
+           'mask</div></div>')
+    assert [p.split(":")[0] for p in _layout_problems(svg)] == ["plotly legend outside its figure \"\""]

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from emlib.book.execute import colab_badge_markdown, colab_url, execute_chapter, postprocess_notebook
+from emlib.book.execute import (
+    KERNEL_ARGUMENTS,
+    ONLINE_EDITION,
+    CellProgress,
+    colab_badge_markdown,
+    colab_url,
+    execute_chapter,
+    postprocess_notebook,
+    profile_banner_markdown,
+)
+from emlib.config import get_profile
 from emlib.book.toc import CHAPTER_DIR, BookError, list_chapters
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,3 +67,26 @@ def test_postprocess_hides_parameters_adds_one_badge_and_drops_plotly_js() -> No
     postprocess_notebook(nb, "01_data")  # twice: still one badge, one remove-cell tag
     assert [c.metadata.get("tags") for c in nb.cells] == [[], ["colab-badge"], ["injected-parameters", "remove-cell"], []]
     assert nb.cells[1].source == colab_badge_markdown("01_data") and colab_url("01_data") in nb.cells[1].source
+
+
+def test_smoke_chapters_get_one_banner_with_profile_weights_and_online_link() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("x = 1")]
+    postprocess_notebook(nb, "01_data", profile="smoke")
+    postprocess_notebook(nb, "01_data", profile="smoke")
+    assert [c.metadata.get("tags") for c in nb.cells] == [[], ["colab-badge"], ["profile-banner"], []]
+    banner = nb.cells[2].source
+    assert banner == profile_banner_markdown("smoke") and ONLINE_EDITION in banner
+    assert "`smoke`" in banner and "random weights" in banner and get_profile("smoke").summary() in banner
+    assert profile_banner_markdown("quick") == ""  # pretrained profiles need no banner
+
+
+def test_cell_progress_names_chapter_cell_and_time() -> None:
+    stream = io.StringIO()
+    progress = CellProgress("03_frozen_backbone", 2, stream=stream)
+    progress.cell(5, "# a comment\nresults = chapter_runs(settings)")
+    seconds = progress.done()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("  03_frozen_backbone: cell 1/2, ") and lines[0].endswith("results = chapter_runs(settings)")
+    assert lines[1] == f"  03_frozen_backbone: 1 code cells in {seconds:.1f} s"
+    assert "--IPKernelApp.log_level=ERROR" in KERNEL_ARGUMENTS  # no "running over TCP without encryption" lines

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from emlib.book.sphinx import _dedupe_scripts, setup
+from emlib.book.sphinx import MATHJAX_PATH, _dedupe_scripts, _use_local_mathjax, copy_mathjax, mathjax_source, setup
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,19 @@ def test_setup_connects_the_hook_and_config_lists_the_extension() -> None:
     calls = []
     app = SimpleNamespace(connect=lambda *args, **kwargs: calls.append((args, kwargs)))
     assert setup(app)["parallel_read_safe"]
-    assert calls == [(("html-page-context", _dedupe_scripts), {"priority": 900})]
+    assert calls[0] == (("html-page-context", _dedupe_scripts), {"priority": 900})
+    assert [c[0][0] for c in calls[1:]] == ["config-inited", "build-finished"]
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     assert "emlib.book.sphinx" in config["sphinx"]["extra_extensions"]
+
+
+def test_mathjax_is_served_from_the_installed_package(tmp_path: Path) -> None:
+    source = mathjax_source()
+    assert source is not None, "pip install sphinx-mathjax-offline (the [book] extra) to serve MathJax offline"
+    config = SimpleNamespace(mathjax_path="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js")
+    _use_local_mathjax(None, config)
+    assert config.mathjax_path == MATHJAX_PATH
+    target = copy_mathjax(tmp_path)
+    assert (tmp_path / "mathjax" / "tex-chtml.js").is_file() and target == tmp_path / "mathjax"
+    fonts = list((target / "output" / "chtml" / "fonts").rglob("*.woff"))
+    assert fonts and not (target / "sre").exists()  # fonts for offline pages; no speech maps (MBs)

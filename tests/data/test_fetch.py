@@ -140,9 +140,16 @@ def test_verify_passes_staged_vnc_and_catches_a_changed_pixel(shared_data: Path,
     with pytest.raises(ChecksumError, match="05.png does not match the official data"):
         verify_dataset("vnc", root=tmp_path)
 
-def test_verify_reports_missing_files(shared_data: Path, tmp_path: Path) -> None:
+def test_verify_reports_a_missing_optional_folder_and_fails_on_a_file_missing_from_a_folder(
+    shared_data: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "vnc"
     shutil.copytree(shared_data / "vnc", copy)
-    (copy / "groundtruth-drosophila-vnc-master" / "stack2" / "raw" / "19.tif").unlink()
+    stack2 = copy / "groundtruth-drosophila-vnc-master" / "stack2" / "raw"
+    (stack2 / "19.tif").unlink()  # stack2/raw exists, so it claims to be complete
+    with pytest.raises(DataError, match=r"VNC copy at .* lacks stack2/raw/19\.tif; restore it \(run `emlib data download vnc --root"):
+        verify_dataset("vnc", root=tmp_path)
+    shutil.rmtree(stack2.parent)  # a copy without the optional stack2 is incomplete, not wrong
     report = verify_dataset("vnc", root=tmp_path)
-    assert not report.complete and report.missing == ("stack2/raw/19.tif",) and report.checked == 59
+    assert not report.complete and len(report.missing) == 20 and report.checked == 40
+    assert report.missing[0] == "stack2/raw/00.tif"

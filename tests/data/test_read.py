@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
-from emlib.data import VNC_TEST_SLICES, data_root, dataset_dir, list_datasets, load_volume, read_volume, volume_sha256
+from emlib.data import (
+    VNC_TEST_SLICES, data_fingerprint, data_root, dataset_dir, list_datasets, load_volume, read_volume, volume_sha256,
+)
 from emlib.errors import ConfigError, DataError, EmlibError, ShapeError
 
 from ..conftest import write_png
@@ -84,11 +87,22 @@ def _one_sentence(err: BaseException) -> str:
     assert "\n" not in text and text.strip(), text
     return text
 
-def test_missing_data_folder_says_how_to_download(tmp_path: Path) -> None:
-    with pytest.raises(DataError) as info:
+def test_missing_data_folder_says_how_to_download_from_where_the_user_stands(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(DataError) as info:  # an explicit root: EMLIB_DATA would not help, --root does
         read_volume("lucchi_pp", "train", root=tmp_path / "nowhere")
     text = _one_sentence(info.value)
-    assert "emlib data download lucchi_pp" in text and "EMLIB_DATA" in text
+    assert f"emlib data download lucchi_pp --root {tmp_path / 'nowhere'} --force" in text and "EMLIB_DATA" not in text
+    monkeypatch.delenv("EMLIB_DATA", raising=False)
+    monkeypatch.setattr("pooch.os_cache", lambda name: tmp_path / "cache")
+    with pytest.raises(DataError) as info:  # the default root: download, or point EMLIB_DATA at a copy
+        read_volume("lucchi_pp", "train")
+    text = _one_sentence(info.value)
+    assert "`emlib data download lucchi_pp --force`" in text and "set EMLIB_DATA" in text
+    monkeypatch.setenv("EMLIB_DATA", str(tmp_path / "copy"))
+    with pytest.raises(DataError) as info:  # EMLIB_DATA: downloading would not fill it, so say so
+        read_volume("lucchi_pp", "train")
+    text = _one_sentence(info.value)
+    assert "never downloads into" in text and "unset EMLIB_DATA and run `emlib data download lucchi_pp`" in text
 
 def test_wrong_layout_names_missing_folders(tiny_root) -> None:
     root, _ = tiny_root
@@ -128,3 +142,43 @@ def test_missing_label(tiny_root) -> None:
 def test_errors_share_one_family(tmp_path: Path) -> None:
     with pytest.raises(EmlibError):
         read_volume("vnc", "train", root=tmp_path)
+
+
+def test_a_file_that_is_not_an_official_slice_is_refused(tiny_root) -> None:
+    root, _ = tiny_root
+    stray = root / "lucchi_pp" / "Lucchi++" / "Train_In" / "mask0200.png"  # Lucchi++ has slices 0000 ... 0164
+    shutil.copy(stray.parent / "mask0001.png", stray)
+    with pytest.raises(DataError, match=r"Train_In holds mask0200\.png, which is not an official Lucchi\+\+ slice "
+                                        r"\(mask0000\.png \.\.\. mask0164\.png\); move it out of that folder") as info:
+        read_volume("lucchi_pp", "train", root=root)
+    _one_sentence(info.value)
+    (root / "lucchi_pp" / "Lucchi++" / "Train_In" / "notes.txt").write_text("other files are no slices")
+    stray.unlink()
+    assert len(read_volume("lucchi_pp", "train", root=root)) == 12
+
+
+def test_a_renamed_official_slice_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    staged = shared_data / "vnc" / "groundtruth-drosophila-vnc-master"
+    copy = tmp_path / "vnc" / "groundtruth-drosophila-vnc-master"
+    for sub in ("stack1/raw", "stack1/mitochondria"):
+        (copy / sub).mkdir(parents=True)
+        for file in (staged / sub).iterdir():
+            (copy / sub / file.name).symlink_to(file)
+    (copy / "stack1/raw/01.tif").unlink()
+    (copy / "stack1/raw/01.tif").symlink_to(staged / "stack1/raw/02.tif")
+    pattern = r"stack1/raw/01\.tif holds the official pixels of stack1/raw/02\.tif: slices in stack1/raw were renamed"
+    with pytest.raises(DataError, match=pattern):
+        read_volume("vnc", "train", root=tmp_path)
+    with pytest.raises(DataError, match=pattern):
+        data_fingerprint("vnc", "train", root=tmp_path)
+
+
+def test_load_volume_reads_a_changed_file_again(tiny_root) -> None:
+    root, truth = tiny_root
+    first = load_volume("vnc", "test", root=root)
+    assert load_volume("vnc", "test", root=root) is first  # unchanged: served from memory
+    image = truth["vnc"]["images"][3].copy()
+    image[0, 0] ^= 1
+    tifffile.imwrite(root / "vnc" / "groundtruth-drosophila-vnc-master" / "stack1" / "raw" / "03.tif", image)
+    again = load_volume("vnc", "test", root=root)
+    assert again is not first and again.images[1, 0, 0] == image[0, 0]

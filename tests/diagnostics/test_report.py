@@ -36,6 +36,7 @@ def test_domain_report_and_write(tmp_path):
     assert row["fd"] == pytest.approx(frechet_distance(a, b))
     assert row["probe_auroc"] == pytest.approx(1.0)
     assert row["fd_space"] == "raw" and not row["fd_rank_deficient"]
+    assert row["fd_low"] <= row["fd"] <= row["fd_high"] and "half-sample subsampling" in row["fd_interval"]
     paths = write_report(df, tmp_path / "run")
     back = pd.read_csv(paths["csv"])
     assert back.loc[0, "fd"] == pytest.approx(row["fd"])

@@ -12,6 +12,7 @@ import torch
 from emlib.config import BUILD_ENV, get_profile
 from emlib.data import load_volume
 from emlib.errors import ConfigError
+from emlib.experiments.pages import page_facts
 from emlib.experiments.chapters import (
     ChapterSettings,
     backbone_view,
@@ -48,14 +49,42 @@ def test_settings_table_says_what_made_the_page(smoke: ChapterSettings, shared_d
     table = smoke.table()
     assert list(table.columns) == ["setting", "value"]
     rows = dict(zip(table["setting"], table["value"]))
-    assert list(rows) == ["profile", "backbone", "weights", "data", "weights folder", "device", "seed",
+    assert list(rows) == ["profile", "runs", "backbone", "weights", "data", "weights folder", "device", "seed",
                           "output folder", "slices shown", "backbone input"]
+    assert rows["runs"] == get_profile("smoke").summary()
     assert rows["profile"].startswith("smoke: ") and rows["weights"] == "random weights"
     assert rows["data"] == str(shared_data) and rows["weights folder"] == "$EMLIB_WEIGHTS or the hubs"
     assert (rows["slices shown"], rows["backbone input"], rows["output folder"]) == ("4", "224x224 crop", "runs")
     quick = dict(chapter_settings("quick", device="cpu").table().values.tolist())
     assert (quick["slices shown"], quick["backbone input"]) == ("all", "long side 518")
-    assert "<table" in smoke._repr_html_()
+    assert "<table" in smoke._repr_html_() and "emlib-badge" in smoke._repr_html_()
+
+
+def test_settings_table_of_a_book_build_shows_no_local_folder(shared_data: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BUILD_ENV, "1")
+    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
+    built = chapter_settings("smoke", device="cpu", out_dir=tmp_path / "runs")
+    rows = dict(built.table().values.tolist())
+    assert rows["data"] == "a local copy ($EMLIB_DATA)" and rows["output folder"] == "a local folder (parameter out_dir)"
+    assert str(shared_data) not in built._repr_html_() and str(tmp_path) not in built._repr_html_()
+    given = dict(chapter_settings("smoke", device="cpu", data_dir=shared_data).table().values.tolist())
+    assert given["data"] == "a local folder (parameter data_dir)"
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+def test_profile_words_and_page_facts_come_from_the_config(name: str) -> None:
+    """The text that describes a profile is generated from its config (issue 11, point 7)."""
+    prof = get_profile(name)
+    b = prof.base
+    summary = prof.summary()
+    assert f"{b.epochs} epochs" in summary and f"batch {b.batch_size}" in summary
+    assert ("every test slice" in summary) == (b.eval_slices is None)
+    assert not any(ch.isdigit() for ch in prof.description), "numbers belong in the config, not the description"
+    facts = page_facts(chapter_settings(name, device="cpu"))
+    assert facts["epochs"] == b.epochs and facts["training"].startswith(f"{b.epochs} epochs")
+    assert facts["test_slices"] == ("every" if b.eval_slices is None else b.eval_slices)
+    assert facts["embedding_slices"] == (prof.embedding_slices or "all")
 
 
 def test_settings_errors_weights_dir_and_live_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import emlib.config as config
 from emlib.cli import build_parser, main
 from emlib.errors import ConfigError, DataError
-from emlib.experiments.grid import METRICS, git_commit, grid_command, read_results, run_configs, run_grid
+from emlib.train import fit
+from emlib.experiments.grid import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
 
 from ..test_train import tiny
 
@@ -47,13 +52,15 @@ def test_run_configs_writes_labels_and_the_table(tiny_root, tmp_path: Path) -> N
     results = run_configs(configs, out, labels={"note": ["first", "second"]}, table="mine", root=root, progress=False,
                           profile="unit")
     assert len(results) == 4 and results.note.tolist() == ["first", "first", "second", "second"]
-    assert results.run_id.tolist() == [c.run_id for c in configs for _ in range(2)]
+    folders = [run_folder(c, out, root=root) for c in configs]
+    assert results.run_id.tolist() == [f.name for f in folders for _ in range(2)]
+    assert all(f.name.startswith(c.run_id + "-") for f, c in zip(folders, configs))
     assert (results.profile == "unit").all() and (results.config_digest == [c.digest() for c in configs for _ in range(2)]).all()
     assert results.git_commit.iloc[0] == git_commit()
     written = pd.read_csv(out / "mine.csv")
     assert written.note.tolist() == results.note.tolist() and not (out / "mine.json").exists()
-    for cfg in configs:
-        saved = json.loads((out / cfg.run_id / METRICS).read_text())
+    for cfg, folder in zip(configs, folders):
+        saved = json.loads((folder / METRICS).read_text())
         assert config.RunConfig.from_dict(saved["config"]) == cfg and len(saved["rows"]) == 2
         assert "note" not in saved["rows"][0]  # labels belong to the table, not to the run
     again = run_configs(configs[::-1], out, labels={"note": ["b", "a"]}, root=root, progress=False)  # read back
@@ -61,7 +68,7 @@ def test_run_configs_writes_labels_and_the_table(tiny_root, tmp_path: Path) -> N
     assert pd.read_csv(out / "mine.csv").note.tolist() == results.note.tolist()  # table=None writes no table
     assert len(read_results(out)) == 4
     run_configs(configs[:1], out, table="one", json_table=True, root=root, progress=False)
-    assert json.loads((out / "one.json").read_text())[0]["run_id"] == configs[0].run_id
+    assert json.loads((out / "one.json").read_text())[0]["run_id"] == folders[0].name
 
 
 def test_run_configs_needs_one_label_per_config(tmp_path: Path) -> None:
@@ -99,9 +106,10 @@ def test_cli_grid_selects_regime_and_train_set(tiny_root, tmp_path: Path, monkey
     argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--regime", "lora", "--train-set", "paired", "--quiet"]
     assert main(argv) == 0
     (expected,) = config.grid_configs("t", regimes=["lora"], train_sets=["paired"])
-    assert sorted(p.parent.name for p in out.glob(f"*/{METRICS}")) == [expected.run_id]
+    folder = run_folder(expected, out, root=root).name
+    assert sorted(p.parent.name for p in out.glob(f"*/{METRICS}")) == [folder]
     table = pd.read_csv(out / "results.csv")
-    assert table.run_id.tolist() == [expected.run_id] * 2 and table.test_set.tolist() == ["lucchi_pp", "vnc"]
+    assert table.run_id.tolist() == [folder] * 2 and table.test_set.tolist() == ["lucchi_pp", "vnc"]
     assert set(table.regime) == {"lora"} and set(table.train_set) == {"paired"} and set(table.profile) == {"t"}
     printed = capsys.readouterr().out
     assert "paired" in printed and "lora" in printed and "random weights" in printed and "unet" not in printed
@@ -134,3 +142,107 @@ def test_cli_grid_passes_the_selection_on(monkeypatch, capsys) -> None:
     assert grid["pretrained"] is False and grid["progress"] is False
     assert remedies["regimes"] == ["lora"] and remedies["backbone"] == "dinov3_vits16" and remedies["pretrained"] is False
     assert "0.500" in capsys.readouterr().out
+
+
+def _one_pixel_changed(root: Path, rel: str) -> None:
+    """Change one pixel of a slice of a tiny copy (same names, other content)."""
+    from PIL import Image
+
+    path = root / rel
+    arr = np.array(Image.open(path))
+    arr[0, 0] ^= 1
+    Image.fromarray(arr).save(path)
+
+
+def test_run_folders_and_feature_caches_follow_the_data_and_the_weights(tiny_root, tmp_path: Path, monkeypatch) -> None:
+    root, _ = tiny_root
+    other = tmp_path / "other"
+    shutil.copytree(root / "lucchi_pp", other / "lucchi_pp")
+    shutil.copytree(root / "vnc", other / "vnc")
+    cfg = tiny(crop=28, eval_window=28)
+    assert run_folder(cfg, tmp_path, root=root) == run_folder(cfg, tmp_path, root=other)  # an equal copy: the same run
+    _one_pixel_changed(other, "lucchi_pp/Lucchi++/Train_In/mask0001.png")
+    assert run_folder(cfg, tmp_path, root=root) != run_folder(cfg, tmp_path, root=other)
+    assert run_folder(cfg.replace(regime="unet"), tmp_path, root=root) != run_folder(
+        cfg.replace(regime="unet"), tmp_path, root=other)
+
+    weights = tmp_path / "weights"  # a weights file named by EMLIB_WEIGHTS: its content names the run
+    weights.mkdir()
+    torch.manual_seed(0)
+    spec_file = "dinov2_vits14_pretrain.pth"
+    torch.save({"w": torch.zeros(1)}, weights / spec_file)
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(weights))
+    pretrained = cfg.replace(pretrained=True)
+    first = run_folder(pretrained, tmp_path, root=root)
+    torch.save({"w": torch.ones(1)}, weights / spec_file)
+    assert run_folder(pretrained, tmp_path, root=root) != first
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path))  # no file there: the hub's weights, by their hub id
+    assert run_folder(pretrained, tmp_path, root=root) not in (first, run_folder(cfg, tmp_path, root=root))
+
+
+def test_a_disk_feature_cache_is_not_served_for_other_data(tiny_root, tmp_path: Path) -> None:
+    root, _ = tiny_root
+    cfg = tiny(regime="frozen", cache="disk", crop=28, eval_window=28, samples_per_epoch=None, epochs=1)
+    first = fit(cfg, tmp_path / "runs" / "a", root=root, progress=False)
+    assert first.cache_stats["hits"] == 0 and first.cache_stats["misses"] > 0
+    again = fit(cfg, tmp_path / "runs" / "b", root=root, progress=False)  # same inputs: served from disk
+    assert again.cache_stats == {"hits": first.cache_stats["misses"], "misses": 0}
+    _one_pixel_changed(root, "lucchi_pp/Lucchi++/Train_In/mask0000.png")
+    swapped = fit(cfg, tmp_path / "runs" / "c", root=root, progress=False)
+    assert swapped.cache_stats == {"hits": 0, "misses": first.cache_stats["misses"]}
+    assert len(list((tmp_path / "runs" / ".feature-cache").glob("*.safetensors"))) == 2
+
+
+def test_bad_configs_end_before_any_work(tiny_root, tmp_path: Path) -> None:
+    root, _ = tiny_root
+    out = tmp_path / "out"
+    good = tiny(regime="unet", crop=32, eval_window=32)
+    for bad, message in (
+        (tiny(backbone="dinov9_vits14"), "unknown backbone 'dinov9_vits14'"),
+        (tiny(crop=30), "crop=30 is not a multiple of the patch size 14 of dinov2_vits14; use e.g. crop=28"),
+        (tiny(regime="unet", crop=36), "crop=36 is not a multiple of the U-Net's pooling factor 8; use e.g. crop=32"),
+        (tiny(eval_window=30), "eval_window=30 is not a multiple of the patch size 14"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_configs([good, bad], out, root=root, progress=False)  # the good run first: it must not start
+        assert not out.exists()
+
+
+def test_the_results_table_grows_as_runs_finish(tiny_root, tmp_path: Path, monkeypatch) -> None:
+    import emlib.experiments.grid as grid
+
+    root, _ = tiny_root
+    configs = [tiny(regime="unet", train_set=t, crop=32, eval_window=32) for t in ("lucchi_pp", "vnc")]
+    real = grid.run_one
+    seen = []
+
+    def run_one(cfg, out, **kwargs):
+        if cfg is configs[1]:  # the second run starts: the table already holds the first
+            seen.append(pd.read_csv(out / "t.csv").run_id.tolist())
+            raise KeyboardInterrupt
+        return real(cfg, out, **kwargs)
+
+    monkeypatch.setattr(grid, "run_one", run_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_configs(configs, tmp_path, table="t", root=root, progress=False)
+    assert seen == [[run_folder(configs[0], tmp_path, root=root).name] * 2]
+
+
+def test_a_damaged_metrics_file_is_refused_with_the_fix(tiny_root, tmp_path: Path) -> None:
+    root, _ = tiny_root
+    cfg = tiny(regime="unet", crop=32, eval_window=32)
+    folder = run_folder(cfg, tmp_path, root=root)
+    folder.mkdir()
+    (folder / METRICS).write_text('{"config": {"backbone": "din')
+    with pytest.raises(DataError, match=r"metrics\.json cannot be read \(JSONDecodeError: .*\); delete it and run the same"):
+        run_configs([cfg], tmp_path, root=root, progress=False)
+    with pytest.raises(DataError, match=r"metrics\.json cannot be read"):
+        read_results(tmp_path)
+
+
+def test_grid_seed_override_runs_that_seed_and_axes_are_selected_by_name() -> None:
+    assert {c.seed for c in config.grid_configs("smoke", seed=3)} == {3}
+    with pytest.raises(ConfigError, match=r"regime is an axis of the grid; select it with regimes=\['lora'\]"):
+        config.grid_configs("smoke", regime="lora")
+    with pytest.raises(ConfigError, match=r"unknown RunConfig keys \['epoch'\]"):
+        config.grid_configs("smoke", epoch=3)

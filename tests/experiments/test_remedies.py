@@ -71,19 +71,6 @@ def test_remedy_latent_space_names_what_is_measured() -> None:
     assert "feature norm + FiLM act after the backbone: not measured" in both
 
 
-def test_remedy_plot_has_one_bar_per_test_set_and_regime() -> None:
-    from emlib.viz import plot_remedy_table
-
-    summary = pd.DataFrame({
-        "regime": ["frozen", "frozen", "lora"], "remedy": ["paired baseline", "vnc only", "paired baseline"],
-        "kind": ["baseline", "reference", "baseline"], "iou_fg_lucchi_pp": [0.1, 0.2, 0.3],
-        "iou_fg_vnc": [0.4, 0.5, 0.6], "weights_label": "random weights",
-    })
-    fig = plot_remedy_table(summary)
-    assert len(fig.data) == 4 and "(random weights)" in fig.layout.title.text
-    assert "vnc only (reference)" in fig.data[0].y
-
-
 def test_remedy_latents_add_fd_probe_and_latent_space(shared_data: Path, tmp_path: Path) -> None:
     remedies = ["histmatch to Lucchi++", "FiLM per domain"]
     results = run_alignment_grid("smoke", tmp_path, regimes=("frozen", "lora"), remedies=remedies,

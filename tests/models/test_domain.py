@@ -94,7 +94,7 @@ def test_domain_model_needs_a_domain_and_names_its_statistics() -> None:
 def test_coral_probe_sees_the_head_stem() -> None:
     from emlib.train import build_model
 
-    model, *_ = build_model(tiny(train_set="paired", coral_weight=1.0))
+    model, *_ = build_model(tiny(train_set="paired", coral_weight=1.0, head="deconv"))
     probe = CoralProbe(model)
     model.head(torch.randn(4, 384, 2, 2), (28, 28))
     assert probe.features.shape == (4, 8, 2, 2)  # head_channels of the stem

@@ -6,10 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from emlib.viz.common import figure_badges
 from emlib.errors import ConfigError, ShapeError
 from emlib.viz import plot_embedding_pca, plot_patch_pca, plot_pca_side_by_side
 
-RANDOM = "(random weights)"
+RANDOM = ["random weights"]  # the badge finish_figure puts on random-weight figures
 
 
 @pytest.fixture
@@ -27,12 +28,12 @@ def test_plot_embedding_pca_2d_and_3d(pca_data):
                              weights_label="random weights")
     assert isinstance(fig, go.Figure)
     assert len(fig.data) == 2 and {t.name for t in fig.data} == {"Lucchi++", "VNC"}
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     assert "50.0 %" in fig.layout.xaxis.title.text
     assert list(fig.data[1].text) == hover[7:]
     fig3 = plot_embedding_pca(coords, labels, weights_label="lvd142m")
     assert isinstance(fig3.data[0], go.Scatter3d)
-    assert RANDOM not in fig3.layout.title.text
+    assert not figure_badges(fig3)
     with pytest.raises(ShapeError, match="one label per row"):
         plot_embedding_pca(coords, labels[:3])
 
@@ -45,7 +46,7 @@ def test_plot_pca_side_by_side(pca_data):
     assert len(fig.data) == 4
     assert sum(t.showlegend for t in fig.data) == 2  # legend shared
     assert {t.xaxis for t in fig.data} == {"x", "x2"}
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     with pytest.raises(ConfigError, match="coords"):
         plot_pca_side_by_side({"labels": labels}, frozen)
 
@@ -55,7 +56,7 @@ def test_plot_patch_pca():
     maps = {"Lucchi++": rng.random((5, 7, 3)), "VNC": rng.random((6, 6, 3))}
     fig = plot_patch_pca(maps, weights_label="random weights")
     assert len(fig.data) == 2 and all(isinstance(t, go.Image) for t in fig.data)
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     images = {k: rng.integers(0, 256, (70, 98), dtype=np.uint8) for k in maps}
     assert len(plot_patch_pca(maps, images=images).data) == 4
     with pytest.raises(ShapeError, match=r"\(h, w, 3\)"):

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
+from emlib.viz.common import figure_badges
 from emlib.errors import ConfigError, ShapeError
 from emlib.viz import (
     OVERLAY_COLORS,
@@ -20,7 +21,7 @@ from emlib.viz import (
 )
 from emlib.viz.slices import _overlay_png
 
-RANDOM = "(random weights)"
+RANDOM = ["random weights"]  # the badge finish_figure puts on random-weight figures
 
 
 def test_plot_slice_overlay_categories():
@@ -32,7 +33,7 @@ def test_plot_slice_overlay_categories():
     fig = plot_slice_overlay(img, mask, pred, weights_label="random weights", title="slice 0")
     assert isinstance(fig.data[0], go.Image)
     assert [t.name for t in fig.data[1:]] == ["TP", "FP", "FN"]
-    assert fig.layout.title.text == "slice 0 (random weights)"
+    assert fig.layout.title.text == "slice 0" and figure_badges(fig) == RANDOM
     z = np.asarray(fig.data[0].z)
     assert z.shape == (8, 8, 3)
     assert (z[0, 0] == img[0, 0]).all()  # untouched background stays grey
@@ -59,7 +60,7 @@ def test_plot_slice_browser_has_one_step_per_slice():
     assert steps[2].args[0]["visible"][:z] == [False, False, True, False, False]
     assert sum(bool(t.visible) for t in fig.data[:z]) == 1
     assert fig.data[0].source.startswith("data:image/jpeg;base64,")
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     # downsampling keeps the HTML small
     assert len(fig.to_html(include_plotlyjs=False)) < 100_000
     png = plot_slice_browser(images[:2], masks[:2], preds=masks[:2], max_side=32, image_format="png")
@@ -76,7 +77,7 @@ def test_plot_intensity_histograms():
     fig = plot_intensity_histograms(imgs, bins=32, weights_label="random weights")
     assert len(fig.data) == 2 and len(fig.data[0].x) == 32
     assert np.asarray(fig.data[1].y).sum() == pytest.approx(1.0)
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
 
 
 def test_plot_patch_grid_draws_one_line_per_cell_border():
@@ -85,7 +86,7 @@ def test_plot_patch_grid_draws_one_line_per_cell_border():
     assert isinstance(fig.data[0], go.Image) and np.asarray(fig.data[0].z).shape == (28, 42, 3)
     xs = list(fig.data[1].x)
     assert xs.count(None) == (42 // 14 + 1) + (28 // 14 + 1)  # vertical + horizontal lines
-    assert fig.layout.title.text == "tokens (random weights)"
+    assert fig.layout.title.text == "tokens" and figure_badges(fig) == RANDOM
     with pytest.raises(ConfigError, match=r"\(H, W\)"):
         plot_patch_grid(np.zeros((2, 28, 28)), 14)
 

@@ -7,10 +7,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from emlib.viz.common import figure_badges
 from emlib.errors import ConfigError
 from emlib.viz import plot_diagnostics_table, plot_grouped_bars, plot_iou_matrix, plot_remedy_table
 
-RANDOM = "(random weights)"
+RANDOM = ["random weights"]  # the badge finish_figure puts on random-weight figures
 
 
 def test_plot_iou_matrix_aggregates_seeds():
@@ -26,7 +27,7 @@ def test_plot_iou_matrix_aggregates_seeds():
     assert np.asarray(fig.data[0].z).shape == (3, 2)
     np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=float), 0.55)
     assert "0.55 ± 0.07" in np.asarray(fig.data[0].text).ravel().tolist()
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     with pytest.raises(ConfigError, match="columns"):
         plot_iou_matrix(df.drop(columns="regime"))
 
@@ -36,7 +37,7 @@ def test_plot_diagnostics_table_takes_the_random_label_from_the_table():
     tab = plot_diagnostics_table(df)
     assert isinstance(tab.data[0], go.Table)
     assert list(tab.data[0].cells.values[2]) == ["79.322"]
-    assert RANDOM in tab.layout.title.text
+    assert figure_badges(tab) == RANDOM
 
 
 def test_plot_remedy_table_one_bar_trace_per_test_set_and_regime():
@@ -51,7 +52,7 @@ def test_plot_remedy_table_one_bar_trace_per_test_set_and_regime():
     fig = plot_remedy_table(summary)
     assert len(fig.data) == 4 and all(isinstance(t, go.Bar) for t in fig.data)
     assert list(fig.data[0].y) == ["lucchi_pp (reference)", "paired"]
-    assert RANDOM in fig.layout.title.text
+    assert figure_badges(fig) == RANDOM
     with pytest.raises(ConfigError, match="alignment_summary"):
         plot_remedy_table(summary.drop(columns="kind"))
 
@@ -65,7 +66,7 @@ def test_grouped_bars_one_trace_per_colour_and_panel() -> None:
     })
     fig = plot_grouped_bars(table, x="test_set", y="iou_fg", color="regime", facet="train_set",
                             title="IoU", weights_label="random weights")
-    assert len(fig.data) == 4 and "(random weights)" in fig.layout.title.text
+    assert len(fig.data) == 4 and figure_badges(fig) == RANDOM
     assert list(fig.data[1].y) == [0.3, 0.4]
     with pytest.raises(ConfigError, match="lacks the columns"):
         plot_grouped_bars(table, x="nope", y="iou_fg", color="regime")

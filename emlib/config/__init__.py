@@ -1,0 +1,39 @@
+"""Configuration: one run (:mod:`emlib.config.run`) and the profiles that expand into grids of runs
+(:mod:`emlib.config.profiles`). The bottom floor of emlib: it imports nothing above the errors.
+"""
+
+from __future__ import annotations
+
+from emlib.config.profiles import PROFILES, Profile, get_profile, grid_configs, list_profiles
+from emlib.config.run import (
+    ALIGNMENT_FIELDS,
+    BUILD_ENV,
+    INPUT_ALIGNMENTS,
+    LORA_TARGETS,
+    OPTIONAL_FIELDS,
+    POS_INTERPOLATIONS,
+    REGIMES,
+    TEST_SETS,
+    TRAIN_SETS,
+    LoraSettings,
+    RunConfig,
+)
+
+__all__ = [
+    "ALIGNMENT_FIELDS",
+    "BUILD_ENV",
+    "INPUT_ALIGNMENTS",
+    "LORA_TARGETS",
+    "OPTIONAL_FIELDS",
+    "POS_INTERPOLATIONS",
+    "PROFILES",
+    "REGIMES",
+    "TEST_SETS",
+    "TRAIN_SETS",
+    "LoraSettings",
+    "Profile",
+    "RunConfig",
+    "get_profile",
+    "grid_configs",
+    "list_profiles",
+]

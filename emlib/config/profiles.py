@@ -1,0 +1,286 @@
+"""The profiles smoke, quick and paper as named :class:`Profile` instances, and the grid they expand to.
+
+Every per-profile knob lives here (no ``profile == ...`` anywhere else): the base
+:class:`~emlib.config.RunConfig` of the runs, the grid's axes, per-run overrides (the authors'
+batch sizes), and what the chapters show (slices, token pictures, backbones side by side).
+:func:`grid_configs` expands a profile into its runs (backbone x regime x train set x seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from emlib.config.run import REGIMES, TRAIN_SETS, RunConfig, _check_choice, _check_known
+from emlib.errors import ConfigError
+
+__all__ = ["Profile", "PROFILES", "get_profile", "list_profiles", "grid_configs"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of runs: a base :class:`RunConfig` and the axes of the grid.
+
+    Attributes
+    ----------
+    name : str
+        ``smoke``, ``quick`` or ``paper``.
+    description : str
+        What it is for and where it runs.
+    base : RunConfig
+        Settings shared by every run.
+    backbones, regimes, train_sets : tuple of str
+        Grid axes.
+    seeds : tuple of int
+        Repeats (the authors use 5).
+    embedding_slices : int or None
+        Slices per dataset embedded for the latent diagnostics (None: all).
+    embedding_long_edge : int or None
+        Long side slices are resized to before they are embedded (None: 1022, the paper's).
+    view_slices : int or None
+        Slices the chapters read for viewers (None: all).
+    token_crop : int or None
+        Side of the crop fed to backbones in token pictures, or None to resize whole slices to
+        ``token_long_edge``.
+    token_long_edge : int or None
+        Long side of the slices in token pictures (when ``token_crop`` is None).
+    token_slices : int
+        Labelled slices per dataset in the patch-token separability table (chapter 6).
+    family_backbones : tuple of str
+        One backbone per family (DINOv2, DINOv3, OpenCLIP) for side-by-side pictures.
+    cpu_threads : int or None
+        Torch threads for the remedy runs on a CPU (tiny runs only fight over cores); None keeps
+        torch's default.
+    batch_sizes : tuple of (str, int)
+        Batch size per training set or backbone family (:meth:`run_overrides`), e.g. the authors'
+        2 for paired and OpenCLIP runs where single-dataset runs use 1.
+    """
+
+    name: str
+    description: str
+    base: RunConfig
+    backbones: tuple[str, ...]
+    regimes: tuple[str, ...]
+    train_sets: tuple[str, ...] = TRAIN_SETS
+    seeds: tuple[int, ...] = (0,)
+    embedding_slices: int | None = None
+    embedding_long_edge: int | None = None
+    view_slices: int | None = None
+    token_crop: int | None = None
+    token_long_edge: int | None = None
+    token_slices: int = 8
+    family_backbones: tuple[str, ...] = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+    cpu_threads: int | None = None
+    batch_sizes: tuple[tuple[str, int], ...] = ()
+
+    def run_overrides(self, backbone: str, train_set: str) -> dict[str, Any]:
+        """Per-run settings on top of ``base``: the batch size of :attr:`batch_sizes` whose key is the
+        training set or the start of the backbone's name (the authors: 2 for paired and OpenCLIP runs).
+
+        Examples
+        --------
+        >>> prof = get_profile("paper")
+        >>> prof.run_overrides("dinov2_vitl14", "vnc"), prof.run_overrides("openclip_vitl14", "vnc")
+        ({}, {'batch_size': 2})
+        """
+        for key, size in self.batch_sizes:
+            if key == train_set or backbone.startswith(key):
+                return {"batch_size": size}
+        return {}
+
+    def summary(self) -> str:
+        """What the profile's runs are, composed from its config (so the words never disagree with it).
+
+        Examples
+        --------
+        >>> get_profile("smoke").summary().split(", ")[:2]
+        ['dinov2_vits14 with random weights', '56-pixel crops from the first 4 training slices of each dataset']
+        """
+        b = self.base
+        weights = "random weights" if not b.pretrained else "pretrained weights"
+        backbones = ", ".join(self.backbones)
+        if b.crop:
+            source = "every training slice" if b.train_slices is None else f"the first {b.train_slices} training slices"
+            inputs = f"{b.crop}-pixel crops from {source}" + ("" if b.train_slices is None else " of each dataset")
+        else:
+            inputs = f"whole slices resized to a {b.long_edge}-pixel long side"
+        per_epoch = f" of {b.samples_per_epoch} crops" if b.samples_per_epoch and b.crop else ""
+        test = "every test slice" if b.eval_slices is None else f"{b.eval_slices} evenly spaced test slices per dataset"
+        if b.eval_region:
+            test += f" (a {b.eval_region}x{b.eval_region}-pixel centre region of each)"
+        seeds = f"{len(self.seeds)} seed" + ("s" if len(self.seeds) != 1 else "")
+        where = " on the CPU" if b.device == "cpu" else ""
+        epochs = f"{b.epochs} epochs{per_epoch}"
+        if b.patience is not None:
+            epochs = (f"up to {b.epochs} epochs with early stopping (patience {b.patience}, on the loss of the "
+                      f"{b.val_fraction:.0%} of training slices held out for validation; the best epoch is kept)")
+        batch = f"batch {b.batch_size}" + "".join(f", {size} for {key}" for key, size in self.batch_sizes)
+        return f"{backbones} with {weights}, {inputs}, {epochs} ({batch}), tested on {test}, {seeds}{where}"
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI and first contact: checks that every chapter runs; its numbers mean nothing",
+        base=RunConfig(
+            backbone="dinov2_vits14",
+            pretrained=False,
+            crop=56,
+            train_slices=4,
+            samples_per_epoch=16,
+            epochs=6,
+            batch_size=4,
+            lr=3e-3,
+            # The linear head: the deconv head's BatchNorm layers, after 24 steps on batches of 4 tiles,
+            # give near-constant logits in eval mode, and soft Dice then pushes them above 0.5 or below:
+            # one class everywhere in 4 of 4 seeds of LoRA and 1 of 4 of frozen (measured on Lucchi++).
+            head="linear",
+            eval_window=56,
+            eval_slices=2,
+            eval_region=112,
+            unet_channels=8,
+            device="cpu",
+        ),
+        backbones=("dinov2_vits14",),
+        regimes=("frozen", "lora", "unet"),
+        embedding_slices=6,
+        embedding_long_edge=112,
+        view_slices=4,
+        token_crop=224,
+        token_slices=4,
+        cpu_threads=1,
+    ),
+    "quick": Profile(
+        name="quick",
+        description="the online edition: a small pretrained backbone on a Colab GPU",
+        base=RunConfig(
+            backbone="dinov2_vits14",
+            pretrained=True,
+            crop=224,
+            samples_per_epoch=256,
+            epochs=8,
+            batch_size=8,
+            lr=1e-3,
+            head_channels=128,
+            eval_window=448,
+            eval_slices=None,
+            unet_channels=16,
+        ),
+        backbones=("dinov2_vits14",),
+        regimes=("frozen", "lora", "unet"),
+        embedding_slices=40,
+        embedding_long_edge=518,
+        token_long_edge=518,
+    ),
+    "paper": Profile(
+        name="paper",
+        description="the authors' protocol on a large GPU",
+        base=RunConfig(
+            backbone="dinov2_vitl14",
+            pretrained=True,
+            pos_interpolation="meta",  # the authors load DINOv2 from Meta's torch hub
+            crop=None,
+            long_edge=1022,
+            augment=False,
+            epochs=1000,  # at most: early stopping on the validation loss (patience 20) ends runs sooner
+            batch_size=1,  # 2 for paired and OpenCLIP runs (batch_sizes below)
+            val_fraction=0.1,
+            val_seed=42,
+            patience=20,
+            lr=5e-5,
+            head_channels=512,
+            amp=False,
+            cache="disk",
+        ),
+        backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
+        regimes=("frozen", "lora"),
+        seeds=(0, 1, 2, 3, 4),
+        batch_sizes=(("paired", 2), ("openclip", 2)),
+        embedding_long_edge=1022,
+        token_long_edge=1022,
+        family_backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
+    ),
+}
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles."""
+    return list(PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; unknown names raise ConfigError listing the known ones."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {list_profiles()}")
+    return PROFILES[name]
+
+
+def grid_configs(
+    profile: Profile | str,
+    *,
+    backbone: str | None = None,
+    regimes: Sequence[str] | None = None,
+    train_sets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    **overrides: Any,
+) -> list[RunConfig]:
+    """Expand a profile into its runs (backbone x regime x train set x seed), optionally a selection.
+
+    The U-Net regime does not depend on the backbone, so it appears once per train set and seed.
+
+    Parameters
+    ----------
+    profile : Profile or str
+    backbone : str, default=None
+        Train only this backbone (the U-Net runs stay); it may lie outside the profile's list. This
+        is the one route by which a chapter's backbone reaches its runs.
+    regimes, train_sets : sequence of str, default=None
+        Keep only these (None: all of the profile's).
+    seeds : sequence of int, default=None
+        Run these seeds (None: the profile's); like ``backbone`` they may lie outside the profile's.
+    **overrides
+        Applied to every run (e.g. ``pretrained=False`` or ``device="cuda"``); None values are dropped.
+        ``seed=N`` is the same as ``seeds=[N]``; ``regime`` and ``train_set`` are selected with
+        ``regimes=`` and ``train_sets=``.
+
+    Examples
+    --------
+    >>> [c.run_id[:-9] for c in grid_configs("smoke", regimes=["lora"])]
+    ['lucchi_pp-lora-dinov2_vits14-s0', 'vnc-lora-dinov2_vits14-s0', 'paired-lora-dinov2_vits14-s0']
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    for name, chosen, allowed in (("regime", regimes, REGIMES), ("train_set", train_sets, TRAIN_SETS)):
+        for value in chosen or ():
+            _check_choice(name, value, allowed)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for axis in ("regime", "train_set"):
+        if axis in overrides:
+            raise ConfigError(f"{axis} is an axis of the grid; select it with {axis}s=[{overrides[axis]!r}]")
+    _check_known(overrides)
+    if "seed" in overrides:
+        if seeds is not None:
+            raise ConfigError("seed and seeds both select seeds; pass only seeds=[...]")
+        seeds = (overrides.pop("seed"),)
+    for seed in seeds or ():
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed {seed!r} is not allowed; seeds are integers >= 0")
+    seeds = prof.seeds if seeds is None else tuple(dict.fromkeys(seeds))
+    backbones = prof.backbones if backbone is None else (backbone,)
+    runs: list[RunConfig] = []
+    seen: set[str] = set()
+    for seed in seeds:
+        for train_set in prof.train_sets:
+            if train_sets is not None and train_set not in train_sets:
+                continue
+            for regime in prof.regimes:
+                if regimes is not None and regime not in regimes:
+                    continue
+                for name in prof.backbones[:1] if regime == "unet" else backbones:
+                    run = {"backbone": name, "regime": regime, "train_set": train_set, "seed": seed}
+                    run.update(prof.run_overrides(name, train_set))
+                    cfg = prof.base.replace(**{**run, **overrides})
+                    if cfg.run_id not in seen:
+                        seen.add(cfg.run_id)
+                        runs.append(cfg)
+    return runs

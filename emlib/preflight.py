@@ -1,0 +1,83 @@
+"""What is checked before a run does any work, and what its results depend on besides its config.
+
+:func:`check_run` checks a :class:`~emlib.config.RunConfig` against what ``config.py`` cannot
+see: that its backbone is registered, and that its crop and evaluation window are multiples of the
+backbone's patch size (or of the U-Net's pooling factor). It reads no data and builds no model.
+
+:func:`input_fingerprints` names, by content, the data and the backbone weights a run reads: the
+SHA-256 of every image and label of both datasets' train and test splits
+(:func:`emlib.data.data_fingerprint`, which also checks their layout), and the SHA-256 of the
+weights file (an explicit ``weights=`` file or ``$EMLIB_WEIGHTS/<file>``; hub weights are named by
+their hub id, random weights by ``random``). Run folders (:func:`emlib.experiments.grid.run_folder`)
+and the feature cache are keyed on them, so swapped data, a replaced weights file or another
+``EMLIB_WEIGHTS``/``EMLIB_DATA`` never reuse results made from other inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from emlib.config import RunConfig
+from emlib.data import data_fingerprint, list_datasets
+from emlib.errors import ConfigError
+from emlib.models import get_backbone_spec
+from emlib.models.weights import local_weights_file
+from emlib.runfiles import file_sha256
+
+__all__ = ["UNET_DEPTH", "check_run", "input_fingerprints", "inputs_digest"]
+
+#: Pooling depth of the U-Net of the ``unet`` regime (its inputs' sides are multiples of ``2**UNET_DEPTH``).
+UNET_DEPTH = 3
+
+
+def check_run(cfg: RunConfig) -> None:
+    """Raise ConfigError when ``cfg`` names an unknown backbone or sizes that do not fit its patch size.
+
+    Examples
+    --------
+    >>> check_run(RunConfig(crop=30))
+    Traceback (most recent call last):
+    emlib.errors.ConfigError: crop=30 is not a multiple of the patch size 14 of dinov2_vits14; use e.g. crop=28
+    """
+    if cfg.regime == "unet":
+        multiple, what = 2**UNET_DEPTH, f"the U-Net's pooling factor {2**UNET_DEPTH}"
+    else:
+        spec = get_backbone_spec(cfg.backbone)
+        multiple, what = spec.patch_size, f"the patch size {spec.patch_size} of {cfg.backbone}"
+    for name in ("crop", "eval_window"):
+        value = getattr(cfg, name)
+        if value is not None and value % multiple:
+            raise ConfigError(
+                f"{name}={value} is not a multiple of {what}; use e.g. {name}={max(multiple, value // multiple * multiple)}"
+            )
+
+
+def _weights_id(cfg: RunConfig) -> str:
+    if cfg.regime == "unet":
+        return "none"
+    if not cfg.pretrained:
+        return "random"  # the seed, part of the config, fixes them
+    spec = get_backbone_spec(cfg.backbone)
+    path = local_weights_file(cfg.backbone, spec, cfg.weights)
+    return f"sha256:{file_sha256(path)}" if path is not None else f"hub:{spec.hub_id}"
+
+
+def input_fingerprints(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """``{"data": ..., "weights": ...}``: the content of the data and the weights a run reads.
+
+    Every run is tested on both datasets (and a paired run trains on both), so the data part covers
+    the train and test splits of both. Raises DataError for missing or misplaced data and
+    WeightsError for a missing weights file, before any work.
+    """
+    data = hashlib.sha256()
+    for name in list_datasets():
+        for split in ("train", "test"):
+            data.update(f"{name}/{split}:{data_fingerprint(name, split, root=root)}\n".encode())
+    return {"data": data.hexdigest(), "weights": _weights_id(cfg)}
+
+
+def inputs_digest(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 of :func:`input_fingerprints`: one string that changes when the data or the weights do."""
+    return hashlib.sha256(json.dumps(input_fingerprints(cfg, root=root), sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,90 @@
+"""emlib.config.profiles: the profiles, grid expansion and selection, the authors schedule."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from emlib.config import (
+    PROFILES,
+    REGIMES,
+    TRAIN_SETS,
+    Profile,
+    get_profile,
+    grid_configs,
+    list_profiles,
+)
+from emlib.errors import ConfigError
+
+
+#: The smoke grid's run ids; the hashes pin the digests of every smoke run (results folders rely on them).
+#: They changed once on purpose: the smoke profile moved to the linear head (issue 11, degenerate runs).
+SMOKE_RUN_IDS = [
+    "lucchi_pp-frozen-dinov2_vits14-s0-27daffb8",
+    "lucchi_pp-lora-dinov2_vits14-s0-2203cee1",
+    "lucchi_pp-unet-unet-s0-98320cb6",
+    "vnc-frozen-dinov2_vits14-s0-357b5e90",
+    "vnc-lora-dinov2_vits14-s0-88448675",
+    "vnc-unet-unet-s0-02ba5d5d",
+    "paired-frozen-dinov2_vits14-s0-9efbed72",
+    "paired-lora-dinov2_vits14-s0-eb26525f",
+    "paired-unet-unet-s0-4b929736",
+]
+
+
+def test_profiles() -> None:
+    assert list_profiles() == ["smoke", "quick", "paper"] == list(PROFILES)
+    for name in list_profiles():
+        prof = get_profile(name)
+        assert isinstance(prof, Profile) and prof.name == name and prof.description
+        assert set(prof.regimes) <= set(REGIMES) and set(prof.train_sets) <= set(TRAIN_SETS)
+    smoke, paper = get_profile("smoke"), get_profile("paper")
+    assert smoke.base.pretrained is False and smoke.base.device == "cpu" and smoke.cpu_threads == 1
+    assert (smoke.view_slices, smoke.token_crop, smoke.token_slices) == (4, 224, 4)
+    assert paper.seeds == (0, 1, 2, 3, 4) and paper.base.crop is None and paper.base.long_edge == 1022
+    assert paper.token_long_edge == 1022 and len(paper.family_backbones) == 3
+    assert get_profile("quick").cpu_threads is None
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        get_profile("fast")
+
+
+def test_smoke_grid_run_ids_are_pinned() -> None:
+    configs = grid_configs("smoke")
+    assert [c.run_id for c in configs] == SMOKE_RUN_IDS
+    assert len(grid_configs("paper")) == 3 * 2 * 3 * 5
+    assert [c.run_id for c in grid_configs(get_profile("smoke"))] == SMOKE_RUN_IDS  # a Profile works as well
+
+
+def test_grid_configs_selection() -> None:
+    lora_paired = grid_configs("smoke", regimes=["lora"], train_sets=["paired"])
+    assert [c.run_id for c in lora_paired] == [r for r in SMOKE_RUN_IDS if r.startswith("paired-lora-")]
+    by_regime = grid_configs("smoke", regimes=["frozen", "unet"])
+    assert [c.run_id for c in by_regime] == [r for r in SMOKE_RUN_IDS if "-lora-" not in r]
+    by_train_set = grid_configs("smoke", train_sets=["vnc", "lucchi_pp"])  # the profile's order is kept
+    assert [c.run_id for c in by_train_set] == SMOKE_RUN_IDS[:6]
+    other = grid_configs("smoke", backbone="dinov3_vits16")
+    assert [c.backbone for c in other if c.regime != "unet"] == ["dinov3_vits16"] * 6
+    assert [c.run_id for c in other if c.regime == "unet"] == [r for r in SMOKE_RUN_IDS if "-unet-" in r]  # U-Net runs stay
+    paper = grid_configs("paper", backbone="dinov2_vitl14", regimes=["lora"], train_sets=["vnc"])
+    assert [(c.backbone, c.regime, c.train_set, c.seed) for c in paper] == [("dinov2_vitl14", "lora", "vnc", s) for s in range(5)]
+    assert grid_configs("smoke", regimes=["unet"], train_sets=["paired"], device="cuda", epochs=None)[0].device == "cuda"
+    assert grid_configs("smoke", regimes=["lora"], epochs=None)[0].epochs == 6  # None overrides are dropped
+
+
+def test_grid_configs_rejects_unknown_selections() -> None:
+    with pytest.raises(ConfigError, match="regime='full' is not allowed"):
+        grid_configs("smoke", regimes=["full"])
+    with pytest.raises(ConfigError, match="train_set='both' is not allowed"):
+        grid_configs("smoke", train_sets=["both"])
+    assert grid_configs("paper", regimes=["unet"]) == []  # allowed, but not in the paper's grid
+
+
+def test_paper_profile_carries_the_authors_schedule() -> None:
+    paper = get_profile("paper")
+    base = paper.base
+    assert (base.epochs, base.patience, base.val_fraction, base.val_seed) == (1000, 20, 0.1, 42)
+    assert (base.crop, base.long_edge, base.augment, base.lr, base.loss, base.amp) == (None, 1022, False, 5e-5, "dice", False)
+    sizes = {(c.train_set, c.backbone.split("_")[0]): c.batch_size for c in grid_configs(paper)}
+    assert sizes[("lucchi_pp", "dinov2")] == sizes[("vnc", "dinov3")] == 1
+    assert sizes[("paired", "dinov2")] == sizes[("lucchi_pp", "openclip")] == sizes[("paired", "openclip")] == 2
+    assert grid_configs(paper, batch_size=4)[0].batch_size == 4  # an explicit override wins

@@ -1,0 +1,65 @@
+"""Checks before any work (emlib.preflight): configs against the backbone registry, and the inputs' fingerprints."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from emlib.config import RunConfig
+from emlib.errors import ConfigError, DataError, WeightsError
+from emlib.preflight import check_run, input_fingerprints
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"backbone": "dinov9_vits14"}, "unknown backbone 'dinov9_vits14'; use one of ["),
+    ({"crop": 30}, "crop=30 is not a multiple of the patch size 14 of dinov2_vits14; use e.g. crop=28"),
+    ({"backbone": "dinov3_vits16", "crop": 56}, "crop=56 is not a multiple of the patch size 16 of dinov3_vits16; use e.g. crop=48"),
+    ({"eval_window": 100}, "eval_window=100 is not a multiple of the patch size 14 of dinov2_vits14; use e.g. eval_window=98"),
+    ({"regime": "unet", "crop": 28}, "crop=28 is not a multiple of the U-Net's pooling factor 8; use e.g. crop=24"),
+])
+def test_check_run_names_the_fix(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_run(RunConfig(pretrained=False, **changes))
+    assert str(info.value).startswith(message)
+
+
+def test_check_run_accepts_the_profiles() -> None:
+    from emlib.config import PROFILES, grid_configs
+
+    for name in PROFILES:
+        for cfg in grid_configs(name):
+            check_run(cfg)
+
+
+def test_fingerprints_name_the_content_of_data_and_weights(tiny_root, tmp_path: Path, monkeypatch) -> None:
+    root, _ = tiny_root
+    cfg = RunConfig(pretrained=False, crop=28)
+    base = input_fingerprints(cfg, root=root)
+    assert base["weights"] == "random" and input_fingerprints(cfg.replace(regime="unet"), root=root)["weights"] == "none"
+    copy = tmp_path / "copy"
+    for name in ("lucchi_pp", "vnc"):
+        shutil.copytree(root / name, copy / name)
+    assert input_fingerprints(cfg, root=copy) == base  # the same content elsewhere
+    (copy / "vnc" / "groundtruth-drosophila-vnc-master" / "stack1" / "mitochondria" / "00.png").write_bytes(
+        (root / "vnc" / "groundtruth-drosophila-vnc-master" / "stack1" / "mitochondria" / "01.png").read_bytes())
+    assert input_fingerprints(cfg, root=copy)["data"] != base["data"]  # one label replaced
+
+    weights = tmp_path / "w.pth"
+    torch.save({"a": torch.zeros(2)}, weights)
+    first = input_fingerprints(cfg.replace(pretrained=True, weights=str(weights)), root=root)["weights"]
+    torch.save({"a": torch.ones(2)}, weights)
+    assert first.startswith("sha256:") and input_fingerprints(
+        cfg.replace(pretrained=True, weights=str(weights)), root=root)["weights"] != first
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    assert input_fingerprints(cfg.replace(pretrained=True), root=root)["weights"] == "hub:vit_small_patch14_dinov2.lvd142m"
+
+
+def test_fingerprints_fail_before_any_work_on_missing_inputs(tiny_root, tmp_path: Path) -> None:
+    root, _ = tiny_root
+    with pytest.raises(WeightsError, match="nothing.pth for dinov2_vits14 does not exist"):
+        input_fingerprints(RunConfig(weights=str(tmp_path / "nothing.pth")), root=root)
+    with pytest.raises(DataError, match="no Lucchi"):
+        input_fingerprints(RunConfig(pretrained=False), root=tmp_path / "empty")

@@ -128,8 +128,8 @@ def _cost_row(costs: pd.DataFrame, backbone: str, regime: str, batch: int) -> pd
 def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None, costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The runs of ``configs`` not yet finished in ``out``, with an estimate of their seconds and peak memory.
 
-    The estimate is epochs x training images / images_per_s of the regime (+ the test images at the
-    frozen rate), from the row of ``costs.csv`` for the run's backbone, regime and nearest batch size:
+    The estimate is epochs x training images / images_per_s of the regime (one pass for frozen runs,
+    whose features are cached; + the test images at the frozen rate), from the row of ``costs.csv`` for the run's backbone, regime and nearest batch size:
     an upper bound for early-stopped runs, on the machine the row names (``measured_on``). Runs
     without a row say ``no measurement``.
     """
@@ -145,7 +145,10 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None
         frozen = _cost_row(costs, cfg.backbone, "frozen", cfg.batch_size)
         if cost is not None and frozen is not None:
             test = _images(cfg, "test", root) / frozen.images_per_s
-            row.update(seconds=cfg.epochs * row["train_images"] / cost.images_per_s + test,
+            # a frozen run with a feature cache runs its backbone once per training image (the head's
+            # epochs on cached features are not in the table and are small next to it)
+            passes = 1 if cfg.regime == "frozen" and cfg.cache != "none" else cfg.epochs
+            row.update(seconds=passes * row["train_images"] / cost.images_per_s + test,
                        peak_memory_mb=cost.peak_memory_mb, measured_on=f"{cost.measured_on} ({cost.device}, {cost.input_size})")
         rows.append(row)
     return pd.DataFrame(rows, columns=["run", "epochs", "train_images", "seconds", "peak_memory_mb", "measured_on"])

@@ -68,7 +68,10 @@ def test_plan_lists_the_runs_to_make_with_a_total_and_trains_nothing(tiny_root, 
     frozen = config.grid_configs("t", regimes=["frozen"], seeds=[0])
     table = plan(frozen, out, root=root, costs=costs)
     (row,) = table.to_dict(orient="records")
-    assert row["train_images"] == 2 and row["seconds"] == pytest.approx(2 * 2 / 0.5 + 2 / 0.5)  # 2 epochs; 1+1 test slices
+    # a frozen run with a feature cache runs the backbone once over the 2 training images, then 1+1 test slices
+    assert row["train_images"] == 2 and row["seconds"] == pytest.approx(2 / 0.5 + 2 / 0.5)
+    (uncached,) = plan([frozen[0].replace(cache="none")], out, root=root, costs=costs).to_dict(orient="records")
+    assert uncached["seconds"] == pytest.approx(2 * 2 / 0.5 + 2 / 0.5)  # 2 epochs through the backbone
     assert row["peak_memory_mb"] == 900.0 and "here" in row["measured_on"]
     launch(runs[:1], out, root=root)
     assert main(_argv(out, root, "--plan", "--regime", "unet")) == 0

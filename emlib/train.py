@@ -256,6 +256,13 @@ def _feature_cache(
     return FeatureCache(model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
 
 
+def _batch(items: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Items as a padded batch on ``device``: (images, masks, valid pixels or None, domain ids)."""
+    images, masks, valid = pad_collate(items)
+    domains = torch.tensor([int(it["domain"]) for it in items], device=device)
+    return images.to(device), masks.to(device), None if valid is None else valid.to(device), domains
+
+
 def _logits(
     cfg: RunConfig, model: nn.Module, images: torch.Tensor, batch: list[int], dataset: torch.utils.data.Dataset,
     cache: FeatureCache | None, head_kwargs: dict, device: torch.device, padded: bool = False,
@@ -317,10 +324,7 @@ def _train_epoch(
     bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for batch in bar:
         items = [dataset[int(i)] for i in batch]
-        images, masks, valid = pad_collate(items)
-        images, masks = images.to(device), masks.to(device)
-        valid = None if valid is None else valid.to(device)
-        domains = torch.tensor([int(it["domain"]) for it in items], device=device)
+        images, masks, valid, domains = _batch(items, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = _logits(
                 cfg, model, images, [int(i) for i in batch], dataset, cache, forward_kwargs(plugins, domains), device,
@@ -349,10 +353,7 @@ def _val_loss(
         for start in range(0, len(val_set), cfg.batch_size):
             batch = list(range(start, min(start + cfg.batch_size, len(val_set))))
             items = [val_set[i] for i in batch]
-            images, masks, valid = pad_collate(items)
-            images, masks = images.to(device), masks.to(device)
-            valid = None if valid is None else valid.to(device)
-            domains = torch.tensor([int(it["domain"]) for it in items], device=device)
+            images, masks, valid, domains = _batch(items, device)
             logits = _logits(
                 cfg, model, images, batch, val_set, cache, forward_kwargs(plugins, domains), device, padded=valid is not None
             )

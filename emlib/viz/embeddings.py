@@ -93,7 +93,7 @@ def plot_embedding_pca(
         Explained-variance ratios, shown in the axis titles.
     title : str, default='PCA of image embeddings'
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
     marker_size : int, default=6
 
     Returns
@@ -156,7 +156,7 @@ def plot_pca_side_by_side(
         Panel titles, e.g. with the Fréchet distance of each.
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
     marker_size : int, default=6
 
     Returns
@@ -198,7 +198,7 @@ def plot_patch_pca(
         Optional grey slices shown in a first row above the maps of the same key.
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
 
     Returns
     -------

@@ -120,7 +120,7 @@ def plot_slice_overlay(
         Opacity of filled regions.
     title : str, default=''
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
 
     Returns
     -------
@@ -205,7 +205,7 @@ def plot_slice_browser(
         few MB, PNG is lossless but several times larger.
     title : str, default=''
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
 
     Returns
     -------
@@ -281,7 +281,7 @@ def plot_intensity_histograms(
     log_y : bool, default=False
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
 
     Returns
     -------
@@ -321,7 +321,7 @@ def plot_patch_grid(image: Any, patch_size: int, *, title: str = "", weights_lab
     patch_size : int
     title : str, default=''
     weights_label : str, default=None
-        ``'random weights'`` appends "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
 
     Returns
     -------

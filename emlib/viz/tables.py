@@ -49,7 +49,7 @@ def plot_iou_matrix(
         Column names.
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title.
+        ``'random weights'`` puts a "random weights" badge on the figure.
     zmin, zmax : float, default=0, 1
         Colour range, shared by all panels.
     colorscale : str, default='Viridis'
@@ -114,7 +114,7 @@ def plot_diagnostics_table(
         Rounding of float columns.
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title. When it is
+        ``'random weights'`` puts a "random weights" badge on the figure. When it is
         ``None`` and ``df`` has a ``weights_label`` column with a random label,
         that is used.
 
@@ -160,7 +160,7 @@ def plot_remedy_table(
         Column suffix → display name; ``{"lucchi_pp": "Lucchi++", "vnc": "VNC"}`` by default.
     title : str
     weights_label : str, default=None
-        ``'random weights'`` adds "(random weights)" to the title. When it is ``None`` and
+        ``'random weights'`` puts a "random weights" badge on the figure. When it is ``None`` and
         ``summary`` has a ``weights_label`` column with a random label, that is used.
 
     Returns

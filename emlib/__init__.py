@@ -55,6 +55,7 @@ _API: dict[str, tuple[str, ...]] = {
         "SegmentationModel", "UNet2d", "apply_lora", "count_parameters", "DOMAINS", "domain_index", "DomainFeatureNorm",
         "DomainFiLM", "DomainAwareHead", "DomainSegmentationModel", "extract_embeddings", "extract_token_maps",
     ),
+    "emlib.models.hub": ("WeightsSource", "find_weights", "fetch_weights", "weights_status"),
     "emlib.diagnostics": (
         "frechet_distance", "frechet_distance_from_stats", "bootstrap_frechet", "linear_probe", "protocol_probe",
         "pca_embed", "patch_pca_rgb", "token_separability", "downsample_mask_to_grid", "domain_report",
@@ -72,10 +73,14 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "emlib.experiments.chapters": (
         "ChapterSettings", "chapter_settings", "ensure_data", "limit_cpu_threads", "physical_extent_table",
-        "token_grid_table", "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "token_pca",
-        "grid_dir", "chapter_configs", "chapter_command", "chapter_runs", "latent_diagnostics",
+        "token_grid_table", "grid_dir", "chapter_configs", "chapter_command", "chapter_runs", "latent_diagnostics",
+    ),
+    "emlib.experiments.views": (
+        "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "LoadedBackbones",
+        "MissingWeightsNote", "token_pca",
     ),
     "emlib.experiments.pages": ("page_facts", "glue_facts"),
+    "emlib.experiments.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
     "emlib.paper": ("PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",

@@ -1,4 +1,5 @@
-"""Command-line interface: ``emlib data info|verify|download``, ``emlib grid`` and ``emlib book``.
+"""Command-line interface: ``emlib data info|verify|download``, ``emlib grid``, ``emlib weights list|check|fetch``
+and ``emlib book``.
 
 Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the file system
 (a full disk, a folder without permission) is printed as one sentence on stderr with exit status
@@ -8,19 +9,22 @@ Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from emlib.book.commands import add_book_command
-from emlib.config import REGIMES, TRAIN_SETS, grid_configs, list_profiles
+from emlib.config import REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
 from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
-from emlib.errors import EmlibError
-from emlib.experiments.grid import grid_command, run_grid
+from emlib.errors import ConfigError, EmlibError, WeightsError
+from emlib.experiments.grid import grid_command, run_configs
 from emlib.experiments.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.experiments.remedies import REMEDIES, run_alignment_grid
 from emlib.models import list_backbones
+from emlib.models.hub import fetch_weights, find_weights, select_backbones, weights_status
+from emlib.models.weights import load_weights_file
 
 __all__ = ["main", "build_parser"]
 
@@ -67,22 +71,116 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         cmd.set_defaults(func=func)
 
 
+def weights_pairs(values: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, str]:
+    """``--weights`` values as ``{backbone: file}``: ``NAME=FILE`` pairs, or one bare ``FILE`` when ``backbones`` holds one name.
+
+    Examples
+    --------
+    >>> weights_pairs(["dinov2_vits14=a.pth", "openclip_vitb16=b.bin"], ["dinov2_vits14", "openclip_vitb16"])
+    {'dinov2_vits14': 'a.pth', 'openclip_vitb16': 'b.bin'}
+    >>> weights_pairs(["a.pth"], ["dinov2_vits14"])
+    {'dinov2_vits14': 'a.pth'}
+    """
+    used = list(dict.fromkeys(backbones))
+    pairs: dict[str, str] = {}
+    for value in values or ():
+        name, sep, path = value.partition("=")
+        if sep and name in list_backbones():
+            pairs[name] = path
+        elif len(used) == 1:
+            pairs[used[0]] = value
+        else:
+            raise ConfigError(f"--weights {value} does not say which backbone it is for and the selected runs use "
+                              f"{', '.join(used) or 'none'}; give one --weights NAME=FILE per backbone, e.g. "
+                              f"--weights {(used or list_backbones())[0]}={path if sep else value}")
+    for name in pairs:
+        if name not in used:
+            raise ConfigError(f"--weights {name}=... names a backbone no selected run uses ({', '.join(used)}); "
+                              f"drop it, or select that backbone (--backbone {name})")
+    return pairs
+
+
+def _weights_selection(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    named = list(args.names) + [v.partition("=")[0] for v in args.weights or () if "=" in v]
+    if not named and args.profile is None and args.action != "list":
+        raise ConfigError(f"name the backbones to {args.action}, e.g. `emlib weights {args.action} dinov2_vits14`, "
+                          f"or a profile (`emlib weights {args.action} --profile quick`)")
+    names = select_backbones(named or None, profile=args.profile)
+    return names, weights_pairs(args.weights, names)
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    names, files = _weights_selection(args)
+    table = weights_status(names, weights=files)
+    table["present"] = table["present"].map({True: "yes", False: "no"})
+    with pd.option_context("display.width", 250, "display.max_colwidth", 90):
+        print(table.to_string(index=False))
+    return 0
+
+
+def _weights_check(args: argparse.Namespace) -> int:
+    names, files = _weights_selection(args)
+    failed = 0
+    for name in names:
+        try:
+            source = find_weights(name, files.get(name))
+            if not source.present:
+                print(f"{name}: not on this machine (the hub serves it); run `emlib weights fetch {name}`")
+                failed += 1
+                continue
+            load_weights_file(source.spec, source.path)
+            print(f"{name}: ok, {source.label()}")
+        except WeightsError as err:
+            print(f"{name}: {getattr(err, 'cli_message', None) or err}")
+            failed += 1
+    print("all present" if not failed else f"{failed} of {len(names)} missing or unusable")
+    return 1 if failed else 0
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    names, _ = _weights_selection(args)
+    for name, source in fetch_weights(names, progress=not args.quiet).items():
+        print(f"{name}: {source.where} ({'downloaded' if source.origin == 'hf-download' else 'already here'})")
+    return 0
+
+
+def _add_weights_command(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="what pretrained weights each backbone needs, which are here, and fetching them")
+    weights_sub = weights.add_subparsers(dest="action", required=True)
+    commands: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+        "list": ("a table: hub repo, files as served, size, SHA-256, licence, and whether and where each is here", _weights_list),
+        "check": ("find and load each backbone's weights; exit 1 when some are missing", _weights_check),
+        "fetch": ("download what is missing into the Hugging Face cache (needs internet; DINOv3: accepted terms)", _weights_fetch),
+    }
+    for action, (help_text, func) in commands.items():
+        cmd = weights_sub.add_parser(action, help=help_text)
+        cmd.add_argument("names", nargs="*", metavar="NAME", help=f"backbones ({', '.join(list_backbones())})")
+        cmd.add_argument("--profile", choices=list_profiles(), default=None, help="the backbones of this profile")
+        if action == "fetch":
+            cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+        else:
+            cmd.add_argument("--weights", action="append", default=None, metavar="NAME=FILE", help="a local file for NAME")
+        cmd.set_defaults(func=func, weights=None)
+
+
 def _grid(args: argparse.Namespace) -> int:
+    args.profile = get_profile(args.profile, dry_run=args.dry_run).name  # --dry-run: quick -> quick-dry
     out = args.out or f"runs/{args.profile}"
     pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
-    overrides = {"device": args.device, "pretrained": pretrained, "weights": args.weights}
+    overrides = {"device": args.device, "pretrained": pretrained}
     selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
+    configs, files = _grid_configs(args.profile, args.weights, selection, overrides)
     if args.plan or args.status:
-        configs = grid_configs(args.profile, **selection, **overrides)
         return _print_plan(configs, out, args.root) if args.plan else _print_status(configs, out, args.root)
     if args.launcher == "inline":
-        results = run_grid(args.profile, out, root=args.root, progress=not args.quiet, **selection, **overrides)
+        results = run_configs(configs, out, table="results", json_table=True, root=args.root, progress=not args.quiet,
+                              profile=args.profile)  # what run_grid does, with each backbone's --weights file
     elif args.remedies:
         raise EmlibError("--remedies runs inline only; drop --launcher or run the remedies in a second command")
     else:
         slurm = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, time=args.time, mem=args.mem,
                              account=args.account, array_parallelism=args.array_parallelism)
-        results = launch(grid_configs(args.profile, **selection, **overrides), out, launcher=args.launcher, root=args.root,
+        results = launch(configs, out, launcher=args.launcher, root=args.root,
                          profile=args.profile, jobs=args.jobs, slurm=slurm, wait=not args.no_wait)
         if args.no_wait:
             again = grid_command(args.profile, out, backbone=args.backbone, regimes=args.regime, train_sets=args.train_set,
@@ -92,15 +190,23 @@ def _grid(args: argparse.Namespace) -> int:
             return 0
     if args.remedies:
         regimes = [r for r in args.regime or ("frozen", "lora") if r != "unet"]
-        run_alignment_grid(
-            args.profile, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone, **overrides
-        )
+        remedy_backbone = args.backbone or get_profile(args.profile).backbones[0]
+        run_alignment_grid(args.profile, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone,
+                           weights=files.get(remedy_backbone), **overrides)
     summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
     summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
     if "degenerate" in results:  # one class predicted everywhere: the row says nothing about the regime
         summary["note"] = results["degenerate"].map({True: "DEGENERATE (one class everywhere)", False: ""})
     print(summary.to_string(index=False), file=sys.stdout)
     return 0
+
+
+def _grid_configs(profile: str, weights: Sequence[str] | None, selection: dict, overrides: dict) -> tuple[list, dict[str, str]]:
+    """The selected runs, each backbone's with its ``--weights`` file; and those files by backbone."""
+    configs = grid_configs(profile, **selection, **overrides)
+    files = weights_pairs(weights, [c.backbone for c in configs if c.regime != "unet"])
+    return [c.replace(weights=files[c.backbone]) if c.regime != "unet" and c.backbone in files else c
+            for c in configs], files
 
 
 def _print_plan(configs: list, out: str, root: str | None) -> int:
@@ -112,14 +218,15 @@ def _print_plan(configs: list, out: str, root: str | None) -> int:
                          peak_memory_gb=(table.peak_memory_mb / 1024).map("{:.1f}".format))
     shown.loc[table.seconds.isna(), ["est_hours", "peak_memory_gb"]] = "no measurement"
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        print(shown[["run", "epochs", "train_images", "est_hours", "peak_memory_gb", "measured_on"]].to_string(index=False))
+        print(shown[["run", "epochs", "train_images", "input", "est_hours", "peak_memory_gb", "measured_on"]].to_string(index=False))
     measured = table.dropna(subset=["seconds"])
     if measured.empty:
         print("total: no measurement in emlib/experiments/costs.csv for these backbones and regimes")
         return 0
     print(f"total: {measured.seconds.sum() / 3600:.1f} h of compute for {len(measured)} runs, at most "
           f"{measured.peak_memory_mb.max() / 1024:.1f} GB per run -- an ESTIMATE from emlib/experiments/costs.csv, "
-          "measured on the machine named in measured_on (every epoch run; early stopping ends runs sooner)"
+          "measured on the machine named in measured_on (every epoch run; early stopping ends runs sooner), "
+          "scaled by the pixels of each run's input (crops, or slices at its long side) over the measured size"
           + (f"; {len(table) - len(measured)} runs: no measurement" if len(measured) < len(table) else ""))
     return 0
 
@@ -163,8 +270,12 @@ def _add_grid_command(sub: argparse._SubParsersAction) -> None:
         help=f"also train the remedy runs of 'beyond the paper' ({len(REMEDIES)} remedies; writes alignment_results.csv)",
     )
     weights = grid.add_mutually_exclusive_group()
-    weights.add_argument("--weights", default=None, help="local backbone weights file (else $EMLIB_WEIGHTS or the hub)")
+    weights.add_argument("--weights", action="append", default=None, metavar="NAME=FILE",
+                         help="a local weights file for backbone NAME (repeatable; a bare FILE when the runs use one "
+                              "backbone); else $EMLIB_WEIGHTS, the hubs' caches or a download (see `emlib weights`)")
     weights.add_argument("--random-weights", action="store_true", help="random-init backbones (timing only; labelled)")
+    grid.add_argument("--dry-run", action="store_true", help="the profile's dry run (quick-dry, paper-dry): every code "
+                      "path at a small size, out in runs/<profile>-dry (CI, on a local weights hub)")
     grid.add_argument("--quiet", action="store_true", help="no progress bars")
     grid.set_defaults(func=_grid)
 
@@ -177,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_grid_command(sub)
+    _add_weights_command(sub)
     add_book_command(sub)
     return parser
 
@@ -186,9 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except EmlibError as err:
-        print(f"emlib: error: {err}", file=sys.stderr)
+    except EmlibError as err:  # in command-line words where the error has them (--weights, not weights=)
+        print(f"emlib: error: {getattr(err, 'cli_message', None) or err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`emlib weights list | head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as the Python docs advise: no error at exit
+        return 0
     except OSError as err:  # the file system, not emlib: a full disk, a folder without permission, ...
         where = f" ({err.filename})" if err.filename else ""
         print(f"emlib: error: {err.strerror or type(err).__name__}{where}; free space or fix the permissions and run "

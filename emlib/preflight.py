@@ -6,9 +6,11 @@ backbone's patch size (or of the U-Net's pooling factor). It reads no data and b
 
 :func:`input_fingerprints` names, by content, the data and the backbone weights a run reads: the
 SHA-256 of every image and label of both datasets' train and test splits
-(:func:`emlib.data.data_fingerprint`, which also checks their layout), and the SHA-256 of the
-weights file (an explicit ``weights=`` file or ``$EMLIB_WEIGHTS/<file>``; hub weights are named by
-their hub id, random weights by ``random``). Run folders (:func:`emlib.experiments.grid.run_folder`)
+(:func:`emlib.data.data_fingerprint`, which also checks their layout), and the weights as
+:func:`emlib.models.hub.find_weights` resolves them, the very file the run will load: the SHA-256
+of a local file (explicit, ``$EMLIB_WEIGHTS``, torch.hub folder; computed once per process), the
+hub id for the hub's own files (the same before and after the download), ``random`` for random
+weights. Offline, missing weights fail here, in seconds, before any work. Run folders (:func:`emlib.experiments.grid.run_folder`)
 and the feature cache are keyed on them, so swapped data, a replaced weights file or another
 ``EMLIB_WEIGHTS``/``EMLIB_DATA`` never reuse results made from other inputs.
 """
@@ -23,8 +25,7 @@ from emlib.config import RunConfig
 from emlib.data import data_fingerprint, list_datasets
 from emlib.errors import ConfigError
 from emlib.models import get_backbone_spec
-from emlib.models.weights import local_weights_file
-from emlib.runfiles import file_sha256
+from emlib.models.hub import find_weights
 
 __all__ = ["UNET_DEPTH", "check_run", "input_fingerprints", "inputs_digest"]
 
@@ -59,9 +60,7 @@ def _weights_id(cfg: RunConfig) -> str:
         return "none"
     if not cfg.pretrained:
         return "random"  # the seed, part of the config, fixes them
-    spec = get_backbone_spec(cfg.backbone)
-    path = local_weights_file(cfg.backbone, spec, cfg.weights)
-    return f"sha256:{file_sha256(path)}" if path is not None else f"hub:{spec.hub_id}"
+    return find_weights(cfg.backbone, cfg.weights).fingerprint
 
 
 def input_fingerprints(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None) -> dict[str, str]:
@@ -69,7 +68,8 @@ def input_fingerprints(cfg: RunConfig, *, root: str | os.PathLike[str] | None = 
 
     Every run is tested on both datasets (and a paired run trains on both), so the data part covers
     the train and test splits of both. Raises DataError for missing or misplaced data and
-    WeightsError for a missing weights file, before any work.
+    WeightsError for a missing weights file (offline: nothing to load and nothing to download),
+    before any work.
     """
     data = hashlib.sha256()
     for name in list_datasets():

@@ -23,19 +23,17 @@
 # principal components are painted as colours, the picture that made DINO famous.
 
 # %% tags=["hide-input"]
-# Colab only: install emlib from GitHub (nothing happens anywhere else).
+# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    url = "git+https://github.com/emlib-book/emlib@main"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    f"emlib @ {url}"], check=True)
-    import torch  # device="auto" below picks the GPU when there is one
+    EMLIB = "emlib @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
+    from emlib import colab_setup
 
-    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
-          else "none (Runtime > Change runtime type > GPU)")
+    colab_setup("quick", families=True)  # the GPU, the data, one backbone per family with progress bars
 
 # %% tags=["parameters"]
 profile = "smoke"   # smoke (CPU, random weights), quick or paper
@@ -52,8 +50,6 @@ out_dir = "runs"
 # `profile = "quick"` (Colab, or anywhere with internet) to see pretrained features.
 
 # %%
-import pandas as pd
-
 from emlib import (backbone_view, chapter_settings, family_backbones, load_backbones, load_volume, normalize,
                    plot_patch_grid, plot_patch_pca, protocol_size, token_grid_table, token_pca)
 
@@ -134,17 +130,13 @@ x.shape, x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 # ## Three backbone families
 #
 # `family_backbones` picks one backbone per family: the chapter's backbone for its family and small
-# models for the others (`dinov3_vits16`, `openclip_vitb16`) on the smoke and quick profiles.
+# models for the others (`dinov3_vits16`, `openclip_vitb16`) on the smoke and quick profiles. A backbone
+# whose pretrained weights cannot be loaded here is left out, and a note under the table says which,
+# why, and how to add it.
 
 # %%
 backbones = load_backbones(family_backbones(settings), settings)
-pd.DataFrame([
-    {"backbone": name, "family": bb.spec.family, "patch": bb.patch_size,
-     "width C": bb.embed_dim, "blocks": bb.spec.depth,
-     "prefix tokens": bb.num_prefix_tokens,
-     "parameters (M)": round(bb.param_count() / 1e6, 1),
-     "weights": bb.weights_label}
-    for name, bb in backbones.items()]).set_index("backbone")
+backbones  # a table of the loaded backbones; a note names any left out for missing weights
 
 # %% [markdown]
 # ## Patch tokens as colours
@@ -164,7 +156,10 @@ for name, bb in backbones.items():
     rgb = token_pca(bb, views, settings)
     title = f"{name}: first three principal components of patch tokens"
     plot_patch_pca(rgb, images=views, title=title,
-                   weights_label=bb.weights_label).show()
+                   weights_label=settings.weights_label).show()
+if not backbones:
+    print("No backbone could be loaded (see the note above), so this page has "
+          "no token pictures.")
 
 # %% [markdown]
 # ## Reading the pictures

@@ -26,18 +26,17 @@
 # random weights the numbers only show that the pipeline runs.
 
 # %% tags=["hide-input"]
-# Colab only: install emlib from GitHub (nothing happens anywhere else).
+# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
-    import torch
+    EMLIB = "emlib @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
+    from emlib import colab_setup
 
-    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
-          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+    colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
 
 # %% tags=["parameters"]
 profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
@@ -117,7 +116,7 @@ show_table(results, ["train_set", "regime", "test_set", "in_domain", "iou_fg", "
 
 # %%
 plot_grouped_bars(results, x="test_set", y="iou_fg", color="regime", facet="train_set", y_range=(0, 1),
-                  title="Foreground IoU by training set (panels) and test set", weights_label=lora_cfg.weights_label)
+                  title="Foreground IoU by training set (panels) and test set", weights_label=settings.weights_label)
 
 # %% [markdown]
 # The same numbers as a table, in-domain cells only, with the gain:

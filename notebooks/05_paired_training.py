@@ -23,18 +23,17 @@
 # there; the `quick` profile gives the real picture.
 
 # %% tags=["hide-input"]
-# Colab only: install emlib from GitHub (nothing happens anywhere else).
+# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
-    import torch
+    EMLIB = "emlib @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
+    from emlib import colab_setup
 
-    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
-          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+    colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
 
 # %% tags=["parameters"]
 profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper

@@ -24,18 +24,17 @@
 # verdicts then test the code path, not the paper.
 
 # %% tags=["hide-input"]
-# Colab only: install emlib from GitHub (nothing happens anywhere else).
+# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "emlib @ git+https://github.com/emlib-book/emlib@main"], check=True)
-    import torch
+    EMLIB = "emlib @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
+    from emlib import colab_setup
 
-    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()
-          else "none; choose Runtime > Change runtime type > GPU, device='auto' then uses it")
+    colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
 
 # %% tags=["parameters"]
 profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
@@ -106,7 +105,7 @@ show_table(table, ["claim", "source", "paper_value", "book_value", "holds"], for
 
 # %%
 numeric = book_vs_paper_numbers(table)
-plot_paper_numbers(numeric, weights_label=latents["weights_label"].iloc[0])
+plot_paper_numbers(numeric, weights_label=settings.weights_label)
 
 # %% [markdown]
 # How each verdict was reached, and how to reproduce it:

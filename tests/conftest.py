@@ -140,3 +140,22 @@ def disk_root(tmp_path: Path) -> tuple[Path, float]:
     make_lucchi(tmp_path, shape=(112, 112))
     make_vnc(tmp_path, shape=(112, 112))
     return tmp_path, make_disks(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory: pytest.TempPathFactory):
+    """A local weights hub (:func:`emlib.testing.write_local_hub`, one backbone per family), written once per session.
+
+    Not activated: use ``with local_hub.activate():`` (this process) or ``local_hub.env`` (a subprocess).
+    """
+    from emlib.testing import write_local_hub  # here, so that collecting other tests stays light
+
+    return write_local_hub(tmp_path_factory.mktemp("local-hub"))
+
+
+@pytest.fixture()
+def offline_hub(local_hub, monkeypatch: pytest.MonkeyPatch):
+    """The session's local hub, active for one test, with ``$EMLIB_WEIGHTS`` unset (the hubs' own caches only)."""
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    with local_hub.activate():
+        yield local_hub

@@ -167,6 +167,24 @@ CASES = {
         lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--root", str(_tiny_data(tmp)),
                                  "--weights", str(tmp / "none.pth")],
         r"weights file .*none\.pth for dinov2_vits14 does not exist"),
+    "weights missing, offline": (
+        lambda tmp, shared, mp: [*_offline_empty_hub(tmp, mp), "grid", "--profile", "quick", "--out", str(tmp / "runs"),
+                                 "--root", str(_tiny_data(tmp)), "--regime", "frozen", "--train-set", "lucchi_pp"],
+        r"no pretrained weights for dinov2_vits14 on this machine \(looked in .*\) and the hub cannot be used "
+        r"\(HF_HUB_OFFLINE is set\); run `emlib weights fetch dinov2_vits14` where there is internet, pass "
+        r"`--weights dinov2_vits14=FILE`, or use `--random-weights` \(tests only\)\.$"),
+    "--weights FILE for three backbones": (
+        lambda tmp, shared, mp: ["grid", "--profile", "paper", "--out", str(tmp / "runs"), "--weights", str(tmp / "w.pth")],
+        r"--weights .*w\.pth does not say which backbone it is for and the selected runs use dinov2_vitl14, dinov3_vitl16, "
+        r"openclip_vitl14; give one --weights NAME=FILE per backbone, e.g. --weights dinov2_vitl14=.*w\.pth$"),
+    "--weights for a backbone not in the grid": (
+        lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--weights", "openclip_vitb16=x.bin"],
+        r"--weights openclip_vitb16=\.\.\. names a backbone no selected run uses \(dinov2_vits14\); drop it, or select "
+        r"that backbone \(--backbone openclip_vitb16\)$"),
+    "weights fetch offline": (
+        lambda tmp, shared, mp: [*_offline_empty_hub(tmp, mp), "weights", "fetch", "dinov3_vits16"],
+        r"cannot download the weights of dinov3_vits16: the hub cannot be used \(HF_HUB_OFFLINE is set\); run "
+        r"`emlib weights fetch dinov3_vits16` on a machine with internet"),
     "device that does not exist": (
         lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--device", "gpu"],
         r"device='gpu' is not allowed; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'$"),
@@ -177,6 +195,19 @@ CASES = {
         _checkpoint_or_metrics("metrics.json"),
         r"metrics\.json cannot be read \(JSONDecodeError: .*\); delete it and run the same command again to test the run again"),
 }
+
+
+def _offline_empty_hub(tmp: Path, monkeypatch) -> list[str]:
+    """Hubs forced offline with empty caches (nothing is created), no $EMLIB_WEIGHTS; returns no arguments."""
+    from huggingface_hub import constants
+
+    from emlib.testing import LocalHub
+
+    for key, value in LocalHub(tmp / "hub", ()).env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp / "hub" / "huggingface" / "hub"))
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    return []
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -212,3 +243,70 @@ def test_the_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
                               check=False)
         assert done.returncode == 2 and done.stderr.startswith("emlib: error: "), done.stderr
         assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_offline_grid_without_weights_ends_in_seconds(tmp_path: Path, monkeypatch, capsys) -> None:
+    import time
+
+    _offline_empty_hub(tmp_path, monkeypatch)
+    t0 = time.perf_counter()
+    assert main(["grid", "--profile", "quick", "--out", str(tmp_path / "runs"), "--root", str(_tiny_data(tmp_path)),
+                 "--quiet"]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert "`--weights dinov2_vits14=FILE`" in err and "weights=PATH" not in err and err.count("\n") == 1
+
+
+def test_weights_list_and_check(offline_hub, capsys) -> None:
+    assert main(["weights", "list", "dinov2_vits14", "openclip_vitb16", "dinov3_vitl16"]) == 0
+    out = capsys.readouterr().out
+    assert "hf:laion/CLIP-ViT-B-16-laion2B-s34B-b88K/open_clip_pytorch_model.bin" in out
+    assert str(offline_hub.files["dinov2_vits14"]["meta"]) in out and "about 1.2 GB" in out and "8aa4cbdd" in out
+    assert "dinov3-license (gated)" in out and " no " in out  # dinov3_vitl16 is not on the local hub
+    assert main(["weights", "check", "--profile", "smoke", "openclip_vitb16"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("openclip_vitb16: ok, pretrained (laion2b_s34b_b88k) from hf:laion/") and out[-1] == "all present"
+    assert main(["weights", "check", "dinov2_vits14", "dinov3_vitl16"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("dinov3_vitl16: no pretrained weights for dinov3_vitl16 on this machine")
+    assert "`emlib weights fetch dinov3_vitl16`" in out[1] and out[-1] == "1 of 2 missing or unusable"
+
+
+def test_weights_check_takes_name_file_pairs(offline_hub, tmp_path: Path, capsys) -> None:
+    explicit = offline_hub.files["dinov3_vits16"]["meta"]
+    assert main(["weights", "check", "--weights", f"dinov3_vits16={explicit}"]) == 0
+    assert capsys.readouterr().out.startswith(f"dinov3_vits16: ok, pretrained (lvd1689m) from {explicit} sha256:")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    assert main(["weights", "check", "--weights", f"dinov2_vits14={garbage}"]) == 1
+    assert f"dinov2_vits14: {garbage} is neither a safetensors file nor a torch checkpoint" in capsys.readouterr().out
+
+
+def test_grid_weights_pairs_route_per_backbone() -> None:
+    from emlib.cli import _grid_configs
+
+    selection = {"backbone": None, "regimes": None, "train_sets": ["paired"], "seeds": [0]}
+    configs, files = _grid_configs("paper", ["dinov2_vitl14=a.pth", "openclip_vitl14=/w/b.bin"], selection, {"pretrained": True})
+    assert files == {"dinov2_vitl14": "a.pth", "openclip_vitl14": "/w/b.bin"}
+    routed = {(c.regime, c.backbone if c.regime != "unet" else "unet"): c.weights for c in configs}
+    assert routed[("frozen", "dinov2_vitl14")] == routed[("lora", "dinov2_vitl14")] == "a.pth"
+    assert routed[("lora", "openclip_vitl14")] == "/w/b.bin"
+    assert routed[("frozen", "dinov3_vitl16")] is None  # no file given: $EMLIB_WEIGHTS and the hubs
+    single, _ = _grid_configs("quick", ["w.pth"], selection, {"pretrained": True})
+    assert {(c.regime, c.weights) for c in single} == {("frozen", "w.pth"), ("lora", "w.pth"), ("unet", None)}  # a bare FILE
+
+
+def test_a_closed_pipe_on_stdout_is_not_an_error() -> None:
+    """`emlib weights list | head -1`: the reader goes away; no "free space" advice, no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from emlib.cli import main; sys.exit(main(['weights', 'list']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the table is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "free space" not in err and "Traceback" not in err and "Exception ignored" not in err, err

@@ -11,6 +11,8 @@ import torch
 from emlib.config import RunConfig
 from emlib.errors import ConfigError, DataError, WeightsError
 from emlib.preflight import check_run, input_fingerprints
+from emlib.runfiles import file_sha256
+from emlib.testing import LocalHub
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -34,7 +36,7 @@ def test_check_run_accepts_the_profiles() -> None:
             check_run(cfg)
 
 
-def test_fingerprints_name_the_content_of_data_and_weights(tiny_root, tmp_path: Path, monkeypatch) -> None:
+def test_fingerprints_name_the_content_of_data_and_weights(tiny_root, local_hub, tmp_path: Path, monkeypatch) -> None:
     root, _ = tiny_root
     cfg = RunConfig(pretrained=False, crop=28)
     base = input_fingerprints(cfg, root=root)
@@ -54,12 +56,19 @@ def test_fingerprints_name_the_content_of_data_and_weights(tiny_root, tmp_path: 
     assert first.startswith("sha256:") and input_fingerprints(
         cfg.replace(pretrained=True, weights=str(weights)), root=root)["weights"] != first
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
-    assert input_fingerprints(cfg.replace(pretrained=True), root=root)["weights"] == "hub:vit_small_patch14_dinov2.lvd142m"
+    with local_hub.activate():  # the file pretrained=True will load: Meta's in torch.hub's folder, else the hub's cache
+        meta = local_hub.files["dinov2_vits14"]["meta"]
+        assert input_fingerprints(cfg.replace(pretrained=True), root=root)["weights"] == f"sha256:{file_sha256(meta)}"
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-hub"))
+        assert input_fingerprints(cfg.replace(pretrained=True), root=root)["weights"] == "hub:vit_small_patch14_dinov2.lvd142m"
 
 
-def test_fingerprints_fail_before_any_work_on_missing_inputs(tiny_root, tmp_path: Path) -> None:
+def test_fingerprints_fail_before_any_work_on_missing_inputs(tiny_root, tmp_path: Path, monkeypatch) -> None:
     root, _ = tiny_root
     with pytest.raises(WeightsError, match="nothing.pth for dinov2_vits14 does not exist"):
         input_fingerprints(RunConfig(weights=str(tmp_path / "nothing.pth")), root=root)
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    with LocalHub(tmp_path / "empty-hub", ()).activate(), pytest.raises(WeightsError, match="no pretrained weights for dinov2_vits14"):
+        input_fingerprints(RunConfig(), root=root)  # offline and nowhere on this machine: before any work
     with pytest.raises(DataError, match="no Lucchi"):
         input_fingerprints(RunConfig(pretrained=False), root=tmp_path / "empty")

@@ -22,13 +22,16 @@ one ``_toc.yml`` line.** ``python -m emlib.book build --profile smoke`` (or ``em
    screenshot per page under ``_build/screenshots/``.
 
 A failing cell stops the build with one line naming the chapter, the cell and where the partial
-notebook is. Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb``
-copies (``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book
-pages have, so both the badge and the theme's Colab launch button open them.
+notebook is. Colab opens notebooks, not ``.py`` files: the workflow publishes ``.ipynb`` copies
+whose first cell installs emlib at the commit the book was built from (``python -m emlib.book
+export``) to the ``notebooks`` branch at the same paths the book pages have, so both the badge and
+the theme's Colab launch button open them. The repository in every link is derived, never typed in.
 
 - :mod:`emlib.book.toc`: the book root, the table of contents and its chapters;
 - :mod:`emlib.book.execute`: one chapter executed with papermill and post-processed, the Colab badge;
-- :mod:`emlib.book.build`: the whole build, and the export of unexecuted notebooks for Colab;
+- :mod:`emlib.book.build`: the whole build;
+- :mod:`emlib.book.repository`: the repository and commit the book comes from (links, buttons, Colab pins);
+- :mod:`emlib.book.publish`: the export of unexecuted notebooks for Colab, their install pinned;
 - :mod:`emlib.book.check`: the browser check;
 - :mod:`emlib.book.sphinx`: the Sphinx extension listed in ``_config.yml``;
 - :mod:`emlib.book.commands`: ``python -m emlib.book`` and ``emlib book``.
@@ -38,15 +41,12 @@ What the chapters themselves call (settings, data, backbones) is in :mod:`emlib.
 
 from __future__ import annotations
 
-from emlib.book.build import STATIC_DIR, TIMINGS, BuildReport, build_book, export_notebooks, write_timings
+from emlib.book.build import STATIC_DIR, TIMINGS, BuildReport, build_book, write_timings
 from emlib.book.check import CHROMIUM, LAYOUT_JS, CheckReport, PageReport, check_book
 from emlib.book.commands import add_book_command, main
 from emlib.book.execute import (
-    NOTEBOOKS_BRANCH,
-    ONLINE_EDITION,
     PLOTLY_RENDERER,
     CellProgress,
-    REPO_URL,
     colab_badge_markdown,
     colab_url,
     execute_chapter,
@@ -54,17 +54,21 @@ from emlib.book.execute import (
     profile_banner_markdown,
     read_notebook_source,
 )
+from emlib.book.publish import export_notebooks, pin_notebook
+from emlib.book.repository import FALLBACK_REPOSITORY, NOTEBOOKS_BRANCH, BookSource, resolve_source, write_book_config
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, toc_docnames
 
 __all__ = [
     "BookError",
-    "REPO_URL",
+    "BookSource",
+    "resolve_source",
+    "write_book_config",
+    "FALLBACK_REPOSITORY",
     "NOTEBOOKS_BRANCH",
     "SOURCE_DIR",
     "CHAPTER_DIR",
     "STATIC_DIR",
     "TIMINGS",
-    "ONLINE_EDITION",
     "LAYOUT_JS",
     "CellProgress",
     "profile_banner_markdown",
@@ -82,6 +86,7 @@ __all__ = [
     "build_book",
     "BuildReport",
     "export_notebooks",
+    "pin_notebook",
     "check_book",
     "CheckReport",
     "PageReport",

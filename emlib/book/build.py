@@ -8,7 +8,8 @@
 2. writes the one copy of plotly.js the pages load (``book/chapters/_static/plotly.min.js``) and
    the chapter timings (``book/chapters/timings.json`` and ``timings.md``, which the instructor's
    guide includes: its time per chapter is this build's own, never typed in),
-3. runs ``jupyter-book build`` with execution off (the book never runs code itself), and
+3. runs ``jupyter-book build`` with execution off (the book never runs code itself) on a copy of
+   ``_config.yml`` naming the repository the book comes from (:mod:`emlib.book.repository`), and
 4. with ``--check`` opens every page in headless Chromium (:func:`emlib.book.check.check_book`).
 """
 
@@ -30,11 +31,15 @@ from plotly.offline import get_plotlyjs
 
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
+from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, write_toc_subset
 from emlib.config import get_profile
+from emlib.errors import WeightsError
+from emlib.models.hub import find_weights
+from emlib.models.weights import WEIGHTS_ENV
 
-__all__ = ["STATIC_DIR", "TIMINGS", "BuildReport", "build_book", "export_notebooks", "write_timings", "timings_markdown"]
+__all__ = ["STATIC_DIR", "TIMINGS", "BuildReport", "build_book", "check_chapter_weights", "write_timings", "timings_markdown"]
 
 #: Shared static files of the built book (one copy of plotly.js), relative to the book root.
 STATIC_DIR = "book/chapters/_static"
@@ -113,6 +118,46 @@ def _write_static(book_root: Path) -> Path:
     return target
 
 
+#: Calls by which a chapter trains or embeds with its own backbone: without that backbone's weights it has
+#: nothing to show. (Chapter 2 only compares backbones; it leaves a missing one out, with a note on the page.)
+_NEEDS_WEIGHTS = re.compile(r"\b(chapter_runs|latent_diagnostics|load_backbone_for_latents|create_backbone|"
+                            r"run_alignment_grid)\(")
+
+
+def check_chapter_weights(root: Path, chapters: Sequence[str], profile: str,
+                          parameters: Mapping[str, Any] | None = None) -> None:
+    """Raise BookError, before any chapter runs, when a chapter needs pretrained weights this machine lacks.
+
+    A chapter that trains or embeds with its backbone (the profile's, or ``-p backbone=...``) cannot
+    run without that backbone's weights; the check looks for them the way the chapter will
+    (:func:`emlib.models.hub.find_weights`, with ``-p weights_dir=...`` as ``$EMLIB_WEIGHTS``), and
+    takes seconds offline. Profiles with random weights (smoke) need none.
+    """
+    prof = get_profile(profile)
+    params = dict(parameters or {})
+    needing = [name for name in chapters if _NEEDS_WEIGHTS.search((root / SOURCE_DIR / f"{name}.py").read_text())]
+    if not prof.base.pretrained or not needing:
+        return
+    backbone = params.get("backbone") or prof.base.backbone
+    saved = os.environ.get(WEIGHTS_ENV)
+    try:
+        if params.get("weights_dir"):
+            os.environ[WEIGHTS_ENV] = str(Path(str(params["weights_dir"])).expanduser())
+        find_weights(backbone)
+    except WeightsError as err:
+        why = str(err).split("; run ")[0].rstrip(".")
+        raise BookError(
+            f"{', '.join(needing)} train with {backbone}, and {why}; run `emlib weights fetch {backbone}` where there "
+            f"is internet, or pass `-p weights_dir=FOLDER` with its file, or build only chapters that need no weights "
+            f"(`--only` without them: chapter 2 leaves a backbone without weights out, with a note)"
+        ) from None
+    finally:
+        if saved is None:
+            os.environ.pop(WEIGHTS_ENV, None)
+        else:
+            os.environ[WEIGHTS_ENV] = saved
+
+
 @dataclass
 class BuildReport:
     """What :func:`build_book` did: where things are and how long each step took (seconds)."""
@@ -123,6 +168,7 @@ class BuildReport:
     notebooks: dict[str, Path]
     timings: dict[str, float] = field(default_factory=dict)
     check: CheckReport | None = None
+    book_source: BookSource | None = None
 
     def summary(self) -> str:
         """One line per step."""
@@ -146,8 +192,10 @@ def _stage(root: Path, out: Path) -> None:
             shutil.copy2(path, target)
 
 
-def _jupyter_book(book_root: Path, toc: Path | None, *, strict: bool) -> None:
+def _jupyter_book(book_root: Path, toc: Path | None, *, strict: bool, config: Path | None = None) -> None:
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book_root)]
+    if config is not None:  # the generated _config.yml with the derived repository (write_book_config)
+        cmd += ["--config", str(config)]
     if toc is not None:
         cmd += ["--toc", str(toc)]
     if strict:
@@ -178,6 +226,9 @@ def build_book(
     check: bool = False,
     chromium: str = CHROMIUM,
     progress: bool = True,
+    dry_run: bool = False,
+    repository: str | None = None,
+    commit: str | None = None,
 ) -> BuildReport:
     """Execute the chapters and build the HTML book; optionally run the browser check.
 
@@ -187,6 +238,10 @@ def build_book(
         Repository root (found from the cwd when None).
     profile : str, default='smoke'
         Passed to every chapter as ``-p profile <profile>``.
+    dry_run : bool, default=False
+        Build the profile's dry run instead (``quick`` -> ``quick-dry``, :meth:`emlib.config.Profile.dry_run`):
+        the same chapters and code paths at a small size, every page under a dry-run banner. Same as
+        ``profile="quick-dry"``.
     only : sequence of str, default=None
         Build only these chapters (names such as ``01_data``); the other chapter pages are
         left out of this build's table of contents.
@@ -203,19 +258,25 @@ def build_book(
         Browser for the check.
     progress : bool, default=True
         Print one line per step, and one per code cell while a chapter runs.
+    repository, commit : str, default=None
+        The repository (``OWNER/NAME``) the badges, banners and theme buttons link to, and the
+        commit recorded with it; None derives them (``$GITHUB_REPOSITORY``/``$GITHUB_SHA``, else
+        the clone's ``origin``/``HEAD``: :func:`~emlib.book.repository.resolve_source`).
 
     Returns
     -------
     BuildReport
     """
-    get_profile(profile)
+    profile = get_profile(profile, dry_run=dry_run).name
     root = find_root() if root is None else Path(root).resolve()
+    book_source = resolve_source(root, repository=repository, commit=commit)
     chapters = list_chapters(root)
     if only:
         unknown = sorted(set(only) - set(chapters))
         if unknown:
             raise BookError(f"--only names {unknown} that are not chapters in _toc.yml; choose from {chapters}")
         chapters = [c for c in chapters if c in set(only)]
+    check_chapter_weights(root, chapters, profile, parameters)  # before any work: one sentence, in seconds
     book_root = Path(out).resolve() if out else root
     if out:
         _stage(root, book_root)
@@ -234,6 +295,7 @@ def build_book(
             parameters=parameters,
             cwd=root,
             progress=counter if progress else False,
+            book_source=book_source,
         )
         timings[f"execute {name}"] = time.perf_counter() - t0
     _write_static(book_root)
@@ -243,9 +305,9 @@ def build_book(
         toc = write_toc_subset(book_root, chapters)
     t0 = time.perf_counter()
     say("jupyter-book build (execution off) ...", flush=True)
-    _jupyter_book(book_root, toc, strict=strict)
+    _jupyter_book(book_root, toc, strict=strict, config=write_book_config(book_root, book_source))
     timings["jupyter-book build"] = time.perf_counter() - t0
-    report = BuildReport(book_root, book_root / "_build" / "html", chapters, notebooks, timings)
+    report = BuildReport(book_root, book_root / "_build" / "html", chapters, notebooks, timings, book_source=book_source)
     if check:
         t0 = time.perf_counter()
         say("browser check ...", flush=True)
@@ -254,26 +316,3 @@ def build_book(
         timings["browser check"] = time.perf_counter() - t0
     return report
 
-
-def export_notebooks(
-    dest: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, *, gpu: bool = True
-) -> list[Path]:
-    """Write every chapter as an unexecuted ``.ipynb`` for Colab (``dest/book/chapters/<name>.ipynb``).
-
-    The paths match the book pages, so the theme's Colab button and the chapter badges both work
-    once CI pushes ``dest`` to the notebooks branch. ``gpu=True`` asks Colab for a GPU runtime.
-    """
-    import nbformat  # lazy: nbformat comes with the [book] extra
-
-    base = find_root() if root is None else Path(root)
-    written = []
-    for name in list_chapters(base):
-        nb = read_notebook_source(base / SOURCE_DIR / f"{name}.py")
-        if gpu:
-            nb.metadata["accelerator"] = "GPU"
-            nb.metadata["colab"] = {"provenance": [], "gpuType": "T4"}
-        target = Path(dest) / CHAPTER_DIR / f"{name}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, target)
-        written.append(target)
-    return written

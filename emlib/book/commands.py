@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emlib.book.build import build_book, export_notebooks
+from emlib.book.build import build_book
+from emlib.book.publish import export_notebooks
+from emlib.book.repository import BookSource, resolve_source
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.toc import find_root
 from emlib.errors import ConfigError, EmlibError
@@ -49,8 +51,13 @@ def _build(args: argparse.Namespace) -> int:
         strict=not args.no_strict,
         check=args.check,
         chromium=args.chromium,
+        dry_run=args.dry_run,
+        repository=args.repository,
+        commit=args.commit,
     )
     print(report.summary())
+    if report.book_source is not None:
+        _note_fallback(report.book_source)
     if report.check is not None and not report.check.ok:
         for line in report.check.failures():
             print(f"  {line}")
@@ -64,9 +71,29 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    for path in export_notebooks(args.dest, args.root):
+    root = Path(args.root).resolve() if args.root else find_root()
+    book_source = resolve_source(root, repository=args.repository, commit=args.commit)
+    written = export_notebooks(args.dest, root, book_source=book_source, profile=args.profile, only=args.only)
+    for path in written:
         print(path)
+    print(f"{len(written)} notebooks install {book_source.requirement} and start with profile {args.profile!r}")
+    _note_fallback(book_source)
     return 0
+
+
+def _note_fallback(book_source: BookSource) -> None:
+    if book_source.origin == "fallback":
+        print(f"note: no repository given or found (--repository, $GITHUB_REPOSITORY, a GitHub origin), so the "
+              f"links name the placeholder {book_source.repository}; pass --repository OWNER/NAME", file=sys.stderr)
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """``--repository`` and ``--commit`` (both derived when left out: see emlib.book.repository)."""
+    parser.add_argument("--repository", default=None, metavar="OWNER/NAME",
+                        help="GitHub repository the links name and Colab installs from, or a local clone "
+                             "(default: $GITHUB_REPOSITORY, else the clone's origin)")
+    parser.add_argument("--commit", default=None, metavar="SHA",
+                        help="commit the Colab notebooks install (default: $GITHUB_SHA, else the clone's HEAD)")
 
 
 def _add_actions(sub: argparse._SubParsersAction) -> None:
@@ -76,10 +103,13 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--only", nargs="+", metavar="CHAPTER", help="build only these chapters, e.g. --only 01_data")
     b.add_argument("--out", default=None, help="build in this folder instead of the repository")
     b.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="extra chapter parameter")
+    b.add_argument("--dry-run", action="store_true",
+                   help="the profile's dry run (quick, paper): every code path at a small size, for CI on a local hub")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--chromium", default=CHROMIUM, help=f"Chromium for --check (default: {CHROMIUM})")
     b.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     b.add_argument("--root", default=None, help="repository root (default: found from the current folder)")
+    _add_source_options(b)
     b.set_defaults(func=_build)
     c = sub.add_parser("check", help="open every built page in headless Chromium")
     c.add_argument("--root", default=None, help="book root (default: found from the current folder)")
@@ -88,7 +118,10 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_check)
     e = sub.add_parser("export", help="write unexecuted .ipynb chapters for Colab (the notebooks branch)")
     e.add_argument("dest", help="folder to write book/chapters/<name>.ipynb into")
-    e.add_argument("--root", default=None)
+    e.add_argument("--root", default=None, help="repository root (default: found from the current folder)")
+    e.add_argument("--profile", default="quick", help="the profile each notebook starts with on Colab (default: quick)")
+    e.add_argument("--only", nargs="+", metavar="CHAPTER", help="export only these chapters")
+    _add_source_options(e)
     e.set_defaults(func=_export)
 
 

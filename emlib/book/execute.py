@@ -6,14 +6,15 @@ static book can show. While it runs, one progress line per code cell says which 
 run and for how long (:class:`CellProgress`); the kernel logs only errors, so the expected
 "Kernel is running over TCP without encryption" warning stays out. :func:`postprocess_notebook`
 then tags the ``injected-parameters`` cell ``remove-cell``, puts an "Open in Colab" badge under
-the title and, for profiles without pretrained weights, a banner naming the profile and the
+the title (its address derived by :mod:`emlib.book.repository`, never typed in) and, for profiles without pretrained weights, a banner naming the profile and the
 weights with a link to the online edition; it drops the plotly.js bundle (the book serves one copy
 from ``_static``) and the MathJax-from-CDN tags. A failing cell becomes one line naming the
 chapter, the cell and where the partial notebook is.
 
-Colab opens notebooks, not ``.py`` files: CI publishes ``jupytext --to ipynb`` copies
-(``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book pages have,
-so both the badge and the theme's Colab launch button open them.
+Colab opens notebooks, not ``.py`` files: the workflow publishes ``.ipynb`` copies, their install
+pinned to the built commit (``python -m emlib.book export``, :mod:`emlib.book.publish`), to the
+``notebooks`` branch at the same paths the book pages have, so both the badge and the theme's Colab
+launch button open them.
 
 jupytext, papermill and nbformat come with the ``[book]`` extra; they are imported where they are
 used, so ``emlib`` works without them.
@@ -30,15 +31,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
-from emlib.book.toc import CHAPTER_DIR, BookError
+from emlib.book.repository import NOTEBOOKS_BRANCH, BookSource, resolve_source
+from emlib.book.toc import BookError
 from emlib.config import BUILD_ENV, get_profile
 
 __all__ = [
-    "REPO_URL",
-    "NOTEBOOKS_BRANCH",
-    "ONLINE_EDITION",
     "PLOTLY_RENDERER",
     "KERNEL_ARGUMENTS",
     "CellProgress",
@@ -50,31 +48,30 @@ __all__ = [
     "postprocess_notebook",
 ]
 
-#: The project's repository (placeholder organisation until the book is published).
-REPO_URL = "https://github.com/emlib-book/emlib"
-#: Branch to which CI publishes the unexecuted ``.ipynb`` chapters for Colab.
-NOTEBOOKS_BRANCH = "notebooks"
-#: The published book (GitHub Pages of :data:`REPO_URL`), built with the pretrained ``quick`` profile.
-ONLINE_EDITION = "https://emlib-book.github.io/emlib/"
 #: Plotly renderer for the papermill kernel: the JSON for Jupyter plus HTML for the static book.
 PLOTLY_RENDERER = "plotly_mimetype+notebook"
 #: Extra kernel arguments: log errors only (ipykernel 7 warns on every start that its local TCP
 #: sockets are unencrypted, which is expected for a kernel papermill starts on this machine).
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
-_COLAB = "https://colab.research.google.com"
 
-
-def colab_url(name: str, *, repo_url: str = REPO_URL, branch: str = NOTEBOOKS_BRANCH) -> str:
+def colab_url(name: str, *, book_source: BookSource | None = None, branch: str = NOTEBOOKS_BRANCH) -> str:
     """Colab address of chapter ``name`` as published on the notebooks branch.
+
+    Parameters
+    ----------
+    name : str
+        Chapter name, e.g. ``01_data``.
+    book_source : BookSource, default=None
+        The book's repository; None derives it (:func:`~emlib.book.repository.resolve_source`).
+    branch : str, default='notebooks'
 
     Examples
     --------
-    >>> colab_url("01_data")
-    'https://colab.research.google.com/github/emlib-book/emlib/blob/notebooks/book/chapters/01_data.ipynb'
+    >>> colab_url("01_data", book_source=BookSource("Someone/emlib"))
+    'https://colab.research.google.com/github/Someone/emlib/blob/notebooks/book/chapters/01_data.ipynb'
     """
-    org_repo = urlsplit(repo_url).path.strip("/")
-    return f"{_COLAB}/github/{org_repo}/blob/{branch}/{CHAPTER_DIR}/{name}.ipynb"
+    return (book_source or resolve_source()).colab_url(name, branch=branch)
 
 
 def _badge_svg() -> str:
@@ -91,20 +88,21 @@ def _badge_svg() -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
 
 
-def colab_badge_markdown(name: str, *, repo_url: str = REPO_URL) -> str:
-    """Markdown (raw HTML) of the "Open in Colab" badge of chapter ``name``."""
+def colab_badge_markdown(name: str, *, book_source: BookSource | None = None) -> str:
+    """Markdown (raw HTML) of the "Open in Colab" badge of chapter ``name`` (``book_source``: as in :func:`colab_url`)."""
     return (
-        f'<a class="colab-badge" href="{colab_url(name, repo_url=repo_url)}" target="_blank" rel="noopener">'
+        f'<a class="colab-badge" href="{colab_url(name, book_source=book_source)}" target="_blank" rel="noopener">'
         f'<img src="{_badge_svg()}" alt="Open in Colab" width="117" height="20"/></a>'
     )
 
 
 
-def profile_banner_markdown(profile: str, *, online: str = ONLINE_EDITION) -> str:
+def profile_banner_markdown(profile: str, *, online: str | None = None) -> str:
     """The banner of a chapter built with a profile that has no pretrained weights ("" otherwise).
 
     It names the profile, its backbone and weights, says what its numbers are (and are not), and
-    links to the online edition, built with pretrained weights.
+    links to the online edition, built with pretrained weights (``online``; None derives it,
+    :attr:`~emlib.book.repository.BookSource.online_edition`).
 
     Examples
     --------
@@ -112,6 +110,15 @@ def profile_banner_markdown(profile: str, *, online: str = ONLINE_EDITION) -> st
     (True, '')
     """
     prof = get_profile(profile)
+    online = online or resolve_source().online_edition
+    if prof.is_dry_run:  # quick-dry, paper-dry: the real code path at a small size, for CI
+        return (
+            ":::{admonition} Dry run: numbers mean nothing\n:class: warning emlib-profile-banner\n\n"
+            "**Dry run**: pretrained-weights code path with random values from a local test hub; numbers mean "
+            f"nothing. This page was built with the **`{prof.name}`** profile ({prof.summary()}) to show that the "
+            f"`{prof.dry_run_of}` edition runs end to end. For real numbers read the [online edition]({online}), "
+            f'or run this chapter with `profile = "{prof.dry_run_of}"`.\n:::'
+        )
     if prof.base.pretrained:
         return ""
     return (
@@ -236,6 +243,7 @@ def execute_chapter(
     plotly_renderer: str = PLOTLY_RENDERER,
     timeout: int | None = 1800,
     progress: CellProgress | bool = False,
+    book_source: BookSource | None = None,
 ) -> Path:
     """Run one chapter with papermill (``-p profile <profile>``) and post-process the result.
 
@@ -256,6 +264,8 @@ def execute_chapter(
         Seconds one cell may run.
     progress : CellProgress or bool, default=False
         Report each code cell as it starts (True: a :class:`CellProgress` on stdout).
+    book_source : BookSource, default=None
+        The repository the badge and banner link to; None derives it (:func:`resolve_source`).
 
     Returns
     -------
@@ -308,7 +318,7 @@ def execute_chapter(
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None
     executed = nbformat.read(output, as_version=4)
-    nbformat.write(postprocess_notebook(executed, name, profile=profile), output)
+    nbformat.write(postprocess_notebook(executed, name, profile=profile, book_source=book_source), output)
     if progress:
         progress.done()
     return output
@@ -322,12 +332,15 @@ def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def postprocess_notebook(nb: Any, name: str, *, badge: bool = True, profile: str | None = None) -> Any:
+def postprocess_notebook(
+    nb: Any, name: str, *, badge: bool = True, profile: str | None = None, book_source: BookSource | None = None
+) -> Any:
     """Prepare an executed chapter for the static book (returns ``nb``, changed in place).
 
     - the papermill ``injected-parameters`` cell gets the ``remove-cell`` tag;
     - an "Open in Colab" badge cell goes under the first markdown cell (once), and under it, for a
-      ``profile`` without pretrained weights, the banner of :func:`profile_banner_markdown` (once);
+      ``profile`` without pretrained weights, the banner of :func:`profile_banner_markdown` (once),
+      both linking to ``book_source``'s repository and online edition (None: :func:`resolve_source`);
     - the plotly.js bundle that the ``notebook`` renderer pastes into the first figure's output is
       removed, because the book loads one shared copy (``_static/plotly.min.js``) on every page;
     - the MathJax-from-CDN tag plotly adds to every figure is removed (no figure uses LaTeX, and
@@ -360,10 +373,11 @@ def postprocess_notebook(nb: Any, name: str, *, badge: bool = True, profile: str
             kept.append(out)
         cell["outputs"] = kept
     at = next((i + 1 for i, c in enumerate(nb.cells) if c.get("cell_type") == "markdown"), 0)
+    book_source = book_source or resolve_source()
     if badge and not any("colab-badge" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        badge_cell = nbformat.v4.new_markdown_cell(colab_badge_markdown(name), metadata={"tags": ["colab-badge"]})
+        badge_cell = nbformat.v4.new_markdown_cell(colab_badge_markdown(name, book_source=book_source), metadata={"tags": ["colab-badge"]})
         nb.cells.insert(at, badge_cell)
-    banner = profile_banner_markdown(profile) if profile else ""
+    banner = profile_banner_markdown(profile, online=book_source.online_edition) if profile else ""
     if banner and not any("profile-banner" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         at += int(badge)
         nb.cells.insert(at, nbformat.v4.new_markdown_cell(banner, metadata={"tags": ["profile-banner"]}))

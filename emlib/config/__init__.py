@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from emlib.config.profiles import PROFILES, Profile, get_profile, grid_configs, list_profiles
+from emlib.config.profiles import DRY_RUN_LABEL, DRY_RUN_SUFFIX, PROFILES, Profile, get_profile, grid_configs, list_profiles
 from emlib.config.run import (
     ALIGNMENT_FIELDS,
     BUILD_ENV,
@@ -22,6 +22,8 @@ from emlib.config.run import (
 __all__ = [
     "ALIGNMENT_FIELDS",
     "BUILD_ENV",
+    "DRY_RUN_LABEL",
+    "DRY_RUN_SUFFIX",
     "INPUT_ALIGNMENTS",
     "LORA_TARGETS",
     "OPTIONAL_FIELDS",

@@ -4,18 +4,38 @@ Every per-profile knob lives here (no ``profile == ...`` anywhere else): the bas
 :class:`~emlib.config.RunConfig` of the runs, the grid's axes, per-run overrides (the authors'
 batch sizes), and what the chapters show (slices, token pictures, backbones side by side).
 :func:`grid_configs` expands a profile into its runs (backbone x regime x train set x seed).
+
+**Dry runs.** ``quick`` and ``paper`` each have a dry run, :meth:`Profile.dry_run`, named
+``quick-dry`` and ``paper-dry`` (:data:`DRY_RUN_SUFFIX`; ``get_profile("paper-dry")``, ``emlib grid
+--profile paper --dry-run``, ``python -m emlib.book build --profile quick --dry-run``): the same
+code paths at a size a CPU runs in minutes. A dry run keeps the profile's regimes, training sets
+(paired included), pretrained weights (``pretrained=True``: the very loading code of a real run),
+schedule switches (validation split, early stopping, Meta's position interpolation, the disk
+feature cache for ``paper``), batch sizes and backbone families, and shrinks only sizes: few
+slices, crops or whole slices at a small long side, 2 epochs, one seed, and the smallest member
+of each family. It exists for CI on a local test hub (random values in the upstream formats,
+:mod:`emlib.testing`), so everything it makes says so: its profile name is in every results row
+and run folder path (``runs/paper-dry``), the chapters carry a dry-run banner, and figures the
+:data:`DRY_RUN_LABEL` badge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from emlib.config.run import REGIMES, TRAIN_SETS, RunConfig, _check_choice, _check_known
 from emlib.errors import ConfigError
 
-__all__ = ["Profile", "PROFILES", "get_profile", "list_profiles", "grid_configs"]
+__all__ = ["Profile", "PROFILES", "DRY_RUN_SUFFIX", "DRY_RUN_LABEL", "get_profile", "list_profiles", "grid_configs"]
+
+#: Name of a profile's dry run: the profile's name and this suffix (``quick-dry``, ``paper-dry``).
+DRY_RUN_SUFFIX = "-dry"
+#: The weights label of a dry run's pages and figures ("random" in it puts the figures' badge on):
+#: a dry run loads pretrained weights through the real code path, but from a local test hub whose
+#: values are random.
+DRY_RUN_LABEL = "random values (dry run)"
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,8 @@ class Profile:
     batch_sizes : tuple of (str, int)
         Batch size per training set or backbone family (:meth:`run_overrides`), e.g. the authors'
         2 for paired and OpenCLIP runs where single-dataset runs use 1.
+    dry_run_of : str or None
+        The profile this one is the dry run of (:meth:`dry_run`), or None for a real profile.
     """
 
     name: str
@@ -73,6 +95,42 @@ class Profile:
     family_backbones: tuple[str, ...] = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
     cpu_threads: int | None = None
     batch_sizes: tuple[tuple[str, int], ...] = ()
+    dry_run_of: str | None = None
+
+    @property
+    def is_dry_run(self) -> bool:
+        """True for a dry run (``quick-dry``, ``paper-dry``): its numbers mean nothing."""
+        return self.dry_run_of is not None
+
+    def dry_run(self) -> Profile:
+        """This profile at a reduced size that keeps every code path (``<name>-dry``).
+
+        Sizes shrink (:data:`_DRY_RUNS` lists every change), everything else stays: regimes,
+        training sets, pretrained weights, the schedule's switches, batch sizes, and one backbone
+        of each of the profile's families (the smallest). A dry run's dry run is itself.
+
+        Raises
+        ------
+        ConfigError
+            For a profile without a dry run (``smoke``: already small, with random weights).
+
+        Examples
+        --------
+        >>> dry = get_profile("paper").dry_run()
+        >>> dry.name, dry.base.crop, dry.base.long_edge, dry.base.pretrained, dry.backbones
+        ('paper-dry', None, 112, True, ('dinov2_vits14', 'dinov3_vits16', 'openclip_vitb16'))
+        """
+        if self.is_dry_run:
+            return self
+        if self.name not in _DRY_RUNS:
+            raise ConfigError(f"the {self.name!r} profile has no dry run (it is already small); "
+                              f"dry runs exist for {sorted(_DRY_RUNS)}")
+        change = _DRY_RUNS[self.name]
+        return replace(
+            self, name=self.name + DRY_RUN_SUFFIX, dry_run_of=self.name,
+            description=f"a dry run of {self.name} ({self.description}): {change['why']}",
+            base=self.base.replace(**change["base"]), **change["profile"],
+        )
 
     def run_overrides(self, backbone: str, train_set: str) -> dict[str, Any]:
         """Per-run settings on top of ``base``: the batch size of :attr:`batch_sizes` whose key is the
@@ -99,6 +157,8 @@ class Profile:
         """
         b = self.base
         weights = "random weights" if not b.pretrained else "pretrained weights"
+        if self.is_dry_run:
+            weights = "pretrained weights (in CI: random values from a local test hub)"
         backbones = ", ".join(self.backbones)
         if b.crop:
             source = "every training slice" if b.train_slices is None else f"the first {b.train_slices} training slices"
@@ -106,7 +166,8 @@ class Profile:
         else:
             inputs = f"whole slices resized to a {b.long_edge}-pixel long side"
         per_epoch = f" of {b.samples_per_epoch} crops" if b.samples_per_epoch and b.crop else ""
-        test = "every test slice" if b.eval_slices is None else f"{b.eval_slices} evenly spaced test slices per dataset"
+        test = "every test slice" if b.eval_slices is None else (
+            f"{b.eval_slices} evenly spaced test slice{'s' if b.eval_slices != 1 else ''} per dataset")
         if b.eval_region:
             test += f" (a {b.eval_region}x{b.eval_region}-pixel centre region of each)"
         seeds = f"{len(self.seeds)} seed" + ("s" if len(self.seeds) != 1 else "")
@@ -116,7 +177,8 @@ class Profile:
             epochs = (f"up to {b.epochs} epochs with early stopping (patience {b.patience}, on the loss of the "
                       f"{b.val_fraction:.0%} of training slices held out for validation; the best epoch is kept)")
         batch = f"batch {b.batch_size}" + "".join(f", {size} for {key}" for key, size in self.batch_sizes)
-        return f"{backbones} with {weights}, {inputs}, {epochs} ({batch}), tested on {test}, {seeds}{where}"
+        dry = f"dry run of {self.dry_run_of}: " if self.is_dry_run else ""
+        return f"{dry}{backbones} with {weights}, {inputs}, {epochs} ({batch}), tested on {test}, {seeds}{where}"
 
 
 PROFILES: dict[str, Profile] = {
@@ -204,16 +266,51 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def list_profiles() -> list[str]:
-    """Names of the profiles."""
-    return list(PROFILES)
+#: What a dry run changes (:meth:`Profile.dry_run`): sizes only. ``base`` goes to the RunConfig,
+#: ``profile`` to the Profile; every other setting is the real profile's. ``why`` ends the description
+#: (words only: the numbers are in the config, and :meth:`Profile.summary` says them). Chapter 6 needs
+#: at least 6 embedded slices per dataset (5-fold probes); 2 epochs let early stopping pick an epoch.
+_DRY_RUNS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "why": "the same runs on small crops, with few epochs and test slices",
+        "base": {"crop": 112, "train_slices": 2, "samples_per_epoch": 4, "epochs": 2, "batch_size": 2,
+                 "eval_window": 112, "eval_slices": 1, "eval_region": 112, "unet_channels": 8},
+        "profile": {"embedding_slices": 6, "embedding_long_edge": 112, "token_long_edge": 112, "token_slices": 2,
+                    "view_slices": 2},
+    },
+    "paper": {
+        "why": "whole slices at a small size, the smallest backbone of each family, few epochs, one seed",
+        "base": {"backbone": "dinov2_vits14", "long_edge": 112, "train_slices": 3, "epochs": 2, "eval_slices": 1, "head_channels": 64},
+        "profile": {"backbones": ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16"), "seeds": (0,),
+                    "family_backbones": ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16"),
+                    "embedding_slices": 6, "embedding_long_edge": 112, "token_long_edge": 112, "token_slices": 2,
+                    "view_slices": 2},
+    },
+}
 
 
-def get_profile(name: str) -> Profile:
-    """The profile called ``name``; unknown names raise ConfigError listing the known ones."""
-    if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; choose one of {list_profiles()}")
-    return PROFILES[name]
+def list_profiles(*, dry_runs: bool = False) -> list[str]:
+    """Names of the profiles; with ``dry_runs=True`` also their dry runs (``quick-dry``, ``paper-dry``).
+
+    Examples
+    --------
+    >>> list_profiles(dry_runs=True)
+    ['smoke', 'quick', 'paper', 'quick-dry', 'paper-dry']
+    """
+    return list(PROFILES) + ([name + DRY_RUN_SUFFIX for name in _DRY_RUNS] if dry_runs else [])
+
+
+def get_profile(name: str, *, dry_run: bool = False) -> Profile:
+    """The profile called ``name`` (``quick-dry`` names the dry run of ``quick``), or its dry run.
+
+    Unknown names raise ConfigError listing the known ones; ``dry_run=True`` on a profile without a
+    dry run (smoke) raises ConfigError too.
+    """
+    base = name[: -len(DRY_RUN_SUFFIX)] if isinstance(name, str) and name.endswith(DRY_RUN_SUFFIX) else name
+    if base not in PROFILES or (base != name and base not in _DRY_RUNS):
+        raise ConfigError(f"unknown profile {name!r}; choose one of {list_profiles(dry_runs=True)}")
+    prof = PROFILES[base]
+    return prof.dry_run() if dry_run or base != name else prof
 
 
 def grid_configs(

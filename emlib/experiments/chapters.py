@@ -20,14 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emlib.config import BUILD_ENV, RunConfig, get_profile, grid_configs
-from emlib.data import data_root, fetch_dataset, normalize, protocol_size, resize_slice
+from emlib.config import BUILD_ENV, DRY_RUN_LABEL, RunConfig, get_profile, grid_configs
+from emlib.data import data_root, fetch_dataset, protocol_size
 from emlib.device import resolve_device
-from emlib.diagnostics import patch_pca_rgb
-from emlib.errors import ConfigError, WeightsError
+from emlib.errors import ConfigError
 from emlib.experiments.grid import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
-from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, create_backbone, extract_token_maps, get_backbone_spec
+from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, get_backbone_spec
 from emlib.viz.display import show_table
 
 __all__ = [
@@ -37,11 +36,6 @@ __all__ = [
     "limit_cpu_threads",
     "physical_extent_table",
     "token_grid_table",
-    "crop_around_foreground",
-    "backbone_view",
-    "family_backbones",
-    "load_backbones",
-    "token_pca",
     "grid_dir",
     "chapter_configs",
     "chapter_command",
@@ -66,7 +60,7 @@ class ChapterSettings:
     Attributes
     ----------
     profile : str
-        ``smoke``, ``quick`` or ``paper``.
+        ``smoke``, ``quick`` or ``paper``, or a dry run (``quick-dry``, ``paper-dry``).
     description : str
         What the profile is for.
     backbone : str
@@ -96,6 +90,9 @@ class ChapterSettings:
         Torch threads for tiny runs on a CPU (the profile's); None keeps torch's default.
     runs : str, default=''
         What the profile's runs are (:meth:`emlib.config.Profile.summary`).
+    dry_run : bool, default=False
+        True for a dry run (``quick-dry``, ``paper-dry``): pretrained weights through the real code
+        path, but numbers that mean nothing; the page's weights label says so.
     """
 
     profile: str
@@ -114,10 +111,14 @@ class ChapterSettings:
     token_slices: int = 8
     cpu_threads: int | None = None
     runs: str = ""
+    dry_run: bool = False
 
     @property
     def weights_label(self) -> str:
-        """``random weights`` or ``pretrained``: the words figures and tables must carry."""
+        """``random weights``, ``pretrained`` or, for a dry run, ``random values (dry run)``: the words
+        figures and tables must carry (a label with "random" in it puts the badge on them)."""
+        if self.dry_run:
+            return DRY_RUN_LABEL
         return "pretrained" if self.pretrained else RANDOM_WEIGHTS_LABEL
 
     def table(self) -> pd.DataFrame:
@@ -166,7 +167,8 @@ def chapter_settings(
 
     Parameters
     ----------
-    profile : {'smoke', 'quick', 'paper'}, default='smoke'
+    profile : {'smoke', 'quick', 'paper', 'quick-dry', 'paper-dry'}, default='smoke'
+        A ``-dry`` name is the profile's dry run (:meth:`emlib.config.Profile.dry_run`).
     backbone : str, default=None
         None takes the profile's backbone.
     data_dir : path, default=None
@@ -211,6 +213,7 @@ def chapter_settings(
         token_slices=prof.token_slices,
         cpu_threads=prof.cpu_threads,
         runs=prof.summary(),
+        dry_run=prof.is_dry_run,
     )
 
 
@@ -308,118 +311,6 @@ def token_grid_table(
                 }
             )
     return pd.DataFrame(rows).set_index("dataset")
-
-
-# =============================================================================================
-# What a backbone sees: its input, the backbones compared, token pictures
-# =============================================================================================
-
-
-def crop_around_foreground(image: Any, mask: Any, size: int, *, stride: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """The ``size`` x ``size`` window of a slice that holds the most foreground (ties: the first).
-
-    Parameters
-    ----------
-    image : array of shape (H, W)
-    mask : array of shape (H, W), bool, or None
-        None takes the centre window.
-    size : int
-    stride : int, default=16
-        Step of the window search, in pixels.
-
-    Returns
-    -------
-    (image crop, mask crop)
-        The mask crop is all False when ``mask`` is None.
-    """
-    img = np.asarray(image)
-    h, w = img.shape
-    if size > min(h, w):
-        raise ConfigError(f"crop size {size} is larger than the slice ({h}x{w}); use a smaller crop")
-    if mask is None:
-        top, left = (h - size) // 2, (w - size) // 2
-        m = np.zeros((size, size), bool)
-        return img[top : top + size, left : left + size], m
-    msk = np.asarray(mask).astype(bool)
-    integral = np.pad(msk.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    best, where = -1, (0, 0)
-    for top in range(0, h - size + 1, stride):
-        for left in range(0, w - size + 1, stride):
-            bottom, right = top + size, left + size
-            s = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
-            if s > best:
-                best, where = int(s), (top, left)
-    top, left = where
-    window = (slice(top, top + size), slice(left, left + size))
-    return img[window], msk[window]
-
-
-def backbone_view(image: Any, mask: Any, patch_size: int, settings: ChapterSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The slice a backbone sees in token pictures: a crop or the protocol resize (per the profile).
-
-    With ``token_crop`` (smoke): the window of that side with the most mitochondria, its side floored
-    to the patch size. Otherwise (quick, paper): the whole slice resized with the authors' rule (long
-    side ``token_long_edge``, sides floored to the patch size, :func:`emlib.data.protocol_size`).
-    """
-    img = np.asarray(image)
-    if settings.token_crop:
-        side = (settings.token_crop // patch_size) * patch_size
-        return crop_around_foreground(img, mask, side)
-    size = protocol_size(*img.shape, long_edge=int(settings.token_long_edge or 1022), multiple=patch_size)
-    m = np.zeros(img.shape, bool) if mask is None else np.asarray(mask)
-    return resize_slice(img, size), resize_slice(m, size, is_mask=True)
-
-
-def family_backbones(settings: ChapterSettings) -> list[str]:
-    """One backbone per family (DINOv2, DINOv3, OpenCLIP) for side-by-side pictures.
-
-    The chapter's backbone stands for its own family; the others are the profile's
-    ``family_backbones`` (the small ones for smoke and quick, the profile's large ones for paper).
-    The list is in the order of the profile's families.
-    """
-    defaults = get_profile(settings.profile).family_backbones
-    chosen = {get_backbone_spec(settings.backbone).family: settings.backbone}
-    for name in defaults:
-        chosen.setdefault(get_backbone_spec(name).family, name)
-    return [chosen[get_backbone_spec(name).family] for name in defaults]
-
-
-def load_backbones(names: Sequence[str], settings: ChapterSettings) -> dict[str, Any]:
-    """Build each backbone on ``settings.device``; random weights on the smoke profile.
-
-    Each random backbone is seeded with ``settings.seed``, so pictures repeat. When pretrained
-    weights cannot be found (no file, no network, gated DINOv3), that backbone is left out and a
-    line saying why is printed, instead of stopping the chapter.
-    """
-    out = {}
-    for name in names:
-        torch.manual_seed(settings.seed)
-        try:
-            out[name] = create_backbone(name, pretrained=settings.pretrained, device=settings.device).eval()
-        except WeightsError as err:
-            print(f"left out {name}: {err}")
-    return out
-
-
-def token_pca(backbone: Any, views: Mapping[str, np.ndarray], settings: ChapterSettings) -> dict[str, np.ndarray]:
-    """Patch tokens of each view through ``backbone``, as one joint PCA-to-RGB picture per view.
-
-    The PCA is fitted on the tokens of all views together, so a colour means the same direction
-    of feature space in every picture (:func:`emlib.diagnostics.patch_pca_rgb`).
-
-    Returns
-    -------
-    dict of str to ndarray of shape (h, w, 3)
-    """
-
-    def prep(batch: np.ndarray) -> Any:
-        return normalize(batch, backbone.mean, backbone.std)
-
-    tokens = {
-        name: extract_token_maps(backbone, view[None], normalise=prep, device=settings.device, progress=False)[0]
-        for name, view in views.items()
-    }
-    return patch_pca_rgb(tokens, seed=settings.seed)
 
 
 # =============================================================================================

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from emlib.config import RunConfig, grid_configs
+from emlib.config import DRY_RUN_SUFFIX, RunConfig, grid_configs
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluate import evaluate_both
@@ -223,8 +223,11 @@ def grid_command(
     --------
     >>> grid_command("smoke", "runs/smoke", regimes=["lora"], train_sets=["paired"])
     'emlib grid --profile smoke --out runs/smoke --regime lora --train-set paired'
+    >>> grid_command("paper-dry", "runs/paper-dry")
+    'emlib grid --profile paper --dry-run --out runs/paper-dry'
     """
-    parts = ["emlib grid", f"--profile {profile}"]
+    dry = profile.endswith(DRY_RUN_SUFFIX)  # a dry run is asked for as --profile quick --dry-run
+    parts = ["emlib grid", f"--profile {profile[: -len(DRY_RUN_SUFFIX)] if dry else profile}", *(["--dry-run"] * dry)]
     if out_dir is not None:
         parts.append(f"--out {out_dir}")
     if backbone is not None:

@@ -116,6 +116,30 @@ def _images(cfg: RunConfig, split: str, root) -> int:
     return total
 
 
+def _input_scale(cfg: RunConfig, train_images: int, measured: str) -> tuple[float, float, float, str]:
+    """What a run's inputs weigh next to the measured input size (``costs.csv``'s ``input_size``, e.g. ``1022x756``).
+
+    Rates are measured on whole slices at the paper's size; work grows about with the pixels fed
+    to the backbone. A cropped run (quick) trains on ``samples_per_epoch`` crops per epoch (or all
+    tiles of its slices); a whole-slice run at another ``long_edge`` (a dry run) on smaller slices.
+
+    Returns
+    -------
+    (per epoch, one pass over all, per test slice, input) : (float, float, float, str)
+        Measured-size image equivalents of one training epoch, of one pass over every training
+        tile (a frozen run's feature cache) and of one test slice, and the input in words.
+    """
+    w, h = (int(v) for v in measured.split("x"))
+    if cfg.crop:
+        tiles = train_images * w * h / cfg.crop**2  # the tiles of the training slices (about)
+        per_epoch = min(cfg.samples_per_epoch or tiles, tiles) * cfg.crop**2 / (w * h)
+        test = (cfg.eval_region**2 / (w * h)) if cfg.eval_region else 1.0
+        what = f"{cfg.crop}px crops" + (f", {cfg.samples_per_epoch}/epoch" if cfg.samples_per_epoch else "")
+        return per_epoch, float(train_images), test, what
+    scale = (cfg.long_edge / max(w, h)) ** 2
+    return train_images * scale, train_images * scale, scale, f"slices at {cfg.long_edge}px"
+
+
 def _cost_row(costs: pd.DataFrame, backbone: str, regime: str, batch: int) -> pd.Series | None:
     """The measurement of this backbone and regime, preferring a GPU row and the same (else the nearest) batch size."""
     rows = costs[(costs.backbone == backbone) & (costs.regime == regime)]
@@ -129,7 +153,9 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None
     """The runs of ``configs`` not yet finished in ``out``, with an estimate of their seconds and peak memory.
 
     The estimate is epochs x training images / images_per_s of the regime (one pass for frozen runs,
-    whose features are cached; + the test images at the frozen rate), from the row of ``costs.csv`` for the run's backbone, regime and nearest batch size:
+    whose features are cached; + the test images at the frozen rate), from the row of ``costs.csv`` for the run's backbone, regime and nearest batch size,
+    scaled by the pixels of the run's inputs over those of the measured input (crops per epoch, or
+    whole slices at another long side; ``input`` says which, :func:`_input_scale`):
     an upper bound for early-stopped runs, on the machine the row names (``measured_on``). Runs
     without a row say ``no measurement``.
     """
@@ -139,19 +165,20 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None
         run_dir = run_folder(cfg, out, root=root)
         if (run_dir / METRICS).is_file():
             continue
-        row = {"run": run_dir.name, "epochs": cfg.epochs, "train_images": _images(cfg, "train", root),
+        row = {"run": run_dir.name, "epochs": cfg.epochs, "train_images": _images(cfg, "train", root), "input": "",
                "seconds": float("nan"), "peak_memory_mb": float("nan"), "measured_on": "no measurement"}
         cost = _cost_row(costs, cfg.backbone, cfg.regime, cfg.batch_size)
         frozen = _cost_row(costs, cfg.backbone, "frozen", cfg.batch_size)
         if cost is not None and frozen is not None:
-            test = _images(cfg, "test", root) / frozen.images_per_s
-            # a frozen run with a feature cache runs its backbone once per training image (the head's
-            # epochs on cached features are not in the table and are small next to it)
-            passes = 1 if cfg.regime == "frozen" and cfg.cache != "none" else cfg.epochs
-            row.update(seconds=passes * row["train_images"] / cost.images_per_s + test,
+            per_epoch, one_pass, per_test, row["input"] = _input_scale(cfg, row["train_images"], cost.input_size)
+            test = _images(cfg, "test", root) * per_test / frozen.images_per_s
+            # a frozen run with a feature cache runs its backbone once over its training tiles (the
+            # head's epochs on cached features are not in the table and are small next to it)
+            train = one_pass if cfg.regime == "frozen" and cfg.cache != "none" else cfg.epochs * per_epoch
+            row.update(seconds=train / cost.images_per_s + test,
                        peak_memory_mb=cost.peak_memory_mb, measured_on=f"{cost.measured_on} ({cost.device}, {cost.input_size})")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["run", "epochs", "train_images", "seconds", "peak_memory_mb", "measured_on"])
+    return pd.DataFrame(rows, columns=["run", "epochs", "train_images", "input", "seconds", "peak_memory_mb", "measured_on"])
 
 
 def run_status(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Vision-foundation-model backbones: one registry, one factory, one wrapper class.
 
 Every backbone of the study (DINOv2, DINOv3, OpenCLIP) is described by a frozen
-:class:`BackboneSpec` held in the private registry ``_BACKBONES`` and built by
+:class:`BackboneSpec` held in the registry (:mod:`emlib.models.registry`) and built by
 :func:`create_backbone`. The result is a :class:`Backbone`, a ``torch.nn.Module`` with one
 interface whatever the family:
 
@@ -23,18 +23,18 @@ included. That is what the authors' configs do (``preset: em`` everywhere) even 
 OpenCLIP checkpoints were trained with other statistics (CLIP's, or 0.5/0.5 for
 ``ViT-L-14 / laion2b_s32b_b82k``); emlib reproduces the configs, not the checkpoints' defaults.
 
-Weights (see :mod:`emlib.models.weights`): with ``pretrained=True`` the factory looks, in this
-order, for an explicit ``weights=`` file, then for ``$EMLIB_WEIGHTS/<spec.weights_filename>``,
-then asks the library's own hub (timm / open_clip, which needs a network and, for DINOv3,
-accepted licence terms). When all fail it raises :class:`~emlib.errors.WeightsError` naming the
-file it looked for and where to put it. ``pretrained=False`` gives random weights, labelled ``"random weights"``, for tests only.
+Weights: with ``pretrained=True`` the factory asks :func:`emlib.models.hub.find_weights` for the
+file (an explicit ``weights=`` file, ``$EMLIB_WEIGHTS``, the torch.hub checkpoint folder, the
+Hugging Face cache, and only then, online, a download into that cache) and loads it with
+:func:`emlib.models.weights.load_weights_file` (format judged by content, key names of every
+published format, strict). Offline, a missing file is one sentence naming where it looked and the
+fix. ``pretrained=False`` gives random weights, labelled ``"random weights"``, for tests only.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -43,8 +43,10 @@ from torch import nn
 
 from emlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # one definition, shared with the data layer
 from emlib.errors import ConfigError, ShapeError
+from emlib.models.hub import find_weights
 from emlib.models.posembed import POS_INTERPOLATIONS, check_pos_interpolation, meta_forward_features
-from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec, _build_random, _load_pretrained
+from emlib.models.registry import get_backbone_spec, list_backbones, register_backbone
+from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec, _build_random, load_weights_file
 
 __all__ = [
     "BackboneSpec",
@@ -59,148 +61,6 @@ __all__ = [
     "RANDOM_WEIGHTS_LABEL",
     "POS_INTERPOLATIONS",
 ]
-
-
-_BACKBONES: dict[str, BackboneSpec] = {}  # registry key -> spec
-
-
-def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Add ``spec`` to the registry under ``spec.name`` (warns when it replaces an entry).
-
-    Parameters
-    ----------
-    spec : BackboneSpec
-        Description of the backbone.
-
-    Returns
-    -------
-    BackboneSpec
-        The same ``spec``, so the call can be used as an expression.
-    """
-    if not isinstance(spec, BackboneSpec):
-        raise ConfigError(
-            f"register_backbone expects a BackboneSpec, got {type(spec).__name__}; "
-            "build one with BackboneSpec(...)."
-        )
-    if spec.name in _BACKBONES:
-        warnings.warn(f"Overwriting backbone {spec.name!r} in the registry.", stacklevel=2)
-    _BACKBONES[spec.name] = spec
-    return spec
-
-
-def list_backbones() -> list[str]:
-    """Names of all registered backbones, sorted.
-
-    Examples
-    --------
-    >>> "dinov2_vits14" in list_backbones()
-    True
-    """
-    return sorted(_BACKBONES)
-
-
-def get_backbone_spec(name: str) -> BackboneSpec:
-    """The registered :class:`BackboneSpec` called ``name``.
-
-    Raises
-    ------
-    ConfigError
-        If ``name`` is not registered; the message lists the registered names.
-    """
-    try:
-        return _BACKBONES[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown backbone {name!r}; use one of {list_backbones()}."
-        ) from None
-
-
-# --------------------------------------------------------------------------------------------
-# Registered backbones
-# --------------------------------------------------------------------------------------------
-
-_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_{v}14/dinov2_{v}14_pretrain.pth"
-_DINOV3_URL = (
-    "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ "
-    "(gated; or hf-hub timm/{arch}.lvd1689m)"
-)
-_OPENCLIP_URL = "https://huggingface.co/laion/{repo}/resolve/main/open_clip_pytorch_model.bin"
-
-for _v, _size, _dim, _depth in [
-    ("vits", "small", 384, 12),
-    ("vitb", "base", 768, 12),
-    ("vitl", "large", 1024, 24),
-    ("vitg", "giant", 1536, 40),
-]:
-    register_backbone(
-        BackboneSpec(
-            name=f"dinov2_{_v}14",
-            family="dinov2",
-            arch=f"vit_{_size}_patch14_dinov2",
-            pretrained_tag="lvd142m",
-            patch_size=14,
-            embed_dim=_dim,
-            depth=_depth,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            embedding="mean_patch",
-            license="apache-2.0",
-            weights_filename=f"dinov2_{_v}14_pretrain.pth",
-            weights_url=_DINOV2_URL.format(v=_v),
-        )
-    )
-
-# Official Meta checkpoint names (the authors' configs name the S and L files).
-for _v, _size, _dim, _depth, _hash in [
-    ("vits", "small", 384, 12, "08c60483"),
-    ("vitb", "base", 768, 12, "73cec8be"),
-    ("vitl", "large", 1024, 24, "8aa4cbdd"),
-]:
-    register_backbone(
-        BackboneSpec(
-            name=f"dinov3_{_v}16",
-            family="dinov3",
-            arch=f"vit_{_size}_patch16_dinov3",
-            pretrained_tag="lvd1689m",
-            patch_size=16,
-            embed_dim=_dim,
-            depth=_depth,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            embedding="mean_patch",
-            license="dinov3-license",
-            weights_filename=f"dinov3_{_v}16_pretrain_lvd1689m-{_hash}.pth",
-            weights_url=_DINOV3_URL.format(arch=f"vit_{_size}_patch16_dinov3"),
-        )
-    )
-
-for _name, _arch, _tag, _patch, _dim, _depth, _repo in [
-    ("openclip_vitb16", "ViT-B-16", "laion2b_s34b_b88k", 16, 768, 12,
-     "CLIP-ViT-B-16-laion2B-s34B-b88K"),
-    ("openclip_vitl14", "ViT-L-14", "laion2b_s32b_b82k", 14, 1024, 24,
-     "CLIP-ViT-L-14-laion2B-s32B-b82K"),
-    ("openclip_vith14", "ViT-H-14", "laion2b_s32b_b79k", 14, 1280, 32,
-     "CLIP-ViT-H-14-laion2B-s32B-b79K"),
-]:
-    register_backbone(
-        BackboneSpec(
-            name=_name,
-            family="openclip",
-            arch=_arch,
-            pretrained_tag=_tag,
-            patch_size=_patch,
-            embed_dim=_dim,
-            depth=_depth,
-            mean=IMAGENET_MEAN,  # the authors' `preset: em`, not the CLIP statistics
-            std=IMAGENET_STD,
-            embedding="cls",
-            license="mit",
-            weights_filename=f"{_repo}.bin",
-            weights_url=_OPENCLIP_URL.format(repo=_repo),
-        )
-    )
-
-del _v, _size, _dim, _depth, _hash, _name, _arch, _tag, _patch, _repo
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +97,7 @@ class Backbone(nn.Module):
     mean, std : tuple of 3 floats
         Normalisation the data layer must apply.
     weights_label : str
-        ``"random weights"``, ``"pretrained (<tag>)"`` or ``"pretrained (<tag>) from <file>"``.
+        ``"random weights"``, or ``"pretrained (<tag>) from <file or hf:repo/file> sha256:<12 hex>"``.
     num_prefix_tokens : int
         Class + register tokens in front of the patch tokens (1 for DINOv2 and OpenCLIP,
         5 for DINOv3).
@@ -446,8 +306,9 @@ def create_backbone(
     pretrained : bool, default=True
         Load pretrained weights. ``False`` gives random weights (tests and smoke runs only).
     weights : path-like, default=None
-        A local weights file (timm/Meta ``.pth``/``.safetensors`` for DINO, an open_clip
-        checkpoint or a visual-tower state dict for OpenCLIP). Used before anything else.
+        A local weights file, used before anything else: any format the hubs or Meta publish
+        (timm safetensors, Meta ``.pth`` for DINOv2/DINOv3, a whole open_clip CLIP checkpoint or a
+        visual-tower state dict), whatever its suffix.
     device : str or torch.device, default=None
         Where to put the module. With ``pretrained=False`` the module is built directly there
         (``"meta"`` gives shapes without memory).
@@ -465,13 +326,15 @@ def create_backbone(
     ConfigError
         Unknown ``name``, or ``weights`` given together with ``pretrained=False``.
     WeightsError
-        No weights found (explicit file missing, nothing in ``$EMLIB_WEIGHTS``, hub failed) or a
-        file that does not fit the architecture.
+        No weights found (the explicit file missing; offline and nothing on this machine, which
+        fails in seconds), a download refused (gated repo: accept the terms, log in), a file that
+        is not the published one, or a file that does not fit the architecture.
 
     Notes
     -----
-    Resolution order with ``pretrained=True``: ``weights`` → ``$EMLIB_WEIGHTS/<weights_filename>``
-    → the library's hub (timm ``pretrained=True`` / open_clip ``pretrained=<tag>``).
+    Resolution order with ``pretrained=True``: :func:`emlib.models.hub.find_weights`. The label
+    names the file and the start of its SHA-256, e.g. ``pretrained (lvd142m) from
+    hf:timm/vit_small_patch14_dinov2.lvd142m/model.safetensors sha256:1a2b3c4d5e6f``.
 
     Examples
     --------
@@ -494,7 +357,8 @@ def create_backbone(
             model = _build_random(spec)
         return Backbone(model, spec, weights_label=RANDOM_WEIGHTS_LABEL, pos_interpolation=pos_interpolation)
 
-    model, label = _load_pretrained(name, spec, weights)
+    source = find_weights(name, weights, download=True)
+    model, label = load_weights_file(spec, source.path), source.label()
     if device is not None:
         model = model.to(device)
     return Backbone(model, spec, weights_label=label, pos_interpolation=pos_interpolation)

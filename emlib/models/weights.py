@@ -1,24 +1,32 @@
-"""What a backbone is built from: its spec, and where its weights come from.
+"""What a backbone is built from: its spec, and how a weights file becomes its tensors.
 
-A :class:`BackboneSpec` is the metadata of one pretrained backbone, kept as data: the library
-and architecture that build it, its patch size and width, the normalisation it expects, and
-where its weights are published (hub tag, file name, download URL, licence). The registry of
-specs and the factory live in :mod:`emlib.models.backbones`; this module only knows how to get
-weights for a spec:
+A :class:`BackboneSpec` is the metadata of one pretrained backbone, kept as data: the library and
+architecture that build it, its patch size and width, the normalisation it expects, and where its
+weights are published (Hugging Face repo and the file names it serves, the publisher's own file
+name and URL, the SHA-256 where the publisher gives one, the approximate size, licence and gating).
+The registry of specs lives in :mod:`emlib.models.registry`, finding (and downloading) the file in
+:mod:`emlib.models.hub`; this module reads a file and loads it into the architecture:
 
-- random weights (:data:`RANDOM_WEIGHTS_LABEL`, tests and smoke runs only);
-- a local file, given explicitly or found as ``$EMLIB_WEIGHTS/<spec.weights_filename>``
-  (:data:`WEIGHTS_ENV`): timm/Meta ``.pth``/``.safetensors`` for the DINO families, an open_clip
-  checkpoint or a visual-tower state dict for OpenCLIP;
-- the library's own hub (timm / open_clip, which needs a network and, for DINOv3, accepted
-  licence terms).
+- the format is decided by the file's **content**, never its suffix: safetensors (an 8-byte
+  little-endian header length, then JSON), torch zip checkpoints (``PK\\x03\\x04``) and legacy torch
+  files, the latter two always with ``torch.load(weights_only=True)`` (nothing else is unpickled);
+- containers (``state_dict``, ``model``, ``module``, ``teacher``) are unwrapped, and the key names
+  of every published format are converted: timm's, Meta's DINOv2/DINOv3 (by timm's own
+  ``checkpoint_filter_fn`` of the model's module), a whole open_clip CLIP checkpoint (its ``visual.``
+  tower kept, the text tower dropped) or a vision-tower-only dict;
+- loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence.
 
-Every backbone records a label of where its weights came from, written into every run folder.
+Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import json
+import re
+import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,13 +36,23 @@ from torch import nn
 
 from emlib.errors import ConfigError, WeightsError
 
-__all__ = ["BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "local_weights_file"]
+__all__ = [
+    "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
+    "convert_state_dict", "load_weights_file", "published_hash",
+]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
 RANDOM_WEIGHTS_LABEL = "random weights"
 
+#: Formats :func:`checkpoint_format` recognises from a file's first bytes.
+FORMATS = ("safetensors", "torch-zip", "torch-legacy")
+
 _FAMILIES = ("dinov2", "dinov3", "openclip")
 _EMBEDDINGS = ("mean_patch", "cls")
+_CONTAINERS = ("state_dict", "model", "module", "teacher")
+#: torch.hub's convention: the hex after the last '-' of a published file name starts its SHA-256.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+_LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle protocol 2 + torch's legacy magic number
 
 
 @dataclass(frozen=True)
@@ -63,10 +81,23 @@ class BackboneSpec:
         How :meth:`Backbone.embed` pools the tokens into one vector per image.
     license : str
         Licence of the pretrained weights.
-    weights_filename : str
-        Name of the weights file looked for in ``$EMLIB_WEIGHTS``.
-    weights_url : str
-        Where to download that file by hand (shown in error messages).
+    weights_filename : str, default=''
+        The publisher's own file name (Meta's ``dinov2_vits14_pretrain.pth``), looked for in
+        ``$EMLIB_WEIGHTS`` and the torch.hub checkpoint folder; empty when there is none (OpenCLIP).
+    weights_url : str, default=''
+        Where that file is published (a direct URL, or the download page when access is gated).
+    hf_repo : str, default=''
+        Hugging Face repo the libraries download from (``"timm/vit_small_patch14_dinov2.lvd142m"``).
+    hub_files : tuple of str, default=()
+        File names that repo serves, in the order the library tries them.
+    sha256 : str, default=''
+        SHA-256 of the publisher's file, or its start, where the publisher gives one.
+    size_mb : int, default=0
+        Approximate download size in MB (0: unknown).
+    gated : bool, default=False
+        Whether the download needs accepted licence terms and a Hugging Face login.
+    license_url : str, default=''
+        The page with the licence (where gated terms are accepted).
 
     Examples
     --------
@@ -90,8 +121,14 @@ class BackboneSpec:
     std: tuple[float, float, float]
     embedding: Literal["mean_patch", "cls"]
     license: str
-    weights_filename: str
-    weights_url: str
+    weights_filename: str = ""
+    weights_url: str = ""
+    hf_repo: str = ""
+    hub_files: tuple[str, ...] = ()
+    sha256: str = ""
+    size_mb: int = 0
+    gated: bool = False
+    license_url: str = ""
 
     def __post_init__(self) -> None:
         if self.family not in _FAMILIES:
@@ -114,6 +151,11 @@ class BackboneSpec:
                 f"backbone spec {self.name!r} needs 3-channel mean and std; "
                 f"got {len(self.mean)} and {len(self.std)} values."
             )
+        if not isinstance(self.hub_files, tuple) or (self.hub_files and not self.hf_repo):
+            raise ConfigError(
+                f"backbone spec {self.name!r} has hub_files={self.hub_files!r} and hf_repo={self.hf_repo!r}; "
+                "give hub_files as a tuple of file names, together with the repo that serves them."
+            )
 
     @property
     def library(self) -> str:
@@ -128,14 +170,31 @@ class BackboneSpec:
         return f"{self.arch}/{self.pretrained_tag}"
 
 
+def published_hash(spec: BackboneSpec, filename: str) -> str:
+    """The SHA-256 (or its start) a file called ``filename`` must have, or ``''`` when none is published.
+
+    Only the publisher's own name counts (``spec.weights_filename``): its torch.hub-style hash
+    (``...-8aa4cbdd.pth``), else ``spec.sha256``. Any other name promises nothing.
+
+    Examples
+    --------
+    >>> spec = BackboneSpec("x", "dinov3", "a", "t", 16, 384, 12, (0, 0, 0), (1, 1, 1), "mean_patch", "l",
+    ...                     "dinov3_vits16_pretrain_lvd1689m-08c60483.pth")
+    >>> published_hash(spec, "dinov3_vits16_pretrain_lvd1689m-08c60483.pth"), published_hash(spec, "mine.pth")
+    ('08c60483', '')
+    """
+    if not spec.weights_filename or filename != spec.weights_filename:
+        return ""
+    match = _HASH_IN_NAME.search(filename)
+    return match.group(1) if match else spec.sha256
+
+
 def _build_random(spec: BackboneSpec) -> nn.Module:
     """The architecture of ``spec`` with random weights (no network access)."""
     if spec.library == "timm":
         import timm
 
-        return timm.create_model(
-            spec.arch, pretrained=False, dynamic_img_size=True, num_classes=0
-        )
+        return timm.create_model(spec.arch, pretrained=False, dynamic_img_size=True, num_classes=0)
     import open_clip
     from open_clip.model import _build_vision_tower
 
@@ -145,122 +204,195 @@ def _build_random(spec: BackboneSpec) -> nn.Module:
             f"open_clip has no model config {spec.arch!r} for {spec.name}; "
             "fix the spec's arch (see open_clip.list_models())."
         )
-    return _build_vision_tower(
-        cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=cfg.get("quick_gelu", False)
-    )
+    return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=cfg.get("quick_gelu", False))
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or ``torch.save`` file, unwrapped from common containers."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd: Any = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "module"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise TypeError(f"file holds a {type(sd).__name__}, not a state dict")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+# --------------------------------------------------------------------------------------------
+# Reading a file by its content
+# --------------------------------------------------------------------------------------------
 
 
-def _load_from_file(spec: BackboneSpec, path: Path) -> nn.Module:
-    """Build ``spec`` and load the weights in ``path`` (strict; raises on any mismatch)."""
-    if spec.library == "timm":
-        import timm
+def checkpoint_format(path: str | Path) -> str | None:
+    """The format of a weights file judged from its first bytes: one of :data:`FORMATS`, or None.
 
-        # timm applies its checkpoint filter, so timm files and Meta's original
-        # DINOv2/DINOv3 .pth files both load.
-        return timm.create_model(
-            spec.hub_id,
-            pretrained=True,
-            pretrained_cfg_overlay={"file": str(path)},
-            dynamic_img_size=True,
-            num_classes=0,
-        )
-    model = _build_random(spec)
-    sd = _read_state_dict(path)
-    if any(k.startswith("visual.") for k in sd):  # a whole CLIP checkpoint: keep the image tower
-        sd = {k.removeprefix("visual."): v for k, v in sd.items() if k.startswith("visual.")}
-    model.load_state_dict(sd, strict=True)
-    return model
-
-
-def _load_from_hub(spec: BackboneSpec) -> nn.Module:
-    """Download (or read from the library's cache) the pretrained weights of ``spec``."""
-    if spec.library == "timm":
-        import timm
-
-        return timm.create_model(
-            spec.hub_id, pretrained=True, dynamic_img_size=True, num_classes=0
-        )
-    import open_clip
-
-    clip = open_clip.create_model(spec.arch, pretrained=spec.pretrained_tag)
-    return clip.visual
-
-
-def _short_reason(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else ""
-    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def local_weights_file(name: str, spec: BackboneSpec, weights: str | os.PathLike[str] | None) -> Path | None:
-    """The local file the pretrained weights of ``spec`` come from, or None when they come from the hub.
-
-    ``weights`` when given (it must exist: WeightsError otherwise), else
-    ``$EMLIB_WEIGHTS/<spec.weights_filename>`` when that file exists. ``name`` is used in messages.
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     torch.save({"w": torch.zeros(1)}, f"{d}/looks.safetensors")
+    ...     checkpoint_format(f"{d}/looks.safetensors")
+    'torch-zip'
     """
-    env_dir = os.environ.get(WEIGHTS_ENV)
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"weights file {path} for {name} does not exist; check the path or download "
-                f"{spec.weights_url} there."
-            )
-        return path
-    if env_dir and (Path(env_dir).expanduser() / spec.weights_filename).is_file():
-        return Path(env_dir).expanduser() / spec.weights_filename
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        if head.startswith(b"PK\x03\x04"):
+            return "torch-zip"
+        if head.startswith(_LEGACY_TORCH):
+            return "torch-legacy"
+        if len(head) >= 9:
+            (n,) = struct.unpack("<Q", head[:8])
+            if 2 <= n <= min(path.stat().st_size - 8, 100_000_000) and head[8:9] == b"{":
+                handle.seek(8)
+                try:
+                    json.loads(handle.read(n))
+                except ValueError:
+                    return None
+                return "safetensors"
     return None
 
 
-def _load_pretrained(name: str, spec: BackboneSpec, weights: str | os.PathLike[str] | None) -> tuple[nn.Module, str]:
-    """Pretrained weights of ``spec`` and their label: ``weights`` → ``$EMLIB_WEIGHTS`` → the hub.
+def _unwrap(sd: Any) -> Any:
+    for _ in range(3):  # e.g. {"teacher": {...}} or {"model": {"state_dict": ...}}
+        inner = next((sd[k] for k in _CONTAINERS if isinstance(sd, dict) and isinstance(sd.get(k), dict)), None)
+        if inner is None:
+            break
+        sd = inner
+    return sd
 
-    ``name`` is the registry name asked for (used in messages). Raises WeightsError when no
-    weights are found or a file does not fit the architecture.
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, read by content and unwrapped from the usual containers.
+
+    Parameters
+    ----------
+    path : path-like
+        A safetensors file or a ``torch.save`` file (zip or legacy), whatever its name.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Key names as in the file, less a ``module.`` prefix (DataParallel) and, for a DINO training
+        checkpoint (``teacher``), its ``backbone.`` prefix (heads dropped).
+
+    Raises
+    ------
+    WeightsError
+        A file that is neither safetensors nor a torch checkpoint loadable with
+        ``torch.load(weights_only=True)`` (a pickle with code in it is refused, never run), or one
+        that holds no tensors.
     """
-    env_dir = os.environ.get(WEIGHTS_ENV)
-    path = local_weights_file(name, spec, weights)
-    if path is not None:
-        try:
-            model = _load_from_file(spec, path)
-        except Exception as err:  # noqa: BLE001 - any failure becomes one sentence
-            raise WeightsError(
-                f"weights file {path} does not fit {name} ({spec.hub_id}): {_short_reason(err)}; "
-                f"download {spec.weights_url} and pass it as weights=PATH."
-            ) from err
-        label = f"pretrained ({spec.pretrained_tag}) from {path}"
-    else:
-        looked = (
-            Path(env_dir).expanduser() / spec.weights_filename
-            if env_dir
-            else f"${WEIGHTS_ENV}/{spec.weights_filename} (${WEIGHTS_ENV} is not set)"
+    path = Path(path)
+    kind = checkpoint_format(path)
+    if kind is None:
+        raise WeightsError(
+            f"{path} is neither a safetensors file nor a torch checkpoint (judged by its content, not its name); "
+            "download the file again from the hub or the publisher."
         )
+    if kind == "safetensors":
+        from safetensors.torch import load_file
+
         try:
-            model = _load_from_hub(spec)
-        except Exception as err:  # noqa: BLE001 - no network, gated repo, missing hub package ...
+            sd: Any = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - a damaged file is one sentence
+            raise WeightsError(f"{path} is a damaged safetensors file ({_short(err)}); download it again.") from err
+    else:
+        try:
+            with open(path, "rb") as handle:  # a handle, not a name: newer torch.load also judges by suffix
+                sd = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - includes UnpicklingError for anything but tensors
             raise WeightsError(
-                f"could not load pretrained weights for {name}: no file at {looked} and the hub "
-                f"download of {spec.hub_id} failed ({_short_reason(err)}); download "
-                f"{spec.weights_url} and pass weights=PATH or put it in "
-                f"${WEIGHTS_ENV}/{spec.weights_filename}, or use pretrained=False for random "
-                "weights (tests only)."
+                f"{path} is a torch file that torch.load(weights_only=True) refuses ({_short(err)}); it was not "
+                "unpickled, since it may run code: use the file the hub or the publisher serves."
             ) from err
-        label = f"pretrained ({spec.pretrained_tag})"
-    return model, label
+    sd = _unwrap(sd)
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path} holds no state dict of tensors; use the file the hub or the publisher serves.")
+    sd = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith("backbone.") for k in sd):  # a DINO training checkpoint: backbone + heads
+        sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd
+
+
+def _short(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Key names and strict loading
+# --------------------------------------------------------------------------------------------
+
+
+def convert_state_dict(spec: BackboneSpec, model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` under the key names of ``model``, the module :func:`_build_random` gives for ``spec``.
+
+    timm models (DINOv2, DINOv3): timm's own ``checkpoint_filter_fn`` of the model's module
+    (``timm.models.vision_transformer`` or ``timm.models.eva``), which leaves timm's names alone and
+    converts Meta's (``mask_token`` dropped, ``storage_tokens`` -> ``reg_token``, ``ls1.gamma`` ->
+    ``gamma_1``, RoPE periods and bias masks dropped). open_clip: a whole CLIP state dict keeps its
+    ``visual.`` tower (prefix removed); a vision-tower-only dict is used as it is.
+    """
+    if spec.library == "open_clip":
+        if any(k.startswith("visual.") for k in sd):
+            return {k.removeprefix("visual."): v for k, v in sd.items() if k.startswith("visual.")}
+        return dict(sd)
+    _check_dropped_biases(spec, model, sd)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return dict(sd)
+    with contextlib.redirect_stdout(io.StringIO()):  # timm's eva filter prints one line per block it skips
+        return filter_fn(dict(sd), model)
+
+
+def _check_dropped_biases(spec: BackboneSpec, model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Meta's DINOv3 files store ``attn.qkv.bias``; timm's S/B/L models have none (the published biases are all
+    zero) and its filter drops them, so a non-zero (unmasked) bias would be lost silently: refuse it."""
+    if "storage_tokens" not in sd or any(name.endswith("q_bias") for name, _ in model.named_parameters()):
+        return
+    for key, bias in sd.items():
+        if key.endswith("attn.qkv.bias"):
+            mask = sd.get(key + "_mask")
+            if torch.count_nonzero(bias * mask if mask is not None else bias):
+                raise WeightsError(
+                    f"{key} of this Meta DINOv3 checkpoint is not zero, but timm's {spec.arch} of {spec.name} has no "
+                    f"q/v biases to hold it; register the {spec.arch}_qkvb architecture for this checkpoint."
+                )
+
+
+def _mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
+    """'' when ``sd`` fits ``model`` exactly, else the first missing/unexpected keys and shape differences."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", shapes)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            parts.append(f"{what} {', '.join(keys[:3])}{more}")
+    return "; ".join(parts)
+
+
+def load_weights_file(spec: BackboneSpec, path: str | Path) -> nn.Module:
+    """The architecture of ``spec`` holding the tensors of the file at ``path`` (strict).
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+    path : path-like
+        Any format :func:`read_checkpoint` reads, in any key names :func:`convert_state_dict` knows.
+
+    Returns
+    -------
+    torch.nn.Module
+        The timm model (DINO families) or open_clip vision tower, in float32 on the CPU.
+
+    Raises
+    ------
+    WeightsError
+        The file cannot be read, or its tensors do not fit: one sentence naming the file, the
+        backbone and the first missing/unexpected keys.
+    """
+    path = Path(path)
+    sd = read_checkpoint(path)
+    model = _build_random(spec)
+    converted = convert_state_dict(spec, model, sd)
+    problem = _mismatch(model, converted)
+    if problem:
+        fits = f"a file of {spec.hf_repo} ({', '.join(spec.hub_files)})" if spec.hf_repo else f"the {spec.hub_id} weights"
+        fits += f" or Meta's {spec.weights_filename}" if spec.weights_filename else ""
+        raise WeightsError(f"weights file {path} does not fit {spec.name} ({spec.hub_id}): {problem}; use {fits} for this backbone.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in converted.items()}, strict=True)
+    return model

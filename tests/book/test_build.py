@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from emlib.book import BookError, BuildReport, build_book
-from emlib.book.build import TIMINGS, export_notebooks, write_timings
-from emlib.book.execute import ONLINE_EDITION, colab_url
+from emlib.book.build import TIMINGS, write_timings
+from emlib.book.execute import colab_url
 from emlib.book.toc import CHAPTER_DIR, list_chapters, toc_docnames
 from emlib.errors import ConfigError
 
@@ -32,7 +31,8 @@ def test_chapter_pages_hide_injected_parameters_and_show_badge(smoke_book: Build
     for name in smoke_book.chapters:
         html = (smoke_book.html_dir / CHAPTER_DIR / f"{name}.html").read_text()
         assert "# Parameters" not in html, f"{name}: papermill's injected-parameters cell is visible"
-        assert colab_url(name) in html, f"{name}: no Open in Colab badge"
+        assert colab_url(name, book_source=smoke_book.book_source) in html, f"{name}: no Open in Colab badge"
+        assert f'href="{smoke_book.book_source.url}"' in html, f"{name}: the repository button is not the derived one"
         assert "* plotly.js v" not in html, f"{name}: plotly.js pasted into the page"
     assert (smoke_book.html_dir / "_static" / "plotly.min.js").is_file()
 
@@ -45,19 +45,11 @@ def test_unknown_profile_or_chapter_fails_before_anything_runs(tmp_path: Path) -
     assert not any(tmp_path.iterdir())
 
 
-def test_export_writes_clean_colab_notebooks(tmp_path: Path) -> None:
-    written = export_notebooks(tmp_path, REPO)
-    assert [p.stem for p in written] == list_chapters(REPO)
-    for path in written:
-        nb = nbformat.read(path, as_version=4)
-        assert nb.metadata["accelerator"] == "GPU" and nb.metadata["kernelspec"]["name"] == "python3"
-        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-
-
 def test_chapter_pages_carry_the_profile_banner_and_no_local_paths(smoke_book: BuildReport, shared_data: Path) -> None:
     for name in smoke_book.chapters:
         html = (smoke_book.html_dir / CHAPTER_DIR / f"{name}.html").read_text()
-        assert "emlib-profile-banner" in html and ONLINE_EDITION in html, f"{name}: no smoke-build banner"
+        online = smoke_book.book_source.online_edition
+        assert "emlib-profile-banner" in html and online in html, f"{name}: no smoke-build banner"
         assert str(shared_data) not in html, f"{name}: the builder's data folder is printed on the page"
 
 
@@ -93,3 +85,34 @@ def test_no_smoke_run_predicts_one_class_everywhere(smoke_book: BuildReport, smo
     results = read_results(smoke_runs / "smoke")
     assert set(results.regime) == {"frozen", "lora", "unet"} and len(results) >= 18
     assert not results.degenerate.any(), results.loc[results.degenerate, ["run_id", "test_set", "iou_fg"]].to_string()
+
+
+def test_chapters_that_train_need_their_weights_before_anything_runs(tmp_path: Path, monkeypatch) -> None:
+    """Missing weights of the chapter's backbone end a pretrained build in one sentence, before any chapter (issue 12)."""
+    import emlib.book.build as build_mod
+    from emlib.errors import WeightsError
+
+    asked = []
+
+    def missing(name: str) -> None:
+        asked.append((name, build_mod.os.environ.get("EMLIB_WEIGHTS")))
+        raise WeightsError(f"no pretrained weights for {name} on this machine; run emlib.fetch_weights(['{name}'])")
+
+    monkeypatch.setattr(build_mod, "find_weights", missing)
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    with pytest.raises(BookError, match=r"^03_frozen_backbone, 06_latent_diagnostics train with dinov2_vits14, and no "
+                       r"pretrained weights for dinov2_vits14 on this machine; run `emlib weights fetch dinov2_vits14`"):
+        build_mod.check_chapter_weights(REPO, ["02_what_a_foundation_model_sees", "03_frozen_backbone",
+                                               "06_latent_diagnostics"], "quick-dry")
+    with pytest.raises(BookError, match="train with dinov2_vitl14"):
+        build_mod.check_chapter_weights(REPO, ["07_results_vs_paper"], "paper", {"weights_dir": str(tmp_path)})
+    assert asked[-1] == ("dinov2_vitl14", str(tmp_path)) and "EMLIB_WEIGHTS" not in build_mod.os.environ
+    with pytest.raises(BookError, match="train with openclip_vitb16"):  # -p backbone=... is the chapters' backbone
+        build_mod.check_chapter_weights(REPO, ["04_lora"], "quick", {"backbone": "openclip_vitb16"})
+    n = len(asked)
+    build_mod.check_chapter_weights(REPO, ["01_data", "02_what_a_foundation_model_sees"], "quick")  # no chapter trains
+    build_mod.check_chapter_weights(REPO, ["03_frozen_backbone"], "smoke")  # random weights need no file
+    assert len(asked) == n
+    with pytest.raises(BookError, match="train with"):  # build_book checks first: no chapter is executed
+        build_book(REPO, profile="quick", dry_run=True, only=["05_paired_training"], out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / CHAPTER_DIR / "05_paired_training.ipynb").exists()

@@ -11,7 +11,6 @@ import yaml
 
 from emlib.book.execute import (
     KERNEL_ARGUMENTS,
-    ONLINE_EDITION,
     CellProgress,
     colab_badge_markdown,
     colab_url,
@@ -20,9 +19,11 @@ from emlib.book.execute import (
     profile_banner_markdown,
 )
 from emlib.config import get_profile
+from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.toc import CHAPTER_DIR, BookError, list_chapters
 
 REPO = Path(__file__).resolve().parents[2]
+FORK = BookSource("Fork-Owner/emlib-fork", commit="0123abc")
 
 
 def test_failing_cell_is_one_line_with_chapter_cell_and_partial_notebook(tmp_path: Path) -> None:
@@ -41,12 +42,15 @@ def test_failing_cell_is_one_line_with_chapter_cell_and_partial_notebook(tmp_pat
     assert output.is_file()
 
 
-def test_badge_and_theme_colab_button_point_at_the_same_notebook() -> None:
-    config = yaml.safe_load((REPO / "_config.yml").read_text())
+def test_badge_and_theme_colab_button_point_at_the_same_notebook(tmp_path: Path) -> None:
+    (tmp_path / "_config.yml").write_text((REPO / "_config.yml").read_text())
+    config = yaml.safe_load(write_book_config(tmp_path, FORK).read_text())  # what jupyter-book reads in a build
     repo = config["repository"]["url"].removeprefix("https://github.com/")
     theme = f"{config['launch_buttons']['colab_url']}/github/{repo}/blob/{config['repository']['branch']}"
     for name in list_chapters(REPO):
-        assert colab_url(name) == f"{theme}/{CHAPTER_DIR}/{name}.ipynb"
+        assert colab_url(name, book_source=FORK) == f"{theme}/{CHAPTER_DIR}/{name}.ipynb"
+        assert "/github/Fork-Owner/emlib-fork/" in colab_url(name, book_source=FORK)
+    assert colab_url("01_data") == resolve_source(REPO).colab_url("01_data")  # by default: derived from the clone
 
 
 def test_postprocess_hides_parameters_adds_one_badge_and_drops_plotly_js() -> None:
@@ -60,23 +64,26 @@ def test_postprocess_hides_parameters_adds_one_badge_and_drops_plotly_js() -> No
     ])
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
                 nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}), code]
-    postprocess_notebook(nb, "01_data")
+    postprocess_notebook(nb, "01_data", book_source=FORK)
     (out,) = nb.cells[3].outputs
     assert "mathjax" not in out["data"]["text/html"] and "application/vnd.plotly.v1+json" not in out["data"]
     assert out["metadata"]["emlib_figure_title"] == "PCA (random weights)"
-    postprocess_notebook(nb, "01_data")  # twice: still one badge, one remove-cell tag
+    postprocess_notebook(nb, "01_data", book_source=FORK)  # twice: still one badge, one remove-cell tag
     assert [c.metadata.get("tags") for c in nb.cells] == [[], ["colab-badge"], ["injected-parameters", "remove-cell"], []]
-    assert nb.cells[1].source == colab_badge_markdown("01_data") and colab_url("01_data") in nb.cells[1].source
+    assert nb.cells[1].source == colab_badge_markdown("01_data", book_source=FORK)
+    assert colab_url("01_data", book_source=FORK) in nb.cells[1].source
 
 
 def test_smoke_chapters_get_one_banner_with_profile_weights_and_online_link() -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("x = 1")]
-    postprocess_notebook(nb, "01_data", profile="smoke")
-    postprocess_notebook(nb, "01_data", profile="smoke")
+    postprocess_notebook(nb, "01_data", profile="smoke", book_source=FORK)
+    postprocess_notebook(nb, "01_data", profile="smoke", book_source=FORK)
     assert [c.metadata.get("tags") for c in nb.cells] == [[], ["colab-badge"], ["profile-banner"], []]
     banner = nb.cells[2].source
-    assert banner == profile_banner_markdown("smoke") and ONLINE_EDITION in banner
+    assert banner == profile_banner_markdown("smoke", online=FORK.online_edition)
+    assert "(https://fork-owner.github.io/emlib-fork/)" in banner
+    assert resolve_source(REPO).online_edition in profile_banner_markdown("smoke")  # by default: derived
     assert "`smoke`" in banner and "random weights" in banner and get_profile("smoke").summary() in banner
     assert profile_banner_markdown("quick") == ""  # pretrained profiles need no banner
 

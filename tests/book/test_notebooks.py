@@ -14,6 +14,8 @@ import pytest
 
 from emlib.book import BuildReport
 from emlib.book.execute import read_notebook_source
+from emlib.book.publish import INSTALL_LINE, SETUP_CALL
+from emlib.book.repository import FALLBACK_REPOSITORY, BookSource
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
@@ -41,6 +43,13 @@ def test_notebook_conventions(source: Path) -> None:
     colab, params = code[0], code[1]
     assert "google.colab" in colab.source and "sys.modules" in colab.source, "first code cell: the Colab setup"
     assert HIDDEN & set(colab.metadata.get("tags", [])), "the Colab cell must be hidden in the book"
+    install = INSTALL_LINE.search(colab.source)
+    assert install and install.group(2) == BookSource(FALLBACK_REPOSITORY).requirement, \
+        'first code cell: EMLIB = "emlib @ git+...@main", the line `emlib book export` pins'
+    assert SETUP_CALL.search(colab.source), 'first code cell: colab_setup("quick") (the GPU, the data, the weights)'
+    guarded = colab.source.split('if "google.colab" in sys.modules:', 1)[-1]
+    assert "pip" in guarded and all(line.startswith("    ") for line in guarded.splitlines() if line.strip()), \
+        "the install and the setup run on Colab only"
     assert "parameters" in params.metadata.get("tags", []), "second code cell: papermill parameters"
     names = set(re.findall(r"^(\w+)\s*=", params.source, flags=re.M))
     assert PARAMETERS <= names, f"parameters cell lacks {sorted(PARAMETERS - names)}"

@@ -88,3 +88,45 @@ def test_paper_profile_carries_the_authors_schedule() -> None:
     assert sizes[("lucchi_pp", "dinov2")] == sizes[("vnc", "dinov3")] == 1
     assert sizes[("paired", "dinov2")] == sizes[("lucchi_pp", "openclip")] == sizes[("paired", "openclip")] == 2
     assert grid_configs(paper, batch_size=4)[0].batch_size == 4  # an explicit override wins
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_dry_runs_keep_every_code_path_at_a_small_size(name: str) -> None:
+    """A dry run shrinks sizes only: regimes, training sets, pretrained weights and switches stay (issue 12)."""
+    real, dry = get_profile(name), get_profile(name).dry_run()
+    assert dry.name == f"{name}-dry" == get_profile(f"{name}-dry").name == get_profile(name, dry_run=True).name
+    assert dry.is_dry_run and dry.dry_run_of == name and not real.is_dry_run and dry.dry_run() is dry
+    assert (dry.regimes, dry.train_sets, dry.batch_sizes) == (real.regimes, real.train_sets, real.batch_sizes)
+    b, rb = dry.base, real.base
+    assert b.pretrained is True and b.weights is None
+    for switch in ("pos_interpolation", "val_fraction", "patience", "cache", "augment", "lr", "loss", "head", "amp"):
+        assert getattr(b, switch) == getattr(rb, switch), switch
+    assert (b.crop is None) == (rb.crop is None)  # whole slices stay whole slices
+    assert b.epochs <= 2 and len(dry.seeds) == 1 and b.train_slices <= 3 and b.eval_slices == 1
+    def families(names: tuple[str, ...]) -> set[str]:
+        return {n.split("_")[0] for n in names}
+
+    assert families(dry.backbones) == families(real.backbones)
+    assert families(dry.family_backbones) == families(real.family_backbones)
+    assert all(n in ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16") for n in dry.backbones)
+    assert dry.summary().startswith(f"dry run of {name}: ") and "local test hub" in dry.summary()
+    assert len(grid_configs(dry)) == len(grid_configs(real)) // len(real.seeds) * len(dry.seeds) * (
+        len(dry.backbones) // len(real.backbones))
+
+
+def test_paper_dry_run_is_whole_slices_of_every_family() -> None:
+    dry = get_profile("paper-dry")
+    assert (dry.base.crop, dry.base.long_edge, dry.base.cache, dry.base.patience) == (None, 112, "disk", 20)
+    assert dry.backbones == dry.family_backbones == ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+    assert dry.base.backbone == dry.backbones[0]  # the chapters' backbone is small too
+    assert {(c.regime, c.train_set, c.backbone) for c in grid_configs(dry)} == {
+        (r, t, b) for r in ("frozen", "lora") for t in TRAIN_SETS for b in dry.backbones}
+
+
+def test_dry_run_names_and_errors() -> None:
+    assert list_profiles(dry_runs=True) == ["smoke", "quick", "paper", "quick-dry", "paper-dry"]
+    assert "quick-dry" not in PROFILES  # made on demand from the real profile
+    with pytest.raises(ConfigError, match="'smoke' profile has no dry run"):
+        get_profile("smoke", dry_run=True)
+    with pytest.raises(ConfigError, match="unknown profile 'smoke-dry'.*'quick-dry'"):
+        get_profile("smoke-dry")

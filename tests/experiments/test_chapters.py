@@ -5,26 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from emlib.config import BUILD_ENV, get_profile
+from emlib.config import BUILD_ENV, DRY_RUN_LABEL, get_profile, grid_configs
 from emlib.data import load_volume
 from emlib.errors import ConfigError
 from emlib.experiments.pages import page_facts
 from emlib.experiments.chapters import (
     ChapterSettings,
-    backbone_view,
+    chapter_command,
+    chapter_configs,
     chapter_settings,
-    crop_around_foreground,
     ensure_data,
-    family_backbones,
+    grid_dir,
     limit_cpu_threads,
-    load_backbones,
     physical_extent_table,
     token_grid_table,
-    token_pca,
 )
 
 
@@ -72,7 +69,7 @@ def test_settings_table_of_a_book_build_shows_no_local_folder(shared_data: Path,
     assert given["data"] == "a local folder (parameter data_dir)"
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "quick-dry", "paper-dry"])
 def test_profile_words_and_page_facts_come_from_the_config(name: str) -> None:
     """The text that describes a profile is generated from its config (issue 11, point 7)."""
     prof = get_profile(name)
@@ -119,53 +116,6 @@ def test_token_grid_table_uses_the_protocol_resize() -> None:
     assert lucchi14["resized"] == "756 x 1022" and lucchi14["grid"] == "54 x 73" and lucchi14["tokens"] == 54 * 73
 
 
-def test_crop_around_foreground_finds_the_most_foreground() -> None:
-    image = np.arange(100 * 120).reshape(100, 120)
-    mask = np.zeros((100, 120), bool)
-    mask[60:90, 80:110] = True
-    crop, m = crop_around_foreground(image, mask, 32, stride=8)
-    best = max(mask[t : t + 32, l : l + 32].sum() for t in range(0, 69, 8) for l in range(0, 89, 8))
-    assert crop.shape == m.shape == (32, 32) and m.sum() == best
-    top, left = divmod(int(crop[0, 0]), 120)
-    assert (m == mask[top : top + 32, left : left + 32]).all()
-    centre, none = crop_around_foreground(image, None, 20)
-    assert divmod(int(centre[0, 0]), 120) == (40, 50) and not none.any()
-    with pytest.raises(ConfigError, match="larger than the slice"):
-        crop_around_foreground(image, mask, 101)
-
-
-def test_backbone_view_crop_or_protocol_resize(smoke: ChapterSettings) -> None:
-    image = np.random.default_rng(0).integers(0, 256, (300, 400), dtype=np.uint8)
-    mask = np.zeros((300, 400), bool)
-    mask[10:40, 10:40] = True
-    view, m = backbone_view(image, mask, 14, smoke)
-    assert view.shape == (224, 224) and m[10:40, 10:40].all()
-    quick = chapter_settings("quick", device="cpu")
-    view, m = backbone_view(image, mask, 14, quick)
-    assert view.shape == (378, 518) and m.shape == view.shape and m.dtype == bool
-
-
-def test_family_backbones_one_per_family_from_the_profile() -> None:
-    assert family_backbones(chapter_settings("smoke", device="cpu")) == [
-        "dinov2_vits14", "dinov3_vits16", "openclip_vitb16"]
-    assert family_backbones(chapter_settings("smoke", device="cpu", backbone="openclip_vitl14")) == [
-        "dinov2_vits14", "dinov3_vits16", "openclip_vitl14"]
-    assert family_backbones(chapter_settings("paper", device="cpu")) == list(get_profile("paper").family_backbones)
-    assert family_backbones(chapter_settings("paper", device="cpu", backbone="dinov2_vits14")) == [
-        "dinov2_vits14", "dinov3_vitl16", "openclip_vitl14"]
-
-
-def test_random_backbones_repeat_and_token_pictures(smoke: ChapterSettings) -> None:
-    first = load_backbones(["dinov2_vits14"], smoke)["dinov2_vits14"]
-    again = load_backbones(["dinov2_vits14"], smoke)["dinov2_vits14"]
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    rng = np.random.default_rng(0)
-    views = {"a": rng.integers(0, 256, (56, 56), dtype=np.uint8), "b": rng.integers(0, 256, (56, 70), dtype=np.uint8)}
-    rgb = token_pca(first, views, smoke)
-    assert rgb["a"].shape == (4, 4, 3) and rgb["b"].shape == (4, 5, 3)
-    assert all(0 <= v.min() and v.max() <= 1 for v in rgb.values())
-
-
 def test_limit_cpu_threads_only_where_the_profile_says(smoke: ChapterSettings) -> None:
     before = torch.get_num_threads()
     try:
@@ -173,3 +123,18 @@ def test_limit_cpu_threads_only_where_the_profile_says(smoke: ChapterSettings) -
         assert limit_cpu_threads(smoke) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_dry_run_settings_say_so_everywhere() -> None:
+    """A dry run's pages: its own profile name, grid folder, weights label and reproducing command (issue 12)."""
+    dry = chapter_settings("paper-dry", device="cpu")
+    assert (dry.profile, dry.dry_run, dry.pretrained, dry.backbone) == ("paper-dry", True, True, "dinov2_vits14")
+    assert dry.weights_label == DRY_RUN_LABEL and "random" in dry.weights_label  # figures get the badge
+    rows = dict(dry.table().values.tolist())
+    assert rows["profile"].startswith("paper-dry: a dry run of paper") and rows["weights"] == DRY_RUN_LABEL
+    assert rows["runs"].startswith("dry run of paper: ")
+    assert grid_dir(dry) == Path("runs") / "paper-dry"
+    assert chapter_command(dry, regimes=["lora"]).startswith("emlib grid --profile paper --dry-run --out runs/paper-dry")
+    assert {c.run_id for c in chapter_configs(dry)} == {c.run_id for c in grid_configs("paper-dry", backbone="dinov2_vits14")}
+    assert page_facts(dry)["weights"] == DRY_RUN_LABEL and page_facts(dry)["profile"] == "paper-dry"
+    assert not chapter_settings("quick", device="cpu").dry_run

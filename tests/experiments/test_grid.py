@@ -122,22 +122,24 @@ def test_cli_grid_passes_the_selection_on(monkeypatch, capsys) -> None:
     row = {"train_set": "paired", "regime": "lora", "backbone": "dinov3_vits16", "test_set": "vnc", "iou_fg": 0.5,
            "weights_label": "random weights"}
 
-    def fake_grid(profile, out, **kwargs):
-        calls["grid"] = dict(kwargs, profile=profile, out=out)
+    def fake_grid(configs, out, **kwargs):  # the CLI runs grid_configs' runs (each backbone with its --weights file)
+        calls["grid"] = dict(kwargs, out=out, backbone={c.backbone for c in configs if c.regime != "unet"},
+                             regimes=sorted({c.regime for c in configs}), train_sets=sorted({c.train_set for c in configs}),
+                             pretrained=any(c.pretrained for c in configs))
         return pd.DataFrame([row])
 
     def fake_remedies(profile, out, **kwargs):
         calls["remedies"] = dict(kwargs, profile=profile, out=out)
         return pd.DataFrame()
 
-    monkeypatch.setattr(cli, "run_grid", fake_grid)
+    monkeypatch.setattr(cli, "run_configs", fake_grid)
     monkeypatch.setattr(cli, "run_alignment_grid", fake_remedies)
     argv = ["grid", "--backbone", "dinov3_vits16", "--regime", "lora", "--regime", "unet", "--train-set", "paired",
             "--remedies", "--random-weights", "--quiet"]
     assert main(argv) == 0
     grid, remedies = calls["grid"], calls["remedies"]
     assert (grid["profile"], grid["out"], grid["backbone"], grid["regimes"], grid["train_sets"]) == (
-        "smoke", "runs/smoke", "dinov3_vits16", ["lora", "unet"], ["paired"],
+        "smoke", "runs/smoke", {"dinov3_vits16"}, ["lora", "unet"], ["paired"],
     )
     assert grid["pretrained"] is False and grid["progress"] is False
     assert remedies["regimes"] == ["lora"] and remedies["backbone"] == "dinov3_vits16" and remedies["pretrained"] is False
@@ -177,6 +179,8 @@ def test_run_folders_and_feature_caches_follow_the_data_and_the_weights(tiny_roo
     torch.save({"w": torch.ones(1)}, weights / spec_file)
     assert run_folder(pretrained, tmp_path, root=root) != first
     monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path))  # no file there: the hub's weights, by their hub id
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-hub"))
+    monkeypatch.setattr("emlib.models.hub.offline_reason", lambda: None)  # as if online (nothing is downloaded here)
     assert run_folder(pretrained, tmp_path, root=root) not in (first, run_folder(cfg, tmp_path, root=root))
 
 

@@ -68,10 +68,13 @@ def test_plan_lists_the_runs_to_make_with_a_total_and_trains_nothing(tiny_root, 
     frozen = config.grid_configs("t", regimes=["frozen"], seeds=[0])
     table = plan(frozen, out, root=root, costs=costs)
     (row,) = table.to_dict(orient="records")
-    # a frozen run with a feature cache runs the backbone once over the 2 training images, then 1+1 test slices
-    assert row["train_images"] == 2 and row["seconds"] == pytest.approx(2 / 0.5 + 2 / 0.5)
+    # a frozen run with a feature cache runs the backbone once over the 2 training images, then the 56-pixel
+    # centre regions of 1+1 test slices (rates are per 1022x756 image: inputs weigh by their pixels)
+    test = 2 * 56**2 / (1022 * 756) / 0.5
+    assert row["train_images"] == 2 and row["seconds"] == pytest.approx(2 / 0.5 + test)
     (uncached,) = plan([frozen[0].replace(cache="none")], out, root=root, costs=costs).to_dict(orient="records")
-    assert uncached["seconds"] == pytest.approx(2 * 2 / 0.5 + 2 / 0.5)  # 2 epochs through the backbone
+    crops = 2 * 4 * 56**2 / (1022 * 756)  # 2 epochs of 4 56-pixel crops through the backbone
+    assert uncached["seconds"] == pytest.approx(crops / 0.5 + test)
     assert row["peak_memory_mb"] == 900.0 and "here" in row["measured_on"]
     launch(runs[:1], out, root=root)
     assert main(_argv(out, root, "--plan", "--regime", "unet")) == 0
@@ -174,3 +177,20 @@ def test_slurm_launcher_off_a_cluster_is_one_sentence(tiny_root, tmp_path: Path,
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1))  # no srun
     assert main(_argv(tmp_path / "runs", root, "--launcher", "slurm", "--regime", "unet")) == 2
     assert "no SLURM on this machine" in capsys.readouterr().err
+
+
+def test_plan_scales_by_the_pixels_of_crops_and_small_slices(tiny_root, tmp_path: Path) -> None:
+    """Rates are for whole slices at 1022x756: crops per epoch and slices at a small long side cost less (issue 12)."""
+    root, _ = tiny_root
+    costs = pd.DataFrame([{"backbone": "dinov2_vits14", "regime": r, "batch_size": 1, "input_size": "1022x756",
+                           "device": "cpu", "images_per_s": 0.5, "peak_memory_mb": 900.0, "measured_on": "here", "date": ""}
+                          for r in ("frozen", "lora")])
+    lora = tiny(regime="lora", crop=112, samples_per_epoch=4, epochs=3, eval_window=112, eval_region=None)
+    (row,) = plan([lora], tmp_path, root=root, costs=costs).to_dict(orient="records")
+    crops = 3 * 4 * 112**2 / (1022 * 756)  # 3 epochs of 4 crops, in measured-size images
+    assert row["seconds"] == pytest.approx(crops / 0.5 + 2 / 0.5) and row["input"] == "112px crops, 4/epoch"
+    whole = lora.replace(crop=None, long_edge=511, samples_per_epoch=None, eval_window=None)
+    (row,) = plan([whole], tmp_path, root=root, costs=costs).to_dict(orient="records")
+    quarter = (511 / 1022) ** 2
+    assert row["seconds"] == pytest.approx(3 * row["train_images"] * quarter / 0.5 + 2 * quarter / 0.5)
+    assert row["input"] == "slices at 511px"

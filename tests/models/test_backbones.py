@@ -63,7 +63,9 @@ def test_spec_fields(name):
     assert spec.mean == IMAGENET_MEAN == (0.485, 0.456, 0.406)
     assert spec.std == IMAGENET_STD == (0.229, 0.224, 0.225)
     assert spec.embedding == ("cls" if family == "openclip" else "mean_patch")
-    assert spec.weights_filename and spec.weights_url and spec.license
+    assert spec.hf_repo and spec.hub_files and spec.weights_url and spec.license and spec.size_mb > 0
+    assert bool(spec.weights_filename) == (family != "openclip")  # Meta publishes its own files; LAION only the hub's
+    assert spec.gated == (family == "dinov3")
 
 def test_timm_and_open_clip_know_the_registered_names():
     import open_clip
@@ -89,7 +91,9 @@ def test_unknown_backbone_lists_registered_names():
         get_backbone_spec("resnet50")
 
 def test_register_backbone_adds_and_warns_on_overwrite(monkeypatch):
-    monkeypatch.setattr(bbmod, "_BACKBONES", dict(bbmod._BACKBONES))
+    from emlib.models import registry
+
+    monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
     spec = BackboneSpec(
         name="dinov2_vits14_reg", family="dinov2", arch="vit_small_patch14_reg4_dinov2",
         pretrained_tag="lvd142m", patch_size=14, embed_dim=384, depth=12, mean=IMAGENET_MEAN,

@@ -236,7 +236,9 @@ def test_lora_reaches_qkv_with_separate_biases(monkeypatch):
     spec = dataclasses.replace(
         bbmod.get_backbone_spec("dinov3_vits16"), name="dinov3_vits16_qkvb", arch="vit_small_patch16_dinov3_qkvb"
     )
-    monkeypatch.setitem(bbmod._BACKBONES, spec.name, spec)
+    from emlib.models import registry
+
+    monkeypatch.setitem(registry._BACKBONES, spec.name, spec)
     bb = apply_lora(_fresh(spec.name), LoraSettings(rank=2, alpha=4, targets=("attn.qkv",)))
     assert bb.model.blocks[0].attn.q_bias is not None
     x = _x(bb)

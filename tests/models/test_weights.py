@@ -1,120 +1,174 @@
-"""Tests of emlib.models.weights: the spec, and where weights come from (explicit file, $EMLIB_WEIGHTS, hub).
+"""Tests of emlib.models.weights: the spec, reading a file by its content, key names of every published format, strict loading.
 
-Only random weights are used (no network): the hub loader is replaced where a test needs it.
+Files are written here from random tensors (no network); the formats of the hubs themselves are
+exercised through the local hub in tests/models/test_hub.py.
 """
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from emlib.errors import ConfigError, WeightsError
-from emlib.models import weights as wmod
-from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
-from emlib.models.weights import BackboneSpec
+from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from emlib.models.registry import get_backbone_spec
+from emlib.models.weights import (
+    BackboneSpec,
+    checkpoint_format,
+    convert_state_dict,
+    load_weights_file,
+    published_hash,
+    read_checkpoint,
+)
+
+from ._meta_dinov2 import MetaDinoViT
 
 torch.set_num_threads(1)
 
+
+def _spec(**changes) -> BackboneSpec:
+    args = dict(name="x", family="dinov2", arch="a", pretrained_tag="t", patch_size=14, embed_dim=384, depth=12,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="mean_patch", license="mit")
+    return BackboneSpec(**{**args, **changes})
+
+
 def test_bad_spec_values_raise():
     with pytest.raises(ConfigError, match="family='dinov9'"):
-        BackboneSpec("x", "dinov9", "a", "t", 14, 384, 12, IMAGENET_MEAN, IMAGENET_STD,
-                     "mean_patch", "mit", "f", "u")
+        _spec(family="dinov9")
     with pytest.raises(ConfigError, match="embedding='max'"):
-        BackboneSpec("x", "dinov2", "a", "t", 14, 384, 12, IMAGENET_MEAN, IMAGENET_STD,
-                     "max", "mit", "f", "u")
+        _spec(embedding="max")
+    with pytest.raises(ConfigError, match=r"hub_files=\('model.safetensors',\) and hf_repo=''; give hub_files as a tuple"):
+        _spec(hub_files=("model.safetensors",))
 
-# ---- weights ------------------------------------------------------------------------------
 
-def _assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
+def test_published_hash_comes_from_the_publishers_name_only():
+    spec = get_backbone_spec("dinov3_vitl16")
+    assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth") == "8aa4cbdd"
+    assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m.pth") == ""  # another name promises nothing
+    assert published_hash(get_backbone_spec("dinov2_vits14"), "dinov2_vits14_pretrain.pth") == ""  # Meta gives none
 
-@pytest.mark.parametrize("name", ["dinov2_vits14", "openclip_vitb16"])
-def test_local_weights_file_argument_and_env(small_backbones, name, tmp_path, monkeypatch):
-    def no_hub(spec):
-        raise AssertionError("the hub must not be used when a local file exists")
 
-    monkeypatch.setattr(wmod, "_load_from_hub", no_hub)
-    src = small_backbones[name]
-    spec = src.spec
-    path = tmp_path / "explicit.pth"
-    torch.save(src.model.state_dict(), path)
+# ---- reading by content ----------------------------------------------------------------------
 
-    bb = create_backbone(name, weights=path)
-    assert bb.weights_label == f"pretrained ({spec.pretrained_tag}) from {path}"
-    _assert_same_tensors(bb.model, src.model)
 
-    env_dir = tmp_path / "weights"
-    env_dir.mkdir()
-    torch.save(src.model.state_dict(), env_dir / spec.weights_filename)
-    monkeypatch.setenv("EMLIB_WEIGHTS", str(env_dir))
-    bb = create_backbone(name)
-    assert bb.weights_label == f"pretrained ({spec.pretrained_tag}) from {env_dir / spec.weights_filename}"
-    _assert_same_tensors(bb.model, src.model)
+def _tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"a.weight": torch.randn(3, 4, generator=gen), "b": torch.randn(5, generator=gen)}
 
-def test_whole_clip_checkpoint_keeps_the_visual_tower(small_backbones, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
 
-    src = small_backbones["openclip_vitb16"]
-    sd = {f"visual.{k}": v.contiguous() for k, v in src.model.state_dict().items()}
-    sd["text_projection"] = torch.zeros(4, 4)  # the text tower is ignored
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".bin", ".safetensors", ""])
+def test_the_format_is_judged_by_content_whatever_the_suffix(tmp_path: Path, suffix: str):
+    sd = _tensors()
+    safe, zipped, legacy = tmp_path / f"s{suffix}", tmp_path / f"z{suffix}", tmp_path / f"l{suffix}"
+    save_file(sd, str(safe))
+    torch.save(sd, zipped)
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    assert [checkpoint_format(p) for p in (safe, zipped, legacy)] == ["safetensors", "torch-zip", "torch-legacy"]
+    for path in (safe, zipped, legacy):
+        assert _equal(read_checkpoint(path), sd), path
+
+
+@pytest.mark.parametrize("container", ["state_dict", "model", "module", "teacher"])
+def test_containers_and_prefixes_are_unwrapped(tmp_path: Path, container: str):
+    sd = _tensors()
+    path = tmp_path / "ckpt.pth"
+    torch.save({container: {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
+    assert _equal(read_checkpoint(path), sd)
+    torch.save({"teacher": {**{f"backbone.{k}": v for k, v in sd.items()}, "dino_head.w": torch.zeros(2)}}, path)
+    assert _equal(read_checkpoint(path), sd)  # a DINO training checkpoint: the backbone, not the heads
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_never_run(tmp_path: Path):
+    marker = tmp_path / "code-ran"
+    _Payload.marker = str(marker)
+    zipped = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "x": _Payload()}, zipped)  # a torch zip whose pickle calls Path.touch
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps({"x": _Payload()}))  # a bare pickle: not even a torch file
+    with pytest.raises(WeightsError, match=r"evil\.pth is a torch file that torch\.load\(weights_only=True\) refuses .*; "
+                                           r"it was not unpickled, since it may run code"):
+        read_checkpoint(zipped)
+    with pytest.raises(WeightsError, match=r"evil\.pkl is neither a safetensors file nor a torch checkpoint \(judged by its "
+                                           r"content, not its name\); download the file again"):
+        read_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_damaged_or_empty_files_are_one_sentence(tmp_path: Path):
+    damaged = tmp_path / "model.safetensors"
+    save_file(_tensors(), str(damaged))
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    with pytest.raises(WeightsError, match=r"model\.safetensors is a damaged safetensors file \(.*\); download it again"):
+        read_checkpoint(damaged)
+    empty = tmp_path / "empty.pth"
+    torch.save({"epoch": 3}, empty)
+    with pytest.raises(WeightsError, match=r"empty\.pth holds no state dict of tensors"):
+        read_checkpoint(empty)
+
+
+# ---- key names and strict loading ------------------------------------------------------------
+
+
+def test_meta_dinov2_names_convert_to_timm_names(small_backbones):
+    src = small_backbones["dinov2_vits14"].model
+    meta = MetaDinoViT(embed_dim=384, depth=12, num_heads=6)
+    meta.load_state_dict({**src.state_dict(), "mask_token": torch.randn(1, 384)}, strict=True)  # Meta's own class
+    spec = get_backbone_spec("dinov2_vits14")
+    converted = convert_state_dict(spec, src, meta.state_dict())
+    assert _equal(converted, src.state_dict())  # mask_token dropped, every other name kept
+
+
+def test_whole_clip_and_vision_tower_dicts_keep_the_visual_tower(small_backbones, tmp_path: Path):
+    src = small_backbones["openclip_vitb16"].model
+    spec = get_backbone_spec("openclip_vitb16")
+    whole = {f"visual.{k}": v for k, v in src.state_dict().items()}
+    whole.update({"token_embedding.weight": torch.zeros(8, 4), "text_projection": torch.zeros(4, 4), "logit_scale": torch.ones(())})
+    assert _equal(convert_state_dict(spec, src, whole), src.state_dict())
+    assert _equal(convert_state_dict(spec, src, src.state_dict()), src.state_dict())
     path = tmp_path / "open_clip_model.safetensors"
-    save_file(sd, str(path))
-    bb = create_backbone("openclip_vitb16", weights=path)
-    _assert_same_tensors(bb.model, src.model)
+    save_file({k: v.contiguous() for k, v in whole.items()}, str(path))
+    assert _equal(load_weights_file(spec, path).state_dict(), src.state_dict())
 
-def test_weights_file_that_does_not_fit_raises(small_backbones, tmp_path):
+
+def test_a_file_of_another_backbone_is_one_sentence_naming_the_keys(small_backbones, tmp_path: Path):
     path = tmp_path / "dinov3.pth"
     torch.save(small_backbones["dinov3_vits16"].model.state_dict(), path)
-    with pytest.raises(WeightsError, match=rf"weights file {path} does not fit dinov2_vits14"):
-        create_backbone("dinov2_vits14", weights=path)
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="does not fit openclip_vitb16"):
-        create_backbone("openclip_vitb16", weights=garbage)
-
-def test_missing_explicit_weights_file_raises(tmp_path):
-    missing = tmp_path / "nope.pth"
-    with pytest.raises(WeightsError, match=rf"weights file {missing} for dinov2_vits14 does not exist"):
-        create_backbone("dinov2_vits14", weights=missing)
-
-def test_hub_failure_names_the_file_and_the_fix(tmp_path, monkeypatch):
-    def offline(spec):
-        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
-
-    monkeypatch.setattr(wmod, "_load_from_hub", offline)
-    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path))  # empty folder
     with pytest.raises(WeightsError) as info:
-        create_backbone("dinov2_vitl14")
+        load_weights_file(get_backbone_spec("dinov2_vits14"), path)
     msg = str(info.value)
-    assert msg.startswith(
-        f"could not load pretrained weights for dinov2_vitl14: no file at "
-        f"{tmp_path / 'dinov2_vitl14_pretrain.pth'} and the hub download of "
-        "vit_large_patch14_dinov2.lvd142m failed (OSError: We couldn't connect to 'https://huggingface.co')"
-    )
-    assert "more detail" not in msg and "\n" not in msg
-    assert "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth" in msg
-    assert msg.endswith(
-        "pass weights=PATH or put it in $EMLIB_WEIGHTS/dinov2_vitl14_pretrain.pth, "
-        "or use pretrained=False for random weights (tests only)."
-    )
+    assert msg.startswith(f"weights file {path} does not fit dinov2_vits14 (vit_small_patch14_dinov2.lvd142m): missing pos_embed")
+    assert "unexpected reg_token" in msg and "\n" not in msg
+    assert msg.endswith("use a file of timm/vit_small_patch14_dinov2.lvd142m (model.safetensors, pytorch_model.bin) or "
+                        "Meta's dinov2_vits14_pretrain.pth for this backbone.")
+    wrong_shape = {k: v[..., :1] if k == "norm.weight" else v for k, v in small_backbones["dinov2_vits14"].model.state_dict().items()}
+    torch.save(wrong_shape, path)
+    with pytest.raises(WeightsError, match=r"shape of norm\.weight \(1,\) vs \(384,\)"):
+        load_weights_file(get_backbone_spec("dinov2_vits14"), path)
 
-    monkeypatch.delenv("EMLIB_WEIGHTS")
-    with pytest.raises(WeightsError, match=r"no file at \$EMLIB_WEIGHTS/CLIP-ViT-H-14-laion2B-s32B-b79K.bin "
-                                           r"\(\$EMLIB_WEIGHTS is not set\)"):
-        create_backbone("openclip_vith14")
 
-def test_hub_success_is_labelled_with_the_tag(monkeypatch):
-    calls = []
-
-    def fake_hub(spec):
-        calls.append(spec.hub_id)
-        return wmod._build_random(spec)
-
-    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
-    monkeypatch.setattr(wmod, "_load_from_hub", fake_hub)
-    bb = create_backbone("dinov3_vits16")
-    assert calls == ["vit_small_patch16_dinov3.lvd1689m"]
-    assert bb.weights_label == "pretrained (lvd1689m)"
+def test_a_meta_dinov3_file_with_biases_timm_would_drop_is_refused(local_hub, tmp_path: Path):
+    sd = local_hub.state_dict("dinov3_vits16", "meta")
+    spec = get_backbone_spec("dinov3_vits16")
+    path = tmp_path / "dinov3.pth"
+    sd["blocks.3.attn.qkv.bias"] = sd["blocks.3.attn.qkv.bias"].clone()
+    sd["blocks.3.attn.qkv.bias"][384:768] = 1.0  # the k part is masked by Meta's LinearKMaskedBias: harmless
+    torch.save(sd, path)
+    load_weights_file(spec, path)
+    sd["blocks.3.attn.qkv.bias"][0] = 0.5  # a q bias: timm's model has no place for it
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match=r"blocks\.3\.attn\.qkv\.bias of this Meta DINOv3 checkpoint is not zero, but "
+                                           r"timm's vit_small_patch16_dinov3 of dinov3_vits16 has no q/v biases"):
+        load_weights_file(spec, path)

@@ -1,0 +1,118 @@
+"""What the quick profile's book build costs on this machine, measured piece by piece on the local hub.
+
+The online edition is the book built with the ``quick`` profile (pretrained ViT-S/14). Its chapters train
+every run of ``grid_configs("quick")`` plus the remedy grid of chapter 8 (``alignment_configs("quick")``),
+31 distinct runs, and evaluate each on both whole test sets (165 Lucchi++ and 20 VNC slices). On 2 CPU
+cores that is hours, so this script measures the pieces through the real code path instead of the whole:
+
+1. per regime (frozen, LoRA, U-Net), one quick-profile run on Lucchi++ with ``pretrained=True`` read from a
+   local hub (:func:`emlib.testing.write_local_hub`: random values in the upstream file formats, hubs
+   offline): seconds of ``--epochs`` training epochs (``emlib.train.fit``) and seconds per test slice of its
+   evaluation on ``--eval-slices`` slices per dataset (``emlib.evaluate.evaluate_both``);
+2. the chapters that train nothing (``--chapters``), built for real with
+   ``python -m emlib.book build --profile quick --only ...``;
+
+and adds them up for the whole book: sum over the book's runs of epochs x epoch seconds + test slices x
+seconds per slice, plus the chapters measured. The total is an ESTIMATE from measured rates; the chapters
+that train (03-08) also draw figures and compute latents, which this does not count. Numbers come from
+random weights (timings only)::
+
+    EMLIB_DATA=../shared/data python benchmarks/bench_quick_build.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from _common import RESULTS, finish, machine_info, print_header, print_table, write_csv, write_json
+from emlib.config import get_profile, grid_configs
+from emlib.evaluate import evaluate_both
+from emlib.experiments.remedies import alignment_configs
+from emlib.testing import write_local_hub
+from emlib.train import fit
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_SLICES = {"lucchi_pp": 165, "vnc": 20}  # whole test sets, what every quick run is evaluated on
+
+
+def book_runs() -> list:
+    """The distinct runs of the quick book: its grid and chapter 8's remedy grid (shared configs once)."""
+    configs, seen = [], set()
+    for cfg in [*grid_configs("quick"), *(c for _, c in alignment_configs("quick"))]:
+        key = cfg.digest()
+        if key not in seen:
+            seen.add(key)
+            configs.append(cfg)
+    return configs
+
+
+def measure_regime(regime: str, *, epochs: int, eval_slices: int, work: Path) -> dict:
+    """Train one quick run on Lucchi++ for ``epochs`` and evaluate it on ``eval_slices`` slices per test set."""
+    cfg = grid_configs("quick", regimes=[regime], train_sets=["lucchi_pp"])[0]
+    cfg = cfg.replace(epochs=epochs, eval_slices=eval_slices, device="cpu")
+    t0 = time.perf_counter()
+    trained = fit(cfg, work / f"{regime}", progress=False)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table, _ = evaluate_both(trained, progress=False)
+    eval_s = time.perf_counter() - t0
+    return {"regime": regime, "epochs": epochs, "epoch_s": train_s / epochs, "eval_slices": 2 * eval_slices,
+            "slice_s": eval_s / (2 * eval_slices), "weights": str(table["weights_label"].iloc[0])}
+
+
+def build_chapters(chapters: list[str], env: dict[str, str], out: Path) -> float:
+    """Seconds of ``emlib book build --profile quick --only CHAPTERS`` in a fresh process."""
+    cmd = [sys.executable, "-m", "emlib.book", "build", "--profile", "quick", "--only", *chapters, "--out", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs measured per regime")
+    ap.add_argument("--eval-slices", type=int, default=4, help="test slices per dataset evaluated per regime")
+    ap.add_argument("--chapters", nargs="*", default=["01_data", "02_what_a_foundation_model_sees"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "quick_build")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    info = machine_info(torch.device("cpu"))
+    print_header("quick-profile book build, piece by piece (local hub, random weights)", info)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        hub = write_local_hub(work / "hub", backbones=get_profile("quick").family_backbones)
+        with hub.activate():
+            rows = [measure_regime(r, epochs=args.epochs, eval_slices=args.eval_slices, work=work / "runs")
+                    for r in ("frozen", "lora", "unet")]
+        chapters_s = build_chapters(args.chapters, hub.env, work / "book") if args.chapters else 0.0
+    rates = {r["regime"]: r for r in rows}
+    runs = book_runs()
+    total = chapters_s
+    counts = Counter(cfg.regime for cfg in runs)
+    for cfg in runs:
+        r = rates[cfg.regime]
+        total += cfg.epochs * r["epoch_s"] + sum(TEST_SLICES.values()) * r["slice_s"]
+    print_table(rows, ["regime", "epochs", "epoch_s", "eval_slices", "slice_s", "weights"])
+    summary = {"runs": dict(counts), "chapters_built": args.chapters, "chapters_s": chapters_s,
+               "estimate_hours": total / 3600, "what": "estimate from measured rates: sum over the book's runs of "
+               "epochs x epoch_s + 185 test slices x slice_s, plus the chapters built; figures/latents of chapters "
+               "03-08 not counted"}
+    print(f"book runs: {dict(counts)}; chapters {args.chapters} built in {chapters_s:.0f} s")
+    print(f"ESTIMATE of the whole quick book on this machine: {total / 3600:.1f} h")
+    write_csv(args.out.with_suffix(".csv"), rows)
+    write_json(args.out.with_suffix(".json"), finish({**info, "config": vars(args) | {"out": str(args.out)},
+                                                      "summary": summary, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

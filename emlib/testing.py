@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import shlex
 import sys
@@ -76,7 +77,13 @@ def _model_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
 def _clip_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
     import open_clip
 
-    model = open_clip.create_model(spec.arch, device="meta")  # no pretrained tag: nothing is downloaded
+    logger = logging.getLogger()  # open_clip warns "initialized randomly" on the root logger: that is the point here
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        model = open_clip.create_model(spec.arch, device="meta")  # no pretrained tag: nothing is downloaded
+    finally:
+        logger.setLevel(level)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 

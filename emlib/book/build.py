@@ -270,12 +270,7 @@ def build_book(
     profile = get_profile(profile, dry_run=dry_run).name
     root = find_root() if root is None else Path(root).resolve()
     book_source = resolve_source(root, repository=repository, commit=commit)
-    chapters = list_chapters(root)
-    if only:
-        unknown = sorted(set(only) - set(chapters))
-        if unknown:
-            raise BookError(f"--only names {unknown} that are not chapters in _toc.yml; choose from {chapters}")
-        chapters = [c for c in chapters if c in set(only)]
+    chapters = list_chapters(root, only=only)
     check_chapter_weights(root, chapters, profile, parameters)  # before any work: one sentence, in seconds
     book_root = Path(out).resolve() if out else root
     if out:

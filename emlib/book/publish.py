@@ -131,12 +131,7 @@ def export_notebooks(
     base = find_root() if root is None else Path(root).resolve()
     book_source = book_source or resolve_source(base)
     get_profile(profile)
-    chapters = list_chapters(base)
-    if only:
-        unknown = sorted(set(only) - set(chapters))
-        if unknown:
-            raise BookError(f"--only names {unknown} that are not chapters in _toc.yml; choose from {chapters}")
-        chapters = [c for c in chapters if c in set(only)]
+    chapters = list_chapters(base, only=only)
     notebooks = {}
     for name in chapters:  # every chapter pinned before anything is written
         nb = read_notebook_source(base / SOURCE_DIR / f"{name}.py")

@@ -81,13 +81,20 @@ def toc_docnames(root: Path, toc: str | os.PathLike[str] | None = None) -> list[
     return [_strip_suffix(f) for f in _toc_files(_read_toc(Path(toc) if toc else root / "_toc.yml"))]
 
 
-def list_chapters(root: str | os.PathLike[str] | None = None) -> list[str]:
+def list_chapters(root: str | os.PathLike[str] | None = None, *, only: Sequence[str] | None = None) -> list[str]:
     """Names of the chapters in the table of contents (``book/chapters/<name>``), in book order.
+
+    Parameters
+    ----------
+    root : path, default=None
+        The book's root (None: found from the current folder).
+    only : sequence of str, default=None
+        Keep only these chapters (``--only``), still in book order.
 
     Raises
     ------
     BookError
-        A chapter in ``_toc.yml`` has no ``notebooks/<name>.py``.
+        A chapter in ``_toc.yml`` has no ``notebooks/<name>.py``, or ``only`` names one that is not in it.
     """
     base = find_root(root) if root is None else Path(root)
     names = []
@@ -99,6 +106,11 @@ def list_chapters(root: str | os.PathLike[str] | None = None) -> list[str]:
                     f"_toc.yml lists {doc} but {SOURCE_DIR}/{name}.py does not exist; add the notebook or drop the line"
                 )
             names.append(name)
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise BookError(f"--only names {unknown} that are not chapters in _toc.yml; choose from {names}")
+        names = [c for c in names if c in set(only)]
     return names
 
 

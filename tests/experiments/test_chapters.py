@@ -25,11 +25,6 @@ from emlib.experiments.chapters import (
 )
 
 
-@pytest.fixture
-def smoke(shared_data: Path) -> ChapterSettings:
-    return chapter_settings("smoke", device="cpu", data_dir=shared_data)
-
-
 def test_settings_follow_the_profile() -> None:
     s = chapter_settings("smoke", device="cpu")
     assert (s.backbone, s.weights_label, s.device, s.pretrained) == ("dinov2_vits14", "random weights", "cpu", False)

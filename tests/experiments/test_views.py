@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,6 @@ from emlib.experiments.views import (
     load_backbones,
     token_pca,
 )
-
-
-@pytest.fixture
-def smoke(shared_data: Path) -> ChapterSettings:
-    return chapter_settings("smoke", device="cpu", data_dir=shared_data)
 
 
 def test_crop_around_foreground_finds_the_most_foreground() -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from emlib.errors import ConfigError, ShapeError
-from emlib.models import backbones as bbmod
 from emlib.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,

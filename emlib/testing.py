@@ -88,8 +88,16 @@ def _clip_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
 
 
 def _meta_dinov2(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's DINOv2 key names: timm's, plus the ``mask_token`` timm's filter drops."""
-    return {**timm_sd, "mask_token": torch.zeros(1, timm_sd["cls_token"].shape[-1])}
+    """Meta's DINOv2 key names: timm's, plus the ``mask_token`` timm's filter drops; ViT-g's SwiGLU
+    feed-forward is ``mlp.w12`` / ``mlp.w3`` in Meta's ``SwiGLUFFNFused`` where timm has ``mlp.fc1`` / ``mlp.fc2``."""
+    out = {}
+    # a packed SwiGLU: fc1 gives the gate and the value, twice the width fc2 reads
+    swiglu = timm_sd["blocks.0.mlp.fc1.weight"].shape[0] == 2 * timm_sd["blocks.0.mlp.fc2.weight"].shape[1]
+    for key, value in timm_sd.items():
+        if swiglu:
+            key = key.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3.")
+        out[key] = value
+    return {**out, "mask_token": torch.zeros(1, timm_sd["cls_token"].shape[-1])}
 
 
 def _meta_dinov3(timm_sd: dict[str, torch.Tensor], spec: BackboneSpec, num_heads: int) -> dict[str, torch.Tensor]:

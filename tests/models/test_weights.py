@@ -15,15 +15,18 @@ from safetensors.torch import save_file
 
 from emlib.errors import ConfigError, WeightsError
 from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
-from emlib.models.registry import get_backbone_spec
+from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weights import (
     BackboneSpec,
+    _build_random,
+    _mismatch,
     checkpoint_format,
     convert_state_dict,
     load_weights_file,
     published_hash,
     read_checkpoint,
 )
+from emlib.testing import _clip_shapes, _meta_dinov2, _meta_dinov3, _model_shapes
 
 from ._meta_dinov2 import MetaDinoViT
 
@@ -172,3 +175,23 @@ def test_a_meta_dinov3_file_with_biases_timm_would_drop_is_refused(local_hub, tm
     with pytest.raises(WeightsError, match=r"blocks\.3\.attn\.qkv\.bias of this Meta DINOv3 checkpoint is not zero, but "
                                            r"timm's vit_small_patch16_dinov3 of dinov3_vits16 has no q/v biases"):
         load_weights_file(spec, path)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_registered_backbone_takes_every_upstream_key_layout(name: str) -> None:
+    """The key names and shapes of each format the publishers serve (timm's, Meta's, a whole CLIP model) map
+    exactly onto the architecture, for EVERY registered backbone (ViT-g and ViT-H included), on the meta device:
+    no tensor is materialised. Values are compared exactly for the local hub's backbones in tests/models/test_hub.py."""
+    spec = get_backbone_spec(name)
+    with torch.device("meta"):
+        model = _build_random(spec)
+    if spec.library == "open_clip":
+        formats = {"open_clip": {k: torch.empty(s, device="meta") for k, s in _clip_shapes(spec).items()}}
+    else:
+        timm_sd = {k: torch.empty(s, device="meta") for k, s in _model_shapes(spec).items()}
+        heads = timm_sd["blocks.0.attn.qkv.weight"].shape[1] // 64
+        meta = _meta_dinov2(timm_sd) if spec.family == "dinov2" else _meta_dinov3(timm_sd, spec, heads)
+        formats = {"timm": timm_sd, "meta": meta}
+        assert set(meta) != set(timm_sd), "Meta's layout must differ from timm's (at least mask_token)"
+    for fmt, sd in formats.items():
+        assert _mismatch(model, convert_state_dict(spec, model, sd)) == "", f"{name}: {fmt} layout"

@@ -73,7 +73,8 @@ def _check(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve() if args.root else find_root()
     book_source = resolve_source(root, repository=args.repository, commit=args.commit)
-    written = export_notebooks(args.dest, root, book_source=book_source, profile=args.profile, only=args.only)
+    written = export_notebooks(args.dest, root, book_source=book_source, profile=args.profile, only=args.only,
+                               executed=args.executed)
     for path in written:
         print(path)
     print(f"{len(written)} notebooks install {book_source.requirement} and start with profile {args.profile!r}")
@@ -116,11 +117,13 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--html", default=None, help="built HTML folder (default: <root>/_build/html)")
     c.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default: {CHROMIUM})")
     c.set_defaults(func=_check)
-    e = sub.add_parser("export", help="write unexecuted .ipynb chapters for Colab (the notebooks branch)")
+    e = sub.add_parser("export", help="write the .ipynb chapters Colab opens (the notebooks branch), install pinned")
     e.add_argument("dest", help="folder to write book/chapters/<name>.ipynb into")
     e.add_argument("--root", default=None, help="repository root (default: found from the current folder)")
     e.add_argument("--profile", default="quick", help="the profile each notebook starts with on Colab (default: quick)")
     e.add_argument("--only", nargs="+", metavar="CHAPTER", help="export only these chapters")
+    e.add_argument("--executed", default=None, metavar="FOLDER",
+                   help="publish the executed chapters in FOLDER (book/chapters after a build), outputs kept")
     _add_source_options(e)
     e.set_defaults(func=_export)
 

@@ -19,7 +19,8 @@ The export rewrites that ``EMLIB = ...`` line with the pinned requirement
 (:attr:`~emlib.book.repository.BookSource.requirement`), and sets the profile of the Colab session,
 in ``colab_setup(...)`` and in the parameters cell, to ``profile`` (``quick`` by default: what the
 online edition shows). A chapter whose first cell lacks these lines stops the export, so nothing
-unpinned is ever published. The notebooks are not executed: Colab runs them.
+unpinned is ever published. With ``executed=`` (``--executed book/chapters``, what the workflow
+publishes) the chapters come with the outputs of the book's build; without it, unexecuted.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def pin_notebook(nb: Any, book_source: BookSource, *, profile: str = "quick", na
     first.source = INSTALL_LINE.sub(lambda m: f'{m.group(1)}"{book_source.requirement}"', first.source, count=1)
     first.source = SETUP_CALL.sub(lambda m: f'{m.group(1)}"{profile}"', first.source, count=1)
     params.source = PROFILE_LINE.sub(lambda m: f'{m.group(1)}"{profile}"', params.source, count=1)
+    for cell in code:  # an executed chapter also has papermill's cell with the parameters of its build
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.source = PROFILE_LINE.sub(lambda m: f'{m.group(1)}"{profile}"', cell.source, count=1)
     nb.metadata["emlib"] = {"repository": book_source.repository, "commit": book_source.commit,
                             "profile": profile, "requirement": book_source.requirement}
     return nb
@@ -102,8 +106,9 @@ def export_notebooks(
     profile: str = "quick",
     only: Sequence[str] | None = None,
     gpu: bool = True,
+    executed: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Write every chapter as an unexecuted ``.ipynb`` for Colab (``dest/book/chapters/<name>.ipynb``).
+    """Write every chapter as an ``.ipynb`` for Colab (``dest/book/chapters/<name>.ipynb``), its install pinned.
 
     Parameters
     ----------
@@ -120,6 +125,10 @@ def export_notebooks(
         Export only these chapters.
     gpu : bool, default=True
         Ask Colab for a GPU runtime (notebook metadata).
+    executed : path, default=None
+        A folder of executed chapters (``book/chapters`` after ``python -m emlib.book build``): publish
+        those, with their outputs, so a reader sees the results before running anything. None: the
+        unexecuted sources (``notebooks/<name>.py``).
 
     Returns
     -------
@@ -133,8 +142,16 @@ def export_notebooks(
     get_profile(profile)
     chapters = list_chapters(base, only=only)
     notebooks = {}
+    if executed is not None:
+        missing = [name for name in chapters if not (Path(executed) / f"{name}.ipynb").is_file()]
+        if missing:
+            raise BookError(f"no executed notebook of {missing} in {executed}; build the book first "
+                            f"(`python -m emlib.book build --profile {profile}`) or export without --executed")
     for name in chapters:  # every chapter pinned before anything is written
-        nb = read_notebook_source(base / SOURCE_DIR / f"{name}.py")
+        if executed is None:
+            nb = read_notebook_source(base / SOURCE_DIR / f"{name}.py")
+        else:
+            nb = nbformat.read(Path(executed) / f"{name}.ipynb", as_version=4)
         notebooks[name] = pin_notebook(nb, book_source, profile=profile, name=name)
         if gpu:
             nb.metadata["accelerator"] = "GPU"

@@ -60,6 +60,30 @@ def test_export_pins_every_chapter_to_the_repository_and_commit(tmp_path: Path) 
     assert SETUP_CALL.search(_code(source)[0].source)  # the source itself is left as it was
 
 
+def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path: Path) -> None:
+    """What the workflow publishes (`--executed book/chapters`): the build's outputs, the install pinned, the
+    profile of papermill's injected cell set too; a chapter not built yet stops the export in one sentence."""
+    name = list_chapters(REPO)[0]
+    built = tmp_path / "built"
+    built.mkdir()
+    nb = read_notebook_source(REPO / SOURCE_DIR / f"{name}.py")
+    code = _code(nb)
+    injected = nbformat.v4.new_code_cell('profile = "smoke"\n', metadata={"tags": ["injected-parameters", "remove-cell"]})
+    nb.cells.insert(nb.cells.index(code[1]) + 1, injected)
+    code[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a result of the build\n")]
+    nbformat.write(nb, built / f"{name}.ipynb")
+
+    with pytest.raises(BookError, match="no executed notebook .* build the book first"):
+        export_notebooks(tmp_path / "none", REPO, book_source=ORG, executed=built)  # only one chapter is there
+    assert not (tmp_path / "none").exists()
+
+    [path] = export_notebooks(tmp_path / "colab", REPO, book_source=ORG, only=[name], executed=built)
+    out = nbformat.read(path, as_version=4)
+    cells = _code(out)
+    assert f"@{SHA}" in cells[0].source and "a result of the build" in str(cells[-1].outputs)
+    assert [PROFILE_LINE.search(c.source).group(2) for c in cells[1:3]] == ["quick", "quick"]
+
+
 def test_a_chapter_without_the_colab_cell_stops_the_export_before_anything_is_written(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell('import emlib'),

@@ -25,7 +25,7 @@ from emlib.config import RunConfig
 from emlib.data import data_fingerprint, list_datasets
 from emlib.errors import ConfigError
 from emlib.models import get_backbone_spec
-from emlib.models.hub import find_weights
+from emlib.models.hub import WeightsMissing, find_weights
 
 __all__ = ["UNET_DEPTH", "check_run", "input_fingerprints", "inputs_digest"]
 
@@ -55,29 +55,39 @@ def check_run(cfg: RunConfig) -> None:
             )
 
 
-def _weights_id(cfg: RunConfig) -> str:
+def _weights_id(cfg: RunConfig, *, expect_weights: bool = True) -> str:
     if cfg.regime == "unet":
         return "none"
     if not cfg.pretrained:
         return "random"  # the seed, part of the config, fixes them
-    return find_weights(cfg.backbone, cfg.weights).fingerprint
+    try:
+        return find_weights(cfg.backbone, cfg.weights).fingerprint
+    except WeightsMissing:
+        if expect_weights or cfg.weights is not None:
+            raise
+        # not fetched yet (offline): the id the hub's file will have once `emlib weights fetch` brings it
+        return f"hub:{get_backbone_spec(cfg.backbone).hub_id}"
 
 
-def input_fingerprints(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None) -> dict[str, str]:
+def input_fingerprints(
+    cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, expect_weights: bool = True,
+) -> dict[str, str]:
     """``{"data": ..., "weights": ...}``: the content of the data and the weights a run reads.
 
     Every run is tested on both datasets (and a paired run trains on both), so the data part covers
     the train and test splits of both. Raises DataError for missing or misplaced data and
     WeightsError for a missing weights file (offline: nothing to load and nothing to download),
-    before any work.
+    before any work. With ``expect_weights=False`` (``emlib grid --plan`` / ``--status``, which load
+    nothing) hub weights not fetched yet are named as they will be once fetched.
     """
     data = hashlib.sha256()
     for name in list_datasets():
         for split in ("train", "test"):
             data.update(f"{name}/{split}:{data_fingerprint(name, split, root=root)}\n".encode())
-    return {"data": data.hexdigest(), "weights": _weights_id(cfg)}
+    return {"data": data.hexdigest(), "weights": _weights_id(cfg, expect_weights=expect_weights)}
 
 
-def inputs_digest(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None) -> str:
+def inputs_digest(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, expect_weights: bool = True) -> str:
     """SHA-256 of :func:`input_fingerprints`: one string that changes when the data or the weights do."""
-    return hashlib.sha256(json.dumps(input_fingerprints(cfg, root=root), sort_keys=True).encode()).hexdigest()
+    fingerprints = input_fingerprints(cfg, root=root, expect_weights=expect_weights)
+    return hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()

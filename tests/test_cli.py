@@ -310,3 +310,22 @@ def test_a_closed_pipe_on_stdout_is_not_an_error() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "free space" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_plan_and_status_need_no_weights_and_name_the_folders_a_fetch_will_keep(
+    tmp_path: Path, monkeypatch, capsys, local_hub
+) -> None:
+    """`--plan` and `--status` load nothing, so offline without weights they still answer; the run folders they name
+    are the ones the runs get once the hub's files are fetched (here: the local hub, offline)."""
+    _offline_empty_hub(tmp_path, monkeypatch)
+    root, out = str(_tiny_data(tmp_path)), str(tmp_path / "runs")
+    args = ["grid", "--profile", "quick", "--regime", "frozen", "--train-set", "vnc", "--out", out, "--root", root]
+    assert main([*args, "--status"]) == 0
+    missing = capsys.readouterr().out
+    assert main([*args, "--plan"]) == 0 and "plan:" in capsys.readouterr().out
+    with local_hub.activate():
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-hub"))  # the Hugging Face cache: what a fetch fills
+        assert main([*args, "--status"]) == 0
+    fetched = capsys.readouterr().out
+    run = next(line.split()[0] for line in missing.splitlines() if "missing" in line)
+    assert run in fetched, (missing, fetched)

@@ -58,16 +58,20 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def run_folder(cfg: RunConfig, out_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> Path:
+def run_folder(
+    cfg: RunConfig, out_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
+    expect_weights: bool = True,
+) -> Path:
     """The folder of a run in a grid folder: ``out_dir/<run_id>-<inputs>``.
 
     ``<inputs>`` is the start of :func:`emlib.preflight.inputs_digest`, which changes with the content
     of the data under ``root`` and of the backbone's weights file. This is the one place run folders
     are named; chapters, notebooks and the remedy tables find runs through it (or the ``run_id``
     column of a results table, which holds the folder name). Raises DataError/WeightsError when the
-    data or the weights are missing.
+    data or the weights are missing; ``expect_weights=False`` (plans and status, which load nothing) names
+    hub weights not fetched yet as they will be once fetched.
     """
-    return Path(out_dir) / f"{cfg.run_id}-{inputs_digest(cfg, root=root)[:8]}"
+    return Path(out_dir) / f"{cfg.run_id}-{inputs_digest(cfg, root=root, expect_weights=expect_weights)[:8]}"
 
 
 def _check_out_dir(out: Path) -> None:

@@ -162,7 +162,7 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None
     costs = read_costs() if costs is None else costs
     rows = []
     for cfg in configs:
-        run_dir = run_folder(cfg, out, root=root)
+        run_dir = run_folder(cfg, out, root=root, expect_weights=False)  # loads nothing
         if (run_dir / METRICS).is_file():
             continue
         row = {"run": run_dir.name, "epochs": cfg.epochs, "train_images": _images(cfg, "train", root), "input": "",
@@ -186,7 +186,7 @@ def run_status(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, roo
     ``running`` (a checkpoint, no metrics.json: running or stopped) or ``missing``."""
     rows = []
     for cfg in configs:
-        run_dir = run_folder(cfg, out, root=root)
+        run_dir = run_folder(cfg, out, root=root, expect_weights=False)  # loads nothing
         log = ""
         if (run_dir / METRICS).is_file():
             state = "done"

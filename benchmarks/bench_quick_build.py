@@ -55,10 +55,10 @@ def book_runs() -> list:
     return configs
 
 
-def measure_regime(regime: str, *, epochs: int, eval_slices: int, work: Path) -> dict:
+def measure_regime(regime: str, *, epochs: int, eval_slices: int, work: Path, device: str = "cpu") -> dict:
     """Train one quick run on Lucchi++ for ``epochs`` and evaluate it on ``eval_slices`` slices per test set."""
     cfg = grid_configs("quick", regimes=[regime], train_sets=["lucchi_pp"])[0]
-    cfg = cfg.replace(epochs=epochs, eval_slices=eval_slices, device="cpu")
+    cfg = cfg.replace(epochs=epochs, eval_slices=eval_slices, device=device)
     t0 = time.perf_counter()
     trained = fit(cfg, work / f"{regime}", progress=False)
     train_s = time.perf_counter() - t0
@@ -83,16 +83,17 @@ def main() -> None:
     ap.add_argument("--eval-slices", type=int, default=4, help="test slices per dataset evaluated per regime")
     ap.add_argument("--chapters", nargs="*", default=["01_data", "02_what_a_foundation_model_sees"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (a GPU machine: the book's time there)")
     ap.add_argument("--out", type=Path, default=RESULTS / "quick_build")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    info = machine_info(torch.device("cpu"))
+    info = machine_info(torch.device(args.device))
     print_header("quick-profile book build, piece by piece (local hub, random weights)", info)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         hub = write_local_hub(work / "hub", backbones=get_profile("quick").family_backbones)
         with hub.activate():
-            rows = [measure_regime(r, epochs=args.epochs, eval_slices=args.eval_slices, work=work / "runs")
+            rows = [measure_regime(r, epochs=args.epochs, eval_slices=args.eval_slices, work=work / "runs", device=args.device)
                     for r in ("frozen", "lora", "unet")]
         chapters_s = build_chapters(args.chapters, hub.env, work / "book") if args.chapters else 0.0
     rates = {r["regime"]: r for r in rows}
@@ -108,7 +109,7 @@ def main() -> None:
                "epochs x epoch_s + 185 test slices x slice_s, plus the chapters built; figures/latents of chapters "
                "03-08 not counted"}
     print(f"book runs: {dict(counts)}; chapters {args.chapters} built in {chapters_s:.0f} s")
-    print(f"ESTIMATE of the whole quick book on this machine: {total / 3600:.1f} h")
+    print(f"ESTIMATE of the whole quick book on this machine ({args.device}): {total / 3600:.1f} h")
     write_csv(args.out.with_suffix(".csv"), rows)
     write_json(args.out.with_suffix(".json"), finish({**info, "config": vars(args) | {"out": str(args.out)},
                                                       "summary": summary, "rows": rows}))

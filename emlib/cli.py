@@ -71,32 +71,29 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         cmd.set_defaults(func=func)
 
 
-def weights_pairs(values: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, str]:
-    """``--weights`` values as ``{backbone: file}``: ``NAME=FILE`` pairs, or one bare ``FILE`` when ``backbones`` holds one name.
+def weights_argument(values: Sequence[str] | None) -> str | dict[str, str] | None:
+    """``--weights`` values as :func:`emlib.config.grid_configs` takes them: ``NAME=FILE`` pairs as
+    ``{NAME: FILE}``, or one bare ``FILE`` as it is (valid when the runs use one backbone).
 
     Examples
     --------
-    >>> weights_pairs(["dinov2_vits14=a.pth", "openclip_vitb16=b.bin"], ["dinov2_vits14", "openclip_vitb16"])
+    >>> weights_argument(["dinov2_vits14=a.pth", "openclip_vitb16=b.bin"])
     {'dinov2_vits14': 'a.pth', 'openclip_vitb16': 'b.bin'}
-    >>> weights_pairs(["a.pth"], ["dinov2_vits14"])
-    {'dinov2_vits14': 'a.pth'}
+    >>> weights_argument(["a.pth"])
+    'a.pth'
     """
-    used = list(dict.fromkeys(backbones))
+    if not values:
+        return None
     pairs: dict[str, str] = {}
-    for value in values or ():
+    for value in values:
         name, sep, path = value.partition("=")
         if sep and name in list_backbones():
             pairs[name] = path
-        elif len(used) == 1:
-            pairs[used[0]] = value
+        elif len(values) == 1:
+            return value
         else:
-            raise ConfigError(f"--weights {value} does not say which backbone it is for and the selected runs use "
-                              f"{', '.join(used) or 'none'}; give one --weights NAME=FILE per backbone, e.g. "
-                              f"--weights {(used or list_backbones())[0]}={path if sep else value}")
-    for name in pairs:
-        if name not in used:
-            raise ConfigError(f"--weights {name}=... names a backbone no selected run uses ({', '.join(used)}); "
-                              f"drop it, or select that backbone (--backbone {name})")
+            raise ConfigError(f"--weights {value} does not say which backbone it is for; give one --weights NAME=FILE "
+                              f"per backbone, e.g. --weights {list_backbones()[0]}={value}")
     return pairs
 
 
@@ -106,7 +103,12 @@ def _weights_selection(args: argparse.Namespace) -> tuple[list[str], dict[str, s
         raise ConfigError(f"name the backbones to {args.action}, e.g. `emlib weights {args.action} dinov2_vits14`, "
                           f"or a profile (`emlib weights {args.action} --profile quick`)")
     names = select_backbones(named or None, profile=args.profile)
-    return names, weights_pairs(args.weights, names)
+    files = weights_argument(args.weights)
+    if isinstance(files, str):  # a bare FILE: for the one backbone named
+        if len(names) != 1:
+            raise ConfigError(f"--weights {files} does not say which backbone it is for; give --weights NAME=FILE")
+        files = {names[0]: files}
+    return names, files or {}
 
 
 def _weights_list(args: argparse.Namespace) -> int:
@@ -169,12 +171,12 @@ def _grid(args: argparse.Namespace) -> int:
     pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
     overrides = {"device": args.device, "pretrained": pretrained}
     selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
-    configs, files = _grid_configs(args.profile, args.weights, selection, overrides)
+    configs = grid_configs(args.profile, **selection, weights=weights_argument(args.weights), **overrides)
     if args.plan or args.status:
         return _print_plan(configs, out, args.root) if args.plan else _print_status(configs, out, args.root)
     if args.launcher == "inline":
         results = run_configs(configs, out, table="results", json_table=True, root=args.root, progress=not args.quiet,
-                              profile=args.profile)  # what run_grid does, with each backbone's --weights file
+                              profile=args.profile)  # run_grid's table, on the configs already expanded here
     elif args.remedies:
         raise EmlibError("--remedies runs inline only; drop --launcher or run the remedies in a second command")
     else:
@@ -191,22 +193,15 @@ def _grid(args: argparse.Namespace) -> int:
     if args.remedies:
         regimes = [r for r in args.regime or ("frozen", "lora") if r != "unet"]
         remedy_backbone = args.backbone or get_profile(args.profile).backbones[0]
+        weights = next((c.weights for c in configs if c.regime != "unet" and c.backbone == remedy_backbone), None)
         run_alignment_grid(args.profile, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone,
-                           weights=files.get(remedy_backbone), **overrides)
+                           weights=weights, **overrides)
     summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
     summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
     if "degenerate" in results:  # one class predicted everywhere: the row says nothing about the regime
         summary["note"] = results["degenerate"].map({True: "DEGENERATE (one class everywhere)", False: ""})
     print(summary.to_string(index=False), file=sys.stdout)
     return 0
-
-
-def _grid_configs(profile: str, weights: Sequence[str] | None, selection: dict, overrides: dict) -> tuple[list, dict[str, str]]:
-    """The selected runs, each backbone's with its ``--weights`` file; and those files by backbone."""
-    configs = grid_configs(profile, **selection, **overrides)
-    files = weights_pairs(weights, [c.backbone for c in configs if c.regime != "unet"])
-    return [c.replace(weights=files[c.backbone]) if c.regime != "unet" and c.backbone in files else c
-            for c in configs], files
 
 
 def _print_plan(configs: list, out: str, root: str | None) -> int:

@@ -19,7 +19,21 @@ __all__ = [
 
 
 class EmlibError(Exception):
-    """Base class of every user-facing emlib error; ``str(err)`` is one sentence."""
+    """Base class of every user-facing emlib error; ``str(err)`` is one sentence.
+
+    ``cli_message``, when given, is the same sentence in the words of the command line (``--weights
+    NAME=FILE`` where Python says ``weights={...}``); ``emlib`` prints it instead.
+
+    Examples
+    --------
+    >>> err = ConfigError("pass weights={'a': 'f'}", cli_message="give --weights a=f")
+    >>> str(err), err.cli_message
+    ("pass weights={'a': 'f'}", 'give --weights a=f')
+    """
+
+    def __init__(self, *args: object, cli_message: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli_message = cli_message
 
 
 class ConfigError(EmlibError, ValueError):

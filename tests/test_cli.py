@@ -14,6 +14,7 @@ import tifffile
 
 import emlib.config as config
 from emlib.cli import main
+from emlib.config import grid_configs
 
 from .test_train import tiny
 
@@ -286,16 +287,17 @@ def test_weights_check_takes_name_file_pairs(offline_hub, tmp_path: Path, capsys
 
 
 def test_grid_weights_pairs_route_per_backbone() -> None:
-    from emlib.cli import _grid_configs
+    from emlib.cli import weights_argument
 
     selection = {"backbone": None, "regimes": None, "train_sets": ["paired"], "seeds": [0]}
-    configs, files = _grid_configs("paper", ["dinov2_vitl14=a.pth", "openclip_vitl14=/w/b.bin"], selection, {"pretrained": True})
+    files = weights_argument(["dinov2_vitl14=a.pth", "openclip_vitl14=/w/b.bin"])
     assert files == {"dinov2_vitl14": "a.pth", "openclip_vitl14": "/w/b.bin"}
+    configs = grid_configs("paper", **selection, weights=files, pretrained=True)
     routed = {(c.regime, c.backbone if c.regime != "unet" else "unet"): c.weights for c in configs}
     assert routed[("frozen", "dinov2_vitl14")] == routed[("lora", "dinov2_vitl14")] == "a.pth"
     assert routed[("lora", "openclip_vitl14")] == "/w/b.bin"
     assert routed[("frozen", "dinov3_vitl16")] is None  # no file given: $EMLIB_WEIGHTS and the hubs
-    single, _ = _grid_configs("quick", ["w.pth"], selection, {"pretrained": True})
+    single = grid_configs("quick", **selection, weights=weights_argument(["w.pth"]), pretrained=True)
     assert {(c.regime, c.weights) for c in single} == {("frozen", "w.pth"), ("lora", "w.pth"), ("unet", None)}  # a bare FILE
 
 

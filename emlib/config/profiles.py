@@ -21,7 +21,8 @@ and run folder path (``runs/paper-dry``), the chapters carry a dry-run banner, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -320,6 +321,7 @@ def grid_configs(
     regimes: Sequence[str] | None = None,
     train_sets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    weights: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
     **overrides: Any,
 ) -> list[RunConfig]:
     """Expand a profile into its runs (backbone x regime x train set x seed), optionally a selection.
@@ -336,6 +338,10 @@ def grid_configs(
         Keep only these (None: all of the profile's).
     seeds : sequence of int, default=None
         Run these seeds (None: the profile's); like ``backbone`` they may lie outside the profile's.
+    weights : path or dict of str to path, default=None
+        Local weights files: ``{backbone: file}``, each put on its backbone's runs (the paper's three
+        backbones need three), or one file when the selected runs use one backbone. The U-Net runs
+        have no backbone and take none. None: ``$EMLIB_WEIGHTS`` and the hubs.
     **overrides
         Applied to every run (e.g. ``pretrained=False`` or ``device="cuda"``); None values are dropped.
         ``seed=N`` is the same as ``seeds=[N]``; ``regime`` and ``train_set`` are selected with
@@ -380,4 +386,35 @@ def grid_configs(
                     if cfg.run_id not in seen:
                         seen.add(cfg.run_id)
                         runs.append(cfg)
-    return runs
+    return _route_weights(runs, weights)
+
+
+def _route_weights(
+    runs: list[RunConfig], weights: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None,
+) -> list[RunConfig]:
+    """Each backbone's weights file on its runs (:func:`grid_configs`); one sentence, in Python and in CLI words,
+    for a file that does not say which backbone it is for or one naming a backbone no run uses."""
+    if weights is None:
+        return runs
+    used = list(dict.fromkeys(c.backbone for c in runs if c.regime != "unet"))
+    if not isinstance(weights, Mapping):
+        if len(used) != 1:
+            runs_use = ", ".join(used) or "none"
+            example = used[0] if used else "NAME"
+            raise ConfigError(
+                f"weights={str(weights)!r} does not say which backbone it is for and the runs use {runs_use}; "
+                f"pass one file per backbone, e.g. weights={{{example!r}: {str(weights)!r}}}",
+                cli_message=f"--weights {weights} does not say which backbone it is for and the selected runs use "
+                            f"{runs_use}; give one --weights NAME=FILE per backbone, e.g. --weights {example}={weights}",
+            )
+        weights = {used[0]: weights}
+    for name in weights:
+        if name not in used:
+            raise ConfigError(
+                f"weights names {name!r}, a backbone no selected run uses ({', '.join(used)}); drop it, or select "
+                f"that backbone (backbone={name!r})",
+                cli_message=f"--weights {name}=... names a backbone no selected run uses ({', '.join(used)}); drop it, "
+                            f"or select that backbone (--backbone {name})",
+            )
+    return [c.replace(weights=str(weights[c.backbone])) if c.regime != "unet" and c.backbone in weights else c
+            for c in runs]

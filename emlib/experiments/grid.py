@@ -200,7 +200,8 @@ def run_grid(
 
     ``backbone``, ``regimes``, ``train_sets`` and ``seeds`` select runs as :func:`emlib.config.grid_configs`
     does; ``overrides`` apply to every run, e.g. ``pretrained=False`` to size a profile without
-    weights (every row then says ``random weights``) or ``device='cuda'``.
+    weights (every row then says ``random weights``) or ``device='cuda'``, except ``weights``: a
+    ``{backbone: file}`` dict (or one file for a one-backbone grid) put on each backbone's runs.
     """
     configs = grid_configs(profile, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds, **overrides)
     return run_configs(configs, out_dir, table="results", json_table=True, root=root, progress=progress, profile=profile)

@@ -56,10 +56,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class WeightsMissing(WeightsError):
     """No weights file on this machine and no way to download one; ``cli_message`` says it in CLI words."""
 
-    def __init__(self, message: str, cli_message: str) -> None:
-        super().__init__(message)
-        self.cli_message = cli_message
-
 
 @dataclass(frozen=True)
 class WeightsSource:
@@ -215,7 +211,7 @@ def _missing(spec: BackboneSpec, reason: str) -> WeightsMissing:
     return WeightsMissing(
         f"{head}; run emlib.fetch_weights(['{spec.name}']) where there is internet, pass weights=PATH, "
         "or use pretrained=False for random weights (tests only).",
-        f"{head}; run `emlib weights fetch {spec.name}` where there is internet, pass `--weights {spec.name}=FILE`, "
+        cli_message=f"{head}; run `emlib weights fetch {spec.name}` where there is internet, pass `--weights {spec.name}=FILE`, "
         "or use `--random-weights` (tests only).",
     )
 
@@ -275,7 +271,7 @@ def find_weights(
             raise WeightsMissing(
                 f"weights file {path} for {name} does not exist; check the path, or leave weights=None to use "
                 f"${WEIGHTS_ENV} and the hubs.",
-                f"weights file {path} for {name} does not exist; check the path given to --weights {name}=FILE.",
+                cli_message=f"weights file {path} for {name} does not exist; check the path given to --weights {name}=FILE.",
             )
         return _checked(WeightsSource(spec, "explicit", path))
     for origin, path in _local_candidates(spec):
@@ -403,7 +399,7 @@ def fetch_weights(
         raise WeightsMissing(
             f"{head}; run emlib.fetch_weights({missing!r}) on a machine with internet, then copy its Hugging Face "
             f"cache into {cache} here, or pass the files as weights=PATH.",
-            f"{head}; run `emlib weights fetch {listed}` on a machine with internet, then copy its Hugging Face cache "
+            cli_message=f"{head}; run `emlib weights fetch {listed}` on a machine with internet, then copy its Hugging Face cache "
             f"into {cache} here, or give the files to `emlib grid` as --weights NAME=FILE.",
         )
     return {name: find_weights(name, download=True, progress=progress) for name in chosen}

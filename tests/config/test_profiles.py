@@ -71,6 +71,25 @@ def test_grid_configs_selection() -> None:
     assert grid_configs("smoke", regimes=["lora"], epochs=None)[0].epochs == 6  # None overrides are dropped
 
 
+def test_grid_configs_puts_each_backbones_weights_file_on_its_runs() -> None:
+    """`run_grid("paper", out, weights={...})` serves the paper's three backbones; one file is refused there
+    (before any work, in Python words with the CLI's alongside), and names no run uses are refused."""
+    files = {"dinov2_vitl14": "a.pth", "openclip_vitl14": "b.bin"}
+    paper = grid_configs("paper", train_sets=["vnc"], seeds=[0], weights=files)
+    assert {(c.backbone, c.regime): c.weights for c in paper} == {
+        ("dinov2_vitl14", "frozen"): "a.pth", ("dinov2_vitl14", "lora"): "a.pth",
+        ("dinov3_vitl16", "frozen"): None, ("dinov3_vitl16", "lora"): None,
+        ("openclip_vitl14", "frozen"): "b.bin", ("openclip_vitl14", "lora"): "b.bin"}
+    quick = grid_configs("quick", train_sets=["vnc"], weights="w.pth")  # one backbone: one file is enough
+    assert [(c.regime, c.weights) for c in quick] == [("frozen", "w.pth"), ("lora", "w.pth"), ("unet", None)]
+    with pytest.raises(ConfigError, match=r"weights='w.pth' does not say which backbone .* dinov2_vitl14, "
+                                          r"dinov3_vitl16, openclip_vitl14; pass one file per backbone") as info:
+        grid_configs("paper", weights="w.pth")
+    assert info.value.cli_message.startswith("--weights w.pth does not say which backbone it is for")
+    with pytest.raises(ConfigError, match=r"weights names 'openclip_vitb16', a backbone no selected run uses"):
+        grid_configs("quick", weights={"openclip_vitb16": "x.bin"})
+
+
 def test_grid_configs_rejects_unknown_selections() -> None:
     with pytest.raises(ConfigError, match="regime='full' is not allowed"):
         grid_configs("smoke", regimes=["full"])

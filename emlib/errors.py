@@ -49,7 +49,15 @@ class ChecksumError(DataError):
 
 
 class WeightsError(EmlibError, FileNotFoundError):
-    """Pretrained weights could not be found or loaded."""
+    """Pretrained weights could not be found or loaded.
+
+    ``why`` is the sentence without the fix it ends with (a page or a build that gives its own fix,
+    in its reader's words, quotes it); it defaults to the whole message.
+    """
+
+    def __init__(self, *args: object, why: str | None = None, cli_message: str | None = None) -> None:
+        super().__init__(*args, cli_message=cli_message)
+        self.why = why if why is not None else (str(args[0]) if args else "")
 
 
 class ShapeError(EmlibError, ValueError):

@@ -100,13 +100,17 @@ def _meta_dinov2(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**out, "mask_token": torch.zeros(1, timm_sd["cls_token"].shape[-1])}
 
 
-def _meta_dinov3(timm_sd: dict[str, torch.Tensor], spec: BackboneSpec, num_heads: int) -> dict[str, torch.Tensor]:
+#: Width of one attention head in every DINOv3 ViT (S/B/L/H+/7B): what the RoPE periods are sized by.
+_DINOV3_HEAD_DIM = 64
+
+
+def _meta_dinov3(timm_sd: dict[str, torch.Tensor], spec: BackboneSpec) -> dict[str, torch.Tensor]:
     """Meta's DINOv3 key names (``DinoVisionTransformer`` with ``mask_k_bias=True``, ``n_storage_tokens=4``).
 
     The published S/B/L checkpoints were distilled with all-zero q/k/v biases (why timm builds them
     without a qkv bias); Meta's class still stores ``qkv.bias`` and the mask of its k part.
     """
-    dim, head_dim = spec.embed_dim, spec.embed_dim // num_heads
+    dim, head_dim = spec.embed_dim, _DINOV3_HEAD_DIM
     out = {"cls_token": timm_sd["cls_token"], "storage_tokens": timm_sd["reg_token"],
            "mask_token": torch.zeros(1, dim)}
     out["patch_embed.proj.weight"] = timm_sd["patch_embed.proj.weight"]
@@ -230,8 +234,7 @@ def _state_dicts(spec: BackboneSpec, seed: int) -> dict[str, dict[str, torch.Ten
     timm_sd = _random_like(_model_shapes(spec), gen)
     if spec.family == "dinov2":
         return {"timm": timm_sd, "meta": _meta_dinov2(timm_sd)}
-    heads = timm_sd["blocks.0.attn.qkv.weight"].shape[1] // 64  # the DINOv3 ViTs have 64-wide heads
-    return {"timm": timm_sd, "meta": _meta_dinov3(timm_sd, spec, heads)}
+    return {"timm": timm_sd, "meta": _meta_dinov3(timm_sd, spec)}
 
 
 def write_local_hub(

@@ -145,7 +145,7 @@ def check_chapter_weights(root: Path, chapters: Sequence[str], profile: str,
             os.environ[WEIGHTS_ENV] = str(Path(str(params["weights_dir"])).expanduser())
         find_weights(backbone)
     except WeightsError as err:
-        why = str(err).split("; run ")[0].rstrip(".")
+        why = err.why.rstrip(".")
         raise BookError(
             f"{', '.join(needing)} train with {backbone}, and {why}; run `emlib weights fetch {backbone}` where there "
             f"is internet, or pass `-p weights_dir=FOLDER` with its file, or build only chapters that need no weights "

@@ -123,7 +123,8 @@ class MissingWeightsNote:
     Parameters
     ----------
     missing : dict of str to str
-        Backbone name -> why its weights could not be loaded (the WeightsError's sentence).
+        Backbone name -> why its weights could not be loaded (the WeightsError's ``why``: its sentence
+        without the fix, which the note gives in a reader's words).
     loaded : tuple of str, default=()
         The backbones the page does show.
 
@@ -150,20 +151,15 @@ class MissingWeightsNote:
     def fix(name: str) -> str:
         """How to add the weights of ``name``, in the words of a notebook reader and of a book build."""
         gated = (" (first accept Meta's licence on its Hugging Face page and log in)"
-                 if get_backbone_spec(name).family == "dinov3" else "")
+                 if get_backbone_spec(name).gated else "")
         return (f"to add it, run `emlib weights fetch {name}` where there is internet{gated}, or set the chapter "
                 "parameter `weights_dir` (book build: `-p weights_dir=FOLDER`) to a folder holding its file "
                 "(`emlib weights list` names it)")
 
-    @staticmethod
-    def why(reason: str) -> str:
-        """The reason without the fix it ends with (``...; run ...``): the note gives its own, in a reader's words."""
-        return reason.split("; run ")[0].strip().rstrip(".")
-
     def text(self) -> str:
         """The note as plain text: the title, then one line per missing backbone."""
         lines = [self.title()]
-        lines += [f"- {name}: {self.why(why)}; {self.fix(name)}." for name, why in self.missing.items()]
+        lines += [f"- {name}: {why.rstrip('.')}; {self.fix(name)}." for name, why in self.missing.items()]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -171,7 +167,7 @@ class MissingWeightsNote:
 
     def _repr_html_(self) -> str:
         items = "".join(
-            f"<li><strong>{html.escape(name)}</strong>: {html.escape(self.why(why))}; "
+            f"<li><strong>{html.escape(name)}</strong>: {html.escape(why.rstrip('.'))}; "
             f"{_code_html(self.fix(name))}.</li>"
             for name, why in self.missing.items()
         )
@@ -269,7 +265,7 @@ def load_backbones(names: Sequence[str], settings: Any) -> LoadedBackbones:
         try:
             out.backbones[name] = create_backbone(name, pretrained=settings.pretrained, device=settings.device).eval()
         except WeightsError as err:
-            out.missing[name] = str(err)
+            out.missing[name] = err.why
     return out
 
 

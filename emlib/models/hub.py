@@ -211,6 +211,7 @@ def _missing(spec: BackboneSpec, reason: str) -> WeightsMissing:
     return WeightsMissing(
         f"{head}; run emlib.fetch_weights(['{spec.name}']) where there is internet, pass weights=PATH, "
         "or use pretrained=False for random weights (tests only).",
+        why=head,
         cli_message=f"{head}; run `emlib weights fetch {spec.name}` where there is internet, pass `--weights {spec.name}=FILE`, "
         "or use `--random-weights` (tests only).",
     )
@@ -271,6 +272,7 @@ def find_weights(
             raise WeightsMissing(
                 f"weights file {path} for {name} does not exist; check the path, or leave weights=None to use "
                 f"${WEIGHTS_ENV} and the hubs.",
+                why=f"weights file {path} for {name} does not exist",
                 cli_message=f"weights file {path} for {name} does not exist; check the path given to --weights {name}=FILE.",
             )
         return _checked(WeightsSource(spec, "explicit", path))
@@ -399,6 +401,7 @@ def fetch_weights(
         raise WeightsMissing(
             f"{head}; run emlib.fetch_weights({missing!r}) on a machine with internet, then copy its Hugging Face "
             f"cache into {cache} here, or pass the files as weights=PATH.",
+            why=head,
             cli_message=f"{head}; run `emlib weights fetch {listed}` on a machine with internet, then copy its Hugging Face cache "
             f"into {cache} here, or give the files to `emlib grid` as --weights NAME=FILE.",
         )

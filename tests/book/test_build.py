@@ -96,7 +96,8 @@ def test_chapters_that_train_need_their_weights_before_anything_runs(tmp_path: P
 
     def missing(name: str) -> None:
         asked.append((name, build_mod.os.environ.get("EMLIB_WEIGHTS")))
-        raise WeightsError(f"no pretrained weights for {name} on this machine; run emlib.fetch_weights(['{name}'])")
+        why = f"no pretrained weights for {name} on this machine"  # as the hub raises it: `why` without the fix
+        raise WeightsError(f"{why}; run emlib.fetch_weights(['{name}'])", why=why)
 
     monkeypatch.setattr(build_mod, "find_weights", missing)
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)

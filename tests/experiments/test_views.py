@@ -71,12 +71,14 @@ def test_random_backbones_repeat_and_token_pictures(smoke: ChapterSettings) -> N
 
 
 def _without_weights(monkeypatch: pytest.MonkeyPatch, missing: set[str]) -> None:
-    """create_backbone raises WeightsError (as offline without a file) for the backbones in ``missing``."""
+    """create_backbone raises WeightsError (as offline without a file) for the backbones in ``missing``: like the hub's,
+    its message ends with the fix in Python words and its ``why`` is the sentence without it."""
     real = views.create_backbone
 
     def create(name: str, **kwargs: Any) -> Any:
         if name in missing:
-            raise WeightsError(f"no weights file for {name} and the hub is offline")
+            why = f"no weights file for {name} and the hub is offline"
+            raise WeightsError(f"{why}; run emlib.fetch_weights(['{name}']) where there is internet", why=why)
         return real(name, **{**kwargs, "pretrained": False})
 
     monkeypatch.setattr(views, "create_backbone", create)
@@ -95,6 +97,7 @@ def test_some_backbones_missing_are_left_out_with_a_note(monkeypatch: pytest.Mon
     for name in loaded.missing:
         assert f"<strong>{name}</strong>" in page and f"<code>emlib weights fetch {name}</code>" in page
     assert "weights_dir" in page and "this page shows dinov2_vits14 only" in page
+    assert "fetch_weights" not in page  # the API's own fix is replaced by the reader's
     table = loaded.table()
     assert list(table.index) == ["dinov2_vits14"] and table.loc["dinov2_vits14", "family"] == "dinov2"
     assert "Left out for missing weights: dinov3_vits16, openclip_vitb16" in repr(loaded)
@@ -119,8 +122,7 @@ def test_nothing_missing_means_no_note(smoke: ChapterSettings) -> None:
 
 
 def test_missing_weights_note_words() -> None:
-    note = MissingWeightsNote({"dinov3_vits16": "gated <repo>; run emlib.fetch_weights(['dinov3_vits16']) or so.",
-                               "dinov2_vits14": "offline"}, loaded=())
+    note = MissingWeightsNote({"dinov3_vits16": "gated <repo>.", "dinov2_vits14": "offline"}, loaded=())  # errors' `why`
     text = note.text()
     assert text.splitlines()[0].startswith("Left out for missing weights: dinov3_vits16, dinov2_vits14 (no backbone")
     assert "gated <repo>; to add it, run `emlib weights fetch dinov3_vits16` where there is internet (first accept" in text

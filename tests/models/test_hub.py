@@ -143,6 +143,7 @@ def test_offline_and_missing_fails_in_seconds_in_the_words_of_each_interface(emp
                                "or use pretrained=False for random weights (tests only).")
     assert err.cli_message == head + ("run `emlib weights fetch dinov2_vits14` where there is internet, pass "
                                       "`--weights dinov2_vits14=FILE`, or use `--random-weights` (tests only).")
+    assert err.why == head.removesuffix("; ")  # what pages and builds quote before giving their own fix
 
 
 def test_the_folders_looked_in_are_named(empty_offline, tmp_path, monkeypatch):

@@ -189,8 +189,7 @@ def test_every_registered_backbone_takes_every_upstream_key_layout(name: str) ->
         formats = {"open_clip": {k: torch.empty(s, device="meta") for k, s in _clip_shapes(spec).items()}}
     else:
         timm_sd = {k: torch.empty(s, device="meta") for k, s in _model_shapes(spec).items()}
-        heads = timm_sd["blocks.0.attn.qkv.weight"].shape[1] // 64
-        meta = _meta_dinov2(timm_sd) if spec.family == "dinov2" else _meta_dinov3(timm_sd, spec, heads)
+        meta = _meta_dinov2(timm_sd) if spec.family == "dinov2" else _meta_dinov3(timm_sd, spec)
         formats = {"timm": timm_sd, "meta": meta}
         assert set(meta) != set(timm_sd), "Meta's layout must differ from timm's (at least mask_token)"
     for fmt, sd in formats.items():

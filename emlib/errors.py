@@ -15,6 +15,7 @@ __all__ = [
     "ChecksumError",
     "WeightsError",
     "ShapeError",
+    "short_reason",
 ]
 
 
@@ -62,3 +63,18 @@ class WeightsError(EmlibError, FileNotFoundError):
 
 class ShapeError(EmlibError, ValueError):
     """Arrays have shapes that do not fit together."""
+
+
+def short_reason(err: BaseException | None, *, limit: int = 160) -> str:
+    r"""``Type: first line`` of an exception, cut to ``limit`` characters: the reason quoted inside a sentence.
+
+    Examples
+    --------
+    >>> short_reason(ValueError("bad header\nmore detail"))
+    'ValueError: bad header'
+    >>> short_reason(OSError("x" * 200), limit=20)
+    'OSError: xxxxxxxx...'
+    """
+    lines = str(err if err is not None else "").strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from emlib.config import RunConfig
-from emlib.errors import ConfigError, DataError
+from emlib.errors import ConfigError, DataError, short_reason
 
 __all__ = [
     "ADAPTER",
@@ -64,12 +64,6 @@ RESULTS = "results.csv"
 LEGACY_PICKLES: tuple[str, ...] = ("checkpoint.pt", "model.pt", "adapter.pt")
 
 _STATE_FORMAT = "emlib-state-v1"
-
-
-def _reason(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # ----------------------------------------------------------------------------- writing
@@ -127,7 +121,7 @@ def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{path} cannot be read ({_reason(err)}); {fix}") from None
+        raise DataError(f"{path} cannot be read ({short_reason(err, limit=120)}); {fix}") from None
 
 
 def read_run_config(run_dir: str | os.PathLike[str], *, fix: str) -> RunConfig:
@@ -151,7 +145,7 @@ def read_history(path: str | os.PathLike[str], *, fix: str) -> Any:
     try:
         history = pd.read_csv(path)
     except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors
-        raise DataError(f"{path} cannot be read ({_reason(err)}); {fix}") from None
+        raise DataError(f"{path} cannot be read ({short_reason(err, limit=120)}); {fix}") from None
     if not {"epoch", "loss"} <= set(history.columns):
         raise DataError(f"{path} is not a training history (it has no epoch and loss columns); {fix}")
     return history
@@ -253,7 +247,7 @@ def load_state(path: str | os.PathLike[str], *, fix: str, tensors: bool = True) 
             stored = {k: handle.get_tensor(k) for k in handle.keys()} if tensors else None  # noqa: SIM118
             state = _decode(json.loads(meta["state"]), stored)
     except Exception as err:  # noqa: BLE001 - every unreadable file means the same to the user
-        raise DataError(f"{path} cannot be read ({_reason(err)}); {fix}") from None
+        raise DataError(f"{path} cannot be read ({short_reason(err, limit=120)}); {fix}") from None
     if not isinstance(state, dict):
         raise DataError(f"{path} does not hold an emlib state; {fix}")
     return state

@@ -37,7 +37,7 @@ import pandas as pd
 import torch.hub
 
 from emlib.config import get_profile
-from emlib.errors import ConfigError, WeightsError
+from emlib.errors import ConfigError, WeightsError, short_reason
 from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weights import WEIGHTS_ENV, BackboneSpec, published_hash
 from emlib.runfiles import file_sha256
@@ -322,19 +322,13 @@ def _download(spec: BackboneSpec, *, progress: bool) -> WeightsSource:
                 continue
             except (GatedRepoError, RepositoryNotFoundError) as err:  # 401/403/404: gated or private
                 raise WeightsError(f"the download of {spec.hf_repo} for {spec.name} was refused "
-                                   f"({_reason(err)}); {login}.") from err
+                                   f"({short_reason(err)}); {login}.") from err
             except Exception as err:  # noqa: BLE001 - connection dropped, disk full, ...
-                raise WeightsError(f"the download of {name} from {spec.hf_repo} for {spec.name} failed ({_reason(err)}); "
+                raise WeightsError(f"the download of {name} from {spec.hf_repo} for {spec.name} failed ({short_reason(err)}); "
                                    "check the connection and the free space, and run it again (finished files are kept).") from err
             return WeightsSource(spec, "hf-download", Path(path), name)
-    raise WeightsError(f"{spec.hf_repo} serves none of {list(spec.hub_files)} ({_reason(last)}); "
+    raise WeightsError(f"{spec.hf_repo} serves none of {list(spec.hub_files)} ({short_reason(last)}); "
                        f"download {spec.weights_url or spec.hf_repo} by hand and pass it as a weights file.")
-
-
-def _reason(err: BaseException | None) -> str:
-    lines = str(err or "").strip().splitlines()
-    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # --------------------------------------------------------------------------------------------

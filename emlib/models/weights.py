@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from emlib.errors import ConfigError, WeightsError
+from emlib.errors import ConfigError, WeightsError, short_reason
 
 __all__ = [
     "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
@@ -285,14 +285,14 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd: Any = load_file(str(path))
         except Exception as err:  # noqa: BLE001 - a damaged file is one sentence
-            raise WeightsError(f"{path} is a damaged safetensors file ({_short(err)}); download it again.") from err
+            raise WeightsError(f"{path} is a damaged safetensors file ({short_reason(err)}); download it again.") from err
     else:
         try:
             with open(path, "rb") as handle:  # a handle, not a name: newer torch.load also judges by suffix
                 sd = torch.load(handle, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - includes UnpicklingError for anything but tensors
             raise WeightsError(
-                f"{path} is a torch file that torch.load(weights_only=True) refuses ({_short(err)}); it was not "
+                f"{path} is a torch file that torch.load(weights_only=True) refuses ({short_reason(err)}); it was not "
                 "unpickled, since it may run code: use the file the hub or the publisher serves."
             ) from err
     sd = _unwrap(sd)
@@ -302,12 +302,6 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if any(k.startswith("backbone.") for k in sd):  # a DINO training checkpoint: backbone + heads
         sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
     return sd
-
-
-def _short(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Two regimes are measured, each case in its own process (so that peak memory is t
             (512 channels, the paper's), cross-entropy, backward, Adam step.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU and the process's peak RSS on the CPU.
-Backbones have random weights (timing only). The rows go to ``emlib/experiments/costs.csv`` (what
+Backbones have random weights (timing only). The rows go to ``emlib/grid/costs.csv`` (what
 ``emlib grid --plan`` reads) unless ``--out`` says otherwise; ``--append`` keeps the rows already
 there for other devices. For example::
 
@@ -37,7 +37,7 @@ from emlib.models.backbones import create_backbone
 from emlib.models.heads import SegmentationModel, create_head
 from emlib.models.lora import apply_lora
 
-COSTS = Path(__file__).resolve().parents[1] / "emlib" / "experiments" / "costs.csv"
+COSTS = Path(__file__).resolve().parents[1] / "emlib" / "grid" / "costs.csv"
 COLUMNS = ["backbone", "regime", "batch_size", "input_size", "device", "images_per_s", "peak_memory_mb",
            "measured_on", "date"]
 PAPER_BACKBONES = ("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14")

@@ -36,7 +36,7 @@ import torch
 from _common import RESULTS, finish, machine_info, print_header, print_table, write_csv, write_json
 from emlib.config import get_profile, grid_configs
 from emlib.evaluate import evaluate_both
-from emlib.experiments.remedies import alignment_configs
+from emlib.grid.remedies import alignment_configs
 from emlib.testing import write_local_hub
 from emlib.train import fit
 

@@ -15,7 +15,8 @@ subpackages hold the same names by floor, bottom to top:
 ``plugins``                 the plug-in points of training (the remedies)
 ``train``, ``evaluate``,    the paper's loop; evaluation; slice embeddings
 ``latents``
-``experiments``             the grid runner and its tables, the remedy grid, chapter helpers
+``grid``                    the one runner and its results tables, launchers, the remedy grid
+``chapters``                what the notebooks call: settings, backbones side by side, page facts
 ``paper``                   the paper's claims and the comparison with our runs
 ``viz``, ``book``, ``cli``  figures; the book's build and check; the ``emlib`` command
 ==========================  ===============================================================
@@ -67,20 +68,20 @@ _API: dict[str, tuple[str, ...]] = {
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
         "latent_report", "token_separability_table", "transfer_auroc",
     ),
-    "emlib.experiments.grid": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
-    "emlib.experiments.remedies": (
+    "emlib.grid.runner": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
+    "emlib.grid.remedies": (
         "REMEDIES", "alignment_configs", "run_alignment_grid", "alignment_summary", "remedy_latent_space", "remedy_latents",
     ),
-    "emlib.experiments.chapters": (
+    "emlib.chapters.settings": (
         "ChapterSettings", "chapter_settings", "ensure_data", "limit_cpu_threads", "physical_extent_table",
         "token_grid_table", "grid_dir", "chapter_configs", "chapter_command", "chapter_runs", "latent_diagnostics",
     ),
-    "emlib.experiments.views": (
+    "emlib.chapters.backbones": (
         "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "LoadedBackbones",
         "MissingWeightsNote", "token_pca",
     ),
-    "emlib.experiments.pages": ("page_facts", "glue_facts"),
-    "emlib.experiments.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
+    "emlib.chapters.pages": ("page_facts", "glue_facts"),
+    "emlib.chapters.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
     "emlib.paper": ("PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",

@@ -19,9 +19,9 @@ from emlib.book.commands import add_book_command
 from emlib.config import REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
 from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
 from emlib.errors import ConfigError, EmlibError, WeightsError
-from emlib.experiments.grid import grid_command, run_configs
-from emlib.experiments.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
-from emlib.experiments.remedies import REMEDIES, run_alignment_grid
+from emlib.grid.runner import grid_command, run_configs
+from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
+from emlib.grid.remedies import REMEDIES, run_alignment_grid
 from emlib.models import list_backbones
 from emlib.models.hub import fetch_weights, find_weights, select_backbones, weights_status
 from emlib.models.weights import load_weights_file
@@ -216,10 +216,10 @@ def _print_plan(configs: list, out: str, root: str | None) -> int:
         print(shown[["run", "epochs", "train_images", "input", "est_hours", "peak_memory_gb", "measured_on"]].to_string(index=False))
     measured = table.dropna(subset=["seconds"])
     if measured.empty:
-        print("total: no measurement in emlib/experiments/costs.csv for these backbones and regimes")
+        print("total: no measurement in emlib/grid/costs.csv for these backbones and regimes")
         return 0
     print(f"total: {measured.seconds.sum() / 3600:.1f} h of compute for {len(measured)} runs, at most "
-          f"{measured.peak_memory_mb.max() / 1024:.1f} GB per run -- an ESTIMATE from emlib/experiments/costs.csv, "
+          f"{measured.peak_memory_mb.max() / 1024:.1f} GB per run -- an ESTIMATE from emlib/grid/costs.csv, "
           "measured on the machine named in measured_on (every epoch run; early stopping ends runs sooner), "
           "scaled by the pixels of each run's input (crops, or slices at its long side) over the measured size"
           + (f"; {len(table) - len(measured)} runs: no measurement" if len(measured) < len(table) else ""))

@@ -8,7 +8,7 @@ all in the caption of Fig. 1. Its segmentation findings are qualitative here (pe
 are not reproduced in this book, because they are not available to it): single-dataset LoRA beats
 the frozen backbone in-domain, and training on both datasets together ("paired") loses in-domain
 IoU. :data:`PAPER_CLAIMS` lists exactly these; :func:`compare_with_paper` checks each one against a
-results table (:func:`emlib.experiments.grid.read_results`) and a latent-diagnostics table
+results table (:func:`emlib.grid.runner.read_results`) and a latent-diagnostics table
 (:func:`emlib.latents.latent_report`).
 """
 
@@ -91,7 +91,7 @@ def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], name: str) -> None
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ConfigError(f"{name} lacks the columns {missing}; pass the table of "
-                          f"{'emlib.experiments.grid.read_results' if name == 'results' else 'emlib.latents.latent_report'}")
+                          f"{'emlib.grid.runner.read_results' if name == 'results' else 'emlib.latents.latent_report'}")
 
 
 def _random(labels: pd.Series) -> bool:
@@ -212,7 +212,7 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
     Parameters
     ----------
     results : pandas.DataFrame
-        Tidy results (:func:`emlib.experiments.grid.read_results`): ``backbone, regime, train_set, test_set,
+        Tidy results (:func:`emlib.grid.runner.read_results`): ``backbone, regime, train_set, test_set,
         seed, in_domain, iou_fg, weights_label``.
     latents : pandas.DataFrame or None
         Latent diagnostics (:func:`emlib.latents.latent_report`), one row with ``adapter='frozen'``

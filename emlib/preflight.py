@@ -10,7 +10,7 @@ SHA-256 of every image and label of both datasets' train and test splits
 :func:`emlib.models.hub.find_weights` resolves them, the very file the run will load: the SHA-256
 of a local file (explicit, ``$EMLIB_WEIGHTS``, torch.hub folder; computed once per process), the
 hub id for the hub's own files (the same before and after the download), ``random`` for random
-weights. Offline, missing weights fail here, in seconds, before any work. Run folders (:func:`emlib.experiments.grid.run_folder`)
+weights. Offline, missing weights fail here, in seconds, before any work. Run folders (:func:`emlib.grid.runner.run_folder`)
 and the feature cache are keyed on them, so swapped data, a replaced weights file or another
 ``EMLIB_WEIGHTS``/``EMLIB_DATA`` never reuse results made from other inputs.
 """

@@ -15,7 +15,7 @@ A run folder holds:
 ``model.safetensors``      the trained tensors of the finished run (written last)
 ``adapter.safetensors``    the LoRA adapter (LoRA runs)
 ``history.csv``            one row per epoch
-``metrics.json``           the test rows (:mod:`emlib.experiments.grid`), and ``results.csv``
+``metrics.json``           the test rows (:mod:`emlib.grid.runner`), and ``results.csv``
 =========================  ==================================================================
 """
 

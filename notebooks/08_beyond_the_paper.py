@@ -29,7 +29,7 @@
 # | training | one head per dataset on a shared backbone / LoRA adapter | `heads_per_domain=True` |
 # | training | loss reweighting by foreground fraction | `fg_reweight=True` |
 #
-# Each remedy is a small function or module in `emlib.experiments.remedies` and an option that `emlib.train.fit`
+# Each remedy is a small function or module in `emlib.grid.remedies` and an option that `emlib.train.fit`
 # and `emlib.evaluate.evaluate` honour, so each row of the table at the end is one ordinary training
 # run. None of this is in the paper: it is this book's extension.
 #

@@ -81,7 +81,7 @@ def _linked_staged_copy(shared: Path, dest: Path, *, swap: bool = False, drop: s
 
 def _checkpoint_or_metrics(name: str):
     def setup(tmp: Path, shared: Path, monkeypatch) -> list[str]:
-        from emlib.experiments.grid import run_folder
+        from emlib.grid.runner import run_folder
 
         root, out = _tiny_data(tmp), tmp / "runs"
         folder = run_folder(config.grid_configs("t")[0], out, root=root)

@@ -20,7 +20,7 @@ import torch
 
 from emlib.cache import FeatureCache
 from emlib.errors import DataError, EmlibError
-from emlib.experiments.grid import read_results, run_configs, run_folder, run_one
+from emlib.grid.runner import read_results, run_configs, run_folder, run_one
 from emlib.latents import dataset_embeddings, load_backbone_for_latents
 from emlib.models import create_backbone
 from emlib.runfiles import (

@@ -36,7 +36,7 @@ the theme's Colab launch button open them. The repository in every link is deriv
 - :mod:`emlib.book.sphinx`: the Sphinx extension listed in ``_config.yml``;
 - :mod:`emlib.book.commands`: ``python -m emlib.book`` and ``emlib book``.
 
-What the chapters themselves call (settings, data, backbones) is in :mod:`emlib.experiments.chapters`.
+What the chapters themselves call (settings, data, backbones) is in :mod:`emlib.chapters.settings`.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_timings_table_keeps_earlier_chapters_of_the_same_profile(tmp_path: Path
 def test_no_smoke_run_predicts_one_class_everywhere(smoke_book: BuildReport, smoke_runs: Path) -> None:
     # every run the smoke book trained (the whole grid and chapter 8's remedies): a regime that collapses
     # to one class would show as degenerate here, so the smoke build can tell a broken regime
-    from emlib.experiments.grid import read_results
+    from emlib.grid.runner import read_results
 
     results = read_results(smoke_runs / "smoke")
     assert set(results.regime) == {"frozen", "lora", "unet"} and len(results) >= 18

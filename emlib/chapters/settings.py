@@ -23,7 +23,7 @@ from emlib.config import BUILD_ENV, DRY_RUN_LABEL, RunConfig, get_profile, grid_
 from emlib.data import data_root, fetch_dataset, protocol_size
 from emlib.device import resolve_device
 from emlib.errors import ConfigError
-from emlib.experiments.grid import grid_command, run_configs, run_folder
+from emlib.grid.runner import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
 from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, get_backbone_spec
 from emlib.viz.display import show_table

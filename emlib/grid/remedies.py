@@ -33,7 +33,7 @@ from emlib.config import RunConfig, get_profile
 from emlib.data.alignment import clahe_available
 from emlib.diagnostics import frechet_distance, linear_probe
 from emlib.errors import ConfigError, DataError
-from emlib.experiments.grid import run_configs
+from emlib.grid.runner import run_configs
 from emlib.runfiles import read_run_config, write_table
 from emlib.latents import load_backbone_for_latents, run_embeddings
 from emlib.models import DOMAINS
@@ -122,7 +122,7 @@ def run_alignment_grid(
     backbone: str | None = None,
     **overrides: Any,
 ) -> pd.DataFrame:
-    """Train and test every run of :func:`alignment_configs` with :func:`~emlib.experiments.grid.run_configs`.
+    """Train and test every run of :func:`alignment_configs` with :func:`~emlib.grid.runner.run_configs`.
 
     Finished runs (``metrics.json`` in their folder) are read back, not retrained.
 

@@ -1,4 +1,4 @@
-"""The experiment grid (emlib.experiments.grid): the one runner of every results table, resuming, the CLI."""
+"""The experiment grid (emlib.grid.runner): the one runner of every results table, resuming, the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import emlib.config as config
 from emlib.cli import build_parser, main
 from emlib.errors import ConfigError, DataError
 from emlib.train import fit
-from emlib.experiments.grid import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
+from emlib.grid.runner import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
 
 from ..test_train import tiny
 
@@ -213,7 +213,7 @@ def test_bad_configs_end_before_any_work(tiny_root, tmp_path: Path) -> None:
 
 
 def test_the_results_table_grows_as_runs_finish(tiny_root, tmp_path: Path, monkeypatch) -> None:
-    import emlib.experiments.grid as grid
+    import emlib.grid.runner as grid
 
     root, _ = tiny_root
     configs = [tiny(regime="unet", train_set=t, crop=32, eval_window=32) for t in ("lucchi_pp", "vnc")]

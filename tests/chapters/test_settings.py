@@ -1,4 +1,4 @@
-"""Tests of emlib.experiments.chapters: chapter settings from the profile, data, tables, backbone inputs."""
+"""Tests of emlib.chapters.settings: chapter settings from the profile, data, tables, backbone inputs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from emlib.config import BUILD_ENV, DRY_RUN_LABEL, get_profile, grid_configs
 from emlib.data import load_volume
 from emlib.errors import ConfigError
-from emlib.experiments.pages import page_facts
-from emlib.experiments.chapters import (
+from emlib.chapters.pages import page_facts
+from emlib.chapters.settings import (
     ChapterSettings,
     chapter_command,
     chapter_configs,

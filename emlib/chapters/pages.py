@@ -29,7 +29,7 @@ def page_facts(settings: Any) -> dict[str, Any]:
 
     Parameters
     ----------
-    settings : emlib.experiments.chapters.ChapterSettings
+    settings : emlib.chapters.settings.ChapterSettings
 
     Returns
     -------
@@ -41,7 +41,7 @@ def page_facts(settings: Any) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from emlib.experiments.chapters import chapter_settings
+    >>> from emlib.chapters.settings import chapter_settings
     >>> facts = page_facts(chapter_settings("smoke", device="cpu"))
     >>> facts["epochs"], facts["training"]
     (6, '6 epochs of 16 56-pixel crops from 4 training slices per dataset')

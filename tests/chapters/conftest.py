@@ -1,4 +1,4 @@
-"""Fixtures of the experiments tests: the chapter settings of the smoke profile on the staged data."""
+"""Fixtures of the chapters tests: the chapter settings of the smoke profile on the staged data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emlib.experiments.chapters import ChapterSettings, chapter_settings
+from emlib.chapters.settings import ChapterSettings, chapter_settings
 
 
 @pytest.fixture

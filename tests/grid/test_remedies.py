@@ -1,4 +1,4 @@
-"""Remedies for paired training as grid runs (emlib.experiments.remedies): configs, the remedy table, latents."""
+"""Remedies for paired training as grid runs (emlib.grid.remedies): configs, the remedy table, latents."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from emlib.errors import ConfigError
-from emlib.experiments.remedies import (
+from emlib.grid.remedies import (
     REMEDIES,
     alignment_configs,
     alignment_summary,

@@ -1,6 +1,6 @@
 """What a backbone sees, for the chapters: its input, the backbones compared, token pictures.
 
-The functions here take a chapter's settings (:class:`emlib.experiments.chapters.ChapterSettings`)
+The functions here take a chapter's settings (:class:`emlib.chapters.settings.ChapterSettings`)
 and draw their per-profile knobs (crop or resize of token pictures, the backbones compared side
 by side) from the profile.
 

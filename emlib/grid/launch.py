@@ -3,7 +3,7 @@
 ``emlib grid`` runs its selection ``inline`` (one run after the other in this process) or hands
 each run to a job of `submitit <https://github.com/facebookincubator/submitit>`_: ``local`` (one
 process per run, ``jobs`` at a time) or ``slurm`` (one job array). Every job calls
-:func:`~emlib.experiments.grid.run_one` for one config and writes that run's folder; the results
+:func:`~emlib.grid.runner.run_one` for one config and writes that run's folder; the results
 table is then gathered from the run folders (:func:`gather`), in the order of the selection, so a
 rerun after failed or pre-empted jobs submits only the runs without ``metrics.json``. A pre-empted
 SLURM job is requeued and :func:`emlib.train.fit` resumes it from its checkpoint.
@@ -27,7 +27,7 @@ import pandas as pd
 from emlib.config import RunConfig
 from emlib.data.read import _pairs
 from emlib.errors import ConfigError
-from emlib.experiments.grid import METRICS, _check_out_dir, _saved_rows, run_folder, run_one
+from emlib.grid.runner import METRICS, _check_out_dir, _saved_rows, run_folder, run_one
 from emlib.preflight import check_run
 from emlib.runfiles import CHECKPOINT, write_table
 

@@ -1,4 +1,4 @@
-"""Tests of emlib.experiments.views: backbone inputs, family backbones, missing weights as a note, token pictures."""
+"""Tests of emlib.chapters.backbones: backbone inputs, family backbones, missing weights as a note, token pictures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from emlib.config import DRY_RUN_LABEL, get_profile
 from emlib.errors import ConfigError, WeightsError
-from emlib.experiments import views
-from emlib.experiments.chapters import ChapterSettings, chapter_settings
-from emlib.experiments.views import (
+from emlib.chapters import backbones as views
+from emlib.chapters.settings import ChapterSettings, chapter_settings
+from emlib.chapters.backbones import (
     LoadedBackbones,
     MissingWeightsNote,
     backbone_view,

@@ -1,4 +1,4 @@
-"""Tests of emlib.experiments.colab: the GPU line, then the data and the weights, a missing one as a note."""
+"""Tests of emlib.chapters.colab: the GPU line, then the data and the weights, a missing one as a note."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emlib.errors import ConfigError
-from emlib.experiments.colab import colab_backbones, colab_setup, gpu_line
+from emlib.chapters.colab import colab_backbones, colab_setup, gpu_line
 from emlib.testing import LocalHub, write_local_hub
 
 

@@ -1,4 +1,4 @@
-"""Launching the grid (emlib.experiments.launch): the plan, the status, and the submitit launchers."""
+"""Launching the grid (emlib.grid.launch): the plan, the status, and the submitit launchers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import submitit
 
 import emlib.config as config
-import emlib.experiments.launch as launch_mod
+import emlib.grid.launch as launch_mod
 from emlib.cli import main
 from emlib.errors import ConfigError
-from emlib.experiments.grid import METRICS, run_folder
-from emlib.experiments.launch import ERROR_LOG, SlurmOptions, gather, launch, plan, read_costs, run_status
+from emlib.grid.runner import METRICS, run_folder
+from emlib.grid.launch import ERROR_LOG, SlurmOptions, gather, launch, plan, read_costs, run_status
 from emlib.runfiles import CHECKPOINT
 
 from ..test_train import tiny

@@ -12,8 +12,8 @@ weights never reads back another's results. Before any run starts, every config,
 the data layout and the weights files are checked, and a problem ends in one sentence.
 
 Every results table of the project is written by :func:`run_configs` (the profile grid by
-:func:`run_grid`, the remedy table of chapter 8 by :func:`emlib.experiments.remedies.run_alignment_grid`,
-the chapters' runs by :func:`emlib.experiments.chapters.chapter_runs`), so a chapter's run is a grid
+:func:`run_grid`, the remedy table of chapter 8 by :func:`emlib.grid.remedies.run_alignment_grid`,
+the chapters' runs by :func:`emlib.chapters.settings.chapter_runs`), so a chapter's run is a grid
 run: :func:`grid_command` prints the ``emlib grid`` command that makes it.
 """
 

@@ -1,0 +1,9 @@
+"""What the notebooks call: a chapter's settings and runs, what a backbone sees, the page's facts, Colab.
+
+* :mod:`emlib.chapters.settings` -- a chapter's parameters resolved against its profile, its data, its runs
+  (grid runs, :mod:`emlib.grid`) and the latent diagnostics of chapter 6.
+* :mod:`emlib.chapters.backbones` -- what a backbone sees: inputs, backbones side by side (a missing one
+  left out with a note), token pictures.
+* :mod:`emlib.chapters.pages` -- the numbers a chapter's prose quotes, glued from the configuration.
+* :mod:`emlib.chapters.colab` -- what a chapter's first cell calls on Colab.
+"""

@@ -62,7 +62,7 @@ _API: dict[str, tuple[str, ...]] = {
         "pca_embed", "patch_pca_rgb", "token_separability", "downsample_mask_to_grid", "domain_report",
     ),
     "emlib.plugins": ("plugins_for", "training_foreground_fractions"),
-    "emlib.train": ("TrainedModel", "fit", "load_trained", "build_model", "build_train_dataset"),
+    "emlib.train": ("TrainedModel", "BuiltModel", "fit", "load_trained", "build_model", "build_train_dataset"),
     "emlib.evaluate": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate"),
     "emlib.latents": (
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
@@ -70,7 +70,8 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "emlib.grid.runner": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
     "emlib.grid.remedies": (
-        "REMEDIES", "alignment_configs", "run_alignment_grid", "alignment_summary", "remedy_latent_space", "remedy_latents",
+        "REMEDIES", "alignment_configs", "remedy_config", "run_alignment_grid", "alignment_summary", "remedy_latent_space",
+        "remedy_latents",
     ),
     "emlib.chapters.settings": (
         "ChapterSettings", "chapter_settings", "ensure_data", "limit_cpu_threads", "physical_extent_table",
@@ -81,13 +82,14 @@ _API: dict[str, tuple[str, ...]] = {
         "MissingWeightsNote", "token_pca",
     ),
     "emlib.chapters.pages": ("page_facts", "glue_facts"),
+    "emlib.chapters.remedy_effects": ("input_remedy_effects", "feature_remedy_effects"),
     "emlib.chapters.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
     "emlib.paper": ("PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",
         "plot_slice_overlay", "plot_slice_browser", "plot_patch_grid", "slice_viewer", "plot_intensity_histograms",
-        "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers", "show_table",
-        "BookTable", "finish_figure", "figure_badges",
+        "plot_diagnostics_table", "plot_remedy_table", "plot_remedy_scatter", "plot_grouped_bars", "plot_paper_numbers",
+        "show_table", "BookTable", "finish_figure", "figure_badges",
     ),
 }
 _WHERE: dict[str, str] = {name: module for module, names in _API.items() for name in names}

@@ -19,7 +19,7 @@ from emlib.book.commands import add_book_command
 from emlib.config import REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
 from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
 from emlib.errors import ConfigError, EmlibError, WeightsError
-from emlib.grid.runner import grid_command, run_configs
+from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.grid.remedies import REMEDIES, run_alignment_grid
 from emlib.models import list_backbones
@@ -166,42 +166,42 @@ def _add_weights_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    args.profile = get_profile(args.profile, dry_run=args.dry_run).name  # --dry-run: quick -> quick-dry
-    out = args.out or f"runs/{args.profile}"
-    pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
-    overrides = {"device": args.device, "pretrained": pretrained}
-    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
-    configs = grid_configs(args.profile, **selection, weights=weights_argument(args.weights), **overrides)
-    if args.plan or args.status:
-        return _print_plan(configs, out, args.root) if args.plan else _print_status(configs, out, args.root)
-    if args.launcher == "inline":
-        results = run_configs(configs, out, table="results", json_table=True, root=args.root, progress=not args.quiet,
-                              profile=args.profile)  # run_grid's table, on the configs already expanded here
-    elif args.remedies:
+    prof = get_profile(args.profile, dry_run=args.dry_run)  # --dry-run: quick -> quick-dry
+    out = args.out or f"runs/{prof.name}"
+    if args.remedies and args.launcher != "inline":
         raise EmlibError("--remedies runs inline only; drop --launcher or run the remedies in a second command")
+    pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
+    overrides = {"device": args.device, "pretrained": pretrained, "weights": weights_argument(args.weights)}
+    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
+    if args.launcher == "inline" and not (args.plan or args.status):
+        results = run_grid(prof, out, root=args.root, progress=not args.quiet, **selection, **overrides)
     else:
+        configs = grid_configs(prof, **selection, **overrides)
+        if args.plan or args.status:
+            return _print_plan(configs, out, args.root) if args.plan else _print_status(configs, out, args.root)
         slurm = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, time=args.time, mem=args.mem,
                              account=args.account, array_parallelism=args.array_parallelism)
         results = launch(configs, out, launcher=args.launcher, root=args.root,
-                         profile=args.profile, jobs=args.jobs, slurm=slurm, wait=not args.no_wait)
+                         profile=prof.name, jobs=args.jobs, slurm=slurm, wait=not args.no_wait)
         if args.no_wait:
-            again = grid_command(args.profile, out, backbone=args.backbone, regimes=args.regime, train_sets=args.train_set,
-                                 seeds=args.seed)
+            again = grid_command(prof, out, **selection)
             print(f"submitted; watch with `{again} --status`, and run the same command again to gather the results")
         if results.empty:
             return 0
     if args.remedies:
         regimes = [r for r in args.regime or ("frozen", "lora") if r != "unet"]
-        remedy_backbone = args.backbone or get_profile(args.profile).backbones[0]
-        weights = next((c.weights for c in configs if c.regime != "unet" and c.backbone == remedy_backbone), None)
-        run_alignment_grid(args.profile, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone,
-                           weights=weights, **overrides)
+        run_alignment_grid(prof, out, regimes=regimes, root=args.root, progress=not args.quiet, backbone=args.backbone,
+                           seed=(args.seed or [None])[0], **overrides)
+    _print_results(results)
+    return 0
+
+
+def _print_results(results: pd.DataFrame) -> None:
     summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
     summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
     if "degenerate" in results:  # one class predicted everywhere: the row says nothing about the regime
         summary["note"] = results["degenerate"].map({True: "DEGENERATE (one class everywhere)", False: ""})
     print(summary.to_string(index=False), file=sys.stdout)
-    return 0
 
 
 def _print_plan(configs: list, out: str, root: str | None) -> int:

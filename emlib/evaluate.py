@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,14 +23,14 @@ import torch
 
 from tqdm.auto import tqdm
 
-from emlib.config import TEST_SETS
+from emlib.config import TEST_SETS, RunConfig
 from emlib.data import (
     Volume, center_region, data_root, load_volume, normalize, protocol_size, resize_slice, select_test_slices,
 )
 from emlib.device import resolve_device
 from emlib.metrics import PooledCounts
 from emlib.models import domain_index
-from emlib.plugins import forward_kwargs, plugins_for, transform_volume
+from emlib.plugins import Plugin, forward_kwargs, plugins_for, transform_volume
 from emlib.stitching import sliding_window_predict
 from emlib.train import TrainedModel
 
@@ -75,6 +76,56 @@ def _test_volume(trained: TrainedModel, test_set: str, root: str | os.PathLike[s
     return load_volume(test_set, "test", root=root, slices=keep)
 
 
+def _test_slices(
+    trained: TrainedModel, test_set: str, plugins: list[Plugin], root: str | os.PathLike[str] | None
+) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """The selected test slices as the model sees them (plug-ins, ``eval_region``, protocol resize): (volume, images, masks)."""
+    cfg = trained.config
+    vol = _test_volume(trained, test_set, root)
+    images, masks = transform_volume(plugins, test_set, np.asarray(vol.images), np.asarray(vol.masks))
+    images = center_region(images, cfg.eval_region)
+    masks = center_region(masks, cfg.eval_region)
+    if cfg.crop is None and cfg.long_edge is not None:
+        size = protocol_size(*images.shape[1:], long_edge=cfg.long_edge, multiple=trained.patch_size)
+        images = np.stack([resize_slice(im, size) for im in images])
+        masks = np.stack([resize_slice(m, size, is_mask=True) for m in masks])
+    return vol, images, masks
+
+
+def _window(cfg: RunConfig, patch_size: int, height: int, width: int) -> int | None:
+    """The sliding window for slices of ``height`` x ``width``; None for one pass of the whole slice (the protocol)."""
+    p = patch_size
+    if cfg.crop is None and height % p == 0 and width % p == 0:
+        return None
+    window = cfg.eval_window or cfg.crop or (height // p * p)
+    return min(window, height // p * p, width // p * p) if window > min(height, width) else window
+
+
+def _slice_predictor(
+    trained: TrainedModel, test_set: str, plugins: list[Plugin], device: torch.device, *, window: int | None,
+    batch_size: int,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Logits (K, H, W) on the CPU of one normalised slice (C, H, W): in one pass (``window=None``) or window by window."""
+    cfg = trained.config
+    model = trained.model.eval().to(device)
+    use_amp = cfg.amp and device.type == "cuda"
+    domain = forward_kwargs(plugins, domain_index(test_set))
+
+    def predict_fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            return model(x, **domain).float()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        if window is None:
+            with torch.no_grad():
+                return predict_fn(x[None].to(device))[0].cpu()
+        return sliding_window_predict(
+            predict_fn, x, window=window, overlap=0.25, multiple=trained.patch_size, batch_size=batch_size, device=device
+        )
+
+    return predict
+
+
 def evaluate(
     trained: TrainedModel,
     test_set: str,
@@ -90,44 +141,35 @@ def evaluate(
     training crop) and 25 % overlap. In the protocol mode (``crop=None``) each slice is resized to
     the long side ``long_edge`` (sides floored to the patch size) and predicted in ONE forward pass
     of the whole slice, and masks are compared at that resized resolution, as the authors do.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    test_set : {'lucchi_pp', 'vnc'}
+    root : path, default=None
+        Data root (None: ``$EMLIB_DATA`` or the download cache).
+    keep_predictions : bool, default=False
+        Keep the evaluated images, masks and predictions in the result.
+    batch_size : int, default=4
+        Windows per forward pass of the sliding window.
+    progress : bool, default=False
+        A tqdm bar over slices.
+
+    Returns
+    -------
+    EvalResult
     """
     cfg = trained.config
     device = resolve_device(cfg.device)
     plugins = plugins_for(cfg, root)
-    vol = _test_volume(trained, test_set, root)
-    images, masks = transform_volume(plugins, test_set, np.asarray(vol.images), np.asarray(vol.masks))
-    images = center_region(images, cfg.eval_region)
-    masks = center_region(masks, cfg.eval_region)
-    if cfg.crop is None and cfg.long_edge is not None:
-        size = protocol_size(*images.shape[1:], long_edge=cfg.long_edge, multiple=trained.patch_size)
-        images = np.stack([resize_slice(im, size) for im in images])
-        masks = np.stack([resize_slice(m, size, is_mask=True) for m in masks])
-    p = trained.patch_size
-    h, w = images.shape[1:]
-    whole = cfg.crop is None and h % p == 0 and w % p == 0  # the protocol: one pass per whole slice
-    window = cfg.eval_window or cfg.crop or (h // p * p)
-    window = min(window, h // p * p, w // p * p) if window > min(h, w) else window
-    model = trained.model.eval().to(device)
-    use_amp = cfg.amp and device.type == "cuda"
-    domain = forward_kwargs(plugins, domain_index(test_set))
-
-    def predict_fn(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            return model(x, **domain).float()
-
+    vol, images, masks = _test_slices(trained, test_set, plugins, root)
+    window = _window(cfg, trained.patch_size, *images.shape[1:])
+    predict = _slice_predictor(trained, test_set, plugins, device, window=window, batch_size=batch_size)
     pooled = PooledCounts()
     preds = np.zeros(images.shape, bool) if keep_predictions else None
     t0 = time.perf_counter()
     for z in tqdm(range(len(images)), desc=f"test {test_set}", disable=not progress, leave=False):
-        x = normalize(images[z], trained.mean, trained.std)[0]
-        if whole:
-            with torch.no_grad():
-                logits = predict_fn(x[None].to(device))[0].cpu()
-        else:
-            logits = sliding_window_predict(
-                predict_fn, x, window=window, overlap=0.25, multiple=p, batch_size=batch_size, device=device
-            )
-        pred = logits.argmax(0).numpy().astype(bool)
+        pred = predict(normalize(images[z], trained.mean, trained.std)[0]).argmax(0).numpy().astype(bool)
         pooled.update(pred, masks[z])
         if preds is not None:
             preds[z] = pred

@@ -100,7 +100,7 @@ class EmbeddingSet:
         return x, labels, hover
 
 
-def _create_seeded(name: str, pretrained: bool, weights: str | None, seed: int, pos_interpolation: str) -> Backbone:
+def _create_seeded(name: str, *, pretrained: bool, weights: str | None, seed: int, pos_interpolation: str) -> Backbone:
     """``create_backbone`` with torch seeded as in training (random init is reproducible; global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -125,7 +125,10 @@ def load_backbone_for_latents(
     else ``'timm'``; pass the profile's so that frozen and LoRA embeddings use the same one.
     """
     if adapter_run is None:
-        backbone = _create_seeded(name, pretrained, weights, 0 if seed is None else seed, pos_interpolation or "timm")
+        backbone = _create_seeded(
+            name, pretrained=pretrained, weights=weights, seed=0 if seed is None else seed,
+            pos_interpolation=pos_interpolation or "timm",
+        )
         return backbone.eval(), "frozen"
     run = Path(adapter_run)
     adapter, config = run / ADAPTER, run / CONFIG
@@ -133,7 +136,9 @@ def load_backbone_for_latents(
         raise DataError(f"no LoRA adapter in {run} ({ADAPTER} and {CONFIG} are needed); train a run with regime='lora' first")
     cfg = read_run_config(run, fix=f"delete {run} and train the run again")
     positions = cfg.pos_interpolation if pos_interpolation is None else pos_interpolation
-    backbone = _create_seeded(name, pretrained, weights, cfg.seed if seed is None else seed, positions)
+    backbone = _create_seeded(
+        name, pretrained=pretrained, weights=weights, seed=cfg.seed if seed is None else seed, pos_interpolation=positions
+    )
     apply_lora(backbone, cfg.lora)
     load_adapter(backbone, adapter)
     return backbone.eval(), f"LoRA ({run.name})"

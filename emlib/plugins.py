@@ -16,7 +16,9 @@ hook                   called                                              used 
 =====================  ==================================================  ==========================
 
 :func:`plugins_for` turns a config into its plug-ins, in the order of :data:`PLUGINS`; a config
-at its defaults (the paper's runs) has none, and the loop then is exactly the paper's.
+at its defaults (the paper's runs) has none, and the loop then is exactly the paper's. The loop
+calls each hook of all its plug-ins at once: :func:`transform_volume`, :func:`cache_parts`,
+:func:`forward_kwargs`, :func:`plugin_loss`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import nn
 from emlib.config import RunConfig
 from emlib.data import load_volume
 from emlib.data.alignment import align_run_volume
-from emlib.losses import domain_weighted_loss, foreground_weights
+from emlib.losses import domain_weighted_loss, foreground_weights, segmentation_loss
 from emlib.models.domain import DOMAINS, CoralProbe, DomainAwareHead, DomainSegmentationModel
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "transform_volume",
     "cache_parts",
     "forward_kwargs",
+    "plugin_loss",
     "training_foreground_fractions",
 ]
 
@@ -201,3 +204,35 @@ def forward_kwargs(plugins: list[Plugin], domain: int | torch.Tensor) -> dict[st
     for plugin in plugins:
         kwargs.update(plugin.forward_kwargs(domain))
     return kwargs
+
+
+def plugin_loss(
+    plugins: list[Plugin], logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss of a batch: the segmentation loss (or the first plug-in ``loss``) plus every ``extra_loss``.
+
+    Parameters
+    ----------
+    plugins : list of Plugin
+    logits : torch.Tensor of shape (B, 2, H, W)
+    masks : torch.Tensor of shape (B, H, W)
+    domains : torch.Tensor of shape (B,)
+        Each item's dataset index (:data:`~emlib.models.domain.DOMAINS`).
+    kind : str
+        ``RunConfig.loss`` (:func:`~emlib.losses.segmentation_loss`).
+    valid : torch.Tensor of shape (B, H, W), default=None
+        The unpadded pixels (None: all); padding is left out of the loss.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+    """
+    replaced = [r for p in plugins if (r := p.loss(logits, masks, domains, kind, valid)) is not None]
+    loss = replaced[0] if replaced else segmentation_loss(logits, masks, kind, valid=valid)
+    for plugin in plugins:
+        extra = plugin.extra_loss(domains)
+        if extra is not None:
+            loss = loss + extra
+    return loss

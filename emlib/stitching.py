@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from emlib.errors import ConfigError, ShapeError
 
@@ -176,6 +177,72 @@ def _batched(items: list[tuple[int, int]], n: int) -> Iterator[list[tuple[int, i
         yield items[i : i + n]
 
 
+def _check_window(window: IntPair, multiple: int, batch_size: int) -> tuple[tuple[int, int], int]:
+    """``window`` as (height, width) and ``multiple`` as an int, checked with ``batch_size`` before any work."""
+    win = _pair(window, "window")
+    if int(multiple) < 1:
+        raise ConfigError(f"multiple={multiple!r} is not positive; pass the patch size, e.g. 14, or 1")
+    multiple = int(multiple)
+    if win[0] % multiple or win[1] % multiple:
+        raise ConfigError(
+            f"window={win} is not a multiple of multiple={multiple}; pass a window such as "
+            f"{(max(1, win[0] // multiple) * multiple, max(1, win[1] // multiple) * multiple)}"
+        )
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is not positive; pass at least 1")
+    return win, multiple
+
+
+def _pad_short_axes(x: torch.Tensor, window: tuple[int, int], multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``x`` (C, H, W) as a batch of one, each axis shorter than the window padded to the next multiple of
+    ``multiple``; returns it and the window shrunk to those axes."""
+    xp = x[None]
+    eff = []
+    for dim, size, w in ((2, x.shape[1], window[0]), (3, x.shape[2], window[1])):
+        if size < w:
+            target = math.ceil(size / multiple) * multiple
+            xp = _pad_axis(xp, target - size, dim)
+            eff.append(target)
+        else:
+            eff.append(w)
+    return xp, (eff[0], eff[1])
+
+
+def _window_logits(predict_fn: PredictFn, batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``predict_fn`` of a batch of windows, checked, resized to the window ``size``, as float64 on the CPU."""
+    out = predict_fn(batch)
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != len(batch):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ShapeError(
+            f"predict_fn returned {got} for a batch of shape {tuple(batch.shape)}; "
+            "make it return logits of shape (B, K, h, w)"
+        )
+    if out.shape[-2:] != size:
+        out = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+    return out.detach().to("cpu", torch.float64)
+
+
+def _weighted_sum(
+    predict_fn: PredictFn, xp: torch.Tensor, tiles: list[tuple[int, int]], weights: torch.Tensor, *,
+    batch_size: int, device: str | torch.device | None,
+) -> torch.Tensor:
+    """The sum (K, H, W) float64 of every window's logits times ``weights``, ``batch_size`` windows per call."""
+    wh, ww = weights.shape
+    acc: torch.Tensor | None = None
+    with torch.no_grad():
+        for chunk in _batched(tiles, batch_size):
+            batch = torch.stack([xp[0, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk])
+            if device is not None:
+                batch = batch.to(device)
+            out = _window_logits(predict_fn, batch, (wh, ww))
+            if acc is None:
+                acc = torch.zeros(out.shape[1], xp.shape[2], xp.shape[3], dtype=torch.float64)
+            for o, (y, x0) in zip(out, chunk):
+                acc[:, y : y + wh, x0 : x0 + ww] += o * weights
+    assert acc is not None  # at least one tile always exists
+    return acc
+
+
 def sliding_window_predict(
     predict_fn: PredictFn,
     image: np.ndarray | torch.Tensor,
@@ -229,63 +296,54 @@ def sliding_window_predict(
         If ``image`` is not one slice, or ``predict_fn`` returns a wrong shape.
     """
     x = _to_chw(image)
-    win = _pair(window, "window")
-    if int(multiple) < 1:
-        raise ConfigError(f"multiple={multiple!r} is not positive; pass the patch size, e.g. 14, or 1")
-    multiple = int(multiple)
-    if win[0] % multiple or win[1] % multiple:
-        raise ConfigError(
-            f"window={win} is not a multiple of multiple={multiple}; pass a window such as "
-            f"{(max(1, win[0] // multiple) * multiple, max(1, win[1] // multiple) * multiple)}"
-        )
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is not positive; pass at least 1")
+    win, multiple = _check_window(window, multiple, batch_size)
     strides = _resolve_stride(win, stride, overlap)
-
     _, height, width = x.shape
     # Axes shorter than the window: pad to the next multiple and shrink the window to it.
-    eff = []
-    xp = x[None]
-    for dim, size, w in ((2, height, win[0]), (3, width, win[1])):
-        if size < w:
-            target = math.ceil(size / multiple) * multiple
-            xp = _pad_axis(xp, target - size, dim)
-            eff.append(target)
-        else:
-            eff.append(w)
-    wh, ww = eff
+    xp, (wh, ww) = _pad_short_axes(x, win, multiple)
     ph, pw = xp.shape[2], xp.shape[3]
-    ys = window_positions(ph, wh, strides[0])
-    xs = window_positions(pw, ww, strides[1])
-    tiles = [(y, x0) for y in ys for x0 in xs]
+    tiles = [(y, x0) for y in window_positions(ph, wh, strides[0]) for x0 in window_positions(pw, ww, strides[1])]
     weights = window_weights((wh, ww), weighting=weighting)
-
-    acc: torch.Tensor | None = None
     wsum = torch.zeros(ph, pw, dtype=torch.float64)
     for y, x0 in tiles:
         wsum[y : y + wh, x0 : x0 + ww] += weights
-    with torch.no_grad():
-        for chunk in _batched(tiles, int(batch_size)):
-            batch = torch.stack([xp[0, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk])
-            if device is not None:
-                batch = batch.to(device)
-            out = predict_fn(batch)
-            if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != len(chunk):
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ShapeError(
-                    f"predict_fn returned {got} for a batch of shape {tuple(batch.shape)}; "
-                    "make it return logits of shape (B, K, h, w)"
-                )
-            if out.shape[-2:] != (wh, ww):
-                out = F.interpolate(out.float(), size=(wh, ww), mode="bilinear", align_corners=False)
-            out = out.detach().to("cpu", torch.float64)
-            if acc is None:
-                acc = torch.zeros(out.shape[1], ph, pw, dtype=torch.float64)
-            for o, (y, x0) in zip(out, chunk):
-                acc[:, y : y + wh, x0 : x0 + ww] += o * weights
-    assert acc is not None  # at least one tile always exists
+    acc = _weighted_sum(predict_fn, xp, tiles, weights, batch_size=int(batch_size), device=device)
     result = acc / wsum
     return result[:, :height, :width].to(torch.float32)
+
+
+def _stack_array(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A stack as a numpy array of shape (Z, H, W) or (Z, C, H, W), checked."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ShapeError(f"images has shape {images.shape}; pass a stack of shape (Z, H, W) or (Z, C, H, W)")
+    return images
+
+
+def _slice_input(
+    images: np.ndarray, z: int, normalise: Callable[[np.ndarray], np.ndarray | torch.Tensor] | None
+) -> np.ndarray | torch.Tensor:
+    """Slice ``z`` of the stack as the (C, H, W) input of :func:`sliding_window_predict`."""
+    if normalise is None:
+        return images[z] if images.ndim == 4 else images[z][None]
+    x = normalise(images[z : z + 1])
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ShapeError(f"normalise returned shape {tuple(x.shape)} for one slice; make it return (1, C, H, W)")
+    return x[0]
+
+
+def _as_output(logits: torch.Tensor, output: str) -> np.ndarray:
+    """Stitched logits (K, H, W) as ``output``: themselves, their softmax, or the argmax labels as uint8."""
+    if output == "labels":
+        if logits.shape[0] > 255:
+            raise ConfigError(f"labels for {logits.shape[0]} classes do not fit uint8; pass output='logits'")
+        return logits.argmax(0).to(torch.uint8).numpy()
+    if output == "probabilities":
+        return torch.softmax(logits, dim=0).numpy()
+    return logits.numpy()
 
 
 def predict_stack(
@@ -331,45 +389,12 @@ def predict_stack(
     """
     if output not in ("logits", "probabilities", "labels"):
         raise ConfigError(f"output={output!r} is not known; pass 'logits', 'probabilities' or 'labels'")
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    images = np.asarray(images)
-    if images.ndim not in (3, 4):
-        raise ShapeError(f"images has shape {images.shape}; pass a stack of shape (Z, H, W) or (Z, C, H, W)")
-    slices: Iterator[int] = iter(range(images.shape[0]))
-    if progress:
-        from tqdm.auto import tqdm
-
-        slices = iter(tqdm(range(images.shape[0]), desc="slices"))
+    images = _stack_array(images)
     results = []
-    for z in slices:
-        if normalise is not None:
-            x = normalise(images[z : z + 1])
-            x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-            if x.ndim != 4 or x.shape[0] != 1:
-                raise ShapeError(
-                    f"normalise returned shape {tuple(x.shape)} for one slice; make it return (1, C, H, W)"
-                )
-            x = x[0]
-        else:
-            x = images[z] if images.ndim == 4 else images[z][None]
+    for z in tqdm(range(images.shape[0]), desc="slices", disable=not progress):
         logits = sliding_window_predict(
-            predict_fn,
-            x,
-            window=window,
-            stride=stride,
-            overlap=overlap,
-            multiple=multiple,
-            batch_size=batch_size,
-            weighting=weighting,
-            device=device,
+            predict_fn, _slice_input(images, z, normalise), window=window, stride=stride, overlap=overlap,
+            multiple=multiple, batch_size=batch_size, weighting=weighting, device=device,
         )
-        if output == "labels":
-            if logits.shape[0] > 255:
-                raise ConfigError(f"labels for {logits.shape[0]} classes do not fit uint8; pass output='logits'")
-            results.append(logits.argmax(0).to(torch.uint8).numpy())
-        elif output == "probabilities":
-            results.append(torch.softmax(logits, dim=0).numpy())
-        else:
-            results.append(logits.numpy())
+        results.append(_as_output(logits, output))
     return np.stack(results)

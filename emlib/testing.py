@@ -43,9 +43,12 @@ from safetensors.torch import save_file
 
 from emlib.errors import ConfigError, EmlibError
 from emlib.models.registry import get_backbone_spec
-from emlib.models.weights import BackboneSpec, _build_random
+from emlib.models.weights import BackboneSpec, build_random_model
 
-__all__ = ["LocalHub", "write_local_hub", "DEFAULT_BACKBONES", "FORMATS", "main"]
+__all__ = [
+    "LocalHub", "write_local_hub", "DEFAULT_BACKBONES", "FORMATS", "main", "model_shapes", "clip_shapes",
+    "meta_dinov2_state_dict", "meta_dinov3_state_dict",
+]
 
 #: One backbone per family, the smallest: what tests and dry runs use.
 DEFAULT_BACKBONES = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
@@ -69,12 +72,36 @@ def _random_like(shapes: dict[str, torch.Size], gen: torch.Generator) -> dict[st
     return out
 
 
-def _model_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
+def model_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
+    """Key -> shape of the state dict of the model :func:`~emlib.models.weights.build_random_model` gives.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        The backbone.
+
+    Returns
+    -------
+    dict of str to torch.Size
+        In the model's key order; built on the ``meta`` device, so no memory is spent on values.
+    """
     with torch.device("meta"):
-        return {k: v.shape for k, v in _build_random(spec).state_dict().items()}
+        return {k: v.shape for k, v in build_random_model(spec).state_dict().items()}
 
 
-def _clip_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
+def clip_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
+    """Key -> shape of the WHOLE CLIP state dict (image and text towers) of an open_clip backbone.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        An open_clip backbone.
+
+    Returns
+    -------
+    dict of str to torch.Size
+        In open_clip's key order; built on the ``meta`` device, nothing downloaded.
+    """
     import open_clip
 
     logger = logging.getLogger()  # open_clip warns "initialized randomly" on the root logger: that is the point here
@@ -87,9 +114,22 @@ def _clip_shapes(spec: BackboneSpec) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _meta_dinov2(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's DINOv2 key names: timm's, plus the ``mask_token`` timm's filter drops; ViT-g's SwiGLU
-    feed-forward is ``mlp.w12`` / ``mlp.w3`` in Meta's ``SwiGLUFFNFused`` where timm has ``mlp.fc1`` / ``mlp.fc2``."""
+def meta_dinov2_state_dict(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm DINOv2 state dict under Meta's key names.
+
+    Meta's names are timm's, plus the ``mask_token`` timm's filter drops; ViT-g's SwiGLU
+    feed-forward is ``mlp.w12`` / ``mlp.w3`` in Meta's ``SwiGLUFFNFused`` where timm has ``mlp.fc1`` / ``mlp.fc2``.
+
+    Parameters
+    ----------
+    timm_sd : dict of str to Tensor
+        State dict of timm's DINOv2 model.
+
+    Returns
+    -------
+    dict of str to Tensor
+        The same tensors (plus a zero ``mask_token``) under Meta's names.
+    """
     out = {}
     # a packed SwiGLU: fc1 gives the gate and the value, twice the width fc2 reads
     swiglu = timm_sd["blocks.0.mlp.fc1.weight"].shape[0] == 2 * timm_sd["blocks.0.mlp.fc2.weight"].shape[1]
@@ -104,11 +144,25 @@ def _meta_dinov2(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 _DINOV3_HEAD_DIM = 64
 
 
-def _meta_dinov3(timm_sd: dict[str, torch.Tensor], spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    """Meta's DINOv3 key names (``DinoVisionTransformer`` with ``mask_k_bias=True``, ``n_storage_tokens=4``).
+def meta_dinov3_state_dict(timm_sd: dict[str, torch.Tensor], spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """A timm DINOv3 state dict under Meta's key names (``DinoVisionTransformer`` with ``mask_k_bias=True``,
+    ``n_storage_tokens=4``).
 
     The published S/B/L checkpoints were distilled with all-zero q/k/v biases (why timm builds them
     without a qkv bias); Meta's class still stores ``qkv.bias`` and the mask of its k part.
+
+    Parameters
+    ----------
+    timm_sd : dict of str to Tensor
+        State dict of timm's DINOv3 model.
+    spec : BackboneSpec
+        The backbone (its ``embed_dim`` and ``depth``).
+
+    Returns
+    -------
+    dict of str to Tensor
+        The same tensors under Meta's names, plus zero q/k/v biases with their mask, RoPE periods
+        and a zero ``mask_token``.
     """
     dim, head_dim = spec.embed_dim, _DINOV3_HEAD_DIM
     out = {"cls_token": timm_sd["cls_token"], "storage_tokens": timm_sd["reg_token"],
@@ -230,11 +284,11 @@ def _state_dicts(spec: BackboneSpec, seed: int) -> dict[str, dict[str, torch.Ten
     """Every format's tensors for ``spec``: ``{'timm': ..., 'meta': ...}`` or ``{'open_clip': ...}``."""
     gen = _generator(spec.name, seed)
     if spec.library == "open_clip":
-        return {"open_clip": _random_like(_clip_shapes(spec), gen)}
-    timm_sd = _random_like(_model_shapes(spec), gen)
+        return {"open_clip": _random_like(clip_shapes(spec), gen)}
+    timm_sd = _random_like(model_shapes(spec), gen)
     if spec.family == "dinov2":
-        return {"timm": timm_sd, "meta": _meta_dinov2(timm_sd)}
-    return {"timm": timm_sd, "meta": _meta_dinov3(timm_sd, spec)}
+        return {"timm": timm_sd, "meta": meta_dinov2_state_dict(timm_sd)}
+    return {"timm": timm_sd, "meta": meta_dinov3_state_dict(timm_sd, spec)}
 
 
 def write_local_hub(

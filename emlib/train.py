@@ -36,49 +36,19 @@ from tqdm.auto import tqdm
 from emlib.cache import FeatureCache, cache_key
 from emlib.config import RunConfig
 from emlib.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CropDataset,
-    PairedDataset,
-    TileDataset,
-    load_volume,
-    pad_collate,
-    validation_split,
+    IMAGENET_MEAN, IMAGENET_STD, CropDataset, PairedDataset, TileDataset, load_volume, pad_collate, validation_split,
 )
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.losses import segmentation_loss
 from emlib.models import (
-    DOMAINS,
-    SegmentationModel,
-    UNet2d,
-    apply_lora,
-    count_parameters,
-    create_backbone,
-    create_head,
-    domain_index,
-    load_adapter,
-    save_adapter,
+    DOMAINS, SegmentationModel, UNet2d, apply_lora, count_parameters, create_backbone, create_head, domain_index,
+    load_adapter, save_adapter,
 )
-from emlib.plugins import (
-    Plugin,
-    cache_parts,
-    forward_kwargs,
-    plugins_for,
-    transform_volume,
-)
+from emlib.plugins import Plugin, cache_parts, forward_kwargs, plugin_loss, plugins_for, transform_volume
 from emlib.preflight import UNET_DEPTH, check_run, input_fingerprints
 from emlib.runfiles import (
-    ADAPTER,
-    CONFIG,
-    HISTORY,
-    LEGACY_PICKLES,
-    MODEL,
-    load_state,
-    read_history,
-    read_run_config,
-    save_state,
-    write_atomic,
+    ADAPTER, CONFIG, HISTORY, LEGACY_PICKLES, MODEL, load_state, read_history, read_run_config, save_state, write_atomic,
     write_table,
 )
 from emlib.runstate import resume as _resume
@@ -86,7 +56,27 @@ from emlib.runstate import save_checkpoint as _save_checkpoint
 from emlib.runstate import trainable_state as _trainable_state
 from emlib.stopping import best_epoch, should_stop
 
-__all__ = ["TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
+__all__ = ["BuiltModel", "TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A run's model as :func:`build_model` puts it together, and what its inputs must be.
+
+    Attributes
+    ----------
+    model : nn.Module
+        Maps normalised images (B, 3, H, W) to logits (B, 2, H, W).
+    patch_size : int
+        The multiple input sides must have (the backbone's patch, or ``2**depth`` for the U-Net).
+    mean, std : tuple of float
+        Input normalisation.
+    """
+
+    model: nn.Module
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 @dataclass
@@ -135,18 +125,35 @@ def seed_everything(seed: int) -> None:
 
 def build_model(
     cfg: RunConfig, *, device: torch.device | None = None, plugins: list[Plugin] | None = None
-) -> tuple[nn.Module, int, tuple, tuple]:
-    """The model of a run: (model, patch_size, mean, std).
+) -> BuiltModel:
+    """The model of a run, with the patch size and normalisation of its inputs (torch seeded by ``cfg.seed``).
 
     ``frozen``: backbone parameters have ``requires_grad=False`` and stay in eval mode.
     ``lora``: only LoRA matrices and the head train. ``unet``: everything trains. A plug-in may put
     the backbone and head(s) together differently (``build_model`` hook).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    device : torch.device, default=None
+        Where the model goes (None: the CPU).
+    plugins : list of Plugin, default=None
+        The run's plug-ins (None: :func:`~emlib.plugins.plugins_for` of ``cfg``).
+
+    Returns
+    -------
+    BuiltModel
+
+    Examples
+    --------
+    >>> build_model(RunConfig(regime="unet", unet_channels=4)).patch_size
+    8
     """
     torch.manual_seed(cfg.seed)
     if cfg.regime == "unet":
         depth = UNET_DEPTH
         model: nn.Module = UNet2d(in_ch=3, num_classes=2, base_ch=cfg.unet_channels, depth=depth)
-        return model.to(device or "cpu"), 2**depth, IMAGENET_MEAN, IMAGENET_STD
+        return BuiltModel(model.to(device or "cpu"), 2**depth, IMAGENET_MEAN, IMAGENET_STD)
     backbone = create_backbone(
         cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, pos_interpolation=cfg.pos_interpolation
     )
@@ -159,15 +166,17 @@ def build_model(
     def make_head() -> nn.Module:
         return create_head(cfg.head, backbone.embed_dim, **head_kwargs)
 
-    built = [m for p in (plugins_for(cfg) if plugins is None else plugins) if (m := p.build_model(backbone, make_head)) is not None]
-    model = built[0] if built else SegmentationModel(backbone, make_head())
-    return model.to(device or "cpu"), backbone.patch_size, tuple(backbone.mean), tuple(backbone.std)
+    plugins = plugins_for(cfg) if plugins is None else plugins
+    assembled = [m for p in plugins if (m := p.build_model(backbone, make_head)) is not None]
+    model = assembled[0] if assembled else SegmentationModel(backbone, make_head())
+    return BuiltModel(model.to(device or "cpu"), backbone.patch_size, tuple(backbone.mean), tuple(backbone.std))
 
 
 def _source_dataset(
-    cfg: RunConfig, name: str, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None,
-    domain: int, plugins: list[Plugin], part: str,
+    cfg: RunConfig, name: str, domain: int, *, patch_size: int, mean: tuple, std: tuple,
+    root: str | os.PathLike[str] | None, plugins: list[Plugin], part: str,
 ) -> torch.utils.data.Dataset:
+    """The items of one dataset (``domain``: its index), after the plug-ins' ``transform_volume``."""
     vol = load_volume(name, "train", root=root, slices=cfg.train_slices)
     images, masks = transform_volume(plugins, name, vol.images, vol.masks)
     if cfg.val_fraction > 0:  # slices held out for validation (seeded; the same for every run of a dataset)
@@ -195,19 +204,31 @@ def build_train_dataset(
     With ``val_fraction > 0`` each dataset's training slices are split
     (:func:`~emlib.data.validation_split`, seeded by ``val_seed``); ``part='val'`` gives the held-out
     slices (never augmented).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    patch_size, mean, std
+        Those of the run's :class:`BuiltModel`: the multiple item sides must have, the input normalisation.
+    root : path, default=None
+        Data root (None: ``$EMLIB_DATA`` or the download cache).
+    plugins : list of Plugin, default=None
+        The run's plug-ins (None: those of ``cfg``, :func:`~emlib.plugins.plugins_for`).
+    part : {'train', 'val'}, default='train'
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        A :class:`~emlib.data.PairedDataset` of both datasets for ``train_set='paired'``.
     """
     if part not in ("train", "val"):
         raise ConfigError(f"part={part!r} is not allowed; choose 'train' or 'val'")
     plugins = plugins_for(cfg, root) if plugins is None else plugins
+    inputs = {"patch_size": patch_size, "mean": mean, "std": std, "root": root, "plugins": plugins, "part": part}
     if cfg.train_set == "paired":
-        sources = {
-            name: _source_dataset(cfg, name, patch_size, mean, std, root, domain, plugins, part)
-            for domain, name in enumerate(DOMAINS)
-        }
+        sources = {name: _source_dataset(cfg, name, domain, **inputs) for domain, name in enumerate(DOMAINS)}
         return PairedDataset(sources, balance=cfg.balance and part == "train", seed=cfg.seed)
-    return _source_dataset(cfg, cfg.train_set, patch_size, mean, std, root, domain_index(cfg.train_set), plugins, part)
-
-
+    return _source_dataset(cfg, cfg.train_set, domain_index(cfg.train_set), **inputs)
 
 
 def _param_groups(cfg: RunConfig, model: nn.Module) -> list[dict]:
@@ -234,8 +255,8 @@ def _check_cacheable(cfg: RunConfig) -> None:
 
 
 def _feature_cache(
-    cfg: RunConfig, model: nn.Module, n_items: int, mean: tuple, std: tuple, run_dir: str | os.PathLike[str] | None,
-    plugins: list[Plugin], *, root: str | os.PathLike[str] | None = None,
+    cfg: RunConfig, built: BuiltModel, n_items: int, *, run_dir: str | os.PathLike[str] | None,
+    plugins: list[Plugin], root: str | os.PathLike[str] | None = None,
 ) -> FeatureCache | None:
     """The frozen backbone's feature cache (None for the other regimes or ``cache='none'``).
 
@@ -247,38 +268,52 @@ def _feature_cache(
     directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
     key = cache_key(
         backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
-        balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=mean, std=std,
-        seed=cfg.seed, n=n_items, **cache_parts(plugins),
+        balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=built.mean,
+        std=built.std, seed=cfg.seed, n=n_items, **cache_parts(plugins),
         **({"pos_interpolation": cfg.pos_interpolation} if cfg.pos_interpolation != "timm" else {}),
         **({"validation": [cfg.val_fraction, cfg.val_seed]} if cfg.val_fraction else {}),
         **({"inputs": input_fingerprints(cfg, root=root)} if directory is not None else {}),
     )
-    return FeatureCache(model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
+    return FeatureCache(built.model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
 
 
-def _batch(items: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Items as a padded batch on ``device``: (images, masks, valid pixels or None, domain ids)."""
+class _Loop:
+    """What every epoch of :func:`fit` works with, made in an order that fixes the random draws."""
+
+    def __init__(self, cfg: RunConfig, built: BuiltModel, plugins: list[Plugin], device: torch.device, *,
+                 run_dir: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None) -> None:
+        self.cfg, self.model, self.plugins, self.device = cfg, built.model, plugins, device
+        inputs = (built.patch_size, built.mean, built.std)
+        self.dataset = build_train_dataset(cfg, *inputs, root=root, plugins=plugins)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # clipped together
+        self.optimizer = torch.optim.AdamW(_param_groups(cfg, self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+        self.cache = _feature_cache(cfg, built, len(self.dataset), run_dir=run_dir, plugins=plugins, root=root)
+        self.val_set = build_train_dataset(cfg, *inputs, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
+        cached = self.cache is not None and self.val_set is not None
+        self.val_cache = FeatureCache(self.model.backbone.eval(), "validation") if cached else None  # type: ignore[union-attr]
+
+
+def _forward(
+    cfg: RunConfig, model: nn.Module, dataset: torch.utils.data.Dataset, batch: list[int], *,
+    cache: FeatureCache | None, plugins: list[Plugin], device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The items ``batch`` of ``dataset`` through the model: (logits, masks, valid pixels or None, domain ids).
+
+    The U-Net sees the padded images, the head (cached) backbone features. In a padded batch (slices of different
+    sizes) cached features are computed at each item's own size (so they do not depend on the batch) and zero-padded.
+    """
+    items = [dataset[i] for i in batch]
     images, masks, valid = pad_collate(items)
     domains = torch.tensor([int(it["domain"]) for it in items], device=device)
-    return images.to(device), masks.to(device), None if valid is None else valid.to(device), domains
-
-
-def _logits(
-    cfg: RunConfig, model: nn.Module, images: torch.Tensor, batch: list[int], dataset: torch.utils.data.Dataset,
-    cache: FeatureCache | None, head_kwargs: dict, device: torch.device, padded: bool = False,
-) -> torch.Tensor:
-    """Logits of one batch: the U-Net on the images, else the head on (cached) backbone features.
-
-    In a padded batch (slices of different sizes), cached features are computed item by item at each
-    item's own size (so they do not depend on the batch) and zero-padded to the batch's token grid.
-    """
+    images, masks, valid = images.to(device), masks.to(device), None if valid is None else valid.to(device)
     if cfg.regime == "unet":
-        return model(images)
+        return model(images), masks, valid, domains
 
     def inputs(missing: list[int]) -> torch.Tensor:
         return pad_collate([dataset[j] for j in missing])[0]
 
-    if cache is not None and not padded:
+    if cache is not None and valid is None:
         feats = cache.get(batch, inputs, device)
     elif cache is not None:
         parts = [cache.get([i], inputs, device) for i in batch]
@@ -286,64 +321,45 @@ def _logits(
         feats = torch.cat([F.pad(f, (0, w - f.shape[-1], 0, h - f.shape[-2])) for f in parts])
     else:
         feats = model.backbone(images)  # type: ignore[union-attr]
-    return model.head(feats, tuple(images.shape[-2:]), **head_kwargs)  # type: ignore[union-attr]
+    logits = model.head(feats, tuple(images.shape[-2:]), **forward_kwargs(plugins, domains))  # type: ignore[union-attr]
+    return logits, masks, valid, domains
 
 
-def _loss(
-    plugins: list[Plugin], logits: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor, kind: str,
-    valid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The segmentation loss (or a plug-in's replacement) plus every plug-in's extra term; padding left out."""
-    replaced = [r for p in plugins if (r := p.loss(logits, masks, domains, kind, valid)) is not None]
-    loss = replaced[0] if replaced else segmentation_loss(logits, masks, kind, valid=valid)
-    for plugin in plugins:
-        extra = plugin.extra_loss(domains)
-        if extra is not None:
-            loss = loss + extra
-    return loss
-
-
-def _train_epoch(
-    cfg: RunConfig, epoch: int, model: nn.Module, dataset: torch.utils.data.Dataset, cache: FeatureCache | None,
-    plugins: list[Plugin], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list,
-    device: torch.device, progress: bool,
-) -> dict:
+def _train_epoch(loop: _Loop, epoch: int, *, progress: bool) -> dict:
     """One epoch: batches in the order of ``(seed, epoch)``; returns the history row."""
     t0 = time.perf_counter()
+    cfg, dataset, device = loop.cfg, loop.dataset, loop.device
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     n_items = len(dataset)
     per_epoch = min(cfg.samples_per_epoch or n_items, n_items) if not cfg.augment else n_items
     order = np.random.default_rng((cfg.seed, epoch)).permutation(n_items)[:per_epoch]
-    model.train()
+    loop.model.train()
     if cfg.regime == "frozen":
-        model.backbone.eval()  # type: ignore[union-attr]
+        loop.model.backbone.eval()  # type: ignore[union-attr]
     use_amp = cfg.amp and device.type == "cuda"
     losses = []
-    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    batches = [[int(i) for i in order[i : i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
     bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for batch in bar:
-        items = [dataset[int(i)] for i in batch]
-        images, masks, valid, domains = _batch(items, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = _logits(
-                cfg, model, images, [int(i) for i in batch], dataset, cache, forward_kwargs(plugins, domains), device,
-                padded=valid is not None,
+            logits, masks, valid, domains = _forward(
+                cfg, loop.model, dataset, batch, cache=loop.cache, plugins=loop.plugins, device=device
             )
-            loss = _loss(plugins, logits, masks, domains, cfg.loss, valid)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+            loss = plugin_loss(loop.plugins, logits, masks, domains, cfg.loss, valid)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.unscale_(loop.optimizer)
+        torch.nn.utils.clip_grad_norm_(loop.params, cfg.grad_clip)
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
 
 
 def _val_loss(
-    cfg: RunConfig, model: nn.Module, val_set: torch.utils.data.Dataset, cache: FeatureCache | None,
+    cfg: RunConfig, model: nn.Module, val_set: torch.utils.data.Dataset, *, cache: FeatureCache | None,
     plugins: list[Plugin], device: torch.device,
 ) -> float:
     """Mean loss over the held-out slices (model in eval mode, no gradients), batches as in training."""
@@ -352,14 +368,42 @@ def _val_loss(
     with torch.no_grad():
         for start in range(0, len(val_set), cfg.batch_size):
             batch = list(range(start, min(start + cfg.batch_size, len(val_set))))
-            items = [val_set[i] for i in batch]
-            images, masks, valid, domains = _batch(items, device)
-            logits = _logits(
-                cfg, model, images, batch, val_set, cache, forward_kwargs(plugins, domains), device, padded=valid is not None
-            )
+            logits, masks, valid, _ = _forward(cfg, model, val_set, batch, cache=cache, plugins=plugins, device=device)
             losses.append(float(segmentation_loss(logits, masks, cfg.loss, valid=valid)))
             sizes.append(len(batch))
     return float(np.average(losses, weights=sizes))
+
+
+def _run_epochs(
+    loop: _Loop, run_path: Path | None, *, progress: bool, on_epoch_end: Callable[[int, float], None] | None
+) -> list[dict]:
+    """Attach the plug-ins, resume, train until the last epoch or early stopping (validation loss, checkpoint and
+    ``on_epoch_end`` after each), detach; the model keeps the best validation epoch's weights. Returns the history."""
+    cfg = loop.cfg
+    for plugin in loop.plugins:
+        plugin.attach(loop.model)
+    start_epoch, history, best = _resume(run_path, cfg, loop.model, loop.optimizer, loop.scaler) if run_path else (0, [], None)
+    for epoch in range(start_epoch, cfg.epochs):
+        if should_stop(history, cfg.patience):
+            break
+        history.append(_train_epoch(loop, epoch, progress=progress))
+        if loop.val_set is not None:
+            history[-1]["val_loss"] = _val_loss(
+                cfg, loop.model, loop.val_set, cache=loop.val_cache, plugins=loop.plugins, device=loop.device
+            )
+            if best_epoch(history) == len(history) - 1:
+                best = _trainable_state(loop.model)
+        if loop.cache is not None:
+            loop.cache.save()
+        if run_path is not None:
+            _save_checkpoint(run_path, cfg, epoch, loop.model, loop.optimizer, loop.scaler, history, best)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history[-1]["loss"])
+    for plugin in loop.plugins:
+        plugin.detach()
+    if best is not None:
+        loop.model.load_state_dict(best, strict=False)
+    return history
 
 
 def _save_model(run_path: Path, trained: TrainedModel) -> None:
@@ -405,45 +449,16 @@ def fit(
     _check_cacheable(cfg)
     seed_everything(cfg.seed)
     plugins = plugins_for(cfg, root)
-    model, patch_size, mean, std = build_model(cfg, device=device, plugins=plugins)
-    dataset = build_train_dataset(cfg, patch_size, mean, std, root=root, plugins=plugins)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(cfg, model), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    cache = _feature_cache(cfg, model, len(dataset), mean, std, run_dir, plugins, root=root)
-    val_set = build_train_dataset(cfg, patch_size, mean, std, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
-    val_cache = None if cache is None or val_set is None else FeatureCache(model.backbone.eval(), "validation")  # type: ignore[union-attr]
-    for plugin in plugins:
-        plugin.attach(model)
-
+    built = build_model(cfg, device=device, plugins=plugins)
+    loop = _Loop(cfg, built, plugins, device, run_dir=run_dir, root=root)
     run_path = Path(run_dir) if run_dir is not None else None
-    start_epoch, history, best = _resume(run_path, cfg, model, optimizer, scaler) if run_path is not None else (0, [], None)
-    for epoch in range(start_epoch, cfg.epochs):
-        if should_stop(history, cfg.patience):
-            break
-        history.append(_train_epoch(cfg, epoch, model, dataset, cache, plugins, optimizer, scaler, params, device, progress))
-        if val_set is not None:
-            history[-1]["val_loss"] = _val_loss(cfg, model, val_set, val_cache, plugins, device)
-            if best_epoch(history) == len(history) - 1:
-                best = _trainable_state(model)
-        if cache is not None:
-            cache.save()
-        if run_path is not None:
-            _save_checkpoint(run_path, cfg, epoch, model, optimizer, scaler, history, best)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history[-1]["loss"])
-
-    for plugin in plugins:
-        plugin.detach()
-    if best is not None:
-        model.load_state_dict(best, strict=False)  # the best validation epoch's weights, as the authors keep
-    model.eval()
-    kept = best_epoch(history)
+    history = _run_epochs(loop, run_path, progress=progress, on_epoch_end=on_epoch_end)
+    model, kept = built.model.eval(), best_epoch(history)
     trained = TrainedModel(
-        model=model, config=cfg, patch_size=patch_size, mean=mean, std=std,
-        history=pd.DataFrame(history, columns=["epoch", "loss", "seconds"] + (["val_loss"] if val_set is not None else [])),
+        model=model, config=cfg, patch_size=built.patch_size, mean=built.mean, std=built.std,
+        history=pd.DataFrame(history, columns=["epoch", "loss", "seconds"] + (["val_loss"] if loop.val_set is not None else [])),
         run_dir=run_path, parameters=count_parameters(model),
-        cache_stats=None if cache is None else {"hits": cache.hits, "misses": cache.misses},
+        cache_stats=None if loop.cache is None else {"hits": loop.cache.hits, "misses": loop.cache.misses},
         best_epoch=None if kept is None else int(history[kept]["epoch"]),
     )
     if run_path is not None:
@@ -471,12 +486,13 @@ def load_trained(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> Tra
     if load_state(run_path / MODEL, fix=fix, tensors=False).get("digest") != cfg.digest():
         raise DataError(f"{run_path / MODEL} belongs to another configuration than {run_path / CONFIG}; {fix}")
     history = read_history(run_path / HISTORY, fix=fix)
-    model, patch_size, mean, std = build_model(cfg, device=resolve_device(device))
+    built = build_model(cfg, device=resolve_device(device))
+    model = built.model
     try:
         model.load_state_dict(load_state(run_path / MODEL, fix=fix)["trainable"], strict=False)
     except (KeyError, TypeError, RuntimeError) as err:
         raise DataError(f"{run_path / MODEL} does not fit the model of {run_path / CONFIG} ({type(err).__name__}); {fix}") from None
     if cfg.regime == "lora":
         load_adapter(model.backbone, run_path / ADAPTER)  # type: ignore[union-attr]
-    return TrainedModel(model.eval(), cfg, patch_size, mean, std, history, run_path, count_parameters(model))
+    return TrainedModel(model.eval(), cfg, built.patch_size, built.mean, built.std, history, run_path, count_parameters(model))
 

@@ -1,27 +1,97 @@
-"""Checks of configuration values against the annotation of their dataclass field: type, then range.
+"""Constraints of configuration fields, declared next to the fields, and the one check that applies them.
 
-:class:`~emlib.config.RunConfig` and :class:`~emlib.config.LoraSettings` call :func:`check_field` for
-each field on construction, so a string seed, a float batch size, a number written as a string or a
-negative sample count ends in one sentence that says what to write instead.
+A dataclass of :mod:`emlib.config` declares what each field accepts in the field itself, as
+scikit-learn declares ``_parameter_constraints`` beside its parameters::
+
+    epochs: int = field(default=20, metadata=Interval(1).meta)
+    regime: str = field(default="frozen", metadata=Options(REGIMES).meta)
+
+and calls :func:`check_fields` on construction. The type comes from the annotation (``int``,
+``float | None``, ``str``, a class name), the range or choice list from the field's constraint, so a
+string seed, a float batch size, a number written as a string, a negative sample count or an unknown
+regime ends in one sentence that says what to write instead, and each rule is checked in one place.
+Numbers must always be finite; a number field without a constraint must be at least 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from emlib.errors import ConfigError
 
-__all__ = ["check_field"]
+__all__ = ["Interval", "Options", "Pattern", "check_fields", "check_field", "check_choice", "check_keys"]
+
+#: The key of a field's constraint in ``dataclasses.field(metadata=...)``.
+CONSTRAINT = "constraint"
 
 
-#: Integer fields that must be at least 1 (other integer fields must be at least 0).
-_POSITIVE_INTS = frozenset({
-    "epochs", "batch_size", "head_channels", "unet_channels", "crop", "long_edge", "train_slices", "samples_per_epoch",
-    "eval_window", "eval_slices", "eval_region", "rank",
-})
-#: Number fields that must be above 0 (other number fields must be finite and at least 0).
-_POSITIVE_NUMBERS = frozenset({"lr", "lora_lr", "grad_clip", "alpha"})
+@dataclass(frozen=True)
+class Interval:
+    """A numeric range: ``low`` (inclusive unless ``low_open``) to ``high`` (exclusive unless ``high_closed``).
+
+    Examples
+    --------
+    >>> Interval(1).describe(), Interval(0, low_open=True).describe(), Interval(0, 1).describe()
+    ('positive', 'positive', 'in [0, 1)')
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_closed: bool = False
+    hint: str = ""
+
+    @property
+    def meta(self) -> dict[str, Interval]:
+        """The ``metadata`` of a dataclass field with this constraint."""
+        return {CONSTRAINT: self}
+
+    def accepts(self, value: float) -> bool:
+        """True when ``value`` lies in the interval."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value <= self.high if self.high_closed else value < self.high)
+
+    def describe(self) -> str:
+        """The interval in words: ``positive``, ``at least 0`` or ``in [0, 1)``."""
+        if self.high is None and (self.low, self.low_open) in ((1, False), (0, True)):
+            return "positive"
+        if self.high is None:
+            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        low = "(" if self.low_open else "["
+        high = "]" if self.high_closed else ")"
+        return f"in {low}{self.low:g}, {self.high:g}{high}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """A choice from ``choices``; with ``many=True`` a non-empty sequence of distinct choices."""
+
+    choices: tuple[str, ...]
+    many: bool = False
+
+    @property
+    def meta(self) -> dict[str, Options]:
+        """The ``metadata`` of a dataclass field with this constraint."""
+        return {CONSTRAINT: self}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string matching ``regex`` in full; ``words`` lists the allowed forms for the error."""
+
+    regex: str
+    words: str
+
+    @property
+    def meta(self) -> dict[str, Pattern]:
+        """The ``metadata`` of a dataclass field with this constraint."""
+        return {CONSTRAINT: self}
 
 
 def _number_hint(name: str, value: Any, want_int: bool) -> str:
@@ -37,42 +107,94 @@ def _number_hint(name: str, value: Any, want_int: bool) -> str:
     return "" if want_int else f"; write {name}={number!r}"
 
 
-def check_field(name: str, value: Any, kind: str) -> None:
-    """Check ``value`` against a field annotation such as ``int``, ``float | None`` or ``str``, and its range.
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """One sentence when ``value`` is not one of ``choices``.
 
-    Integers must be at least 1 for the sizes and counts in ``_POSITIVE_INTS`` and at least 0
-    otherwise; numbers must be finite, above 0 for ``_POSITIVE_NUMBERS`` and at least 0 otherwise. A
-    class name (``LoraSettings``) asks for an instance of that class.
+    Examples
+    --------
+    >>> check_choice("regime", "full", ("frozen", "lora"))
+    Traceback (most recent call last):
+    emlib.errors.ConfigError: regime='full' is not allowed; choose one of ['frozen', 'lora']
+    """
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(choices)}")
+
+
+def check_keys(names: Iterable[str], cls: type, *, what: str | None = None) -> None:
+    """One sentence naming the keys of ``names`` that are not fields of the dataclass ``cls``.
+
+    Examples
+    --------
+    >>> from emlib.config import RunConfig
+    >>> check_keys(["epochs", "colour"], RunConfig)
+    Traceback (most recent call last):
+    emlib.errors.ConfigError: unknown RunConfig keys ['colour']; allowed keys are [...]
+    """
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {what or cls.__name__ + ' keys'} {unknown}; allowed {'are' if what else 'keys are'} {known}")
+
+
+def _check_type(name: str, value: Any, base: str, optional: bool) -> None:
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} must be True or False")
+    elif base in ("int", "float"):
+        want_int = base == "int"
+        ok = isinstance(value, int) if want_int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            what = " (not a string)" if isinstance(value, str) else ""
+            raise ConfigError(f"{name}={value!r} must be {'an integer' if want_int else 'a number'}{what}"
+                              f"{_number_hint(name, value, want_int)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}={value} must be a finite number")
+    elif base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r} must be a string" + (" or None" if optional else ""))
+    elif base.startswith("tuple"):
+        if isinstance(value, str) or not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{name}={value!r} must be a tuple of names")
+    elif base[:1].isupper() and type(value).__name__ != base:  # a class of emlib.config, which this module cannot import
+        raise ConfigError(f"{name}={value!r} must be a {base}, e.g. {base}()")
+
+
+def check_field(name: str, value: Any, kind: str, constraint: Interval | Options | Pattern | None = None) -> None:
+    """Check ``value`` against a field annotation such as ``int``, ``float | None`` or ``str``, then its constraint.
+
+    Without a constraint a number must be at least 0.
 
     Examples
     --------
     >>> check_field("seed", "1", "int")
     Traceback (most recent call last):
     emlib.errors.ConfigError: seed='1' must be an integer (not a string); write seed=1
+    >>> check_field("epochs", 0, "int", Interval(1))
+    Traceback (most recent call last):
+    emlib.errors.ConfigError: epochs=0 must be positive
     """
     optional = kind.endswith("| None")
     base = kind.removesuffix("| None").strip()
     if value is None and optional:
         return
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}={value!r} must be True or False")
-    elif base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            what = " (not a string)" if isinstance(value, str) else ""
-            raise ConfigError(f"{name}={value!r} must be an integer{what}{_number_hint(name, value, True)}")
-        low = 1 if name in _POSITIVE_INTS else 0
-        if value < low:
-            raise ConfigError(f"{name}={value} must be {'positive' if low else 'at least 0'}" + (" or None" if optional else ""))
-    elif base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            what = " (not a string)" if isinstance(value, str) else ""
-            raise ConfigError(f"{name}={value!r} must be a number{what}{_number_hint(name, value, False)}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name}={value} must be a finite number")
-        if value <= 0 if name in _POSITIVE_NUMBERS else value < 0:
-            raise ConfigError(f"{name}={value} must be {'positive' if name in _POSITIVE_NUMBERS else 'at least 0'}")
-    elif base == "str" and not isinstance(value, str):
-        raise ConfigError(f"{name}={value!r} must be a string" + (" or None" if optional else ""))
-    elif base[:1].isupper() and type(value).__name__ != base:  # a class of emlib.config, which this module cannot import
-        raise ConfigError(f"{name}={value!r} must be a {base}, e.g. {base}()")
+    _check_type(name, value, base, optional)
+    if base in ("int", "float"):
+        interval = constraint if isinstance(constraint, Interval) else Interval(0)
+        if not interval.accepts(value):
+            raise ConfigError(f"{name}={value} must be {interval.describe()}" + (" or None" if optional else "")
+                              + interval.hint)
+    elif isinstance(constraint, Options):
+        if constraint.many:
+            values = tuple(value)
+            if not values or len(set(values)) != len(values) or any(v not in constraint.choices for v in values):
+                raise ConfigError(f"{name} {values!r} are not allowed; give distinct names from {constraint.choices}")
+        else:
+            check_choice(name, value, constraint.choices)
+    elif isinstance(constraint, Pattern) and not re.fullmatch(constraint.regex, value):
+        raise ConfigError(f"{name}={value!r} is not allowed; use {constraint.words}")
+
+
+def check_fields(obj: Any) -> None:
+    """Check every field of the dataclass instance ``obj`` against its annotation and declared constraint."""
+    for f in dataclasses.fields(obj):
+        check_field(f.name, getattr(obj, f.name), str(f.type), f.metadata.get(CONSTRAINT))

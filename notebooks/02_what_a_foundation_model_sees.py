@@ -41,7 +41,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA, else download into a cache
 weights_dir = None  # None: $EMLIB_WEIGHTS, else the model hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -50,12 +50,17 @@ out_dir = "runs"
 # `profile = "quick"` (Colab, or anywhere with internet) to see pretrained features.
 
 # %%
-from emlib import (backbone_view, chapter_settings, family_backbones, load_backbones, load_volume, normalize,
-                   plot_patch_grid, plot_patch_pca, protocol_size, token_grid_table, token_pca)
+from emlib import (PAPER_CLAIMS, backbone_view, chapter_settings, family_backbones, glue_facts, load_backbones,
+                   load_volume, normalize, page_facts, plot_patch_grid, plot_patch_pca, protocol_size,
+                   token_grid_table, token_pca)
 
 settings = chapter_settings(
     profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
     device=device, seed=seed, out_dir=out_dir)
+paper = {c.claim_id: c.paper_value for c in PAPER_CLAIMS}  # the paper's numbers, from emlib.paper
+facts = glue_facts(page_facts(settings),  # the numbers the text quotes: the profile's and the paper's
+                   paper_fd_frozen=paper["fd_frozen"], paper_fd_lora=paper["fd_lora"],
+                   paper_probe_accuracy=paper["probe_accuracy"], paper_probe_auroc=paper["probe_auroc"])
 settings
 
 # %% [markdown]
@@ -177,9 +182,11 @@ if not backbones:
 # segmentation head needs), and whether Lucchi++ and VNC get different colours *overall* (a domain gap
 # in feature space). The paper finds the second at the level of whole-slice embeddings (the mean of
 # the patch tokens): in a PCA of frozen DINOv2-L/14 embeddings the two datasets do not overlap, a
-# logistic-regression probe predicts the dataset with accuracy and AUROC of 1.0, and the Fréchet
-# distance between the two sets in DINOv2 feature space is 79.32. LoRA adaptation brings the distance
-# down to 45.02, yet the probe still separates them perfectly {cite:p}`fusterbarcelo2026foundational`.
+# logistic-regression probe predicts the dataset with accuracy {glue:text}`paper_probe_accuracy` and
+# AUROC {glue:text}`paper_probe_auroc`, and the Fréchet distance between the two sets in DINOv2
+# feature space is {glue:text}`paper_fd_frozen`. LoRA adaptation brings the distance down to
+# {glue:text}`paper_fd_lora`, yet the probe still separates them perfectly
+# {cite:p}`fusterbarcelo2026foundational`.
 # The diagnostics chapter measures this; this chapter only shows where those embeddings come from.
 #
 # ## Summary

@@ -42,7 +42,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -75,11 +75,13 @@ settings
 
 # %%
 cfg = chapter_configs(settings, regimes=("frozen",), train_sets=("lucchi_pp",))[0]
-model, patch_size, _, _ = build_model(cfg)
+built = build_model(cfg)  # the model, and the patch size and normalisation of its inputs
+model = built.model
 counts = pd.DataFrame({"backbone": count_parameters(model.backbone), "head": count_parameters(model.head),
                        "whole model": count_parameters(model)}).T
 counts["trainable share"] = counts["trainable"] / counts["total"]
-counts.style.format({"trainable": "{:,}", "total": "{:,}", "trainable share": "{:.1%}"})
+show_table(counts, index=True, formats={"trainable": "{:,}", "total": "{:,}", "trainable share": "{:.1%}"},
+           caption=f"Parameters of the frozen model ({cfg.backbone}, patch {built.patch_size}): trainable and total")
 
 # %% [markdown]
 # Every backbone parameter is frozen, so the head is all that learns. The profile sets the head's
@@ -176,7 +178,7 @@ for test_set, res in predicted.items():
 # :class: dropdown
 #
 # ```python
-# linear, _, _, _ = build_model(cfg.replace(head="linear"))
+# linear = build_model(cfg.replace(head="linear")).model
 # count_parameters(linear.head), count_parameters(model.head)
 # ```
 #

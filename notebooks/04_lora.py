@@ -44,7 +44,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -84,11 +84,14 @@ pd.DataFrame({"this profile": vars(lora_cfg.lora), "paper": vars(get_profile("pa
 # %%
 rows = {}
 for cfg in (frozen_cfg, lora_cfg):
-    model, _, _, _ = build_model(cfg)
-    rows[cfg.regime] = {**count_parameters(model), "LoRA matrices": count_parameters(model.backbone)["trainable"]}
+    built = build_model(cfg)
+    rows[cfg.regime] = {**count_parameters(built.model),
+                        "LoRA matrices": count_parameters(built.model.backbone)["trainable"]}
 params = pd.DataFrame(rows).T
 params["trainable share"] = params["trainable"] / params["total"]
-params.style.format({"trainable": "{:,}", "total": "{:,}", "LoRA matrices": "{:,}", "trainable share": "{:.2%}"})
+show_table(params, index=True, formats={"trainable": "{:,}", "total": "{:,}", "LoRA matrices": "{:,}",
+                                        "trainable share": "{:.2%}"},
+           caption=f"Parameters of the frozen and the LoRA model ({lora_cfg.backbone}): trainable and total")
 
 # %% [markdown]
 # A ViT block with token size $d$ has `qkv` ($d \to 3d$) and `proj` ($d \to d$), so rank $r$ adds
@@ -124,7 +127,8 @@ plot_grouped_bars(results, x="test_set", y="iou_fg", color="regime", facet="trai
 # %%
 in_domain = results[results["in_domain"]].pivot_table(index="train_set", columns="regime", values="iou_fg")
 in_domain["gain (LoRA - frozen)"] = in_domain["lora"] - in_domain["frozen"]
-in_domain.style.format("{:.3f}")
+show_table(in_domain, index=True, caption="In-domain IoU_fg per training set: frozen, LoRA and the gain",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
 # `emlib.paper.compare_with_paper` turns this into a verdict on the paper's qualitative claim, with the
@@ -132,7 +136,7 @@ in_domain.style.format("{:.3f}")
 # about the paper; run the chapter with `profile="quick"` for a real check.
 
 # %%
-check = compare_with_paper(results, None, profile=settings.profile)
+check = compare_with_paper(results, None, profile=settings.profile.name)
 show_table(check[check["claim_id"] == "lora_beats_frozen"], ["claim", "book_value", "holds", "detail"],
            caption="The paper's claim, checked on this build's runs")
 
@@ -171,7 +175,7 @@ show_table(results.pivot_table(index=["regime", "train_set"], columns="test_set"
 # :class: dropdown
 #
 # ```python
-# model, _, _, _ = build_model(lora_cfg)
+# model = build_model(lora_cfg).model
 # d, r = model.backbone.embed_dim, lora_cfg.lora.rank
 # len(model.backbone.model.blocks) * 6 * r * d, count_parameters(model.backbone)["trainable"]
 # ```
@@ -193,10 +197,10 @@ show_table(results.pivot_table(index=["regime", "train_set"], columns="test_set"
 #
 # ```python
 # from dataclasses import replace
-# from emlib import run_one
-# from emlib.paper import grid_dir
+# from emlib import grid_dir, run_one
+#
 # small = lora_cfg.replace(lora=replace(lora_cfg.lora, rank=4, alpha=8))
-# run_one(small, grid_dir(settings), root=settings.data_dir, profile=settings.profile, progress=False)
+# run_one(small, grid_dir(settings), root=settings.data_dir, profile=settings.profile.name, progress=False)
 # ```
 #
 # Rank 4 has a quarter of the LoRA parameters. Whether it loses IoU is an empirical question: with

@@ -41,7 +41,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -122,10 +122,11 @@ fm = results[results["in_domain"] & results["regime"].isin(["frozen", "lora"])]
 cells = fm.assign(trained_on=fm["train_set"].where(fm["train_set"] == "paired", "single dataset"))
 cells = cells.pivot_table(index=["regime", "test_set"], columns="trained_on", values="iou_fg")
 cells["paired - single"] = cells["paired"] - cells["single dataset"]
-cells.style.format("{:.3f}")
+show_table(cells.reset_index(), caption="In-domain IoU_fg per regime and test set: paired against single-dataset",
+           weights_label=settings.weights_label)
 
 # %%
-check = compare_with_paper(results, None, profile=settings.profile)
+check = compare_with_paper(results, None, profile=settings.profile.name)
 show_table(check[check["claim_id"] == "paired_collapses"], ["claim", "book_value", "holds", "detail"],
            caption="The paper's claim, checked on this build's runs")
 
@@ -175,7 +176,7 @@ for test_set, res in predicted.items():
 # ```python
 # from emlib import run_one
 # balanced = run_one(paired_cfg.replace(balance=True), grid_dir(settings), root=settings.data_dir,
-#                    profile=settings.profile, progress=False)
+#                    profile=settings.profile.name, progress=False)
 # balanced[["test_set", "balance", "iou_fg"]]
 # ```
 #

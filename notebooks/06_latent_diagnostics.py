@@ -14,11 +14,12 @@
 # The paper explains the collapse of paired training by looking at the backbone's **image
 # embeddings**, one vector per slice {cite:p}`fusterbarcelo2026foundational`. Its Fig. 1 shows three
 # things for DINOv2-L/14: a PCA of the embeddings separates Lucchi++ from VNC; the Fréchet distance
-# between the two datasets is 79.32 with the frozen backbone and 45.02 with the LoRA adapter; and a
-# logistic-regression probe tells the datasets apart with accuracy and AUROC of 1.0. This chapter
-# computes the same three diagnostics for the frozen backbone and for the adapter of the paired LoRA
-# run of chapter 5, adds uncertainty (a bootstrap interval, cross-validation, a permutation control),
-# and is honest about how few VNC slices there are.
+# between the two datasets is {glue:text}`paper_fd_frozen` with the frozen backbone and
+# {glue:text}`paper_fd_lora` with the LoRA adapter; and a logistic-regression probe tells the datasets
+# apart with accuracy {glue:text}`paper_probe_accuracy` and AUROC {glue:text}`paper_probe_auroc`.
+# This chapter computes the same three diagnostics for the frozen backbone and for the adapter of the
+# paired LoRA run of chapter 5, adds uncertainty (a resampling interval, cross-validation, a
+# permutation control), and is honest about how few VNC slices there are.
 #
 # This page was built with the {glue:text}`profile` profile: {glue:text}`backbone` with
 # {glue:text}`weights`, {glue:text}`embedding_slices` slices per dataset embedded at a long side of
@@ -44,7 +45,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -54,17 +55,19 @@ out_dir = "runs"
 import numpy as np
 import pandas as pd
 
-from emlib import (bootstrap_frechet, chapter_command, chapter_configs, chapter_runs, chapter_settings,
-                   dataset_embeddings, dataset_tokens, ensure_data, frechet_distance, get_profile, grid_dir,
-                   latent_report, linear_probe, load_backbone_for_latents, pca_embed, plot_grouped_bars,
-                   plot_pca_side_by_side, protocol_probe, run_folder, token_separability_table, transfer_auroc)
+from emlib import (PAPER_CLAIMS, bootstrap_frechet, chapter_command, chapter_configs, chapter_settings,
+                   dataset_embeddings, dataset_tokens, ensure_data, frechet_distance, grid_dir, latent_diagnostics,
+                   linear_probe, load_backbone_for_latents, pca_embed, plot_grouped_bars, plot_pca_side_by_side,
+                   protocol_probe, run_folder, token_separability_table, transfer_auroc)
 from emlib import glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
-facts = glue_facts(page_facts(settings))  # the numbers the text quotes, from the profile
-prof = get_profile(settings.profile)
+paper = {c.claim_id: c.paper_value for c in PAPER_CLAIMS}  # the paper's numbers, from emlib.paper
+facts = glue_facts(page_facts(settings),  # the numbers the text quotes: the profile's and the paper's
+                   paper_fd_frozen=paper["fd_frozen"], paper_fd_lora=paper["fd_lora"],
+                   paper_probe_accuracy=paper["probe_accuracy"], paper_probe_auroc=paper["probe_auroc"])
 settings
 
 # %% [markdown]
@@ -75,21 +78,19 @@ settings
 # `embed_dim` numbers. We embed the Lucchi++ test split and VNC stack 1 (its 20 labelled slices)
 # twice: with the frozen backbone, and with the LoRA adapter of the paired LoRA run (trained now if no
 # earlier chapter did). Embeddings are cached in the grid folder.
+#
+# `latent_diagnostics` does all of this in one call. It returns the embeddings (`sets`, one
+# `EmbeddingSet` per backbone) and `report`, the table of every diagnostic of this chapter with one
+# row per embedding set (`latent_report`, {glue:text}`n_boot` resampling replicates for the
+# interval). The sections below take that table apart, and recompute a step with the same library
+# functions where seeing it helps.
 
 # %%
-chapter_runs(settings, regimes=("lora",), train_sets=("paired",))
+n_boot = glue_facts(n_boot=200)["n_boot"]
+report, sets = latent_diagnostics(settings, n_boot=n_boot)
 print("the same run from a shell:", chapter_command(settings, regimes=("lora",), train_sets=("paired",)))
-lora_run = run_folder(chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0], grid_dir(settings),
-                      root=settings.data_dir)
-sets = {}
-for key, run in (("frozen", None), ("LoRA", lora_run)):
-    net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run,
-                                             pos_interpolation=prof.base.pos_interpolation)
-    sets[key] = dataset_embeddings(net, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
-                                   long_edge=prof.embedding_long_edge, device=settings.device,
-                                   cache_dir=grid_dir(settings) / "embeddings", progress=False)
-show_table(pd.DataFrame({k: {f"{n} slices": len(e) for n, e in s.embeddings.items()} | {"embed_dim": net.embed_dim,
-                         "adapter": s.adapter} for k, s in sets.items()}), index=True, caption="What was embedded")
+show_table(report, ["adapter", "n_a", "n_b", "embed_dim", "slices"], caption="What was embedded, per backbone",
+           weights_label=settings.weights_label)
 
 # %% [markdown]
 # ## PCA: do the datasets separate?
@@ -104,11 +105,11 @@ for key, s in sets.items():
     x, labels, hover = s.stacked()
     coords, evr = pca_embed(x, n_components=2, seed=settings.seed)
     panels[key] = {"coords": coords, "labels": labels, "explained_variance": evr, "hover_text": hover}
-plot_pca_side_by_side(panels["frozen"], panels["LoRA"], subplot_titles=("frozen backbone", "paired LoRA adapter"),
+plot_pca_side_by_side(panels["frozen"], panels["lora"], subplot_titles=("frozen backbone", "paired LoRA adapter"),
                       title=f"PCA of slice embeddings ({settings.backbone})", weights_label=settings.weights_label)
 
 # %% [markdown]
-# ## Fréchet distance, with a bootstrap interval
+# ## Fréchet distance, with a resampling interval
 #
 # The {term}`Fréchet distance` {cite:p}`dowson1982frechet`, best known from the FID score for generative
 # models {cite:p}`heusel2017gans`, treats each dataset's embeddings as a Gaussian (mean $\mu$, covariance
@@ -117,18 +118,14 @@ plot_pca_side_by_side(panels["frozen"], panels["LoRA"], subplot_titles=("frozen 
 # $$ \mathrm{FD} = \lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\!\left(\Sigma_a + \Sigma_b
 #    - 2 (\Sigma_a \Sigma_b)^{1/2}\right). $$
 #
-# The paper gives one number per model. Resampling the slices of each dataset with replacement
-# (`bootstrap_frechet`, {glue:text}`n_boot` replicates) shows how much that number would move with
-# other slices.
+# The paper gives one number per model. `bootstrap_frechet`, which `latent_report` calls, also
+# recomputes the distance on {glue:text}`n_boot` random halves of each dataset's slices (drawn
+# without replacement); the spread of those values gives an interval that shows how much the number
+# would move with other slices of the same size.
 
 # %%
-n_boot = glue_facts(n_boot=200)["n_boot"]
-fd = {}
-for key, s in sets.items():
-    a, b = s.embeddings["lucchi_pp"], s.embeddings["vnc"]
-    fd[key] = dict(zip(["FD", "95% CI low", "95% CI high"],
-                       bootstrap_frechet(a, b, n_boot=n_boot, seed=settings.seed, allow_singular=True)))
-show_table(pd.DataFrame(fd).T, index=True, decimals=2, caption="Fréchet distance, Lucchi++ vs VNC",
+show_table(report, ["adapter", "fd", "fd_low", "fd_high", "fd_interval"], decimals=2,
+           caption="Fréchet distance between Lucchi++ and VNC embeddings, with its interval",
            weights_label=settings.weights_label)
 
 # %% [markdown]
@@ -167,10 +164,12 @@ show_table(pd.DataFrame({key: {f"PCA {k}": frechet_distance(s.embeddings["lucchi
 # A {term}`linear probe` {cite:p}`alain2016probes`, here a logistic regression on the embeddings (after
 # PCA to at most 64 components), predicts the dataset of each slice. The authors fit PCA on all
 # embeddings and score one stratified 80/20 split (`protocol_probe`); with 20 VNC slices that test part
-# holds 4 VNC slices, so for VNC an accuracy of 1.0 rests on four answers (the `test slices` column
-# below counts this page's). `linear_probe` adds {glue:text}`folds`-fold cross-validation (PCA fitted
-# inside each fold) and a permutation control: the same probe on shuffled labels, which should land
-# near chance (0.5).
+# holds 4 VNC slices, so for VNC the paper's accuracy of {glue:text}`paper_probe_accuracy` rests on
+# four answers (the `test slices` column below counts this page's). `linear_probe` adds
+# {glue:text}`folds`-fold cross-validation (PCA fitted inside each fold) and a permutation control:
+# the same probe on shuffled labels, which should land near chance (0.5). The report holds both
+# (`protocol_*` and `probe_*` columns); the cell below calls the two functions on the embeddings
+# to show what each one gives.
 
 # %%
 folds, permutations = glue_facts(folds=min(5, len(vnc)), permutations=5).values()
@@ -195,18 +194,20 @@ show_table(pd.DataFrame(probe).T, index=True, caption="Probe: which dataset does
 #
 # ## Beside the paper
 #
-# `latent_report` computes all of the above in one row per embedding set (and writes it to the grid
-# folder, where chapter 7 reads it). Next to the paper's Fig. 1 numbers:
+# `report`, the table `latent_diagnostics` returned, holds all of the above in one row per embedding
+# set (it is also written to the grid folder, `latents/domain_report.csv`; chapter 7 puts these rows
+# beside the segmentation claims). Next to the paper's Fig. 1 numbers, read from `emlib.PAPER_CLAIMS`:
 
 # %%
-report = latent_report([sets["frozen"], sets["LoRA"]], run_dir=grid_dir(settings) / "latents", seed=settings.seed)
+frozen, lora = report.iloc[0], report.iloc[1]
 side = pd.DataFrame({
-    "paper (DINOv2-L/14, Fig. 1)": ["79.32", "45.02", "1.0", "1.0"],
-    "this book": [f"{report['fd'][0]:.2f} [{report['fd_low'][0]:.2f}, {report['fd_high'][0]:.2f}]",
-                  f"{report['fd'][1]:.2f} [{report['fd_low'][1]:.2f}, {report['fd_high'][1]:.2f}]",
-                  f"{report['protocol_accuracy'][0]:.3f}", f"{report['protocol_auroc'][0]:.3f}"]},
+    "paper (DINOv2-L/14, Fig. 1)": [paper[k] for k in ("fd_frozen", "fd_lora", "probe_accuracy", "probe_auroc")],
+    "this book": [f"{frozen.fd:.2f} [{frozen.fd_low:.2f}, {frozen.fd_high:.2f}]",
+                  f"{lora.fd:.2f} [{lora.fd_low:.2f}, {lora.fd_high:.2f}]",
+                  f"{frozen.protocol_accuracy:.3f}", f"{frozen.protocol_auroc:.3f}"]},
     index=["FD frozen", "FD LoRA", "probe accuracy (80/20, frozen)", "probe AUROC (80/20, frozen)"])
-show_table(side, index=True, caption=f"Fig. 1 numbers: the paper's and this book's ({settings.backbone})",
+show_table(side, index=True, formats={"paper (DINOv2-L/14, Fig. 1)": "{:.2f}"},
+           caption=f"Fig. 1 numbers: the paper's and this book's ({settings.backbone})",
            weights_label=settings.weights_label)
 
 # %% [markdown]
@@ -233,9 +234,11 @@ show_table(side, index=True, caption=f"Fig. 1 numbers: the paper's and this book
 # much of the slice that almost no token is mostly mitochondria.
 
 # %%
-token_slices, token_long_edge = settings.token_slices, max(prof.embedding_long_edge or 1022, 224)
+token_slices, token_long_edge = settings.token_slices, max(settings.profile.embedding_long_edge or 1022, 224)
+lora_run = run_folder(chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0], grid_dir(settings),
+                      root=settings.data_dir)  # the paired LoRA run latent_diagnostics embedded with
 backbones = {key: load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained, adapter_run=run,
-                                            pos_interpolation=prof.base.pos_interpolation)[0]
+                                            pos_interpolation=settings.profile.base.pos_interpolation)[0]
              for key, run in (("frozen", None), ("LoRA", lora_run))}
 tokens = token_separability_table(backbones, root=settings.data_dir, slices=token_slices, long_edge=token_long_edge,
                                   device=settings.device, seed=settings.seed, run_dir=grid_dir(settings) / "latents")
@@ -266,7 +269,7 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 #
 # - Image embeddings (mean patch token per slice) of Lucchi++ and VNC, frozen and with the paired
 #   LoRA adapter, cached in the grid folder.
-# - PCA, Fréchet distance with a bootstrap interval, and a linear probe with cross-validation and a
+# - PCA, Fréchet distance with a resampling interval, and a linear probe with cross-validation and a
 #   permutation control, beside the authors' single 80/20 split.
 # - With fewer slices than dimensions (the paper's 20 VNC slices in 1024 dimensions; here
 #   {glue:text}`embedding_slices` in {glue:text}`embed_dim`) the covariance is rank-deficient: FD
@@ -290,13 +293,13 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 # ```python
 # net, adapter = load_backbone_for_latents(settings.backbone, pretrained=settings.pretrained)
 # s2 = dataset_embeddings(net, adapter=adapter, root=settings.data_dir, vnc_split="unlabelled",
-#                         slices=prof.embedding_slices, long_edge=prof.embedding_long_edge,
+#                         slices=settings.profile.embedding_slices, long_edge=settings.profile.embedding_long_edge,
 #                         cache_dir=grid_dir(settings) / "embeddings", progress=False)
 # bootstrap_frechet(s2.embeddings["lucchi_pp"], s2.embeddings["vnc"], allow_singular=True)
 # ```
 #
 # Stack 2 comes from the same dataset and microscope, so it should sit close to stack 1 in the
-# embedding space; differences in the FD of the size of the bootstrap interval are noise.
+# embedding space; differences in the FD of the size of the interval are noise.
 # :::
 #
 # :::{exercise}

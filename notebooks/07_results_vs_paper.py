@@ -13,11 +13,12 @@
 #
 # This chapter collects, in one table, every statement of the paper {cite:p}`fusterbarcelo2026foundational`
 # that this book checks, next to what this build's runs say. The list is short on purpose. The paper's
-# text gives numbers only for the latent diagnostics of Fig. 1 (Fréchet distance 79.32 frozen and 45.02
-# after LoRA, probe accuracy and AUROC 1.0); its segmentation findings enter as qualitative claims
-# (LoRA beats the frozen backbone in-domain, paired training loses in-domain IoU). Per-cell IoU values
-# of the paper are **not** compared: they are not available to this book, and numbers quoted
-# elsewhere are not the paper.
+# text gives numbers only for the latent diagnostics of Fig. 1 (Fréchet distance
+# {glue:text}`paper_fd_frozen` frozen and {glue:text}`paper_fd_lora` after LoRA, probe accuracy
+# {glue:text}`paper_probe_accuracy` and AUROC {glue:text}`paper_probe_auroc`); its segmentation
+# findings enter as qualitative claims (LoRA beats the frozen backbone in-domain, paired training
+# loses in-domain IoU). Per-cell IoU values of the paper are **not** compared: they are not
+# available to this book, and numbers quoted elsewhere are not the paper.
 #
 # Everything in the table is computed from the runs of chapters 3-6 (reused from the grid folder) by
 # `emlib.paper.compare_with_paper`. On the smoke profile the backbone has **random weights**; the
@@ -42,7 +43,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
@@ -52,11 +53,16 @@ out_dir = "runs"
 import pandas as pd
 
 from emlib import (PAPER_CLAIMS, book_vs_paper_numbers, chapter_command, chapter_runs, chapter_settings,
-                   compare_with_paper, ensure_data, grid_dir, latent_diagnostics, plot_paper_numbers, show_table)
+                   compare_with_paper, ensure_data, glue_facts, grid_dir, latent_diagnostics, page_facts,
+                   plot_paper_numbers, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
 paths = ensure_data(settings)
+paper = {c.claim_id: c.paper_value for c in PAPER_CLAIMS}  # the paper's numbers, from emlib.paper
+facts = glue_facts(page_facts(settings),  # the numbers the text quotes: the profile's and the paper's
+                   paper_fd_frozen=paper["fd_frozen"], paper_fd_lora=paper["fd_lora"],
+                   paper_probe_accuracy=paper["probe_accuracy"], paper_probe_auroc=paper["probe_auroc"])
 settings
 
 # %% [markdown]
@@ -90,11 +96,11 @@ show_table(latents, ["adapter", "n_a", "n_b", "fd", "fd_low", "fd_high", "protoc
 # and, for a qualitative one, the difference that decides it (LoRA minus frozen, paired minus single,
 # FD LoRA minus FD frozen). `holds` is True or False where the check means something and empty where
 # it does not: the paper's numbers are only compared with a pretrained DINOv2-L/14 (the FD must fall
-# inside the bootstrap interval, the probe must reach 0.99). `weights_label` says which weights produced
+# inside the resampling interval, the probe must reach 0.99). `weights_label` says which weights produced
 # the row, and `reproduce` how to recompute it.
 
 # %%
-table = compare_with_paper(results, latents, profile=settings.profile)
+table = compare_with_paper(results, latents, profile=settings.profile.name)
 table.to_csv(grid_dir(settings) / "paper_comparison.csv", index=False)
 show_table(table, ["claim", "source", "paper_value", "book_value", "holds"], formats={"paper_value": "{:.2f}"},
            caption="The paper's claims against this build")
@@ -151,7 +157,7 @@ show_table(table, ["claim_id", "detail", "reproduce"], caption="How each verdict
 #
 # ```python
 # for regime in ("frozen", "lora"):
-#     t = compare_with_paper(results[results["regime"] == regime], None, profile=settings.profile)
+#     t = compare_with_paper(results[results["regime"] == regime], None, profile=settings.profile.name)
 #     print(regime, t.set_index("claim_id").loc["paired_collapses", ["book_value", "holds"]].tolist())
 # ```
 #

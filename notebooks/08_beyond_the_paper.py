@@ -57,7 +57,7 @@ backbone = None     # None: the profile's backbone
 data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
 weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
 device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = 0
+seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 regimes = ["frozen", "lora"]  # regimes of the remedy table; each remedy is one training run per regime
 
@@ -67,15 +67,11 @@ regimes = ["frozen", "lora"]  # regimes of the remedy table; each remedy is one 
 # %%
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import torch
 
-from emlib import (DOMAINS, IMAGENET_MEAN, IMAGENET_STD, align_volume, alignment_configs, alignment_summary,
-                   chapter_command, chapter_settings, clahe_available, coral_loss, create_backbone,
-                   domain_index, DomainFeatureNorm, DomainFiLM, ensure_data, finish_figure, foreground_weights,
-                   get_source, grey_cdf, grid_dir, histogram_match, intensity_reference, limit_cpu_threads,
-                   load_volume, normalize, patch_features, plot_grouped_bars, plot_intensity_histograms,
-                   plot_remedy_table, plot_slice_browser, remedy_latents, run_alignment_grid,
+from emlib import (DOMAINS, alignment_summary, chapter_command, chapter_settings, ensure_data,
+                   feature_remedy_effects, foreground_weights, grid_dir, input_remedy_effects, limit_cpu_threads,
+                   load_volume, patch_features, plot_grouped_bars, plot_intensity_histograms, plot_remedy_scatter,
+                   plot_remedy_table, plot_slice_browser, remedy_config, remedy_latents, run_alignment_grid,
                    training_foreground_fractions)
 from emlib import glue_facts, page_facts, show_table
 
@@ -107,24 +103,15 @@ settings
 #   covers 70 nm in both.
 #
 # Statistics of each volume are its own (the test volume's too: this uses test *images*, never test
-# labels). Here is what each remedy does to the VNC training slices, measured against Lucchi++:
+# labels). Here is what each remedy does to the VNC training slices, measured against Lucchi++
+# (`input_remedy_effects` applies each one with `align_volume`, then compares the grey values):
 
 # %%
 n = settings.view_slices
 lucchi = load_volume("lucchi_pp", "train", root=settings.data_dir, slices=n)
 vnc = load_volume("vnc", "train", root=settings.data_dir, slices=n)
-ref = intensity_reference(lucchi.images, dataset="lucchi_pp",
-                          pixel_size_nm=get_source("lucchi_pp").voxel_size_nm[-1])
-methods = ["standardise", "histmatch", "resample"] + (["clahe"] if clahe_available() else [])
-aligned = {"VNC as is": vnc.images}
-for method in methods:
-    aligned[f"VNC {method}"] = align_volume(vnc.images, "vnc", method, ref)[0]
-rows = [{"volume": "Lucchi++ (reference)", "shape": lucchi.images.shape, "mean": ref.mean, "std": ref.std,
-         "max CDF distance to Lucchi++": 0.0}]
-for name, images in aligned.items():
-    rows.append({"volume": name, "shape": images.shape, "mean": images.mean(), "std": images.std(),
-                 "max CDF distance to Lucchi++": np.abs(grey_cdf(images) - ref.cdf).max()})
-pd.DataFrame(rows).style.format(precision=3).hide()
+effects, aligned = input_remedy_effects(lucchi, vnc)  # clahe too when scikit-image is installed
+show_table(effects, caption="VNC training slices after each input remedy, against the Lucchi++ reference")
 
 # %% [markdown]
 # The first row is the target; the others are VNC after each remedy. Standardisation matches mean and
@@ -168,24 +155,14 @@ plot_slice_browser(np.stack([v[0] for v in versions.values()]), np.stack([vnc.ma
 #   (its stem), which trains in every regime; with LoRA its gradient also reaches the adapters.
 #
 # How far apart are the two datasets' patch features before and after per-dataset standardisation?
-# A crop of each, through this profile's backbone:
+# `feature_remedy_effects` passes a corner crop of the first training slices of each dataset (its
+# `crop` and `n_slices` arguments) through this profile's backbone, standardises each dataset's
+# features with its own statistics (`DomainFeatureNorm`) and measures the CORAL loss before and after:
 
 # %%
-net = create_backbone(settings.backbone, pretrained=settings.pretrained).to(settings.device).eval()
-side = 224 // net.patch_size * net.patch_size
-feats = {}
-with torch.no_grad():
-    for name, vol in (("lucchi_pp", lucchi), ("vnc", vnc)):
-        crops = np.stack([im[:side, :side] for im in vol.images[:2]])
-        feats[name] = net(normalize(crops, net.mean, net.std).to(settings.device)).float().cpu()
-norm = DomainFeatureNorm(2, net.embed_dim).train()
-standardised = {name: norm(f, domain_index(name)) for name, f in feats.items()}
-pd.DataFrame({
-    "features": ["backbone output", "after per-dataset standardisation"],
-    "CORAL loss": [coral_loss(feats["lucchi_pp"], feats["vnc"]).item(),
-                   coral_loss(standardised["lucchi_pp"], standardised["vnc"]).item()],
-    "weights": settings.weights_label,
-}).style.format({"CORAL loss": "{:.3g}"}).hide()
+coral, feats, standardised = feature_remedy_effects(settings, {"lucchi_pp": lucchi.images, "vnc": vnc.images})
+show_table(coral, caption="CORAL loss between Lucchi++ and VNC patch features", formats={"coral_loss": "{:.3g}"},
+           headers={"coral_loss": "CORAL loss"}, weights_label=settings.weights_label)
 
 # %% [markdown]
 # Standardising per dataset equalises means and variances (the diagonal of the covariance), so the
@@ -206,11 +183,11 @@ pd.DataFrame({
 #   drowned out. The weights come from the training masks of the run:
 
 # %%
-cfg = alignment_configs(settings.profile, regimes=("frozen",), remedies=["fg reweighting"],
-                        references=False, backbone=settings.backbone)[1][1]
+cfg = remedy_config(settings.profile, "fg reweighting", regime="frozen", backbone=settings.backbone)
 fractions = training_foreground_fractions(cfg, settings.data_dir)
-pd.DataFrame({"dataset": DOMAINS, "foreground fraction": fractions,
-              "loss weight": foreground_weights(fractions)}).style.format(precision=3).hide()
+show_table(pd.DataFrame({"dataset": DOMAINS, "foreground fraction": fractions,
+                         "loss weight": foreground_weights(fractions)}),
+           caption="Foreground fraction of each dataset's training masks, and its loss weight")
 
 # %% [markdown]
 # ## The remedy table
@@ -268,15 +245,7 @@ plot_grouped_bars(summary, x="remedy", y="fd", color="regime", weights_label=set
                   title="Fréchet distance between Lucchi++ and VNC image embeddings, per remedy")
 
 # %%
-iou_cols = [f"iou_fg_{t}" for t in DOMAINS]
-points = summary.assign(mean_iou_fg=summary[iou_cols].mean(axis=1))
-fig = px.scatter(points, x="fd", y="mean_iou_fg", color="regime", symbol="kind", hover_name="remedy",
-                 hover_data={"probe_auroc": ":.3f", "latent_space": True},
-                 labels={"fd": "Fréchet distance (Lucchi++ vs VNC embeddings)",
-                         "mean_iou_fg": "mean IoU_fg over both test sets"},
-                 template="plotly_white")
-finish_figure(fig, "Latent distance against segmentation score, one point per run", settings.weights_label,
-              legend="right")
+plot_remedy_scatter(summary, weights_label=settings.weights_label)
 
 # %% [markdown]
 # ## Which remedy closes how much of the gap?
@@ -339,10 +308,9 @@ finish_figure(fig, "Latent distance against segmentation score, one point per ru
 # ```python
 # from emlib import run_one
 #
-# base = alignment_configs(settings.profile, regimes=("lora",), remedies=[], references=False,
-#                          backbone=settings.backbone)[0][1]
+# base = remedy_config(settings.profile, "paired baseline", regime="lora", backbone=settings.backbone)
 # both = base.replace(input_alignment="histmatch", heads_per_domain=True)
-# rows = run_one(both, grid, root=settings.data_dir, profile=settings.profile, progress=False)
+# rows = run_one(both, grid, root=settings.data_dir, profile=settings.profile.name, progress=False)
 # extra = pd.concat([results, rows.assign(remedy="histmatch + heads per domain")], ignore_index=True)
 # alignment_summary(extra)
 # ```
@@ -365,10 +333,9 @@ finish_figure(fig, "Latent distance against segmentation score, one point per ru
 # ```python
 # from emlib import run_one
 #
-# base = alignment_configs(settings.profile, regimes=("frozen",), remedies=[], references=False,
-#                          backbone=settings.backbone)[0][1]
+# base = remedy_config(settings.profile, "paired baseline", regime="frozen", backbone=settings.backbone)
 # scan = pd.concat([run_one(base.replace(coral_weight=w), grid, root=settings.data_dir,
-#                           profile=settings.profile, progress=False).assign(coral_weight=w)
+#                           profile=settings.profile.name, progress=False).assign(coral_weight=w)
 #                   for w in (0.1, 1.0, 10.0)])
 # scan.groupby("coral_weight")["iou_fg"].mean()
 # ```

@@ -80,6 +80,24 @@ def make_vnc(root: Path, *, n: int = 10, shape: tuple[int, int] = (56, 56), seed
     return {"images": np.stack(images), "masks": np.stack(masks)}
 
 
+def _tiny(**changes):
+    """The smoke profile's base, shrunk to a run of a few seconds on one CPU core; ``changes`` on top."""
+    from emlib.config import get_profile  # here, so that collecting other tests stays light
+
+    base = get_profile("smoke").base.replace(
+        train_slices=2, samples_per_epoch=4, epochs=2, batch_size=2, crop=28, eval_window=28, eval_region=56,
+        eval_slices=1, head_channels=8, unet_channels=4,
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The few-second run many test modules train: ``tiny(**changes)`` is a :class:`~emlib.config.RunConfig`,
+    the smoke profile's base shrunk to a run of a few seconds on one CPU core, ``changes`` on top."""
+    return _tiny
+
+
 @pytest.fixture()
 def tiny_root(tmp_path: Path) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
     """A data root with tiny copies of both datasets, and the arrays written into it."""

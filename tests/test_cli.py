@@ -16,8 +16,6 @@ import emlib.config as config
 from emlib.cli import main
 from emlib.config import grid_configs
 
-from .test_train import tiny
-
 
 def test_data_info_prints_every_split(tiny_root, capsys: pytest.CaptureFixture[str]) -> None:
     root, _ = tiny_root
@@ -220,7 +218,7 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_sentence_exit_2_and_nothing_written(
-    case: str, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny, case: str, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup, pattern = CASES[case]
     monkeypatch.setitem(config.PROFILES, "t", config.Profile(
@@ -250,13 +248,30 @@ def test_the_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
 
 
 def test_offline_grid_without_weights_ends_in_seconds(tmp_path: Path, monkeypatch, capsys) -> None:
-    import time
+    import socket
+
+    import emlib.grid.runner as runner
+    import emlib.models.hub as hub
 
     _offline_empty_hub(tmp_path, monkeypatch)
-    t0 = time.perf_counter()
+    # in seconds: before any run is trained, with no connection, probe or download even tried
+    attempts, calls = [], {"fit": 0, "_probe": 0, "_download": 0}
+
+    def connect(self, address):
+        attempts.append(address)
+        raise ConnectionRefusedError(address)
+
+    def counted(module, name):
+        def stand_in(*args, **kwargs):
+            calls[name] += 1
+            raise AssertionError(f"{name} ran")
+        monkeypatch.setattr(module, name, stand_in)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    counted(runner, "fit"), counted(hub, "_probe"), counted(hub, "_download")
     assert main(["grid", "--profile", "quick", "--out", str(tmp_path / "runs"), "--root", str(_tiny_data(tmp_path)),
                  "--quiet"]) == 2
-    assert time.perf_counter() - t0 < 10
+    assert attempts == [] and calls == {"fit": 0, "_probe": 0, "_download": 0}
     err = capsys.readouterr().err
     assert "`--weights dinov2_vits14=FILE`" in err and "weights=PATH" not in err and err.count("\n") == 1
 

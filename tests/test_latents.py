@@ -11,8 +11,6 @@ from emlib.errors import ConfigError, DataError
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
 from emlib.train import fit
 
-from .test_train import tiny
-
 
 @pytest.fixture(scope="module")
 def frozen():
@@ -35,7 +33,7 @@ def test_embeddings_shapes_and_cache(shared_data: Path, tmp_path: Path, frozen, 
     assert x.shape == (6, 384) and list(labels).count("vnc") == 3 and hover[0] == "lucchi_pp:mask0000"
 
 
-def test_lora_adapter_changes_embeddings_and_report(shared_data: Path, tmp_path: Path, frozen) -> None:
+def test_lora_adapter_changes_embeddings_and_report(tiny, shared_data: Path, tmp_path: Path, frozen) -> None:
     fit(tiny(regime="lora", epochs=1), tmp_path / "lora", root=shared_data, progress=False)
     tuned, label = load_backbone_for_latents("dinov2_vits14", pretrained=False, adapter_run=tmp_path / "lora")
     assert label == "LoRA (lora)"

@@ -28,8 +28,6 @@ from emlib.plugins import (
 )
 from emlib.train import fit
 
-from .test_train import tiny
-
 
 def test_paper_configs_have_no_plugins() -> None:
     assert plugins_for(RunConfig()) == []
@@ -59,13 +57,13 @@ def test_base_plugin_hooks_do_nothing() -> None:
     assert p.loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), "dice") is None and p.extra_loss(torch.zeros(1)) is None
 
 
-def test_domain_aware_plugin_builds_a_domain_segmentation_model() -> None:
+def test_domain_aware_plugin_builds_a_domain_segmentation_model(tiny) -> None:
     from emlib.train import build_model
 
-    model, *_ = build_model(tiny(train_set="paired", heads_per_domain=True, feature_norm=True))
+    model = build_model(tiny(train_set="paired", heads_per_domain=True, feature_norm=True)).model
     assert isinstance(model, DomainSegmentationModel) and isinstance(model.head, DomainAwareHead)
     assert len(model.head.heads) == 2 and model.head.norm is not None and model.head.film is None
-    plain, *_ = build_model(tiny(train_set="paired"))
+    plain = build_model(tiny(train_set="paired")).model
     assert not isinstance(plain, DomainSegmentationModel)
     backbone = nn.Conv2d(3, 6, 2, stride=2)
     backbone.embed_dim = 6
@@ -113,7 +111,7 @@ def test_transform_volume_applies_the_plugins_in_order() -> None:
     assert same is images and same_masks is masks
 
 
-def test_input_alignment_plugin_is_align_run_volume(shared_data: Path) -> None:
+def test_input_alignment_plugin_is_align_run_volume(tiny, shared_data: Path) -> None:
     cfg = tiny(input_alignment="histmatch", alignment_reference="vnc")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 32, 32), dtype=np.uint8)
@@ -123,7 +121,7 @@ def test_input_alignment_plugin_is_align_run_volume(shared_data: Path) -> None:
     assert masks is None and np.array_equal(out, expected) and not np.array_equal(out, images)
 
 
-def test_foreground_reweighting_loss_is_domain_weighted_loss(shared_data: Path) -> None:
+def test_foreground_reweighting_loss_is_domain_weighted_loss(tiny, shared_data: Path) -> None:
     cfg = tiny(train_set="paired", fg_reweight=True)
     (plugin,) = plugins_for(cfg, shared_data)
     plugin.attach(nn.Identity())
@@ -137,11 +135,11 @@ def test_foreground_reweighting_loss_is_domain_weighted_loss(shared_data: Path) 
     assert plugin.extra_loss(d) is None
 
 
-def test_coral_plugin_adds_the_weighted_probe_loss() -> None:
+def test_coral_plugin_adds_the_weighted_probe_loss(tiny) -> None:
     from emlib.train import build_model
 
     cfg = tiny(train_set="paired", coral_weight=2.0)
-    model, *_ = build_model(cfg)
+    model = build_model(cfg).model
     (plugin,) = plugins_for(cfg)
     plugin.attach(model)
     model.head(torch.randn(4, 384, 2, 2), (28, 28))
@@ -169,7 +167,7 @@ def test_coral_plugin_adds_the_weighted_probe_loss() -> None:
     ],
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )
-def test_tiny_paired_fit_per_option(shared_data: Path, option: dict) -> None:
+def test_tiny_paired_fit_per_option(tiny, shared_data: Path, option: dict) -> None:
     if option.get("input_alignment") == "clahe":
         pytest.importorskip("skimage")
     trained = fit(tiny(train_set="paired", **option), root=shared_data, progress=False)

@@ -39,8 +39,6 @@ from emlib.runfiles import (
 )
 from emlib.train import fit, load_trained
 
-from .test_train import tiny
-
 
 class _Payload:
     """Unpickling this makes the folder ``marker`` (a harmless stand-in for any code an attacker wants run)."""
@@ -66,7 +64,7 @@ def test_the_crafted_file_does_run_code_when_unpickled(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+def finished_run(tiny, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A grid folder with one finished tiny LoRA run (every file a run folder can hold)."""
     out = tmp_path_factory.mktemp("grid")
     cfg = tiny(regime="lora")

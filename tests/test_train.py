@@ -1,6 +1,6 @@
 """Training (emlib.train): cached frozen features, resume equals an uninterrupted run, saved models reload.
 
-:func:`tiny` is the few-second run the other test modules train too.
+The ``tiny`` fixture (tests/conftest.py) is the few-second run the other test modules train too.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ from emlib.evaluate import evaluate_both
 from emlib.train import fit, load_trained
 
 
-def tiny(**changes) -> RunConfig:
-    """The smoke profile's base, shrunk to a run of a few seconds on one CPU core; ``changes`` on top."""
-    base = get_profile("smoke").base.replace(
-        train_slices=2, samples_per_epoch=4, epochs=2, batch_size=2, crop=28, eval_window=28, eval_region=56,
-        eval_slices=1, head_channels=8, unet_channels=4,
-    )
-    return base.replace(**changes)
+def test_frozen_run_caches_features(tiny, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emlib.models.backbones import Backbone
 
+    seen, per_epoch = [0], []  # images through the backbone: so far, and at each epoch's end
+    forward = Backbone.forward
 
-def test_frozen_run_caches_features(shared_data: Path) -> None:
+    def counting_forward(self, x):
+        seen[0] += x.shape[0]
+        return forward(self, x)
+
+    monkeypatch.setattr(Backbone, "forward", counting_forward)
     cfg = tiny(regime="frozen", epochs=2, train_slices=1, crop=224, samples_per_epoch=None, batch_size=10)
-    trained = fit(cfg, root=shared_data, progress=False)
+    trained = fit(cfg, root=shared_data, progress=False, on_epoch_end=lambda epoch, loss: per_epoch.append(seen[0]))
     n_tiles = 4 * 5  # one 768x1024 slice in 224-pixel tiles, the last row/column flush with the border
     assert trained.cache_stats == {"misses": n_tiles, "hits": n_tiles}
-    seconds = trained.history["seconds"].tolist()
-    assert seconds[1] < seconds[0] / 2  # the second epoch never runs the backbone
+    assert per_epoch == [n_tiles, n_tiles]  # each tile through the backbone once; the second epoch never runs it
     assert not any(p.requires_grad for p in trained.model.backbone.parameters())
 
 
@@ -43,7 +43,7 @@ WHOLE_SLICES = {"crop": None, "long_edge": 56, "eval_window": None}  # one item 
 @pytest.mark.parametrize(
     "schedule", [{}, {"train_slices": 4, "val_fraction": 0.25, "patience": 1, **WHOLE_SLICES}], ids=["fixed", "early-stopping"]
 )
-def test_resume_after_interruption_equals_uninterrupted(shared_data: Path, tmp_path: Path, schedule: dict) -> None:
+def test_resume_after_interruption_equals_uninterrupted(tiny, shared_data: Path, tmp_path: Path, schedule: dict) -> None:
     cfg = tiny(regime="lora", epochs=3, **schedule)
     straight = fit(cfg, tmp_path / "a", root=shared_data, progress=False)
 
@@ -65,7 +65,7 @@ def test_resume_after_interruption_equals_uninterrupted(shared_data: Path, tmp_p
     np.testing.assert_allclose(straight.history["loss"], resumed.history["loss"])
 
 
-def test_load_trained_reproduces_predictions(shared_data: Path, tmp_path: Path) -> None:
+def test_load_trained_reproduces_predictions(tiny, shared_data: Path, tmp_path: Path) -> None:
     trained = fit(tiny(regime="lora"), tmp_path / "run", root=shared_data, progress=False)
     again = load_trained(tmp_path / "run")
     x = torch.randn(1, 3, 28, 28)
@@ -78,12 +78,12 @@ def test_augmented_frozen_run_cannot_cache_features() -> None:
         fit(RunConfig(augment=True, pretrained=False))
 
 
-def test_wrong_crop_is_one_sentence(shared_data: Path) -> None:
+def test_wrong_crop_is_one_sentence(tiny, shared_data: Path) -> None:
     with pytest.raises(ConfigError, match="not a multiple of the patch size 14"):
         fit(tiny(crop=30), root=shared_data, progress=False)
 
 
-def test_missing_weights_is_one_sentence(shared_data: Path, tmp_path: Path) -> None:
+def test_missing_weights_is_one_sentence(tiny, shared_data: Path, tmp_path: Path) -> None:
     from emlib.errors import WeightsError
 
     with pytest.raises(WeightsError, match="nothing.pth"):
@@ -141,7 +141,7 @@ def test_whole_slice_evaluation_calls_the_model_once_per_slice(shared_data: Path
     assert calls == [(1, 3, 84, 112)] * result.n_slices  # 768x1024 resized to a 112 long side, floored to 14
 
 
-def test_early_stopping_keeps_the_best_validation_epoch(shared_data: Path, tmp_path: Path) -> None:
+def test_early_stopping_keeps_the_best_validation_epoch(tiny, shared_data: Path, tmp_path: Path) -> None:
     from emlib.train import _val_loss, build_train_dataset
     from emlib.plugins import plugins_for
 
@@ -152,12 +152,12 @@ def test_early_stopping_keeps_the_best_validation_epoch(shared_data: Path, tmp_p
     assert trained.best_epoch == best
     assert len(history) == 8 or len(history) - 1 - best == 1  # stopped one epoch after the best one
     val_set = build_train_dataset(cfg, trained.patch_size, trained.mean, trained.std, root=shared_data, part="val")
-    again = _val_loss(cfg, trained.model, val_set, None, plugins_for(cfg), torch.device("cpu"))
+    again = _val_loss(cfg, trained.model, val_set, cache=None, plugins=plugins_for(cfg), device=torch.device("cpu"))
     # the returned model is the best epoch's (fit computed its val loss from float16-cached features)
     assert again == pytest.approx(history["val_loss"].min(), rel=1e-4)
 
 
-def test_validation_split_is_seeded_and_disjoint(shared_data: Path) -> None:
+def test_validation_split_is_seeded_and_disjoint(tiny, shared_data: Path) -> None:
     cfg = tiny(regime="frozen", train_slices=4, val_fraction=0.25, crop=None, long_edge=56)
     train = build(cfg, shared_data, "train")
     val = build(cfg, shared_data, "val")
@@ -169,5 +169,5 @@ def test_validation_split_is_seeded_and_disjoint(shared_data: Path) -> None:
 def build(cfg: RunConfig, root: Path, part: str):
     from emlib.train import build_model, build_train_dataset
 
-    _, p, mean, std = build_model(cfg)
-    return build_train_dataset(cfg, p, mean, std, root=root, part=part)
+    built = build_model(cfg)
+    return build_train_dataset(cfg, built.patch_size, built.mean, built.std, root=root, part=part)

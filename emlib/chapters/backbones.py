@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emlib.config import get_profile
 from emlib.data import normalize, protocol_size, resize_slice
 from emlib.diagnostics import patch_pca_rgb
 from emlib.errors import ConfigError, WeightsError
@@ -105,7 +104,7 @@ def family_backbones(settings: Any) -> list[str]:
     ``family_backbones`` (the small ones for smoke and quick, the profile's large ones for paper).
     The list is in the order of the profile's families.
     """
-    defaults = get_profile(settings.profile).family_backbones
+    defaults = settings.profile.family_backbones
     chosen = {get_backbone_spec(settings.backbone).family: settings.backbone}
     for name in defaults:
         chosen.setdefault(get_backbone_spec(name).family, name)

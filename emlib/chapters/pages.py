@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from emlib.config import get_profile
 from emlib.models import get_backbone_spec
 
 __all__ = ["GLUE_PREFIX", "page_facts", "glue_facts"]
@@ -30,6 +29,8 @@ def page_facts(settings: Any) -> dict[str, Any]:
     Parameters
     ----------
     settings : emlib.chapters.settings.ChapterSettings
+        Its profile describes itself (:meth:`emlib.config.Profile.facts`, the one description of a
+        profile); the page adds what the chapter chose (backbone, weights, seeds).
 
     Returns
     -------
@@ -44,36 +45,23 @@ def page_facts(settings: Any) -> dict[str, Any]:
     >>> from emlib.chapters.settings import chapter_settings
     >>> facts = page_facts(chapter_settings("smoke", device="cpu"))
     >>> facts["epochs"], facts["training"]
-    (6, '6 epochs of 16 56-pixel crops from 4 training slices per dataset')
+    (6, '6 epochs of 16 56-pixel crops from the first 4 training slices of each dataset')
     """
-    prof = get_profile(settings.profile)
-    b = prof.base
-    slices = "every training slice" if b.train_slices is None else f"{b.train_slices} training slices per dataset"
-    if b.crop:
-        per_epoch = f"{b.samples_per_epoch} " if b.samples_per_epoch else ""
-        training = f"{b.epochs} epochs of {per_epoch}{b.crop}-pixel crops from {slices}"
-    else:
-        training = f"{b.epochs} epochs on whole slices resized to a {b.long_edge}-pixel long side"
-    test_slices = "every" if b.eval_slices is None else b.eval_slices
-    testing = "every test slice" if b.eval_slices is None else f"{b.eval_slices} test slices per dataset"
-    if b.eval_region:
-        testing += f", a {b.eval_region}-pixel centre square of each"
+    prof = settings.profile
+    facts = prof.facts()
     return {
         "profile": prof.name,
         "weights": settings.weights_label,
         "backbone": settings.backbone,
         "embed_dim": get_backbone_spec(settings.backbone).embed_dim,
-        "epochs": b.epochs,
-        "samples_per_epoch": b.samples_per_epoch or "all",
-        "crop": b.crop or "whole-slice",
-        "training": training,
-        "testing": testing,
-        "test_slices": test_slices,
-        "embedding_slices": "all" if prof.embedding_slices is None else prof.embedding_slices,
-        "embedding_long_edge": prof.embedding_long_edge or 1022,
-        "token_slices": prof.token_slices,
-        "seeds": len(prof.seeds),
+        **{key: facts[key] for key in _PAGE_FACTS},
+        "seeds": len(settings.seeds),
     }
+
+
+#: The facts of :meth:`emlib.config.Profile.facts` a page may quote as they are.
+_PAGE_FACTS = ("epochs", "samples_per_epoch", "crop", "training", "testing", "test_slices", "embedding_slices",
+               "embedding_long_edge", "token_slices")
 
 
 def glue_facts(facts: Mapping[str, Any] | None = None, **more: Any) -> dict[str, Any]:

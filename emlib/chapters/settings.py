@@ -19,10 +19,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from emlib.config import BUILD_ENV, DRY_RUN_LABEL, RunConfig, get_profile, grid_configs
+from emlib.config import BUILD_ENV, DRY_RUN_LABEL, Profile, RunConfig, get_profile, grid_configs
 from emlib.data import data_root, fetch_dataset, protocol_size
 from emlib.device import resolve_device
 from emlib.errors import ConfigError
+from emlib.validation import check_field
 from emlib.grid.runner import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
 from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, get_backbone_spec
@@ -51,66 +52,82 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ChapterSettings:
-    """The papermill parameters of a chapter, resolved against the profile.
+    """The papermill parameters of a chapter, resolved against its profile.
 
     Build it with :func:`chapter_settings`. Displaying it (the last expression of a cell) shows a
-    two-column table, so every page says which profile and which weights made its outputs.
+    two-column table, so every page says which profile and which weights made its outputs. The
+    profile travels as the object: what the chapter shows of it (slices, token pictures, threads)
+    is read from it, never copied.
 
     Attributes
     ----------
-    profile : str
+    profile : Profile
         ``smoke``, ``quick`` or ``paper``, or a dry run (``quick-dry``, ``paper-dry``).
-    description : str
-        What the profile is for.
     backbone : str
         Registered backbone name (the profile's unless the chapter parameter overrides it).
-    pretrained : bool
-        False for the smoke profile: random weights, and every figure says so.
     data_dir : Path or None
         Data root; None means ``$EMLIB_DATA`` or the download cache.
     weights_dir : Path or None
         Folder of pretrained weight files; None means ``$EMLIB_WEIGHTS`` or the hubs.
     device : str
-        ``cpu`` or ``cuda`` (``auto`` resolved).
-    seed : int
+        ``cpu`` or ``cuda`` (``auto`` resolved); the chapter's runs run there.
+    seeds : tuple of int
+        The seeds of the chapter's runs (the chapter parameter ``seed``, or the profile's seeds).
     out_dir : Path
         Where chapters write run folders.
-    view_slices : int or None
-        Slices read for viewers (None: all).
-    token_crop : int or None
-        Side of the crop fed to backbones in token pictures (smoke), or None.
-    token_long_edge : int or None
-        Long side slices are resized to for token pictures (quick, paper), or None.
     live : bool
         True in a live Jupyter/Colab session, False while the book is being built.
-    token_slices : int, default=8
-        Labelled slices per dataset in the patch-token separability table (the profile's).
-    cpu_threads : int or None, default=None
-        Torch threads for tiny runs on a CPU (the profile's); None keeps torch's default.
-    runs : str, default=''
-        What the profile's runs are (:meth:`emlib.config.Profile.summary`).
-    dry_run : bool, default=False
-        True for a dry run (``quick-dry``, ``paper-dry``): pretrained weights through the real code
-        path, but numbers that mean nothing; the page's weights label says so.
     """
 
-    profile: str
-    description: str
+    profile: Profile
     backbone: str
-    pretrained: bool
     data_dir: Path | None
     weights_dir: Path | None
     device: str
-    seed: int
+    seeds: tuple[int, ...]
     out_dir: Path
-    view_slices: int | None
-    token_crop: int | None
-    token_long_edge: int | None
     live: bool
-    token_slices: int = 8
-    cpu_threads: int | None = None
-    runs: str = ""
-    dry_run: bool = False
+
+    @property
+    def seed(self) -> int:
+        """The first of :attr:`seeds`: the seed of the chapter's own random draws (bootstrap, probes)."""
+        return self.seeds[0]
+
+    @property
+    def pretrained(self) -> bool:
+        """False for the smoke profile: random weights, and every figure says so."""
+        return self.profile.base.pretrained
+
+    @property
+    def dry_run(self) -> bool:
+        """True for a dry run (``quick-dry``, ``paper-dry``): pretrained weights through the real code
+        path, but numbers that mean nothing; the page's weights label says so."""
+        return self.profile.is_dry_run
+
+    @property
+    def view_slices(self) -> int | None:
+        """Slices read for viewers (None: all); the profile's."""
+        return self.profile.view_slices
+
+    @property
+    def token_crop(self) -> int | None:
+        """Side of the crop fed to backbones in token pictures (smoke), or None; the profile's."""
+        return self.profile.token_crop
+
+    @property
+    def token_long_edge(self) -> int | None:
+        """Long side slices are resized to for token pictures (quick, paper), or None; the profile's."""
+        return self.profile.token_long_edge
+
+    @property
+    def token_slices(self) -> int:
+        """Labelled slices per dataset in the patch-token separability table; the profile's."""
+        return self.profile.token_slices
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """Torch threads for tiny runs on a CPU (the profile's); None keeps torch's default."""
+        return self.profile.cpu_threads
 
     @property
     def weights_label(self) -> str:
@@ -130,14 +147,14 @@ class ChapterSettings:
         data_default = str(data_root(None)) if self.live else (
             "a local copy ($EMLIB_DATA)" if os.environ.get("EMLIB_DATA") else "downloaded into the user cache")
         rows = [
-            ("profile", f"{self.profile}: {self.description}"),
-            *([("runs", self.runs)] if self.runs else []),
+            ("profile", f"{self.profile.name}: {self.profile.description}"),
+            ("runs", self.profile.summary()),
             ("backbone", self.backbone),
             ("weights", self.weights_label),
             ("data", where(self.data_dir, "data_dir", data_default)),
             ("weights folder", where(self.weights_dir, "weights_dir", "$EMLIB_WEIGHTS or the hubs")),
             ("device", self.device),
-            ("seed", str(self.seed)),
+            ("seed" if len(self.seeds) == 1 else "seeds", ", ".join(map(str, self.seeds))),
             ("output folder", where(self.out_dir, "out_dir", "runs")),
             ("slices shown", "all" if self.view_slices is None else str(self.view_slices)),
             (
@@ -153,20 +170,20 @@ class ChapterSettings:
 
 
 def chapter_settings(
-    profile: str = "smoke",
+    profile: Profile | str = "smoke",
     *,
     backbone: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     out_dir: str | os.PathLike[str] = "runs",
 ) -> ChapterSettings:
     """Resolve a chapter's papermill parameters against the profile.
 
     Parameters
     ----------
-    profile : {'smoke', 'quick', 'paper', 'quick-dry', 'paper-dry'}, default='smoke'
+    profile : Profile or {'smoke', 'quick', 'paper', 'quick-dry', 'paper-dry'}, default='smoke'
         A ``-dry`` name is the profile's dry run (:meth:`emlib.config.Profile.dry_run`).
     backbone : str, default=None
         None takes the profile's backbone.
@@ -176,8 +193,10 @@ def chapter_settings(
         A folder of weight files; when given it is exported as ``$EMLIB_WEIGHTS`` for this process,
         which is where :func:`emlib.models.create_backbone` looks.
     device : str, default='auto'
-        ``auto`` picks CUDA when available (Colab GPU runtime), else CPU.
-    seed : int, default=0
+        ``auto`` picks CUDA when available (Colab GPU runtime), else CPU. The chapter's runs run there
+        (a run's folder does not depend on its device, so runs made elsewhere are read back).
+    seed : int or None, default=None
+        The seed of the chapter's runs and of its own random draws; None: the profile's seeds.
     out_dir : path, default='runs'
 
     Returns
@@ -186,33 +205,26 @@ def chapter_settings(
 
     Examples
     --------
-    >>> s = chapter_settings("smoke", device="cpu")
-    >>> s.backbone, s.weights_label, s.token_crop
-    ('dinov2_vits14', 'random weights', 224)
+    >>> s = chapter_settings("smoke", device="cpu", seed=1)
+    >>> s.backbone, s.weights_label, s.token_crop, s.seeds
+    ('dinov2_vits14', 'random weights', 224, (1,))
     """
     prof = get_profile(profile)
     name = backbone or prof.base.backbone
     get_backbone_spec(name)  # unknown names fail here, with the list of known ones
+    if seed is not None:
+        check_field("seed", seed, "int")
     if weights_dir is not None:
         os.environ[WEIGHTS_ENV] = str(Path(weights_dir).expanduser())
     return ChapterSettings(
-        profile=prof.name,
-        description=prof.description,
+        profile=prof,
         backbone=name,
-        pretrained=prof.base.pretrained,
         data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
         weights_dir=Path(weights_dir).expanduser() if weights_dir is not None else None,
         device=str(resolve_device(device)),
-        seed=int(seed),
+        seeds=prof.seeds if seed is None else (seed,),
         out_dir=Path(out_dir),
-        view_slices=prof.view_slices,
-        token_crop=prof.token_crop,
-        token_long_edge=prof.token_long_edge,
         live=not os.environ.get(BUILD_ENV),
-        token_slices=prof.token_slices,
-        cpu_threads=prof.cpu_threads,
-        runs=prof.summary(),
-        dry_run=prof.is_dry_run,
     )
 
 
@@ -319,18 +331,19 @@ def token_grid_table(
 
 def grid_dir(settings: ChapterSettings) -> Path:
     """The grid folder chapters share: ``<out_dir>/<profile>`` (what ``emlib grid --out`` defaults to)."""
-    return Path(settings.out_dir) / settings.profile
+    return Path(settings.out_dir) / settings.profile.name
 
 
 def chapter_configs(
     settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None
 ) -> list[RunConfig]:
-    """The runs of the profile's grid with ``settings.backbone`` (plus the U-Net), restricted.
+    """The runs of the profile's grid with the chapter's backbone, seeds and device (plus the U-Net), restricted.
 
-    Exactly :func:`emlib.config.grid_configs` with the chapter's backbone (same run ids, so a chapter
-    reuses what ``emlib grid`` or an earlier chapter trained).
+    Exactly :func:`emlib.config.grid_configs` with the chapter's parameters (same run ids, so a chapter
+    reuses what ``emlib grid`` or an earlier chapter trained: the device is not part of a run's id).
     """
-    return grid_configs(settings.profile, backbone=settings.backbone, regimes=regimes, train_sets=train_sets)
+    return grid_configs(settings.profile, backbone=settings.backbone, regimes=regimes, train_sets=train_sets,
+                        seeds=settings.seeds, device=settings.device)
 
 
 def chapter_command(
@@ -338,9 +351,10 @@ def chapter_command(
     remedies: bool = False,
 ) -> str:
     """The ``emlib grid`` command that makes (or reads back) the runs a chapter shows."""
+    seeds = None if settings.seeds == settings.profile.seeds else settings.seeds
     return grid_command(
         settings.profile, grid_dir(settings), backbone=settings.backbone, regimes=regimes, train_sets=train_sets,
-        remedies=remedies,
+        remedies=remedies, seeds=seeds,
     )
 
 
@@ -354,25 +368,25 @@ def chapter_runs(
     """
     configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets)
     if not configs:
-        raise ConfigError(f"profile {settings.profile!r} has no runs with regimes={regimes}, train_sets={train_sets}")
-    return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile)
+        raise ConfigError(f"profile {settings.profile.name!r} has no runs with regimes={regimes}, train_sets={train_sets}")
+    return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile.name)
 
 
 def latent_diagnostics(settings: ChapterSettings, *, progress: bool = False, n_boot: int = 200) -> tuple[pd.DataFrame, dict]:
     """Frozen and paired-LoRA embeddings of both datasets and their diagnostics (chapter 6 in one call).
 
-    Trains the paired LoRA run if it is missing, embeds Lucchi++ ``test`` and VNC ``all`` with the
-    frozen backbone and with that run's adapter (cached under ``<grid>/embeddings``), and writes the
-    table to ``<grid>/latents/domain_report.csv``.
+    Trains the paired LoRA run (of the first of the chapter's seeds) if it is missing, embeds
+    Lucchi++ ``test`` and VNC ``all`` with the frozen backbone and with that run's adapter (cached
+    under ``<grid>/embeddings``), and writes the table to ``<grid>/latents/domain_report.csv``.
 
     Returns
     -------
     (table, sets)
         ``latent_report`` rows (frozen, LoRA) and ``{"frozen": EmbeddingSet, "lora": EmbeddingSet}``.
     """
-    prof = get_profile(settings.profile)
+    prof = settings.profile
     chapter_runs(settings, regimes=("lora",), train_sets=("paired",), progress=progress)
-    (cfg,) = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))
+    cfg = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0]
     out = grid_dir(settings)
     sets = {}
     for key, run in (("frozen", None), ("lora", run_folder(cfg, out, root=settings.data_dir))):

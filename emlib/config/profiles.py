@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from emlib.config.run import REGIMES, TRAIN_SETS, RunConfig, _check_choice, _check_known
+from emlib.config.run import REGIMES, TRAIN_SETS, RunConfig
 from emlib.errors import ConfigError
+from emlib.validation import check_choice, check_keys
 
 __all__ = ["Profile", "PROFILES", "DRY_RUN_SUFFIX", "DRY_RUN_LABEL", "get_profile", "list_profiles", "grid_configs"]
 
@@ -148,38 +149,74 @@ class Profile:
                 return {"batch_size": size}
         return {}
 
-    def summary(self) -> str:
-        """What the profile's runs are, composed from its config (so the words never disagree with it).
+    def facts(self) -> dict[str, Any]:
+        """The profile in numbers and phrases: the one description the settings tables and the prose quote.
+
+        Returns
+        -------
+        dict of str to int or str
+            ``weights`` (words), ``backbones``, ``epochs``, ``samples_per_epoch`` (or "all"), ``crop``
+            (pixels, or "whole-slice"), ``inputs`` (what a training item is), ``training`` (what one run
+            trains on), ``batch``, ``testing`` (what it is tested on), ``test_slices`` (or "every"),
+            ``embedding_slices`` (or "all"), ``embedding_long_edge``, ``token_slices``, ``seeds`` (how
+            many) and ``where`` (" on the CPU" or "").
 
         Examples
         --------
-        >>> get_profile("smoke").summary().split(", ")[:2]
-        ['dinov2_vits14 with random weights', '56-pixel crops from the first 4 training slices of each dataset']
+        >>> facts = get_profile("smoke").facts()
+        >>> facts["epochs"], facts["training"]
+        (6, '6 epochs of 16 56-pixel crops from the first 4 training slices of each dataset')
         """
         b = self.base
         weights = "random weights" if not b.pretrained else "pretrained weights"
         if self.is_dry_run:
             weights = "pretrained weights (in CI: random values from a local test hub)"
-        backbones = ", ".join(self.backbones)
         if b.crop:
             source = "every training slice" if b.train_slices is None else f"the first {b.train_slices} training slices"
             inputs = f"{b.crop}-pixel crops from {source}" + ("" if b.train_slices is None else " of each dataset")
+            per_epoch = f"{b.samples_per_epoch} " if b.samples_per_epoch else ""
+            training = f"{b.epochs} epochs of {per_epoch}{inputs}"
         else:
             inputs = f"whole slices resized to a {b.long_edge}-pixel long side"
-        per_epoch = f" of {b.samples_per_epoch} crops" if b.samples_per_epoch and b.crop else ""
-        test = "every test slice" if b.eval_slices is None else (
+            training = f"{b.epochs} epochs on {inputs}"
+        if b.patience is not None:
+            training = (f"up to {b.epochs} epochs on {inputs}, with early stopping (patience {b.patience}, on the loss of "
+                        f"the {b.val_fraction:.0%} of training slices held out for validation; the best epoch is kept)")
+        testing = "every test slice" if b.eval_slices is None else (
             f"{b.eval_slices} evenly spaced test slice{'s' if b.eval_slices != 1 else ''} per dataset")
         if b.eval_region:
-            test += f" (a {b.eval_region}x{b.eval_region}-pixel centre region of each)"
-        seeds = f"{len(self.seeds)} seed" + ("s" if len(self.seeds) != 1 else "")
-        where = " on the CPU" if b.device == "cpu" else ""
-        epochs = f"{b.epochs} epochs{per_epoch}"
-        if b.patience is not None:
-            epochs = (f"up to {b.epochs} epochs with early stopping (patience {b.patience}, on the loss of the "
-                      f"{b.val_fraction:.0%} of training slices held out for validation; the best epoch is kept)")
-        batch = f"batch {b.batch_size}" + "".join(f", {size} for {key}" for key, size in self.batch_sizes)
+            testing += f" (a {b.eval_region}x{b.eval_region}-pixel centre region of each)"
+        return {
+            "weights": weights,
+            "backbones": ", ".join(self.backbones),
+            "epochs": b.epochs,
+            "samples_per_epoch": b.samples_per_epoch or "all",
+            "crop": b.crop or "whole-slice",
+            "inputs": inputs,
+            "training": training,
+            "batch": f"batch {b.batch_size}" + "".join(f", {size} for {key}" for key, size in self.batch_sizes),
+            "testing": testing,
+            "test_slices": "every" if b.eval_slices is None else b.eval_slices,
+            "embedding_slices": "all" if self.embedding_slices is None else self.embedding_slices,
+            "embedding_long_edge": self.embedding_long_edge or 1022,
+            "token_slices": self.token_slices,
+            "seeds": len(self.seeds),
+            "where": " on the CPU" if b.device == "cpu" else "",
+        }
+
+    def summary(self) -> str:
+        """What the profile's runs are, in one sentence composed from :meth:`facts` (so the words never disagree).
+
+        Examples
+        --------
+        >>> get_profile("smoke").summary().split(", ")[:2]
+        ['dinov2_vits14 with random weights', '6 epochs of 16 56-pixel crops from the first 4 training slices of each dataset (batch 4)']
+        """
+        f = self.facts()
+        seeds = f"{f['seeds']} seed" + ("s" if f["seeds"] != 1 else "")
         dry = f"dry run of {self.dry_run_of}: " if self.is_dry_run else ""
-        return f"{dry}{backbones} with {weights}, {inputs}, {epochs} ({batch}), tested on {test}, {seeds}{where}"
+        return (f"{dry}{f['backbones']} with {f['weights']}, {f['training']} ({f['batch']}), tested on {f['testing']}, "
+                f"{seeds}{f['where']}")
 
 
 PROFILES: dict[str, Profile] = {
@@ -301,12 +338,23 @@ def list_profiles(*, dry_runs: bool = False) -> list[str]:
     return list(PROFILES) + ([name + DRY_RUN_SUFFIX for name in _DRY_RUNS] if dry_runs else [])
 
 
-def get_profile(name: str, *, dry_run: bool = False) -> Profile:
-    """The profile called ``name`` (``quick-dry`` names the dry run of ``quick``), or its dry run.
+def get_profile(profile: Profile | str, *, dry_run: bool = False) -> Profile:
+    """The profile called ``profile`` (``quick-dry`` names the dry run of ``quick``), or its dry run.
 
-    Unknown names raise ConfigError listing the known ones; ``dry_run=True`` on a profile without a
-    dry run (smoke) raises ConfigError too.
+    A :class:`Profile` is returned as it is (its dry run with ``dry_run=True``), so functions that
+    take a profile accept the object or its name and resolve it once. Unknown names raise
+    ConfigError listing the known ones; ``dry_run=True`` on a profile without a dry run (smoke)
+    raises ConfigError too.
+
+    Examples
+    --------
+    >>> dry = get_profile("paper-dry")
+    >>> get_profile(dry) is dry, get_profile("paper", dry_run=True) == dry
+    (True, True)
     """
+    if isinstance(profile, Profile):
+        return profile.dry_run() if dry_run else profile
+    name = profile
     base = name[: -len(DRY_RUN_SUFFIX)] if isinstance(name, str) and name.endswith(DRY_RUN_SUFFIX) else name
     if base not in PROFILES or (base != name and base not in _DRY_RUNS):
         raise ConfigError(f"unknown profile {name!r}; choose one of {list_profiles(dry_runs=True)}")
@@ -352,23 +400,9 @@ def grid_configs(
     >>> [c.run_id[:-9] for c in grid_configs("smoke", regimes=["lora"])]
     ['lucchi_pp-lora-dinov2_vits14-s0', 'vnc-lora-dinov2_vits14-s0', 'paired-lora-dinov2_vits14-s0']
     """
-    prof = get_profile(profile) if isinstance(profile, str) else profile
-    for name, chosen, allowed in (("regime", regimes, REGIMES), ("train_set", train_sets, TRAIN_SETS)):
-        for value in chosen or ():
-            _check_choice(name, value, allowed)
+    prof = get_profile(profile)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for axis in ("regime", "train_set"):
-        if axis in overrides:
-            raise ConfigError(f"{axis} is an axis of the grid; select it with {axis}s=[{overrides[axis]!r}]")
-    _check_known(overrides)
-    if "seed" in overrides:
-        if seeds is not None:
-            raise ConfigError("seed and seeds both select seeds; pass only seeds=[...]")
-        seeds = (overrides.pop("seed"),)
-    for seed in seeds or ():
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed {seed!r} is not allowed; seeds are integers >= 0")
-    seeds = prof.seeds if seeds is None else tuple(dict.fromkeys(seeds))
+    seeds = _check_selection(prof, regimes, train_sets, seeds, overrides)
     backbones = prof.backbones if backbone is None else (backbone,)
     runs: list[RunConfig] = []
     seen: set[str] = set()
@@ -387,6 +421,28 @@ def grid_configs(
                         seen.add(cfg.run_id)
                         runs.append(cfg)
     return _route_weights(runs, weights)
+
+
+def _check_selection(
+    prof: Profile, regimes: Sequence[str] | None, train_sets: Sequence[str] | None, seeds: Sequence[int] | None,
+    overrides: dict[str, Any],
+) -> tuple[int, ...]:
+    """Check a selection of :func:`grid_configs` (one sentence each); the seeds to run (``seed=`` popped from ``overrides``)."""
+    for name, chosen, allowed in (("regime", regimes, REGIMES), ("train_set", train_sets, TRAIN_SETS)):
+        for value in chosen or ():
+            check_choice(name, value, allowed)
+    for axis in ("regime", "train_set"):
+        if axis in overrides:
+            raise ConfigError(f"{axis} is an axis of the grid; select it with {axis}s=[{overrides[axis]!r}]")
+    check_keys(overrides, RunConfig)
+    if "seed" in overrides:
+        if seeds is not None:
+            raise ConfigError("seed and seeds both select seeds; pass only seeds=[...]")
+        seeds = (overrides.pop("seed"),)
+    for seed in seeds or ():
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed {seed!r} is not allowed; seeds are integers >= 0")
+    return prof.seeds if seeds is None else tuple(dict.fromkeys(seeds))
 
 
 def _route_weights(

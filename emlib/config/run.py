@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emlib.errors import ConfigError
-from emlib.validation import check_field
+from emlib.validation import Interval, Options, Pattern, check_choice, check_fields, check_keys
 
 __all__ = [
     "BUILD_ENV",
@@ -30,6 +30,7 @@ __all__ = [
     "POS_INTERPOLATIONS",
     "ALIGNMENT_FIELDS",
     "OPTIONAL_FIELDS",
+    "WHERE_FIELDS",
 ]
 
 #: Set (to "1") in the kernel's environment while the book is built (by :mod:`emlib.book`); chapters
@@ -69,33 +70,29 @@ class LoraSettings:
         Which linear maps of each block get an adapter, from ``LORA_TARGETS``.
     """
 
-    rank: int = 16
-    alpha: float = 32
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("attn.qkv", "attn.proj")
+    rank: int = field(default=16, metadata=Interval(1).meta)
+    alpha: float = field(default=32, metadata=Interval(0, low_open=True).meta)
+    dropout: float = field(default=0.0, metadata=Interval(0, 1).meta)
+    targets: tuple[str, ...] = field(default=("attn.qkv", "attn.proj"), metadata=Options(LORA_TARGETS, many=True).meta)
 
     def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"LoRA rank must be a positive integer, got {self.rank!r}.")
-        for name in ("alpha", "dropout"):  # wrong types here; the ranges below
-            if isinstance(getattr(self, name), (bool, str)) or not isinstance(getattr(self, name), (int, float)):
-                check_field(name, getattr(self, name), "float")
-        if not self.alpha > 0:
-            raise ConfigError(f"LoRA alpha must be positive, got {self.alpha!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
-        targets = tuple(self.targets)
-        object.__setattr__(self, "targets", targets)
-        bad = [t for t in targets if t not in LORA_TARGETS]
-        if not targets or bad or len(set(targets)) != len(targets):
-            raise ConfigError(
-                f"LoRA targets {targets!r} are not allowed; give distinct names from {LORA_TARGETS}."
-            )
+        if isinstance(self.targets, list):
+            object.__setattr__(self, "targets", tuple(self.targets))
+        check_fields(self)
 
     @property
     def scale(self) -> float:
         """``alpha / rank``, the factor on the low-rank update."""
         return self.alpha / self.rank
+
+
+_POSITIVE = Interval(1).meta  # integers >= 1
+_ABOVE_ZERO = Interval(0, low_open=True).meta  # numbers > 0
+_AT_LEAST_ZERO = Interval(0).meta
+
+
+def _choice(choices: tuple[str, ...]) -> dict[str, Options]:
+    return Options(choices).meta
 
 
 @dataclass(frozen=True)
@@ -109,83 +106,60 @@ class RunConfig:
     backbone: str = "dinov2_vits14"
     pretrained: bool = True
     weights: str | None = None
-    pos_interpolation: str = "timm"  # DINOv2 only; "meta" = Meta's hub model (emlib.models.posembed)
-    regime: str = "frozen"
-    train_set: str = "lucchi_pp"
+    pos_interpolation: str = field(default="timm", metadata=_choice(POS_INTERPOLATIONS))  # DINOv2 only; "meta": Meta's
+    regime: str = field(default="frozen", metadata=_choice(REGIMES))
+    train_set: str = field(default="lucchi_pp", metadata=_choice(TRAIN_SETS))
     balance: bool = False
-    head: str = "deconv"
-    head_channels: int = 512
-    crop: int | None = 224
-    long_edge: int | None = None
+    head: str = field(default="deconv", metadata=_choice(("deconv", "linear")))
+    head_channels: int = field(default=512, metadata=_POSITIVE)
+    crop: int | None = field(default=224, metadata=_POSITIVE)
+    long_edge: int | None = field(default=None, metadata=_POSITIVE)
     augment: bool = False
-    train_slices: int | None = None
-    samples_per_epoch: int | None = None
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 5e-5
-    lora_lr: float | None = None
-    val_fraction: float = 0.0
-    val_seed: int = 42
-    patience: int | None = None
-    weight_decay: float = 1e-4
-    loss: str = "dice"
-    grad_clip: float = 1.0
+    train_slices: int | None = field(default=None, metadata=_POSITIVE)
+    samples_per_epoch: int | None = field(default=None, metadata=_POSITIVE)
+    epochs: int = field(default=20, metadata=_POSITIVE)
+    batch_size: int = field(default=8, metadata=_POSITIVE)
+    lr: float = field(default=5e-5, metadata=_ABOVE_ZERO)
+    lora_lr: float | None = field(default=None, metadata=_ABOVE_ZERO)
+    val_fraction: float = field(default=0.0, metadata=Interval(0, 1, hint=" (the authors hold out 0.1)").meta)
+    val_seed: int = field(default=42, metadata=_AT_LEAST_ZERO)
+    patience: int | None = field(default=None, metadata=_POSITIVE)
+    weight_decay: float = field(default=1e-4, metadata=_AT_LEAST_ZERO)
+    loss: str = field(default="dice", metadata=_choice(("dice", "ce", "ce_dice")))
+    grad_clip: float = field(default=1.0, metadata=_ABOVE_ZERO)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    seed: int = 0
-    device: str = "auto"
+    seed: int = field(default=0, metadata=_AT_LEAST_ZERO)
+    device: str = field(default="auto", metadata=Pattern(r"auto|cpu|mps|cuda(:\d+)?", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'").meta)
     amp: bool = True
-    cache: str = "memory"
-    eval_window: int | None = None
-    eval_slices: int | None = None
-    eval_region: int | None = None
-    unet_channels: int = 16
+    cache: str = field(default="memory", metadata=_choice(("memory", "disk", "none")))
+    eval_window: int | None = field(default=None, metadata=_POSITIVE)
+    eval_slices: int | None = field(default=None, metadata=_POSITIVE)
+    eval_region: int | None = field(default=None, metadata=_POSITIVE)
+    unet_channels: int = field(default=16, metadata=_POSITIVE)
     # Beyond the paper (emlib.plugins): remedies for paired training. At their defaults they are
     # left out of to_dict(), so configs and run digests from before they existed are unchanged.
-    input_alignment: str | None = None
-    alignment_reference: str = "lucchi_pp"
+    input_alignment: str | None = field(default=None, metadata=_choice(INPUT_ALIGNMENTS))
+    alignment_reference: str = field(default="lucchi_pp", metadata=_choice(TEST_SETS))
     feature_norm: bool = False
     film: bool = False
-    coral_weight: float = 0.0
+    coral_weight: float = field(default=0.0, metadata=_AT_LEAST_ZERO)
     heads_per_domain: bool = False
     fg_reweight: bool = False
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            check_field(f.name, getattr(self, f.name), str(f.type))
-        _check_choice("regime", self.regime, REGIMES)
-        _check_choice("train_set", self.train_set, TRAIN_SETS)
-        _check_choice("loss", self.loss, ("dice", "ce", "ce_dice"))
-        _check_choice("cache", self.cache, ("memory", "disk", "none"))
-        _check_choice("head", self.head, ("deconv", "linear"))
-        _check_choice("pos_interpolation", self.pos_interpolation, POS_INTERPOLATIONS)
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device={self.device!r} is not allowed; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        check_fields(self)  # each field against its type and declared constraint; below, rules tying fields together
         if self.weights is not None and not self.pretrained and self.regime != "unet":
             raise ConfigError(f"weights={self.weights!r} was given with pretrained=False; drop weights or set pretrained=True")
         if self.crop is None and self.long_edge is None:
             raise ConfigError("crop=None means whole resized slices, so set long_edge (the authors use 1022)")
-        for name in ("epochs", "batch_size", "head_channels"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
-        if self.lr <= 0:
-            raise ConfigError(f"lr={self.lr} must be positive")
-        if self.lora_lr is not None and self.lora_lr <= 0:
-            raise ConfigError(f"lora_lr={self.lora_lr} must be positive (or None for lr)")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction} must lie in [0, 1) (the authors hold out 0.1)")
-        if self.patience is not None and (self.patience < 1 or self.val_fraction == 0):
+        if self.patience is not None and self.val_fraction == 0:
             raise ConfigError(
-                f"patience={self.patience} needs a positive number of epochs and a validation split; "
+                f"patience={self.patience} needs a validation split; "
                 "set val_fraction > 0 (the authors: val_fraction=0.1, patience=20) or patience=None"
             )
-        self._check_alignment()
+        self._check_remedies()
 
-    def _check_alignment(self) -> None:
-        if self.input_alignment is not None:
-            _check_choice("input_alignment", self.input_alignment, INPUT_ALIGNMENTS)
-        _check_choice("alignment_reference", self.alignment_reference, TEST_SETS)
-        if self.coral_weight < 0:
-            raise ConfigError(f"coral_weight={self.coral_weight} must be >= 0")
+    def _check_remedies(self) -> None:
         feature_options = [n for n in ("feature_norm", "film", "heads_per_domain") if getattr(self, n)]
         if self.coral_weight > 0:
             feature_options.append("coral_weight")
@@ -216,12 +190,34 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Readable, unique folder name: ``<train_set>-<regime>-<backbone>-s<seed>-<hash>``."""
-        model = "unet" if self.regime == "unet" else self.backbone
-        return f"{self.train_set}-{self.regime}-{model}-s{self.seed}-{self.digest()[:8]}"
+        return self._run_id(self.digest())
 
-    def digest(self) -> str:
-        """SHA-256 of the canonical JSON of this config (identifies a run)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+    @property
+    def legacy_run_id(self) -> str:
+        """The folder name emlib gave this run before :data:`WHERE_FIELDS` left its identity (read back, never written)."""
+        return self._run_id(self.digest(legacy=True))
+
+    def _run_id(self, digest: str) -> str:
+        model = "unet" if self.regime == "unet" else self.backbone
+        return f"{self.train_set}-{self.regime}-{model}-s{self.seed}-{digest[:8]}"
+
+    def identity(self) -> dict[str, Any]:
+        """What the run computes: :meth:`to_dict` with :data:`WHERE_FIELDS` at their defaults.
+
+        Where it runs (``device``, the feature ``cache``) and where its weights file lies (``weights``;
+        the file's content is in the run folder's inputs digest) do not change what it computes, so
+        ``emlib grid --device cuda`` and a chapter on a GPU find the runs made on a CPU. The fields are
+        kept at their defaults rather than dropped, so a config that had them at their defaults keeps
+        its digest from before.
+        """
+        data = self.to_dict()
+        data.update({name: _FIELD_DEFAULTS[name] for name in WHERE_FIELDS})
+        return data
+
+    def digest(self, *, legacy: bool = False) -> str:
+        """SHA-256 of the canonical JSON of :meth:`identity` (``legacy=True``: of :meth:`to_dict`, as before)."""
+        data = self.to_dict() if legacy else self.identity()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (nested dataclasses become dicts, tuples lists).
@@ -240,20 +236,18 @@ class RunConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
         if not isinstance(data, dict):
             raise ConfigError(f"a RunConfig is read from a dict of its fields, got a {type(data).__name__}")
-        _check_known(data)
+        check_keys(data, cls)
         data = dict(data)
         if isinstance(data.get("lora"), dict):
             lora = dict(data["lora"])
             lora["targets"] = tuple(lora.get("targets", LoraSettings.targets))
-            allowed = [f.name for f in dataclasses.fields(LoraSettings)]
-            if set(lora) - set(allowed):
-                raise ConfigError(f"unknown LoRA settings {sorted(set(lora) - set(allowed))}; allowed are {allowed}")
+            check_keys(lora, LoraSettings, what="LoRA settings")
             data["lora"] = LoraSettings(**lora)
         return cls(**data)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (validated again); unknown names raise ConfigError."""
-        _check_known(changes)
+        check_keys(changes, RunConfig)
         return dataclasses.replace(self, **changes)
 
 
@@ -264,16 +258,6 @@ ALIGNMENT_FIELDS: tuple[str, ...] = (
 #: Fields added after the first runs; ``to_dict`` leaves them out at their defaults, so the digests
 #: (and run ids) of configs made before they existed stay the same. Add every new field here.
 OPTIONAL_FIELDS: tuple[str, ...] = ALIGNMENT_FIELDS + ("lora_lr", "pos_interpolation", "val_fraction", "val_seed", "patience")
+#: Where a run runs, not what it computes: kept out of its identity (:meth:`RunConfig.identity`).
+WHERE_FIELDS: tuple[str, ...] = ("device", "cache", "weights")
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-
-
-def _check_known(names: Any) -> None:
-    known = [f.name for f in dataclasses.fields(RunConfig)]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown RunConfig keys {unknown}; allowed keys are {sorted(known)}")
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")

@@ -1,17 +1,17 @@
 """Data layer: fetch and read Lucchi++ and VNC, transforms, and torch Datasets.
 
 This subpackage knows nothing of models. See :mod:`emlib.data.sources` for the dataset registry,
-:mod:`emlib.data.read` for the layouts and reading, :mod:`emlib.data.fetch` for downloading and
-checking, :mod:`emlib.data.transforms` for preprocessing and :mod:`emlib.data.datasets` for Datasets.
+:mod:`emlib.data.layout` for the data root and the official layouts, :mod:`emlib.data.read` for
+reading, :mod:`emlib.data.fetch` for downloading and checking, :mod:`emlib.data.transforms` for
+preprocessing and :mod:`emlib.data.datasets` for Datasets.
 """
 
 from __future__ import annotations
 
 from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, pad_collate, tile_origins, validation_split
 from emlib.data.fetch import VerifyReport, fetch_dataset, verify_dataset
-from emlib.data.read import (
-    Volume, data_fingerprint, data_root, dataset_dir, load_volume, pixel_sha256, read_volume, volume_sha256,
-)
+from emlib.data.layout import data_root, dataset_dir
+from emlib.data.read import Volume, data_fingerprint, load_volume, pixel_sha256, read_volume, volume_sha256
 from emlib.data.sources import DATASETS, VNC_TEST_SLICES, DatasetSource, get_source, list_datasets, list_splits
 from emlib.data.summary import dataset_summary
 from emlib.data.transforms import (

@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emlib.data.read import (
-    _ENV_DATA, _check_layout, _decode, _fix_hint, _official_slices, _partner, data_root, pixel_sha256,
-)
-from emlib.data.sources import DatasetSource, _registry, get_source
+from emlib.data.layout import ENV_DATA, check_layout, data_root, fix_hint, official_slices, partner
+from emlib.data.read import decode_image, pixel_sha256
+from emlib.data.sources import DatasetSource, get_source, pixel_registry
 from emlib.errors import ChecksumError, ConfigError, DataError
 from emlib.runfiles import file_sha256
 
@@ -62,21 +61,21 @@ def verify_dataset(
         A file decodes to pixels that differ from upstream.
     """
     src = get_source(name)
-    folder = _check_layout(name, root)
-    hint = _fix_hint(name, root)
-    registry = _registry(name)
+    folder = check_layout(name, root)
+    hint = fix_hint(name, root)
+    registry = pixel_registry(name)
     missing = sorted(rel for rel in registry if not (folder / rel).is_file())
     lacking = [rel for rel in missing if not _may_lack(src, folder, rel, missing)]
     if lacking:
-        partner = _partner(name, lacking[0])
+        other_half = partner(name, lacking[0])
         kind = "image" if "_In/" in lacking[0] or "/raw/" in lacking[0] else "label"
-        whose = f" (the {kind} of {partner}, which is there)" if partner and partner not in missing else ""
+        whose = f" (the {kind} of {other_half}, which is there)" if other_half and other_half not in missing else ""
         more = f" and {len(lacking) - 1} more files" if len(lacking) > 1 else ""
         raise DataError(
             f"the {src.title} copy at {folder} lacks {lacking[0]}{whose}{more}; restore {'them' if more else 'it'} ({hint})"
         )
     for sub in sorted({rel.rsplit("/", 1)[0] for rel in registry if (folder / rel).is_file()}):
-        _official_slices(name, folder, sub, tuple({Path(rel).suffix for rel in registry if rel.startswith(sub + "/")}), hint)
+        official_slices(name, folder, sub, tuple({Path(rel).suffix for rel in registry if rel.startswith(sub + "/")}), hint)
     items: Iterable[tuple[str, tuple[str, str]]] = sorted((rel, v) for rel, v in registry.items() if rel not in missing)
     if progress:
         from tqdm.auto import tqdm
@@ -85,7 +84,7 @@ def verify_dataset(
     checked = 0
     for rel, (expected, _) in items:
         path = folder / rel
-        if pixel_sha256(_decode(path, hint)) != expected:
+        if pixel_sha256(decode_image(path, hint)) != expected:
             raise ChecksumError(f"{path} does not match the official data (pixel SHA-256 differs); {hint}")
         checked += 1
     return VerifyReport(dataset=name, checked=checked, expected=len(registry), missing=tuple(missing))
@@ -96,8 +95,8 @@ def _may_lack(src: DatasetSource, folder: Path, rel: str, missing: list[str]) ->
     sub = rel.rsplit("/", 1)[0]
     if not (folder / sub).is_dir():
         return sub not in src.required
-    partner = _partner(src.name, rel)
-    return sub in src.partial and (partner is None or partner in missing)
+    other_half = partner(src.name, rel)
+    return sub in src.partial and (other_half is None or other_half in missing)
 
 
 # ----------------------------------------------------------------------------- download
@@ -139,18 +138,18 @@ def fetch_dataset(
     import pooch
 
     src = source or get_source(name)
-    if root is None and os.environ.get(_ENV_DATA):
+    if root is None and os.environ.get(ENV_DATA):
         if force:
             raise ConfigError(
-                f"EMLIB_DATA points at {os.environ[_ENV_DATA]}, a local copy that emlib never downloads into; "
+                f"EMLIB_DATA points at {os.environ[ENV_DATA]}, a local copy that emlib never downloads into; "
                 f"to download {src.title}, unset EMLIB_DATA or pass --root with another folder"
             )
-        return _check_layout(name, None)
+        return check_layout(name, None)
     base = data_root(root)
     target_parent = base / src.name
     target = target_parent / src.layout_dir
     if target.is_dir() and not force:
-        return _check_layout(name, base)
+        return check_layout(name, base)
     target_parent.mkdir(parents=True, exist_ok=True)
     known_hash = f"sha256:{src.archive_sha256}" if src.archive_sha256 else None
     try:
@@ -173,8 +172,8 @@ def fetch_dataset(
             f"could not download {src.title} from {src.url} ({type(err).__name__}); "
             "check the internet connection or set EMLIB_DATA to a local copy in the official layout"
         ) from None
-    _unpack(Path(archive), src, target, registry=_registry(src.name) if src.archive_sha256 is None else None)
-    return _check_layout(name, base)
+    _unpack(Path(archive), src, target, registry=pixel_registry(src.name) if src.archive_sha256 is None else None)
+    return check_layout(name, base)
 
 
 def _unpack(archive: Path, src: DatasetSource, target: Path, *, registry: dict[str, tuple[str, str]] | None) -> None:

@@ -1,14 +1,8 @@
 """Reading Lucchi++ and VNC from their official folder layouts as (Z, H, W) volumes.
 
-Each dataset is kept in the folder layout of its official archive under one *data root*::
-
-    <root>/lucchi_pp/Lucchi++/{Train_In,Train_Out,Test_In,Test_Out}/...
-    <root>/vnc/groundtruth-drosophila-vnc-master/stack1/{raw,mitochondria}/NN.{tif,png}
-    <root>/vnc/groundtruth-drosophila-vnc-master/stack2/raw/NN.tif
-
-The root is ``$EMLIB_DATA`` when that variable is set (a local copy; nothing is ever downloaded
-into it), otherwise a per-user cache folder (``pooch.os_cache("emlib")``) that
-:func:`emlib.data.fetch.fetch_dataset` fills from the official URLs with checksums.
+Each dataset is kept in the folder layout of its official archive under one *data root*
+(:mod:`emlib.data.layout` says where that is and checks the layout). This module pairs each
+split's images with their labels, decodes them and stacks them into a :class:`Volume`.
 """
 
 from __future__ import annotations
@@ -23,36 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from emlib.data.sources import VNC_TEST_SLICES, _registry, get_source
+from emlib.data.layout import check_layout, data_root, dataset_dir, fix_hint, official_slices
+from emlib.data.sources import VNC_TEST_SLICES, get_source, pixel_registry
 from emlib.errors import ConfigError, DataError, ShapeError
 from emlib.runfiles import file_sha256
 
 __all__ = [
     "Volume",
     "data_fingerprint",
-    "data_root",
-    "dataset_dir",
+    "decode_image",
     "load_volume",
     "pixel_sha256",
     "read_volume",
+    "slice_pairs",
     "volume_sha256",
 ]
-
-_ENV_DATA = "EMLIB_DATA"
-
-
-def _fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
-    """Advice that works from where the user stands (a copy named by EMLIB_DATA is never downloaded into)."""
-    env = os.environ.get(_ENV_DATA)
-    if root is None and env:
-        return (
-            f"EMLIB_DATA points at {env}, a local copy that emlib never downloads into, so put the official files "
-            f"there, or unset EMLIB_DATA and run `emlib data download {name}`"
-        )
-    if root is not None:
-        return f"run `emlib data download {name} --root {root} --force`"
-    return f"run `emlib data download {name} --force`, or set EMLIB_DATA to a local copy in the official layout"
-
 
 @dataclass(frozen=True)
 class Volume:
@@ -93,44 +72,29 @@ class Volume:
         return int(self.images.shape[0])
 
 
-def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$EMLIB_DATA``, else the user cache folder."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(_ENV_DATA)
-    if env:
-        return Path(env).expanduser()
-    import pooch
-
-    return Path(pooch.os_cache("emlib"))
-
-
-def dataset_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """Folder holding the official layout of dataset ``name`` (``<root>/lucchi_pp/Lucchi++``)."""
-    src = get_source(name)
-    return data_root(root) / src.name / src.layout_dir
-
-
-def _check_layout(name: str, root: str | os.PathLike[str] | None) -> Path:
-    src = get_source(name)
-    folder = dataset_dir(name, root)
-    hint = _fix_hint(name, root)
-    if not folder.is_dir():
-        raise DataError(f"no {src.title} data at {folder}; {hint}")
-    missing = [sub for sub in src.required if not (folder / sub).is_dir()]
-    if missing:
-        raise DataError(
-            f"{src.title} folder {folder} has the wrong layout (missing {', '.join(missing)}); "
-            f"it must hold the official archive's folders {', '.join(src.required)}, so {hint}"
-        )
-    return folder
-
-
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(path: Path, hint: str = "replace it with the official file") -> np.ndarray:
-    """Decode one image file to a uint8 array in its own mode (RGBA stays (H, W, 4)); ``hint`` ends the error."""
+def decode_image(path: Path, hint: str = "replace it with the official file") -> np.ndarray:
+    """Decode one image file to a uint8 array in its own mode (RGBA stays (H, W, 4)).
+
+    Parameters
+    ----------
+    path : Path
+        A ``.tif``/``.tiff`` (read with tifffile) or any image Pillow reads.
+    hint : str, default="replace it with the official file"
+        End of the error sentence.
+
+    Returns
+    -------
+    ndarray of dtype uint8
+        (H, W) for grey images, (H, W, C) for colour ones.
+
+    Raises
+    ------
+    DataError
+        The file cannot be decoded, or its pixels are not uint8.
+    """
     from PIL import Image
 
     try:
@@ -183,31 +147,11 @@ def volume_sha256(arr: np.ndarray) -> str:
 _LUCCHI_IMAGE = re.compile(r"^mask(\d{4})\.png$")
 
 
-def _official_slices(name: str, folder: Path, sub: str, suffixes: tuple[str, ...], hint: str) -> list[Path]:
-    """The image files of ``folder/sub``, each one an official slice of the registry (a stray file raises DataError)."""
-    official = {rel for rel in _registry(name) if rel.rsplit("/", 1)[0] == sub}
-    found = sorted(p for p in (folder / sub).iterdir() if p.suffix.lower() in suffixes)
-    stray = [p.name for p in found if f"{sub}/{p.name}" not in official]
-    if stray:
-        names = sorted(rel.rsplit("/", 1)[1] for rel in official)
-        what = (
-            f"{stray[0]}, which is not an official {get_source(name).title} slice" if len(stray) == 1
-            else f"{stray[0]} and {len(stray) - 1} more files, which are not official {get_source(name).title} slices"
-        )
-        raise DataError(
-            f"{folder / sub} holds {what} ({names[0]} ... {names[-1]}); move {'it' if len(stray) == 1 else 'them'} "
-            "out of that folder"
-        )
-    if not found:
-        raise DataError(f"{folder / sub} holds no {'/'.join(suffixes)} slices; {hint}")
-    return found
-
-
 @lru_cache(maxsize=None)
 def _official_paths(name: str) -> dict[str, str]:
     """Pixel or file SHA-256 of every upstream image and label -> its path in the official layout."""
     out = {}
-    for rel, (pixels, file_sha) in _registry(name).items():
+    for rel, (pixels, file_sha) in pixel_registry(name).items():
         out[pixels] = out[file_sha] = rel
     return out
 
@@ -225,22 +169,6 @@ def _check_place(name: str, folder: Path, rel: str, sha: str, hint: str) -> None
     raise DataError(f"{folder / rel} holds the official pixels of {other}: {what} (or {hint})")
 
 
-def _partner(name: str, rel: str) -> str | None:
-    """The other half of a slice in the official layout, image <-> label (None for unlabelled slices).
-
-    Examples
-    --------
-    >>> _partner("lucchi_pp", "Train_In/mask0012.png"), _partner("vnc", "stack1/mitochondria/03.png")
-    ('Train_Out/12.png', 'stack1/raw/03.tif')
-    """
-    sub, file = rel.rsplit("/", 1)
-    stem = Path(file).stem
-    if name == "lucchi_pp":
-        prefix, kind = sub.split("_")
-        return f"{prefix}_Out/{int(stem[4:])}.png" if kind == "In" else f"{prefix}_In/mask{int(stem):04d}.png"
-    return {"stack1/raw": f"stack1/mitochondria/{stem}.png", "stack1/mitochondria": f"stack1/raw/{stem}.tif"}.get(sub)
-
-
 def _lucchi_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Path]]:
     """(slice_id, image, label) for one Lucchi++ split, ordered by slice index.
 
@@ -251,7 +179,7 @@ def _lucchi_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, 
     out_dir = folder / f"{prefix}_Out"
     found = [
         (int(_LUCCHI_IMAGE.match(path.name).group(1)), path)  # type: ignore[union-attr] - official names match
-        for path in _official_slices("lucchi_pp", folder, f"{prefix}_In", (".png",), hint)
+        for path in official_slices("lucchi_pp", folder, f"{prefix}_In", (".png",), hint)
     ]
     pairs = []
     for index, image in sorted(found):
@@ -268,7 +196,7 @@ def _vnc_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Pat
     raw = folder / stack / "raw"
     if not raw.is_dir():
         raise DataError(f"no VNC {stack} at {raw}; {hint}")
-    images = sorted(_official_slices("vnc", folder, f"{stack}/raw", (".tif", ".tiff"), hint), key=lambda p: int(p.stem))
+    images = sorted(official_slices("vnc", folder, f"{stack}/raw", (".tif", ".tiff"), hint), key=lambda p: int(p.stem))
     if split == "test":
         images = [p for p in images if p.stem.isdigit() and int(p.stem) in VNC_TEST_SLICES]
     elif split == "train":
@@ -285,14 +213,37 @@ def _vnc_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Pat
     return pairs
 
 
-def _pairs(name: str, split: str, root: str | os.PathLike[str] | None) -> list[tuple[str, Path, Path | None]]:
+def slice_pairs(name: str, split: str, root: str | os.PathLike[str] | None) -> list[tuple[str, Path, Path | None]]:
+    """The image and label files of one split, in stack order, without decoding them.
+
+    Parameters
+    ----------
+    name : {'lucchi_pp', 'vnc'}
+        Dataset.
+    split : str
+        One of its splits (:func:`~emlib.data.sources.list_splits`).
+    root : path or None
+        Data root; None uses ``$EMLIB_DATA`` or the download cache.
+
+    Returns
+    -------
+    list of (str, Path, Path or None)
+        ``(slice_id, image, label)`` per slice; ``label`` is None for unlabelled slices (VNC stack2).
+
+    Raises
+    ------
+    ConfigError
+        Unknown dataset or split.
+    DataError
+        Missing data, wrong layout, a stray file, or an image without its label.
+    """
     src = get_source(name)
     if split not in src.splits:
         raise ConfigError(f"split {split!r} does not exist for {src.title}; choose one of {list(src.splits)}")
-    folder = _check_layout(name, root)
+    folder = check_layout(name, root)
     if name == "lucchi_pp":
-        return list(_lucchi_pairs(folder, split, _fix_hint(name, root)))
-    return _vnc_pairs(folder, split, _fix_hint(name, root))
+        return list(_lucchi_pairs(folder, split, fix_hint(name, root)))
+    return _vnc_pairs(folder, split, fix_hint(name, root))
 
 
 _FIRST_PIXELS: dict[str, str] = {}  # file SHA-256 -> pixel SHA-256 of the first image of a split
@@ -306,8 +257,8 @@ def data_fingerprint(name: str, split: str, *, root: str | os.PathLike[str] | No
     folders), all without decoding more than the split's first image. File hashes are remembered
     while the files keep their size and time, so a second call costs a ``stat`` per file.
     """
-    pairs = _pairs(name, split, root)
-    folder, hint = dataset_dir(name, root), _fix_hint(name, root)
+    pairs = slice_pairs(name, split, root)
+    folder, hint = dataset_dir(name, root), fix_hint(name, root)
     digest = hashlib.sha256()
     for _, *paths in pairs:
         for path in paths:
@@ -319,7 +270,7 @@ def data_fingerprint(name: str, split: str, *, root: str | os.PathLike[str] | No
     first = pairs[0][1]
     sha = file_sha256(first)
     if sha not in _FIRST_PIXELS:  # a re-encoded official file: its pixels, not its bytes, are in the registry
-        _FIRST_PIXELS[sha] = pixel_sha256(_decode(first, hint))
+        _FIRST_PIXELS[sha] = pixel_sha256(decode_image(first, hint))
     _check_place(name, folder, first.relative_to(folder).as_posix(), _FIRST_PIXELS[sha], hint)
     return digest.hexdigest()
 
@@ -367,8 +318,8 @@ def read_volume(
     ShapeError
         An image and its mask differ in shape, or slices differ in shape.
     """
-    pairs = _pairs(name, split, root)
-    folder, hint = dataset_dir(name, root), _fix_hint(name, root)
+    pairs = slice_pairs(name, split, root)
+    folder, hint = dataset_dir(name, root), fix_hint(name, root)
     if slices is not None:
         if isinstance(slices, int):
             pairs = pairs[:slices]
@@ -381,13 +332,13 @@ def read_volume(
                 ) from None
     images, masks = [], []
     for slice_id, image_path, mask_path in pairs:
-        image = _decode(image_path, hint)
+        image = decode_image(image_path, hint)
         if image.ndim != 2:
             raise ShapeError(f"{image_path} has shape {image.shape}, expected a 2-D grey slice")
         _check_place(name, folder, image_path.relative_to(folder).as_posix(), pixel_sha256(image), hint)
         images.append(image)
         if with_masks and mask_path is not None:
-            mask = _to_mask(_decode(mask_path, hint))
+            mask = _to_mask(decode_image(mask_path, hint))
             if mask.shape != image.shape:
                 raise ShapeError(
                     f"mask {mask_path} has shape {mask.shape} but image {image_path} has {image.shape}; "

@@ -27,6 +27,7 @@ __all__ = [
     "get_source",
     "list_datasets",
     "list_splits",
+    "pixel_registry",
 ]
 
 #: VNC stack1 slices the paper tests on. The authors' ``compose_em_datasets.py`` shuffles the 20
@@ -144,8 +145,24 @@ def list_splits(name: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def _registry(name: str) -> dict[str, tuple[str, str]]:
-    """file (relative to the layout dir) -> (pixel_sha256, upstream file sha256)."""
+def pixel_registry(name: str) -> dict[str, tuple[str, str]]:
+    """The packaged SHA-256 registry of dataset ``name``: every upstream image and label.
+
+    Parameters
+    ----------
+    name : str
+        Dataset.
+
+    Returns
+    -------
+    dict of str to (str, str)
+        File (relative to the layout folder) -> (pixel SHA-256, upstream file SHA-256).
+
+    Examples
+    --------
+    >>> len(pixel_registry("vnc")), "stack1/mitochondria/05.png" in pixel_registry("vnc")
+    (60, True)
+    """
     text = resources.files("emlib.data").joinpath("registry", get_source(name).registry).read_text()
     rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
     return {row[0]: (row[1], row[2]) for row in rows}

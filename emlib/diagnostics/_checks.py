@@ -9,8 +9,35 @@ import torch
 
 from emlib.errors import ConfigError, ShapeError
 
+__all__ = ["as_embeddings", "check_per_class"]
 
-def _as_embeddings(x: Any, name: str) -> np.ndarray:
+
+def as_embeddings(x: Any, name: str) -> np.ndarray:
+    """``x`` as a finite float64 embedding matrix of shape (n_samples, n_features).
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor
+        Embeddings, one row per sample (tensors are detached and moved to the CPU).
+    name : str
+        What the caller calls ``x``, for the error message.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features), dtype float64
+
+    Raises
+    ------
+    ShapeError
+        ``x`` is not 2-D.
+    ConfigError
+        ``x`` holds NaN or infinite values.
+
+    Examples
+    --------
+    >>> as_embeddings([[1, 2], [3, 4]], "x").dtype
+    dtype('float64')
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
@@ -21,7 +48,34 @@ def _as_embeddings(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def _check_per_class(y: np.ndarray, classes: np.ndarray, needed: int, what: str, fix: str) -> None:
+def check_per_class(y: np.ndarray, classes: np.ndarray, needed: int, what: str, fix: str) -> None:
+    """Refuse too few samples of a class.
+
+    Parameters
+    ----------
+    y : ndarray of int
+        Class index of each sample (into ``classes``).
+    classes : ndarray
+        The class labels.
+    needed : int
+        Fewest samples every class must have.
+    what : str
+        The function that needs them, for the error message.
+    fix : str
+        End of the error sentence: what to do instead.
+
+    Raises
+    ------
+    ConfigError
+        A class has fewer than ``needed`` samples (the message names the class with the fewest).
+
+    Examples
+    --------
+    >>> check_per_class(np.array([0, 0, 1]), np.array(["a", "b"]), 2, "probe", "pass more")
+    Traceback (most recent call last):
+    ...
+    emlib.errors.ConfigError: probe needs at least 2 samples per class, got 1 for 'b'; pass more
+    """
     counts = np.bincount(y, minlength=classes.size)
     if counts.min() < needed:
         worst = classes[int(np.argmin(counts))]

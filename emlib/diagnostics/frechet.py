@@ -32,7 +32,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.decomposition import PCA
 
-from emlib.diagnostics._checks import _as_embeddings
+from emlib.diagnostics._checks import as_embeddings
 from emlib.errors import ConfigError, ShapeError
 
 __all__ = ["frechet_distance_from_stats", "frechet_distance", "bootstrap_frechet", "FD_INTERVALS", "FD_INTERVAL_NAMES"]
@@ -163,8 +163,8 @@ def _fd_from_samples(x: np.ndarray, y: np.ndarray, method: str, eps: float = 1e-
 def _prepare_fd(
     x: Any, y: Any, n_components: int | None, allow_singular: bool, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    x = _as_embeddings(x, "x")
-    y = _as_embeddings(y, "y")
+    x = as_embeddings(x, "x")
+    y = as_embeddings(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ShapeError(
             f"x has {x.shape[1]} features but y has {y.shape[1]}; pass embeddings from the same backbone and layer"

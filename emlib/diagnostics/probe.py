@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 
-from emlib.diagnostics._checks import _as_embeddings, _check_per_class
+from emlib.diagnostics._checks import as_embeddings, check_per_class
 from emlib.errors import ConfigError, ShapeError
 
 __all__ = ["linear_probe", "protocol_probe"]
@@ -113,12 +113,12 @@ def linear_probe(
     ConfigError
         If there is one class only, or fewer samples of a class than folds.
     """
-    x = _as_embeddings(x, "x")
+    x = as_embeddings(x, "x")
     classes, y = _encode_labels(y_labels, x.shape[0], "y_labels")
     n_splits = int(n_splits)
     if n_splits < 2:
         raise ConfigError(f"n_splits={n_splits} is below 2; pass at least 2 folds")
-    _check_per_class(y, classes, n_splits, "linear_probe", f"pass n_splits={max(2, np.bincount(y).min())} or fewer")
+    check_per_class(y, classes, n_splits, "linear_probe", f"pass n_splits={max(2, np.bincount(y).min())} or fewer")
     accs, aucs, k_used = _cv_scores(x, y, classes.size, n_splits, n_components, seed)
     result: dict[str, Any] = {
         "accuracy": float(np.mean(accs)),
@@ -181,11 +181,11 @@ def protocol_probe(
     result : dict
         ``accuracy``, ``auroc``, ``n_components``, ``n_train``, ``n_test``, ``classes``.
     """
-    x = _as_embeddings(x, "x")
+    x = as_embeddings(x, "x")
     classes, y = _encode_labels(y_labels, x.shape[0], "y_labels")
     if not 0.0 < test_size < 1.0:
         raise ConfigError(f"test_size={test_size!r} is outside (0, 1); pass e.g. 0.2")
-    _check_per_class(y, classes, 2, "protocol_probe", "pass more embeddings of that class")
+    check_per_class(y, classes, 2, "protocol_probe", "pass more embeddings of that class")
     k = None
     z = x
     if n_components is not None:

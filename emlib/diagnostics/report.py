@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from emlib.diagnostics._checks import _as_embeddings
+from emlib.diagnostics._checks import as_embeddings
 from emlib.diagnostics.frechet import FD_INTERVAL_NAMES, bootstrap_frechet
 from emlib.diagnostics.probe import linear_probe, protocol_probe
 from emlib.diagnostics.tokens import pca_embed
@@ -70,28 +70,7 @@ def domain_report(
         permuted_auroc, permuted_auroc_std, probe_pvalue, probe_n_components,
         protocol_accuracy, protocol_auroc, pca_pc1_variance, pca_pc2_variance.
     """
-    if len(emb) != 2:
-        raise ConfigError(f"emb has {len(emb)} datasets ({sorted(emb)}); pass exactly two, e.g. Lucchi++ and VNC")
-    (name_a, xa), (name_b, xb) = ((k, _as_embeddings(v, f"emb[{k!r}]")) for k, v in emb.items())
-    if xa.shape[1] != xb.shape[1]:
-        raise ShapeError(
-            f"emb[{name_a!r}] has {xa.shape[1]} features but emb[{name_b!r}] has {xb.shape[1]}; "
-            "pass embeddings from the same backbone"
-        )
-    d = xa.shape[1]
-    fd, low, high = bootstrap_frechet(
-        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular,
-        interval=fd_interval,
-    )
-    fd_dim = d if fd_components is None else int(fd_components)
-    x = np.vstack([xa, xb])
-    labels = np.array([name_a] * len(xa) + [name_b] * len(xb))
-    probe = linear_probe(
-        x, labels, n_splits=n_splits, n_components=probe_components, seed=seed, n_permutations=n_permutations
-    )
-    proto = protocol_probe(x, labels, n_components=probe_components, seed=seed)
-    _, evr = pca_embed(x, n_components=min(2, *x.shape), seed=seed)
-    evr = np.concatenate([evr, [np.nan, np.nan]])[:2]
+    (name_a, xa), (name_b, xb) = _two_sets(emb)
     row = {
         "backbone": backbone,
         "adapter": adapter,
@@ -100,13 +79,66 @@ def domain_report(
         "dataset_b": name_b,
         "n_a": int(len(xa)),
         "n_b": int(len(xb)),
-        "embed_dim": int(d),
+        "embed_dim": int(xa.shape[1]),
+        **_frechet_columns(
+            xa, xb, fd_components=fd_components, allow_singular=allow_singular, n_boot=n_boot, ci=ci,
+            fd_interval=fd_interval, seed=seed,
+        ),
+        **_separation_columns(
+            xa, xb, name_a, name_b, probe_components=probe_components, n_splits=n_splits,
+            n_permutations=n_permutations, seed=seed,
+        ),
+    }
+    return pd.DataFrame([row])
+
+
+def _two_sets(emb: Mapping[str, Any]) -> tuple[tuple[str, np.ndarray], tuple[str, np.ndarray]]:
+    """The two (name, embeddings) of ``emb``, checked: exactly two sets, finite, with one feature count."""
+    if len(emb) != 2:
+        raise ConfigError(f"emb has {len(emb)} datasets ({sorted(emb)}); pass exactly two, e.g. Lucchi++ and VNC")
+    (name_a, xa), (name_b, xb) = ((k, as_embeddings(v, f"emb[{k!r}]")) for k, v in emb.items())
+    if xa.shape[1] != xb.shape[1]:
+        raise ShapeError(
+            f"emb[{name_a!r}] has {xa.shape[1]} features but emb[{name_b!r}] has {xb.shape[1]}; "
+            "pass embeddings from the same backbone"
+        )
+    return (name_a, xa), (name_b, xb)
+
+
+def _frechet_columns(
+    xa: np.ndarray, xb: np.ndarray, *, fd_components: int | None, allow_singular: bool, n_boot: int, ci: float,
+    fd_interval: str, seed: int,
+) -> dict[str, Any]:
+    """The ``fd*`` columns: the Fréchet distance, its interval, and the space it was computed in."""
+    fd, low, high = bootstrap_frechet(
+        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular,
+        interval=fd_interval,
+    )
+    fd_dim = xa.shape[1] if fd_components is None else int(fd_components)
+    return {
         "fd": fd,
         "fd_low": low,
         "fd_high": high,
         "fd_interval": f"{ci:.0%} {FD_INTERVAL_NAMES[fd_interval]}",
         "fd_space": "raw" if fd_components is None else f"pca{int(fd_components)}",
         "fd_rank_deficient": bool(min(len(xa), len(xb)) <= fd_dim),
+    }
+
+
+def _separation_columns(
+    xa: np.ndarray, xb: np.ndarray, name_a: str, name_b: str, *, probe_components: int | None, n_splits: int,
+    n_permutations: int, seed: int,
+) -> dict[str, Any]:
+    """The ``probe*``, ``protocol*`` and ``pca*`` columns: how well the pooled embeddings tell the datasets apart."""
+    x = np.vstack([xa, xb])
+    labels = np.array([name_a] * len(xa) + [name_b] * len(xb))
+    probe = linear_probe(
+        x, labels, n_splits=n_splits, n_components=probe_components, seed=seed, n_permutations=n_permutations
+    )
+    proto = protocol_probe(x, labels, n_components=probe_components, seed=seed)
+    _, evr = pca_embed(x, n_components=min(2, *x.shape), seed=seed)
+    evr = np.concatenate([evr, [np.nan, np.nan]])[:2]
+    return {
         "probe_accuracy": probe["accuracy"],
         "probe_accuracy_std": probe["accuracy_std"],
         "probe_auroc": probe["auroc"],
@@ -120,7 +152,6 @@ def domain_report(
         "pca_pc1_variance": float(evr[0]),
         "pca_pc2_variance": float(evr[1]),
     }
-    return pd.DataFrame([row])
 
 
 def write_report(df: pd.DataFrame, run_dir: str | Path, *, name: str = "domain_report") -> dict[str, Path]:

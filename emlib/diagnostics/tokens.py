@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from emlib.diagnostics._checks import _as_embeddings, _check_per_class
+from emlib.diagnostics._checks import as_embeddings, check_per_class
 from emlib.errors import ConfigError, ShapeError
 
 __all__ = ["pca_embed", "patch_pca_rgb", "downsample_mask_to_grid", "token_separability"]
@@ -37,7 +37,7 @@ def pca_embed(x: Any, *, n_components: int = 2, seed: int = 0) -> tuple[np.ndarr
     coords : ndarray of shape (n_samples, n_components)
     explained_variance_ratio : ndarray of shape (n_components,)
     """
-    x = _as_embeddings(x, "x")
+    x = as_embeddings(x, "x")
     k_max = min(x.shape)
     if not 1 <= int(n_components) <= k_max:
         raise ConfigError(
@@ -250,7 +250,7 @@ def token_separability(
         ``centroid_distance`` (Euclidean distance of the class means),
         ``centroid_cosine``, ``n_fg``, ``n_bg``, ``fg_fraction``.
     """
-    x = _as_embeddings(tokens, "tokens")
+    x = as_embeddings(tokens, "tokens")
     lab = np.asarray(labels)
     if lab.ndim != 1 or lab.shape[0] != x.shape[0]:
         raise ShapeError(f"labels has shape {lab.shape} but tokens has {x.shape[0]} rows; pass one label per token")
@@ -271,7 +271,7 @@ def token_separability(
     if x.shape[0] > max_tokens:
         idx = rng.choice(x.shape[0], int(max_tokens), replace=False)
         x, y = x[idx], y[idx]
-    _check_per_class(
+    check_per_class(
         y, np.array([False, True]), int(n_splits), "token_separability", "pass more tokens or fewer n_splits"
     )
     folds = StratifiedKFold(n_splits=int(n_splits), shuffle=True, random_state=seed)

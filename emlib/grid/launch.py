@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from emlib.config import RunConfig
-from emlib.data.read import _pairs
+from emlib.data.read import slice_pairs
 from emlib.errors import ConfigError
-from emlib.grid.runner import METRICS, _check_out_dir, _saved_rows, run_folder, run_one
+from emlib.grid.runner import METRICS, check_out_dir, saved_rows, run_folder, run_one
 from emlib.preflight import check_run
 from emlib.runfiles import CHECKPOINT, write_table
 
@@ -106,7 +106,7 @@ def _images(cfg: RunConfig, split: str, root) -> int:
     names = ("lucchi_pp", "vnc") if split == "test" or cfg.train_set == "paired" else (cfg.train_set,)
     total = 0
     for name in names:
-        n = len(_pairs(name, split, root))
+        n = len(slice_pairs(name, split, root))
         if split == "train":
             n = min(n, cfg.train_slices or n)
             n -= round(n * cfg.val_fraction)
@@ -202,7 +202,7 @@ def run_status(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, roo
 
 def gather(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None, table: str | None = "results") -> pd.DataFrame:
     """The results table of the finished runs of ``configs``, in their order (written as ``table``.csv/.json)."""
-    frames = [_saved_rows(d) for d in (run_folder(c, out, root=root) for c in configs) if (d / METRICS).is_file()]
+    frames = [saved_rows(d) for d in (run_folder(c, out, root=root) for c in configs) if (d / METRICS).is_file()]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if table is not None and frames:
         write_table(Path(out) / f"{table}.csv", results)
@@ -244,7 +244,7 @@ def launch(
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
     out = Path(out)
-    _check_out_dir(out)
+    check_out_dir(out)
     for cfg in configs:
         check_run(cfg)
     todo = [c for c in configs if not (run_folder(c, out, root=root) / METRICS).is_file()]

@@ -21,7 +21,7 @@ image embeddings, as in chapter 6) and :func:`alignment_summary` turns both into
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emlib.config import RunConfig, get_profile
+from emlib.config import Profile, RunConfig, get_profile, grid_configs
 from emlib.data.alignment import clahe_available
 from emlib.diagnostics import frechet_distance, linear_probe
 from emlib.errors import ConfigError, DataError
@@ -41,6 +41,7 @@ from emlib.models import DOMAINS
 __all__ = [
     "REMEDIES",
     "alignment_configs",
+    "remedy_config",
     "run_alignment_grid",
     "alignment_summary",
     "remedy_latent_space",
@@ -65,20 +66,27 @@ REMEDIES: dict[str, dict[str, Any]] = {
 
 
 def alignment_configs(
-    profile: str = "smoke",
+    profile: Profile | str = "smoke",
     *,
     regimes: Sequence[str] = ("frozen", "lora"),
     remedies: Sequence[str] | None = None,
     references: bool = True,
     backbone: str | None = None,
+    seed: int | None = None,
+    weights: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
     **overrides: Any,
 ) -> list[tuple[str, RunConfig]]:
     """(remedy, config) pairs: per regime the paired baseline, each remedy, and the single-dataset references.
 
+    The baselines and references are the profile's grid runs (:func:`emlib.config.grid_configs`, with
+    its per-run settings such as the authors' batch sizes and its weights routing), so the remedy
+    table compares with runs the grid made; each remedy is its paired baseline with the remedy's
+    overrides on top.
+
     Parameters
     ----------
-    profile : str, default='smoke'
-        Base settings (backbone, sizes, epochs) come from this profile.
+    profile : Profile or str, default='smoke'
+        Base settings (backbone, sizes, epochs, batch sizes) come from this profile.
     regimes : sequence of {'frozen', 'lora'}, default=('frozen', 'lora')
     remedies : sequence of str, default=None
         Names from :data:`REMEDIES`; None takes all. CLAHE is dropped without scikit-image.
@@ -87,8 +95,18 @@ def alignment_configs(
         scores paired training should reach.
     backbone : str, default=None
         The backbone of every run (None: the profile's first).
+    seed : int, default=None
+        The seed of every run (None: the profile's first).
+    weights : path or dict of str to path, default=None
+        Local weights files, as :func:`emlib.config.grid_configs` takes them; of a dict (a grid's files,
+        one per backbone) only the file of ``backbone`` is used.
     **overrides
         Applied to every run (e.g. ``pretrained=False``, ``device='cpu'``); None values are dropped.
+
+    Examples
+    --------
+    >>> [(name, c.batch_size) for name, c in alignment_configs("paper", regimes=["lora"], remedies=[])]
+    [('paired baseline', 2), ('lucchi_pp only', 1), ('vnc only', 1)]
     """
     names = list(REMEDIES) if remedies is None else list(remedies)
     unknown = [n for n in names if n not in REMEDIES]
@@ -99,19 +117,46 @@ def alignment_configs(
     bad = [r for r in regimes if r not in ("frozen", "lora")]
     if bad:
         raise ConfigError(f"regimes {bad} are not allowed; remedies act on backbone features, choose 'frozen' or 'lora'")
-    base = get_profile(profile).base.replace(**{k: v for k, v in dict(overrides, backbone=backbone).items() if v is not None})
+    prof = get_profile(profile)
+    backbone = backbone or prof.backbones[0]
+    seeds = [prof.seeds[0] if seed is None else seed]
+    if isinstance(weights, Mapping):  # a grid's files, one per backbone: the remedy runs use one of them
+        weights = {name: path for name, path in weights.items() if name == backbone} or None
+    train_sets = ["paired", *(DOMAINS if references else ())]
+    runs = {(c.regime, c.train_set): c for c in grid_configs(
+        prof, backbone=backbone, regimes=list(regimes), train_sets=train_sets, seeds=seeds, weights=weights, **overrides)}
     out: list[tuple[str, RunConfig]] = []
     for regime in regimes:
-        paired = base.replace(regime=regime, train_set="paired")
+        paired = runs[regime, "paired"]
         out.append(("paired baseline", paired))
         out.extend((name, paired.replace(**REMEDIES[name])) for name in names)
         if references:
-            out.extend((f"{ds} only", base.replace(regime=regime, train_set=ds)) for ds in DOMAINS)
+            out.extend((f"{ds} only", runs[regime, ds]) for ds in DOMAINS)
     return out
 
 
+def remedy_config(
+    profile: Profile | str, remedy: str, *, regime: str = "frozen", backbone: str | None = None, **overrides: Any,
+) -> RunConfig:
+    """The config of one remedy run of :func:`alignment_configs` (``"paired baseline"`` and ``"<dataset> only"`` too).
+
+    Examples
+    --------
+    >>> cfg = remedy_config("smoke", "fg reweighting")
+    >>> cfg.train_set, cfg.regime, cfg.fg_reweight
+    ('paired', 'frozen', True)
+    """
+    pairs = alignment_configs(profile, regimes=(regime,), remedies=[remedy] if remedy in REMEDIES else [],
+                              references=remedy.endswith(" only"), backbone=backbone, **overrides)
+    chosen = [cfg for name, cfg in pairs if name == remedy]
+    if not chosen:
+        raise ConfigError(f"unknown remedy {remedy!r}; choose 'paired baseline', "
+                          f"{', '.join(repr(f'{d} only') for d in DOMAINS)} or one of {list(REMEDIES)}")
+    return chosen[0]
+
+
 def run_alignment_grid(
-    profile: str,
+    profile: Profile | str,
     out_dir: str | os.PathLike[str],
     *,
     regimes: Sequence[str] = ("frozen", "lora"),
@@ -124,7 +169,8 @@ def run_alignment_grid(
 ) -> pd.DataFrame:
     """Train and test every run of :func:`alignment_configs` with :func:`~emlib.grid.runner.run_configs`.
 
-    Finished runs (``metrics.json`` in their folder) are read back, not retrained.
+    Finished runs (``metrics.json`` in their folder) are read back, not retrained; ``overrides``
+    (``seed``, ``weights`` and RunConfig fields) go to :func:`alignment_configs`.
 
     Returns
     -------
@@ -132,12 +178,11 @@ def run_alignment_grid(
         The tidy rows of :func:`emlib.evaluate.evaluate_both` (one per run and test set) with a
         ``remedy`` column; pass it to :func:`alignment_summary`.
     """
-    pairs = alignment_configs(
-        profile, regimes=regimes, remedies=remedies, references=references, backbone=backbone, **overrides
-    )
+    prof = get_profile(profile)
+    pairs = alignment_configs(prof, regimes=regimes, remedies=remedies, references=references, backbone=backbone, **overrides)
     return run_configs(
         [cfg for _, cfg in pairs], out_dir, labels={"remedy": [name for name, _ in pairs]}, table="alignment_results",
-        root=root, progress=progress, profile=profile,
+        root=root, progress=progress, profile=prof.name,
     )
 
 
@@ -241,7 +286,7 @@ def remedy_latents(
     results: pd.DataFrame,
     out_dir: str | os.PathLike[str],
     *,
-    profile: str | None = None,
+    profile: Profile | str | None = None,
     root: str | os.PathLike[str] | None = None,
     slices: int | None = None,
     long_edge: int | None = None,
@@ -266,7 +311,7 @@ def remedy_latents(
         The table of :func:`run_alignment_grid` (columns ``run_id, regime, remedy``).
     out_dir : path
         The grid folder the runs were trained in.
-    profile : str, default=None
+    profile : Profile or str, default=None
         Takes ``slices`` and ``long_edge`` from the profile's ``embedding_slices`` and
         ``embedding_long_edge`` where those are None.
     cache_dir : path, default=None
@@ -301,41 +346,47 @@ def remedy_latents(
     runs = results.drop_duplicates("run_id")[["run_id", "regime", "remedy"]]
     for run_id, regime, remedy in runs.itertuples(index=False):
         run_dir = out_dir / str(run_id)
-        config = run_dir / "config.json"
-        if not config.is_file():
-            raise DataError(f"no finished run in {run_dir} (config.json missing); run run_alignment_grid with out_dir={str(out_dir)!r}")
-        cfg = read_run_config(run_dir, fix=f"delete {run_dir} and run run_alignment_grid again")
+        cfg = _finished_config(run_dir, out_dir)
         if cfg.regime not in ("frozen", "lora"):
             continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if cfg.regime == "frozen":
-                key = (cfg.backbone, cfg.pretrained, cfg.weights, cfg.pos_interpolation)
-                if key not in frozen:
-                    frozen[key] = load_backbone_for_latents(
-                        cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, pos_interpolation=cfg.pos_interpolation
-                    )
-                net, adapter = frozen[key]
-            else:
-                net, adapter = load_backbone_for_latents(
-                    cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, adapter_run=run_dir
-                )
+        net, adapter = _latent_backbone(cfg, run_dir, frozen, seed=seed)
         net = net.to(device)
         emb = run_embeddings(
             net, cfg, adapter=adapter, root=root, slices=slices, long_edge=long_edge, device=device,
             cache_dir=cache_dir, progress=progress,
         ).embeddings
-        a, b = emb["lucchi_pp"], emb["vnc"]
-        x = np.vstack([a, b])
-        labels = np.array(["lucchi_pp"] * len(a) + ["vnc"] * len(b))
-        probe = linear_probe(x, labels, n_splits=min(n_splits, len(a), len(b)), seed=seed, n_permutations=0)
-        rows.append({
-            "regime": regime, "remedy": remedy, "run_id": run_id,
-            "fd": frechet_distance(a, b, allow_singular=True, seed=seed), "probe_auroc": probe["auroc"],
-            "latent_space": remedy_latent_space(cfg), "adapter": adapter, "n_lucchi_pp": len(a), "n_vnc": len(b),
-            "weights_label": net.weights_label,
-        })
+        rows.append({"regime": regime, "remedy": remedy, "run_id": run_id, **_separation(emb, n_splits=n_splits, seed=seed),
+                     "latent_space": remedy_latent_space(cfg), "adapter": adapter, "n_lucchi_pp": len(emb["lucchi_pp"]),
+                     "n_vnc": len(emb["vnc"]), "weights_label": net.weights_label})
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(out_dir / "alignment_latents.csv", table)
     return table
+
+
+def _finished_config(run_dir: Path, out_dir: Path) -> RunConfig:
+    """The config of a finished run of the remedy grid; one sentence when the folder holds none."""
+    if not (run_dir / "config.json").is_file():
+        raise DataError(f"no finished run in {run_dir} (config.json missing); run run_alignment_grid with out_dir={str(out_dir)!r}")
+    return read_run_config(run_dir, fix=f"delete {run_dir} and run run_alignment_grid again")
+
+
+def _latent_backbone(cfg: RunConfig, run_dir: Path, frozen: dict[tuple, Any], *, seed: int) -> tuple[Any, Any]:
+    """The backbone a run's head sits on, seeded: frozen (one per weights, shared in ``frozen``) or with its adapter."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        options = {"pretrained": cfg.pretrained, "weights": cfg.weights, "pos_interpolation": cfg.pos_interpolation}
+        if cfg.regime == "lora":
+            return load_backbone_for_latents(cfg.backbone, adapter_run=run_dir, **options)
+        key = (cfg.backbone, cfg.pretrained, cfg.weights, cfg.pos_interpolation)
+        if key not in frozen:
+            frozen[key] = load_backbone_for_latents(cfg.backbone, **options)
+        return frozen[key]
+
+
+def _separation(emb: dict[str, np.ndarray], *, n_splits: int, seed: int) -> dict[str, float]:
+    """Fréchet distance and cross-validated linear-probe AUROC between the Lucchi++ and VNC embeddings."""
+    a, b = emb["lucchi_pp"], emb["vnc"]
+    labels = np.array(["lucchi_pp"] * len(a) + ["vnc"] * len(b))
+    probe = linear_probe(np.vstack([a, b]), labels, n_splits=min(n_splits, len(a), len(b)), seed=seed, n_permutations=0)
+    return {"fd": frechet_distance(a, b, allow_singular=True, seed=seed), "probe_auroc": probe["auroc"]}

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from emlib.config import DRY_RUN_SUFFIX, RunConfig, grid_configs
+from emlib.config import DRY_RUN_SUFFIX, Profile, RunConfig, get_profile, grid_configs
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluate import evaluate_both
@@ -38,7 +38,10 @@ from emlib.preflight import check_run, input_fingerprints, inputs_digest
 from emlib.runfiles import METRICS, RESULTS, read_json, write_json, write_table
 from emlib.train import fit
 
-__all__ = ["run_one", "run_configs", "run_grid", "run_folder", "read_results", "git_commit", "grid_command", "METRICS"]
+__all__ = [
+    "run_one", "run_configs", "run_grid", "run_folder", "read_results", "saved_rows", "check_out_dir", "git_commit",
+    "grid_command", "METRICS",
+]
 
 
 def git_commit() -> str:
@@ -67,14 +70,21 @@ def run_folder(
     ``<inputs>`` is the start of :func:`emlib.preflight.inputs_digest`, which changes with the content
     of the data under ``root`` and of the backbone's weights file. This is the one place run folders
     are named; chapters, notebooks and the remedy tables find runs through it (or the ``run_id``
-    column of a results table, which holds the folder name). Raises DataError/WeightsError when the
+    column of a results table, which holds the folder name). A run finished under the name emlib gave it
+    before where-it-runs settings left its identity (:attr:`emlib.config.RunConfig.legacy_run_id`) is found
+    there and read back. Raises DataError/WeightsError when the
     data or the weights are missing; ``expect_weights=False`` (plans and status, which load nothing) names
     hub weights not fetched yet as they will be once fetched.
     """
-    return Path(out_dir) / f"{cfg.run_id}-{inputs_digest(cfg, root=root, expect_weights=expect_weights)[:8]}"
+    inputs = inputs_digest(cfg, root=root, expect_weights=expect_weights)[:8]
+    folder = Path(out_dir) / f"{cfg.run_id}-{inputs}"
+    legacy = Path(out_dir) / f"{cfg.legacy_run_id}-{inputs}"
+    if legacy != folder and not folder.exists() and (legacy / METRICS).is_file():
+        return legacy  # finished before device, cache and the weights path left a run's identity: read it back
+    return folder
 
 
-def _check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
     """One sentence, before any work, when ``out`` is not (and cannot become) a writable folder."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output folder {out} is an existing file; choose a folder path for --out (out_dir)")
@@ -87,7 +97,7 @@ def _check_out_dir(out: Path) -> None:
         raise ConfigError(f"the folder {parent} is not writable, so {out} cannot hold results; choose another --out (out_dir)")
 
 
-def _saved_rows(run_dir: Path) -> pd.DataFrame:
+def saved_rows(run_dir: Path) -> pd.DataFrame:
     """The test rows a finished run saved in ``metrics.json``; a damaged file raises DataError naming it."""
     fix = "delete it and run the same command again to test the run again (its trained model is kept)"
     saved = read_json(run_dir / METRICS, fix=fix)
@@ -105,8 +115,8 @@ def run_one(
     check_run(cfg)
     run_dir = run_folder(cfg, out, root=root)
     if (run_dir / METRICS).is_file():
-        return _saved_rows(run_dir)
-    _check_out_dir(out)
+        return saved_rows(run_dir)
+    check_out_dir(out)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -166,7 +176,7 @@ def run_configs(
         if len(values) != len(configs):
             raise ConfigError(f"labels[{column!r}] has {len(values)} values for {len(configs)} configs; give one per config")
     out = Path(out_dir)
-    _check_out_dir(out)
+    check_out_dir(out)
     for cfg in configs:  # everything is checked before the first run starts
         check_run(cfg)
     for cfg in configs:
@@ -185,7 +195,7 @@ def run_configs(
 
 
 def run_grid(
-    profile: str,
+    profile: Profile | str,
     out_dir: str | os.PathLike[str],
     *,
     root: str | os.PathLike[str] | None = None,
@@ -196,29 +206,31 @@ def run_grid(
     seeds: Sequence[int] | None = None,
     **overrides: object,
 ) -> pd.DataFrame:
-    """Run (or resume) every run of ``profile``; returns and writes the tidy results table.
+    """Run (or resume) every run of ``profile``; returns and writes the tidy results table (``results.csv/json``).
 
     ``backbone``, ``regimes``, ``train_sets`` and ``seeds`` select runs as :func:`emlib.config.grid_configs`
     does; ``overrides`` apply to every run, e.g. ``pretrained=False`` to size a profile without
     weights (every row then says ``random weights``) or ``device='cuda'``, except ``weights``: a
     ``{backbone: file}`` dict (or one file for a one-backbone grid) put on each backbone's runs.
+    This is what ``emlib grid`` runs.
     """
-    configs = grid_configs(profile, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds, **overrides)
-    return run_configs(configs, out_dir, table="results", json_table=True, root=root, progress=progress, profile=profile)
+    prof = get_profile(profile)
+    configs = grid_configs(prof, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds, **overrides)
+    return run_configs(configs, out_dir, table="results", json_table=True, root=root, progress=progress, profile=prof.name)
 
 
 def read_results(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The results table of a grid folder (rows of every finished run, even if the grid stopped)."""
     rows = []
     for metrics in sorted(Path(out_dir).glob(f"*/{METRICS}")):
-        rows.extend(_saved_rows(metrics.parent).to_dict(orient="records"))
+        rows.extend(saved_rows(metrics.parent).to_dict(orient="records"))
     if not rows:
         raise DataError(f"no finished runs in {out_dir}; run `emlib grid --profile smoke --out {out_dir}` first")
     return pd.DataFrame(rows)
 
 
 def grid_command(
-    profile: str, out_dir: str | os.PathLike[str] | None = None, *, backbone: str | None = None,
+    profile: Profile | str, out_dir: str | os.PathLike[str] | None = None, *, backbone: str | None = None,
     regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None, remedies: bool = False,
     seeds: Sequence[int] | None = None,
 ) -> str:
@@ -231,6 +243,7 @@ def grid_command(
     >>> grid_command("paper-dry", "runs/paper-dry")
     'emlib grid --profile paper --dry-run --out runs/paper-dry'
     """
+    profile = profile.name if isinstance(profile, Profile) else profile
     dry = profile.endswith(DRY_RUN_SUFFIX)  # a dry run is asked for as --profile quick --dry-run
     parts = ["emlib grid", f"--profile {profile[: -len(DRY_RUN_SUFFIX)] if dry else profile}", *(["--dry-run"] * dry)]
     if out_dir is not None:

@@ -46,7 +46,7 @@ from emlib.errors import ConfigError, ShapeError
 from emlib.models.hub import find_weights
 from emlib.models.posembed import POS_INTERPOLATIONS, check_pos_interpolation, meta_forward_features
 from emlib.models.registry import get_backbone_spec, list_backbones, register_backbone
-from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec, _build_random, load_weights_file
+from emlib.models.weights import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, BackboneSpec, build_random_model, load_weights_file
 
 __all__ = [
     "BackboneSpec",
@@ -352,9 +352,9 @@ def create_backbone(
             )
         if device is not None:
             with torch.device(device):
-                model = _build_random(spec)
+                model = build_random_model(spec)
         else:
-            model = _build_random(spec)
+            model = build_random_model(spec)
         return Backbone(model, spec, weights_label=RANDOM_WEIGHTS_LABEL, pos_interpolation=pos_interpolation)
 
     source = find_weights(name, weights, download=True)

@@ -38,7 +38,7 @@ from emlib.errors import ConfigError, WeightsError, short_reason
 
 __all__ = [
     "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
-    "convert_state_dict", "load_weights_file", "published_hash",
+    "convert_state_dict", "load_weights_file", "published_hash", "build_random_model", "state_dict_mismatch",
 ]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
@@ -189,8 +189,24 @@ def published_hash(spec: BackboneSpec, filename: str) -> str:
     return match.group(1) if match else spec.sha256
 
 
-def _build_random(spec: BackboneSpec) -> nn.Module:
-    """The architecture of ``spec`` with random weights (no network access)."""
+def build_random_model(spec: BackboneSpec) -> nn.Module:
+    """The architecture of ``spec`` with random weights (no network access).
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        The backbone; ``spec.library`` says which library builds it.
+
+    Returns
+    -------
+    torch.nn.Module
+        The timm model without a classifier head (DINO families) or the open_clip vision tower.
+
+    Raises
+    ------
+    ConfigError
+        open_clip has no model config named ``spec.arch``.
+    """
     if spec.library == "timm":
         import timm
 
@@ -310,7 +326,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def convert_state_dict(spec: BackboneSpec, model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``sd`` under the key names of ``model``, the module :func:`_build_random` gives for ``spec``.
+    """``sd`` under the key names of ``model``, the module :func:`build_random_model` gives for ``spec``.
 
     timm models (DINOv2, DINOv3): timm's own ``checkpoint_filter_fn`` of the model's module
     (``timm.models.vision_transformer`` or ``timm.models.eva``), which leaves timm's names alone and
@@ -345,8 +361,27 @@ def _check_dropped_biases(spec: BackboneSpec, model: nn.Module, sd: dict[str, to
                 )
 
 
-def _mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
-    """'' when ``sd`` fits ``model`` exactly, else the first missing/unexpected keys and shape differences."""
+def state_dict_mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
+    """How ``sd`` fails to fit ``model`` exactly: '' when it fits.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The module to load into.
+    sd : dict of str to Tensor
+        A state dict in the key names of ``model``.
+
+    Returns
+    -------
+    str
+        '' when the keys and shapes match, else the first (at most three) missing keys, unexpected
+        keys and shape differences, joined with ``; ``.
+
+    Examples
+    --------
+    >>> state_dict_mismatch(nn.Linear(2, 3), {"weight": torch.zeros(3, 2)})
+    'missing bias'
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -381,9 +416,9 @@ def load_weights_file(spec: BackboneSpec, path: str | Path) -> nn.Module:
     """
     path = Path(path)
     sd = read_checkpoint(path)
-    model = _build_random(spec)
+    model = build_random_model(spec)
     converted = convert_state_dict(spec, model, sd)
-    problem = _mismatch(model, converted)
+    problem = state_dict_mismatch(model, converted)
     if problem:
         fits = f"a file of {spec.hf_repo} ({', '.join(spec.hub_files)})" if spec.hf_repo else f"the {spec.hub_id} weights"
         fits += f" or Meta's {spec.weights_filename}" if spec.weights_filename else ""

@@ -9,8 +9,8 @@ mistaken for a result of the pretrained model.
 - :mod:`emlib.viz.embeddings`: PCA scatters of slice embeddings, patch-token PCA maps;
 - :mod:`emlib.viz.slices`: slice overlays, the client-side slice browser, the patch grid,
   intensity histograms and the live ipywidgets slice viewer;
-- :mod:`emlib.viz.tables`: the IoU matrix, diagnostics and remedy tables, grouped bars, the
-  paper's Fig. 1 numbers;
+- :mod:`emlib.viz.tables`: the IoU matrix, diagnostics and remedy tables, the remedy scatter
+  (latent distance against score), grouped bars, the paper's Fig. 1 numbers;
 - :mod:`emlib.viz.display`: the book's table style (:func:`show_table`), for display only.
 """
 
@@ -31,6 +31,7 @@ from emlib.viz.tables import (
     plot_grouped_bars,
     plot_iou_matrix,
     plot_paper_numbers,
+    plot_remedy_scatter,
     plot_remedy_table,
 )
 
@@ -54,5 +55,6 @@ __all__ = [
     "plot_intensity_histograms",
     "plot_diagnostics_table",
     "plot_remedy_table",
+    "plot_remedy_scatter",
     "plot_grouped_bars",
 ]

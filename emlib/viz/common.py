@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "DATASET_COLORS", "OVERLAY_COLORS", "RANDOM_SUFFIX", "BADGE_NAME", "TITLE_WIDTH", "format_title", "wrap_title",
-    "finish_figure", "figure_badges",
+    "finish_figure", "figure_badges", "color_map", "unique_in_order", "to_uint8",
 ]
 
 
@@ -131,7 +131,24 @@ def figure_badges(fig: Any) -> list[str]:
     return [a.text for a in fig.layout.annotations if a.name == BADGE_NAME]
 
 
-def _color_map(names: Sequence[str]) -> dict[str, str]:
+def color_map(names: Sequence[str]) -> dict[str, str]:
+    """A colour per name: the fixed :data:`DATASET_COLORS` for datasets, colour-blind safe fallbacks for the rest.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Display names, in the order the fallback colours are handed out.
+
+    Returns
+    -------
+    dict of str to str
+        Name -> hex colour.
+
+    Examples
+    --------
+    >>> color_map(["VNC", "other"])
+    {'VNC': '#D55E00', 'other': '#009E73'}
+    """
     out, k = {}, 0
     for n in names:
         if n in DATASET_COLORS:
@@ -142,14 +159,51 @@ def _color_map(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _unique_in_order(values: Sequence[Any]) -> list[Any]:
+def unique_in_order(values: Sequence[Any]) -> list[Any]:
+    """The distinct ``values`` in the order they first appear.
+
+    Parameters
+    ----------
+    values : sequence
+        Hashable values.
+
+    Returns
+    -------
+    list
+        Each value once.
+
+    Examples
+    --------
+    >>> unique_in_order(["b", "a", "b", "c"])
+    ['b', 'a', 'c']
+    """
     seen: dict[Any, None] = {}
     for v in values:
         seen.setdefault(v, None)
     return list(seen)
 
 
-def _to_uint8(image: Any) -> np.ndarray:
+def to_uint8(image: Any) -> np.ndarray:
+    """Grey values as uint8 for display: uint8 unchanged, bool as {0, 255}, other values scaled.
+
+    Floats within [0, 1] map to 0-255 and values within [0, 255] keep their scale; any other range
+    is stretched from its finite minimum to its maximum. Non-finite values become 0.
+
+    Parameters
+    ----------
+    image : array_like
+        An image or a stack of images.
+
+    Returns
+    -------
+    ndarray of dtype uint8
+        Same shape as ``image`` (the same array when it is already uint8).
+
+    Examples
+    --------
+    >>> to_uint8(np.array([0.0, 0.5, 1.0])).tolist()
+    [0, 128, 255]
+    """
     a = np.asarray(image)
     if a.dtype == np.uint8:
         return a

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from emlib.errors import ConfigError, ShapeError
-from emlib.viz.common import _color_map, _to_uint8, _unique_in_order, finish_figure
+from emlib.viz.common import color_map, finish_figure, to_uint8, unique_in_order
 
 __all__ = ["plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca"]
 
@@ -49,7 +49,7 @@ def _pca_traces(
     marker_size: int = 6,
 ) -> list[go.BaseTraceType]:
     traces = []
-    for name in _unique_in_order(labels):
+    for name in unique_in_order(labels):
         sel = labels == name
         text = hover_text[sel] if hover_text is not None else None
         common = dict(
@@ -103,7 +103,7 @@ def plot_embedding_pca(
     """
     coords, labels, hover_text = _check_coords(coords, labels, hover_text)
     three_d = coords.shape[1] >= 3
-    colors = _color_map(_unique_in_order(labels))
+    colors = color_map(unique_in_order(labels))
     fig = go.Figure(_pca_traces(coords, labels, hover_text, colors, three_d=three_d, marker_size=marker_size))
     if three_d:
         fig.update_layout(
@@ -166,8 +166,8 @@ def plot_pca_side_by_side(
     """
     panels = [_unpack_panel(frozen, "frozen"), _unpack_panel(lora, "lora")]
     checked = [(_check_coords(c, l, h), e) for c, l, e, h in panels]
-    names = _unique_in_order([n for (c, l, h), e in checked for n in l])
-    colors = _color_map(names)
+    names = unique_in_order([n for (c, l, h), e in checked for n in l])
+    colors = color_map(names)
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(subplot_titles))
     for col, ((coords, labels, hover), evr) in enumerate(checked, start=1):
         for tr in _pca_traces(
@@ -221,7 +221,7 @@ def plot_patch_pca(
         if images:
             if n not in images:
                 raise ConfigError(f"images lacks the key {n!r}; pass one slice per rgb_maps key")
-            grey = _to_uint8(images[n])
+            grey = to_uint8(images[n])
             if grey.ndim != 2:
                 raise ShapeError(f"images[{n!r}] has shape {grey.shape}; pass grey slices of shape (H, W)")
             fig.add_trace(go.Image(z=np.repeat(grey[..., None], 3, axis=2), name=f"{n} slice",

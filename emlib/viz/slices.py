@@ -17,7 +17,7 @@ from PIL import Image
 from scipy.ndimage import binary_erosion
 
 from emlib.errors import ConfigError, ShapeError
-from emlib.viz.common import OVERLAY_COLORS, _color_map, _to_uint8, finish_figure
+from emlib.viz.common import OVERLAY_COLORS, color_map, finish_figure, to_uint8
 
 __all__ = [
     "plot_slice_overlay",
@@ -54,7 +54,7 @@ def _overlay_categories(mask: np.ndarray | None, pred: np.ndarray | None) -> lis
 def _overlay_rgb(
     image: np.ndarray, mask: np.ndarray | None, pred: np.ndarray | None, *, mode: str, alpha: float
 ) -> tuple[np.ndarray, list[str]]:
-    grey = _to_uint8(image).astype(np.float64)
+    grey = to_uint8(image).astype(np.float64)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     cats = _overlay_categories(mask, pred)
     for name, sel in cats:
@@ -73,6 +73,14 @@ def _legend_traces(names: Sequence[str]) -> list[go.Scatter]:
                    marker=dict(color=OVERLAY_COLORS[n], size=10, symbol="square"))
         for n in names
     ]
+
+
+def _as_slice(image: Any) -> np.ndarray:
+    """``image`` as an array, checked to be one grey slice of shape (H, W) (ShapeError otherwise)."""
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ShapeError(f"image has shape {img.shape}; pass one grey slice of shape (H, W)")
+    return img
 
 
 def _check_overlay_args(image: np.ndarray, mask: Any, pred: Any, mode: str, alpha: float):
@@ -127,9 +135,7 @@ def plot_slice_overlay(
     fig : plotly.graph_objects.Figure
         One ``go.Image`` trace plus one legend entry per colour category.
     """
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise ShapeError(f"image has shape {img.shape}; pass one grey slice of shape (H, W)")
+    img = _as_slice(image)
     m, p = _check_overlay_args(img, mask, pred, mode, alpha)
     rgb, cats = _overlay_rgb(img, m, p, mode=mode, alpha=alpha)
     fig = go.Figure([go.Image(z=rgb, name="slice", hovertemplate="(%{y}, %{x})<extra></extra>")])
@@ -221,7 +227,7 @@ def plot_slice_browser(
     if int(max_side) < 8:
         raise ConfigError(f"max_side={max_side!r} is too small; pass at least 8 pixels")
     m_stack, p_stack = _check_overlay_args(stack, masks, preds, mode, alpha)
-    stack = _to_uint8(stack)  # one grey scaling for the whole stack, not per slice
+    stack = to_uint8(stack)  # one grey scaling for the whole stack, not per slice
     z_count = stack.shape[0]
     labels = [str(i) for i in range(z_count)] if slice_labels is None else [str(s) for s in slice_labels]
     if len(labels) != z_count:
@@ -298,7 +304,7 @@ def plot_intensity_histograms(
             value_range = (min(float(a.min()) for a in arrays.values()), max(float(a.max()) for a in arrays.values()))
             if value_range[1] <= value_range[0]:
                 value_range = (value_range[0], value_range[0] + 1.0)
-    colors = _color_map(list(arrays))
+    colors = color_map(list(arrays))
     fig = go.Figure()
     for name, a in arrays.items():
         counts, edges = np.histogram(a.ravel(), bins=int(bins), range=value_range)
@@ -328,9 +334,7 @@ def plot_patch_grid(image: Any, patch_size: int, *, title: str = "", weights_lab
     fig : plotly.graph_objects.Figure
         One ``go.Image`` trace and one line trace holding the grid.
     """
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise ConfigError(f"image has shape {img.shape}; pass one grey slice of shape (H, W)")
+    img = _as_slice(image)
     h, w = img.shape
     xs: list[float | None] = []
     ys: list[float | None] = []

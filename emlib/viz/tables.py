@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from emlib.errors import ConfigError
-from emlib.viz.common import _color_map, _unique_in_order, finish_figure
+from emlib.viz.common import color_map as _color_map, finish_figure, unique_in_order as _unique_in_order
 
-__all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers"]
+__all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers",
+           "plot_remedy_scatter"]
 
 
 def _table_weights_label(table: pd.DataFrame, weights_label: str | None) -> str | None:
@@ -281,4 +282,68 @@ def plot_paper_numbers(numbers: pd.DataFrame, *, title: str = "Fig. 1 numbers: p
     for i, panel in enumerate(_unique_in_order(table["panel"].tolist()), start=1):
         if panel.startswith("probe"):
             fig.update_yaxes(range=[0, 1.05], row=1, col=i)
+    return fig
+
+
+def plot_remedy_scatter(
+    summary: pd.DataFrame,
+    *,
+    x: str = "fd",
+    value: str = "iou_fg",
+    test_sets: Mapping[str, str] | None = None,
+    title: str = "Latent distance against segmentation score, one point per run",
+    weights_label: str | None = None,
+) -> go.Figure:
+    """A latent diagnostic against the mean segmentation score, one point per remedy run.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`emlib.grid.remedies.alignment_summary` output with latents: columns ``regime``,
+        ``remedy``, ``kind``, ``x`` and ``<value>_<test set>`` per test set; ``probe_auroc`` and
+        ``latent_space``, when present, show on hover. Rows whose ``x`` is missing (a latent space
+        that was not measured) have no point.
+    x : str, default='fd'
+        The horizontal axis: the Fréchet distance between the two datasets' image embeddings, or
+        another column such as ``probe_auroc``.
+    value : str, default='iou_fg'
+        The score; the vertical axis is its mean over ``test_sets``.
+    test_sets : dict of str → str, default=None
+        Column suffix → display name; ``{"lucchi_pp": "Lucchi++", "vnc": "VNC"}`` by default.
+    title : str
+    weights_label : str, default=None
+        ``'random weights'`` puts a "random weights" badge on the figure. When it is ``None`` and
+        ``summary`` has a ``weights_label`` column with a random label, that is used.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One ``go.Scatter`` trace per (regime, kind): colour says the regime, the marker symbol
+        the kind of run (baseline, remedy, reference); hovering a point names its remedy.
+
+    Examples
+    --------
+    >>> summary = pd.DataFrame({"regime": ["frozen"] * 2, "remedy": ["baseline", "histmatch"],
+    ...                         "kind": ["baseline", "remedy"], "fd": [80.0, 60.0],
+    ...                         "iou_fg_lucchi_pp": [0.5, 0.6], "iou_fg_vnc": [0.3, 0.4]})
+    >>> [(t.name, float(t.y[0])) for t in plot_remedy_scatter(summary).data]
+    [('frozen, baseline', 0.4), ('frozen, remedy', 0.5)]
+    """
+    import plotly.express as px  # only this figure needs plotly.express
+
+    test_sets = dict(test_sets or {"lucchi_pp": "Lucchi++", "vnc": "VNC"})
+    cols = [f"{value}_{t}" for t in test_sets]
+    missing = [c for c in ("regime", "remedy", "kind", x, *cols) if c not in summary.columns]
+    if missing:
+        raise ConfigError(f"summary lacks the columns {missing}; pass emlib.alignment_summary(results, latents=...)")
+    weights_label = _table_weights_label(summary, weights_label)
+    mean = f"mean_{value}"
+    points = summary.assign(**{mean: summary[cols].mean(axis=1)})
+    hover = {c: fmt for c, fmt in (("probe_auroc", ":.3f"), ("latent_space", True)) if c in summary.columns}
+    names = " and ".join(test_sets.values())
+    axis = {"fd": f"Fréchet distance ({names} embeddings)", "probe_auroc": f"probe AUROC ({names})"}
+    fig = px.scatter(points, x=x, y=mean, color="regime", symbol="kind", hover_name="remedy", hover_data=hover,
+                     labels={x: axis.get(x, x), mean: f"mean {value} over {'both' if len(cols) == 2 else 'the'} test sets"},
+                     template="plotly_white")
+    finish_figure(fig, title, weights_label, legend="right")
     return fig

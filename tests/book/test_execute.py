@@ -97,3 +97,21 @@ def test_cell_progress_names_chapter_cell_and_time() -> None:
     assert lines[0].startswith("  03_frozen_backbone: cell 1/2, ") and lines[0].endswith("results = chapter_runs(settings)")
     assert lines[1] == f"  03_frozen_backbone: 1 code cells in {seconds:.1f} s"
     assert "--IPKernelApp.log_level=ERROR" in KERNEL_ARGUMENTS  # no "running over TCP without encryption" lines
+
+
+def test_a_chapter_built_with_a_seed_trains_runs_of_that_seed(tmp_path: Path, shared_data: Path) -> None:
+    """Issue 22: ``-p seed 1`` reaches the runs a chapter trains (its settings table and its run folders agree)."""
+    source = tmp_path / "98_seeded.py"
+    source.write_text(
+        '# %% [markdown]\n# # Seeded\n\n# %% tags=["parameters"]\nprofile = "smoke"\nseed = None\ndata_dir = None\n'
+        'out_dir = "runs"\n\n# %%\nfrom emlib import chapter_runs, chapter_settings\n'
+        'settings = chapter_settings(profile, device="cpu", seed=seed, data_dir=data_dir, out_dir=out_dir)\n'
+        'rows = chapter_runs(settings, regimes=["unet"], train_sets=["vnc"])\n'
+        'print("SEEDS", sorted(set(rows.seed)), dict(settings.table().values.tolist())["seed"])\n'
+    )
+    output = tmp_path / "98_seeded.ipynb"
+    execute_chapter(source, output, parameters={"seed": 1, "data_dir": str(shared_data), "out_dir": str(tmp_path / "runs")})
+    printed = "".join(o.get("text", "") for c in nbformat.read(output, as_version=4).cells for o in c.get("outputs", []))
+    assert "SEEDS [1] 1" in printed
+    (folder,) = (tmp_path / "runs" / "smoke").glob("vnc-unet-unet-s1-*")
+    assert '"seed": 1' in (folder / "config.json").read_text()

@@ -33,8 +33,8 @@ def test_settings_follow_the_profile() -> None:
     assert (quick.view_slices, quick.token_crop, quick.token_long_edge, quick.token_slices) == (None, None, 518, 8)
     assert quick.weights_label == "pretrained" and quick.cpu_threads is None
     paper = chapter_settings("paper", device="cpu", backbone="dinov2_vits14")
-    assert (paper.backbone, paper.token_long_edge, paper.description) == ("dinov2_vits14", 1022,
-                                                                          get_profile("paper").description)
+    assert (paper.backbone, paper.token_long_edge, paper.profile) == ("dinov2_vits14", 1022, get_profile("paper"))
+    assert paper.seeds == get_profile("paper").seeds and chapter_settings("paper", seed=3).seeds == (3,)
 
 
 def test_settings_table_says_what_made_the_page(smoke: ChapterSettings, shared_data: Path) -> None:
@@ -74,7 +74,8 @@ def test_profile_words_and_page_facts_come_from_the_config(name: str) -> None:
     assert ("every test slice" in summary) == (b.eval_slices is None)
     assert not any(ch.isdigit() for ch in prof.description), "numbers belong in the config, not the description"
     facts = page_facts(chapter_settings(name, device="cpu"))
-    assert facts["epochs"] == b.epochs and facts["training"].startswith(f"{b.epochs} epochs")
+    assert facts["epochs"] == b.epochs and f"{b.epochs} epochs" in facts["training"]
+    assert facts["training"] == prof.facts()["training"] and facts["training"] in summary  # one description
     assert facts["test_slices"] == ("every" if b.eval_slices is None else b.eval_slices)
     assert facts["embedding_slices"] == (prof.embedding_slices or "all")
 
@@ -123,7 +124,7 @@ def test_limit_cpu_threads_only_where_the_profile_says(smoke: ChapterSettings) -
 def test_dry_run_settings_say_so_everywhere() -> None:
     """A dry run's pages: its own profile name, grid folder, weights label and reproducing command (issue 12)."""
     dry = chapter_settings("paper-dry", device="cpu")
-    assert (dry.profile, dry.dry_run, dry.pretrained, dry.backbone) == ("paper-dry", True, True, "dinov2_vits14")
+    assert (dry.profile.name, dry.dry_run, dry.pretrained, dry.backbone) == ("paper-dry", True, True, "dinov2_vits14")
     assert dry.weights_label == DRY_RUN_LABEL and "random" in dry.weights_label  # figures get the badge
     rows = dict(dry.table().values.tolist())
     assert rows["profile"].startswith("paper-dry: a dry run of paper") and rows["weights"] == DRY_RUN_LABEL
@@ -133,3 +134,18 @@ def test_dry_run_settings_say_so_everywhere() -> None:
     assert {c.run_id for c in chapter_configs(dry)} == {c.run_id for c in grid_configs("paper-dry", backbone="dinov2_vits14")}
     assert page_facts(dry)["weights"] == DRY_RUN_LABEL and page_facts(dry)["profile"] == "paper-dry"
     assert not chapter_settings("quick", device="cpu").dry_run
+
+
+def test_every_chapter_parameter_reaches_its_runs() -> None:
+    """Issue 22: a chapter's seed and device reach the runs it trains; the device does not move its run folders."""
+    one = chapter_settings("smoke", device="cpu", seed=1)
+    configs = chapter_configs(one)
+    assert configs and {c.seed for c in configs} == {1} and {c.device for c in configs} == {"cpu"}
+    assert {c.run_id for c in configs} == {c.run_id for c in grid_configs("smoke", seeds=[1])}
+    assert chapter_command(one, regimes=["lora"]).endswith("--regime lora --seed 1")
+    paper = chapter_settings("paper", device="cpu")  # seed=None: the profile's five seeds
+    assert {c.seed for c in chapter_configs(paper, regimes=["lora"], train_sets=["vnc"])} == {0, 1, 2, 3, 4}
+    assert "--seed" not in chapter_command(paper)
+    gpu = ChapterSettings(**{**one.__dict__, "device": "cuda"})  # as on a GPU (none here): the same run folders
+    assert [c.device for c in chapter_configs(gpu)] == ["cuda"] * len(configs)
+    assert [c.run_id for c in chapter_configs(gpu)] == [c.run_id for c in configs]

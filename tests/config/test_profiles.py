@@ -18,8 +18,21 @@ from emlib.errors import ConfigError
 
 
 #: The smoke grid's run ids; the hashes pin the digests of every smoke run (results folders rely on them).
-#: They changed once on purpose: the smoke profile moved to the linear head (issue 11, degenerate runs).
+#: They changed on purpose twice: the smoke profile moved to the linear head (issue 11, degenerate runs), and
+#: device, cache and the weights path left a run's identity (issue 22: the smoke profile runs on device="cpu").
 SMOKE_RUN_IDS = [
+    "lucchi_pp-frozen-dinov2_vits14-s0-c7343cba",
+    "lucchi_pp-lora-dinov2_vits14-s0-cbb7ef15",
+    "lucchi_pp-unet-unet-s0-5ddf21ff",
+    "vnc-frozen-dinov2_vits14-s0-bbbc617c",
+    "vnc-lora-dinov2_vits14-s0-9d6640fa",
+    "vnc-unet-unet-s0-79955ea6",
+    "paired-frozen-dinov2_vits14-s0-90d61f36",
+    "paired-lora-dinov2_vits14-s0-0bae5a04",
+    "paired-unet-unet-s0-505efd1e",
+]
+#: The ids the same runs had before issue 22 (``RunConfig.legacy_run_id``): folders under them are read back.
+LEGACY_SMOKE_RUN_IDS = [
     "lucchi_pp-frozen-dinov2_vits14-s0-27daffb8",
     "lucchi_pp-lora-dinov2_vits14-s0-2203cee1",
     "lucchi_pp-unet-unet-s0-98320cb6",
@@ -53,6 +66,19 @@ def test_smoke_grid_run_ids_are_pinned() -> None:
     assert [c.run_id for c in configs] == SMOKE_RUN_IDS
     assert len(grid_configs("paper")) == 3 * 2 * 3 * 5
     assert [c.run_id for c in grid_configs(get_profile("smoke"))] == SMOKE_RUN_IDS  # a Profile works as well
+    assert [c.legacy_run_id for c in configs] == LEGACY_SMOKE_RUN_IDS
+
+
+def test_where_a_run_runs_is_not_its_identity() -> None:
+    """Issue 22: `emlib grid --device cuda` and a chapter on a GPU find the runs made on a CPU."""
+    configs = grid_configs("smoke")
+    for where in ({"device": "cuda"}, {"device": "auto"}, {"cache": "disk"}, {"cache": "none"}):
+        assert [c.run_id for c in grid_configs("smoke", **where)] == SMOKE_RUN_IDS, where
+        assert [c.legacy_run_id for c in grid_configs("smoke", **where)] != LEGACY_SMOKE_RUN_IDS, where
+    pretrained = grid_configs("quick", regimes=["frozen"], train_sets=["vnc"])[0]
+    assert pretrained.replace(weights="/somewhere/w.safetensors").run_id == pretrained.run_id
+    assert configs[0].replace(seed=1).run_id != configs[0].run_id  # what it computes still is
+    assert configs[0].replace(amp=False).run_id != configs[0].run_id
 
 
 def test_grid_configs_selection() -> None:

@@ -67,10 +67,10 @@ def test_lora_settings_validation() -> None:
     assert LoraSettings().scale == 2.0 and set(LoraSettings().targets) <= set(LORA_TARGETS)
     assert LoraSettings(targets=["mlp.fc2"]).targets == ("mlp.fc2",)  # lists become tuples
     for bad, match in (
-        ({"rank": 0}, "rank must be a positive integer"),
-        ({"rank": True}, "rank must be a positive integer"),
-        ({"alpha": 0}, "alpha must be positive"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"rank": 0}, "^rank=0 must be positive$"),
+        ({"rank": True}, "^rank=True must be an integer$"),
+        ({"alpha": 0}, "^alpha=0 must be positive$"),
+        ({"dropout": 1.0}, r"^dropout=1.0 must be in \[0, 1\)$"),
         ({"targets": ("attn.qkv", "attn.qkv")}, "distinct names"),
         ({"targets": ("head",)}, "distinct names"),
     ):
@@ -98,8 +98,24 @@ def test_new_options_leave_old_digests_alone_and_check_combinations() -> None:
 def test_schedule_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="val_fraction"):
         RunConfig(val_fraction=1.0)
-    with pytest.raises(ConfigError, match="needs .* a validation split"):
+    with pytest.raises(ConfigError, match="needs a validation split"):
         RunConfig(patience=5)
     with pytest.raises(ConfigError, match="lora_lr"):
         RunConfig(lora_lr=0.0)
     assert "patience" not in RunConfig().to_dict() and RunConfig(val_fraction=0.1, patience=3).to_dict()["patience"] == 3
+
+
+def test_constraints_are_declared_next_to_the_fields() -> None:
+    """Issue 22: each number and choice of a config declares what it accepts in its field, checked in one place."""
+    from emlib.validation import CONSTRAINT
+
+    for cls in (RunConfig, LoraSettings):
+        for f in dataclasses.fields(cls):
+            if str(f.type).split(" |")[0] in ("int", "float") or f.name in ("regime", "train_set", "loss", "cache", "head"):
+                assert CONSTRAINT in f.metadata, f"{cls.__name__}.{f.name} declares no constraint"
+    with pytest.raises(ConfigError) as info:
+        RunConfig(batch_size=0)
+    assert str(info.value) == "batch_size=0 must be positive"
+    with pytest.raises(ConfigError) as info:
+        RunConfig(patience=0, val_fraction=0.1)
+    assert str(info.value) == "patience=0 must be positive or None"

@@ -25,8 +25,6 @@ from emlib.data.alignment import (
 from emlib.errors import ConfigError
 from emlib.train import build_train_dataset
 
-from ..test_train import tiny
-
 
 def _stack(mean: float, std: float, seed: int, shape=(2, 64, 64)) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -96,7 +94,7 @@ def test_intensity_reference_holds_the_stack_statistics() -> None:
     assert np.allclose(ref.cdf, grey_cdf(images))
 
 
-def test_training_items_see_the_aligned_pixels(shared_data: Path) -> None:
+def test_training_items_see_the_aligned_pixels(tiny, shared_data: Path) -> None:
     from emlib.data import IMAGENET_MEAN, IMAGENET_STD
 
     paired = tiny(train_set="paired")
@@ -110,7 +108,7 @@ def test_training_items_see_the_aligned_pixels(shared_data: Path) -> None:
     assert [plain[i]["domain"] for i in (0, len(plain) - 1)] == [0, 1]
 
 
-def test_align_run_volume_follows_the_config(shared_data: Path) -> None:
+def test_align_run_volume_follows_the_config(tiny, shared_data: Path) -> None:
     images = _stack(120, 50, 6)
     cfg = tiny(train_set="paired")
     same, no_masks = align_run_volume(cfg, "vnc", images, None, shared_data)

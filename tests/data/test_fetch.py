@@ -99,7 +99,7 @@ def _vnc_archive(tmp_path: Path, served: Path) -> dict[str, tuple[str, str]]:
 def test_vnc_download_checks_every_file(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url, served = server
     registry = _vnc_archive(tmp_path, served)
-    monkeypatch.setattr(fetch_module, "_registry", lambda name: registry)
+    monkeypatch.setattr(fetch_module, "pixel_registry", lambda name: registry)
     source = dataclasses.replace(DATASETS["vnc"], url=f"{url}/vnc.zip")
     root = tmp_path / "root"
     folder = fetch_dataset("vnc", root=root, source=source, progress=False)
@@ -110,7 +110,7 @@ def test_vnc_file_checksum_mismatch_installs_nothing(server, tmp_path: Path, mon
     url, served = server
     registry = _vnc_archive(tmp_path, served)
     registry["stack1/raw/01.tif"] = ("unused", "f" * 64)
-    monkeypatch.setattr(fetch_module, "_registry", lambda name: registry)
+    monkeypatch.setattr(fetch_module, "pixel_registry", lambda name: registry)
     source = dataclasses.replace(DATASETS["vnc"], url=f"{url}/vnc.zip")
     root = tmp_path / "root"
     with pytest.raises(ChecksumError, match="stack1/raw/01.tif .* upstream SHA-256"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emlib.data import DATASETS, VNC_TEST_SLICES, DatasetSource, get_source, list_datasets, list_splits, read_volume
-from emlib.data.sources import _registry
+from emlib.data.sources import pixel_registry
 from emlib.errors import ConfigError
 
 def test_vnc_split_is_the_authors_seed_42_shuffle(shared_data: Path) -> None:
@@ -39,10 +39,10 @@ def test_sources_and_splits_of_the_registry() -> None:
 
 def test_packaged_hash_registry_lists_every_upstream_image() -> None:
     hex64 = re.compile(r"^[0-9a-f]{64}$")
-    vnc = _registry("vnc")
+    vnc = pixel_registry("vnc")
     assert len(vnc) == 60  # stack1 raw + mitochondria, stack2 raw, 20 slices each
     assert "stack1/mitochondria/05.png" in vnc and "stack2/raw/19.tif" in vnc
-    lucchi = _registry("lucchi_pp")
+    lucchi = pixel_registry("lucchi_pp")
     assert {rel.split("/")[0] for rel in lucchi} == set(DATASETS["lucchi_pp"].required)
     for pixel_sha, file_sha in [*vnc.values(), *lucchi.values()]:
         assert hex64.match(pixel_sha) and hex64.match(file_sha)

@@ -16,14 +16,13 @@ from emlib.grid.runner import METRICS, run_folder
 from emlib.grid.launch import ERROR_LOG, SlurmOptions, gather, launch, plan, read_costs, run_status
 from emlib.runfiles import CHECKPOINT
 
-from ..test_train import tiny
 
 def _timing(table: pd.DataFrame) -> list[str]:
     """The columns that differ between two makings of one run: seconds and peak memory."""
     return [c for c in table if c.endswith("_seconds") or c == "peak_memory_mb"]
 
 
-def _profile(monkeypatch) -> list[config.RunConfig]:
+def _profile(tiny, monkeypatch) -> list[config.RunConfig]:
     """A profile ``t`` of 2 tiny U-Net runs (seeds 0 and 1) and 2 frozen runs; its U-Net runs."""
     base = tiny(regime="unet", crop=56, eval_window=56)
     prof = config.Profile(name="t", description="test", base=base, backbones=("dinov2_vits14",),
@@ -36,25 +35,25 @@ def _argv(out: Path, root: Path, *extra: str) -> list[str]:
     return ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--quiet", *extra]
 
 
-def test_seed_is_a_selection(monkeypatch) -> None:
-    _profile(monkeypatch)
+def test_seed_is_a_selection(tiny, monkeypatch) -> None:
+    _profile(tiny, monkeypatch)
     assert [c.seed for c in config.grid_configs("t", seeds=[1])] == [1, 1]
     assert [c.seed for c in config.grid_configs("t", seed=1)] == [1, 1]
     with pytest.raises(ConfigError, match="seeds are integers"):
         config.grid_configs("t", seeds=[-1])
 
 
-def test_cli_selects_seeds(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_selects_seeds(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    _profile(monkeypatch)
+    _profile(tiny, monkeypatch)
     assert main(_argv(tmp_path / "runs", root, "--plan", "--seed", "1", "--regime", "unet")) == 0
     printed = capsys.readouterr().out
     assert "plan: 1 of 1 selected runs" in printed and "vnc-unet-unet-s1-" in printed and "-s0-" not in printed
 
 
-def test_plan_lists_the_runs_to_make_with_a_total_and_trains_nothing(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_plan_lists_the_runs_to_make_with_a_total_and_trains_nothing(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    runs = _profile(monkeypatch)
+    runs = _profile(tiny, monkeypatch)
     out = tmp_path / "runs"
     assert main(_argv(out, root, "--plan")) == 0
     printed = capsys.readouterr().out
@@ -88,9 +87,9 @@ def test_the_shipped_cost_table_has_its_columns() -> None:
     assert (costs.images_per_s > 0).all() and costs.measured_on.str.len().gt(0).all()
 
 
-def test_status_says_done_running_failed_and_missing(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_status_says_done_running_failed_and_missing(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    runs = _profile(monkeypatch)
+    runs = _profile(tiny, monkeypatch)
     out = tmp_path / "runs"
     launch(runs[:1], out, root=root)
     frozen = config.grid_configs("t", regimes=["frozen"])
@@ -117,9 +116,9 @@ def test_slurm_launcher_builds_the_sbatch_parameters(tmp_path: Path, monkeypatch
         assert f"#SBATCH {line}" in text
 
 
-def test_slurm_launcher_runs_through_submitit(tiny_root, tmp_path: Path, monkeypatch) -> None:
+def test_slurm_launcher_runs_through_submitit(tiny, tiny_root, tmp_path: Path, monkeypatch) -> None:
     root, _ = tiny_root
-    runs = _profile(monkeypatch)
+    runs = _profile(tiny, monkeypatch)
     debug = submitit.DebugExecutor(folder=tmp_path / "logs")
     results = launch(runs, tmp_path / "runs", launcher="slurm", root=root, profile="t", executor=debug)
     assert results.run_id.tolist() == [run_folder(c, tmp_path / "runs", root=root).name for c in runs for _ in range(2)]
@@ -128,9 +127,9 @@ def test_slurm_launcher_runs_through_submitit(tiny_root, tmp_path: Path, monkeyp
     assert isinstance(requeued, submitit.helpers.DelayedSubmission) and requeued.args == (runs[0],)
 
 
-def test_local_launcher_gives_the_rows_of_inline(tiny_root, tmp_path: Path, monkeypatch) -> None:
+def test_local_launcher_gives_the_rows_of_inline(tiny, tiny_root, tmp_path: Path, monkeypatch) -> None:
     root, _ = tiny_root
-    runs = _profile(monkeypatch)
+    runs = _profile(tiny, monkeypatch)
     inline = launch(runs, tmp_path / "inline", root=root, profile="t")
     local = launch(runs, tmp_path / "local", launcher="local", jobs=2, root=root, profile="t")
     assert len(list((tmp_path / "local" / "logs").glob("*_log.out"))) == 2  # two processes
@@ -139,9 +138,9 @@ def test_local_launcher_gives_the_rows_of_inline(tiny_root, tmp_path: Path, monk
                                   check_exact=True)  # bit-identical metrics
 
 
-def test_a_failed_run_is_completed_by_the_same_command(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_failed_run_is_completed_by_the_same_command(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    runs = _profile(monkeypatch)
+    runs = _profile(tiny, monkeypatch)
     out = tmp_path / "runs"
     real = launch_mod.run_one
 
@@ -163,23 +162,23 @@ def test_a_failed_run_is_completed_by_the_same_command(tiny_root, tmp_path: Path
     assert len(gather(runs, out, root=root, table=None)) == 4
 
 
-def test_launchers_without_submitit_say_how_to_install_it(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_launchers_without_submitit_say_how_to_install_it(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    _profile(monkeypatch)
+    _profile(tiny, monkeypatch)
     monkeypatch.setattr(launch_mod, "_submitit", lambda: None)
     assert main(_argv(tmp_path / "runs", root, "--launcher", "local")) == 2
     assert 'install it with pip install "emlib[cluster]"' in capsys.readouterr().err
 
 
-def test_slurm_launcher_off_a_cluster_is_one_sentence(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_slurm_launcher_off_a_cluster_is_one_sentence(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    _profile(monkeypatch)
+    _profile(tiny, monkeypatch)
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1))  # no srun
     assert main(_argv(tmp_path / "runs", root, "--launcher", "slurm", "--regime", "unet")) == 2
     assert "no SLURM on this machine" in capsys.readouterr().err
 
 
-def test_plan_scales_by_the_pixels_of_crops_and_small_slices(tiny_root, tmp_path: Path) -> None:
+def test_plan_scales_by_the_pixels_of_crops_and_small_slices(tiny, tiny_root, tmp_path: Path) -> None:
     """Rates are for whole slices at 1022x756: crops per epoch and slices at a small long side cost less (issue 12)."""
     root, _ = tiny_root
     costs = pd.DataFrame([{"backbone": "dinov2_vits14", "regime": r, "batch_size": 1, "input_size": "1022x756",

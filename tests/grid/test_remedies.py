@@ -13,6 +13,7 @@ from emlib.grid.remedies import (
     REMEDIES,
     alignment_configs,
     alignment_summary,
+    remedy_config,
     remedy_latent_space,
     remedy_latents,
     run_alignment_grid,
@@ -105,3 +106,22 @@ def test_summary_rejects_latents_without_the_columns() -> None:
                         "probe_auroc": [0.5, 0.7], "latent_space": ["frozen backbone embeddings"] * 2})
     table = alignment_summary(rows, latents=lat)  # seeds are averaged
     assert table.fd.tolist() == [2.0] and table.probe_auroc.tolist() == [pytest.approx(0.6)]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper", "paper-dry"])
+def test_remedy_baselines_are_the_grids_runs(profile: str) -> None:
+    """Issue 22: the paired baseline and the references of chapter 8 are runs the grid makes (on paper: batch 2)."""
+    from emlib.config import grid_configs
+
+    pairs = dict(alignment_configs(profile, regimes=("lora",), remedies=["balanced sampling"]))
+    grid = {c.train_set: c for c in grid_configs(profile, regimes=["lora"], seeds=[0])
+            if c.backbone == pairs["paired baseline"].backbone}
+    assert pairs["paired baseline"] == grid["paired"]
+    assert (pairs["lucchi_pp only"], pairs["vnc only"]) == (grid["lucchi_pp"], grid["vnc"])
+    assert pairs["balanced sampling"] == grid["paired"].replace(balance=True)
+    if profile.startswith("paper"):
+        assert pairs["paired baseline"].batch_size == 2 and pairs["vnc only"].batch_size == 1
+    assert remedy_config(profile, "balanced sampling", regime="lora") == pairs["balanced sampling"]
+    assert remedy_config(profile, "vnc only", regime="lora") == pairs["vnc only"]
+    with pytest.raises(ConfigError, match="unknown remedy 'magic'"):
+        remedy_config(profile, "magic")

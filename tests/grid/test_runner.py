@@ -18,10 +18,8 @@ from emlib.errors import ConfigError, DataError
 from emlib.train import fit
 from emlib.grid.runner import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
 
-from ..test_train import tiny
 
-
-def _tiny_profile(monkeypatch, name: str = "t", base: config.RunConfig | None = None, **axes) -> config.Profile:
+def _tiny_profile(tiny, monkeypatch, name: str = "t", base: config.RunConfig | None = None, **axes) -> config.Profile:
     """Register a profile of tiny runs under ``name`` (the CLI's --profile choices include it)."""
     axes = {"backbones": ("dinov2_vits14",), "regimes": ("frozen", "unet"), "train_sets": ("vnc", "paired"), **axes}
     base = tiny(crop=56, eval_window=56) if base is None else base
@@ -30,8 +28,8 @@ def _tiny_profile(monkeypatch, name: str = "t", base: config.RunConfig | None = 
     return profile
 
 
-def test_grid_writes_table_and_skips_done_runs(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
-    _tiny_profile(monkeypatch)
+def test_grid_writes_table_and_skips_done_runs(tiny, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    _tiny_profile(tiny, monkeypatch)
     results = run_grid("t", tmp_path, root=shared_data, progress=False)
     assert len(results) == 4 * 2
     for col in ("iou_fg", "weights_label", "train_seconds", "peak_memory_mb", "git_commit", "config_digest"):
@@ -45,7 +43,7 @@ def test_grid_writes_table_and_skips_done_runs(shared_data: Path, tmp_path: Path
     assert len(read_results(tmp_path)) == 8
 
 
-def test_run_configs_writes_labels_and_the_table(tiny_root, tmp_path: Path) -> None:
+def test_run_configs_writes_labels_and_the_table(tiny, tiny_root, tmp_path: Path) -> None:
     root, _ = tiny_root
     configs = [tiny(regime="unet", train_set=t, crop=32, eval_window=32) for t in ("lucchi_pp", "vnc")]
     out = tmp_path / "grid"
@@ -71,7 +69,7 @@ def test_run_configs_writes_labels_and_the_table(tiny_root, tmp_path: Path) -> N
     assert json.loads((out / "one.json").read_text())[0]["run_id"] == folders[0].name
 
 
-def test_run_configs_needs_one_label_per_config(tmp_path: Path) -> None:
+def test_run_configs_needs_one_label_per_config(tiny, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"labels\['remedy'\] has 1 values for 2 configs"):
         run_configs([tiny(), tiny(seed=1)], tmp_path, labels={"remedy": ["x"]}, progress=False)
     assert not any(tmp_path.iterdir())  # nothing was trained
@@ -99,9 +97,9 @@ def test_grid_command() -> None:
     )
 
 
-def test_cli_grid_selects_regime_and_train_set(tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_grid_selects_regime_and_train_set(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:
     root, _ = tiny_root
-    _tiny_profile(monkeypatch, base=tiny(), regimes=("frozen", "lora", "unet"), train_sets=config.TRAIN_SETS)
+    _tiny_profile(tiny, monkeypatch, base=tiny(), regimes=("frozen", "lora", "unet"), train_sets=config.TRAIN_SETS)
     out = tmp_path / "runs"
     argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--regime", "lora", "--train-set", "paired", "--quiet"]
     assert main(argv) == 0
@@ -132,7 +130,7 @@ def test_cli_grid_passes_the_selection_on(monkeypatch, capsys) -> None:
         calls["remedies"] = dict(kwargs, profile=profile, out=out)
         return pd.DataFrame()
 
-    monkeypatch.setattr(cli, "run_configs", fake_grid)
+    monkeypatch.setattr("emlib.grid.runner.run_configs", fake_grid)  # what run_grid, the CLI's runner, calls
     monkeypatch.setattr(cli, "run_alignment_grid", fake_remedies)
     argv = ["grid", "--backbone", "dinov3_vits16", "--regime", "lora", "--regime", "unet", "--train-set", "paired",
             "--remedies", "--random-weights", "--quiet"]
@@ -156,7 +154,7 @@ def _one_pixel_changed(root: Path, rel: str) -> None:
     Image.fromarray(arr).save(path)
 
 
-def test_run_folders_and_feature_caches_follow_the_data_and_the_weights(tiny_root, tmp_path: Path, monkeypatch) -> None:
+def test_run_folders_and_feature_caches_follow_the_data_and_the_weights(tiny, tiny_root, tmp_path: Path, monkeypatch) -> None:
     root, _ = tiny_root
     other = tmp_path / "other"
     shutil.copytree(root / "lucchi_pp", other / "lucchi_pp")
@@ -184,7 +182,7 @@ def test_run_folders_and_feature_caches_follow_the_data_and_the_weights(tiny_roo
     assert run_folder(pretrained, tmp_path, root=root) not in (first, run_folder(cfg, tmp_path, root=root))
 
 
-def test_a_disk_feature_cache_is_not_served_for_other_data(tiny_root, tmp_path: Path) -> None:
+def test_a_disk_feature_cache_is_not_served_for_other_data(tiny, tiny_root, tmp_path: Path) -> None:
     root, _ = tiny_root
     cfg = tiny(regime="frozen", cache="disk", crop=28, eval_window=28, samples_per_epoch=None, epochs=1)
     first = fit(cfg, tmp_path / "runs" / "a", root=root, progress=False)
@@ -197,7 +195,7 @@ def test_a_disk_feature_cache_is_not_served_for_other_data(tiny_root, tmp_path: 
     assert len(list((tmp_path / "runs" / ".feature-cache").glob("*.safetensors"))) == 2
 
 
-def test_bad_configs_end_before_any_work(tiny_root, tmp_path: Path) -> None:
+def test_bad_configs_end_before_any_work(tiny, tiny_root, tmp_path: Path) -> None:
     root, _ = tiny_root
     out = tmp_path / "out"
     good = tiny(regime="unet", crop=32, eval_window=32)
@@ -212,7 +210,7 @@ def test_bad_configs_end_before_any_work(tiny_root, tmp_path: Path) -> None:
         assert not out.exists()
 
 
-def test_the_results_table_grows_as_runs_finish(tiny_root, tmp_path: Path, monkeypatch) -> None:
+def test_the_results_table_grows_as_runs_finish(tiny, tiny_root, tmp_path: Path, monkeypatch) -> None:
     import emlib.grid.runner as grid
 
     root, _ = tiny_root
@@ -232,7 +230,7 @@ def test_the_results_table_grows_as_runs_finish(tiny_root, tmp_path: Path, monke
     assert seen == [[run_folder(configs[0], tmp_path, root=root).name] * 2]
 
 
-def test_a_damaged_metrics_file_is_refused_with_the_fix(tiny_root, tmp_path: Path) -> None:
+def test_a_damaged_metrics_file_is_refused_with_the_fix(tiny, tiny_root, tmp_path: Path) -> None:
     root, _ = tiny_root
     cfg = tiny(regime="unet", crop=32, eval_window=32)
     folder = run_folder(cfg, tmp_path, root=root)
@@ -250,3 +248,21 @@ def test_grid_seed_override_runs_that_seed_and_axes_are_selected_by_name() -> No
         config.grid_configs("smoke", regime="lora")
     with pytest.raises(ConfigError, match=r"unknown RunConfig keys \['epoch'\]"):
         config.grid_configs("smoke", epoch=3)
+
+
+def test_a_run_finished_under_its_legacy_name_is_read_back(tiny, tiny_root, tmp_path: Path) -> None:
+    """Issue 22: folders named before device, cache and the weights path left a run's identity keep being read."""
+    from emlib.runfiles import write_json
+
+    root, _ = tiny_root
+    cfg = tiny(device="cpu")
+    assert cfg.legacy_run_id != cfg.run_id and cfg.replace(device="auto").run_id == cfg.run_id
+    out = tmp_path / "grid"
+    folder = run_folder(cfg, out, root=root)
+    legacy = out / folder.name.replace(cfg.run_id, cfg.legacy_run_id)
+    row = {"run_id": legacy.name, "test_set": "vnc", "iou_fg": 0.25}
+    legacy.mkdir(parents=True)
+    write_json(legacy / METRICS, {"config": cfg.to_dict(), "rows": [row]})
+    assert run_folder(cfg, out, root=root) == legacy
+    assert run_configs([cfg], out, root=root, progress=False).to_dict(orient="records") == [row]  # nothing trained
+    assert run_folder(cfg.replace(device="auto"), out, root=root) == folder  # its legacy name was another one

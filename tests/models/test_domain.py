@@ -21,8 +21,6 @@ from emlib.models.domain import (
 )
 from emlib.train import fit, load_trained
 
-from ..test_train import tiny
-
 
 def test_domain_ids_are_positions_in_domains() -> None:
     assert DOMAINS == ("lucchi_pp", "vnc")
@@ -91,10 +89,10 @@ def test_domain_model_needs_a_domain_and_names_its_statistics() -> None:
     assert running_stat_names(backbone) == set()
 
 
-def test_coral_probe_sees_the_head_stem() -> None:
+def test_coral_probe_sees_the_head_stem(tiny) -> None:
     from emlib.train import build_model
 
-    model, *_ = build_model(tiny(train_set="paired", coral_weight=1.0, head="deconv"))
+    model = build_model(tiny(train_set="paired", coral_weight=1.0, head="deconv")).model
     probe = CoralProbe(model)
     model.head(torch.randn(4, 384, 2, 2), (28, 28))
     assert probe.features.shape == (4, 8, 2, 2)  # head_channels of the stem
@@ -103,7 +101,7 @@ def test_coral_probe_sees_the_head_stem() -> None:
     probe.remove()
 
 
-def test_feature_norm_run_saves_statistics_and_tests_with_the_test_domain(shared_data: Path, tmp_path: Path) -> None:
+def test_feature_norm_run_saves_statistics_and_tests_with_the_test_domain(tiny, shared_data: Path, tmp_path: Path) -> None:
     from emlib.evaluate import evaluate
 
     cfg = tiny(train_set="paired", feature_norm=True, input_alignment="resample")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -129,11 +128,29 @@ def empty_offline(tmp_path, monkeypatch):
         yield empty
 
 
-def test_offline_and_missing_fails_in_seconds_in_the_words_of_each_interface(empty_offline):
-    t0 = time.perf_counter()
+def _no_connection(monkeypatch) -> list:
+    """Every socket connection attempted from now on: refused at once and recorded (address, timeout)."""
+    import socket
+
+    attempts: list = []
+
+    def connect(self, address):
+        attempts.append((address, self.gettimeout()))
+        raise ConnectionRefusedError(f"the test refuses connections ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return attempts
+
+
+def test_offline_and_missing_fails_in_seconds_in_the_words_of_each_interface(empty_offline, monkeypatch):
+    # in seconds: offline means no probe, no connection and no download is even tried
+    attempts, probes, downloads = _no_connection(monkeypatch), [], []
+    monkeypatch.setattr(hubmod, "_probe", lambda endpoint: probes.append(endpoint))
+    monkeypatch.setattr(hubmod, "_download", lambda spec, **kw: downloads.append(spec.name))
     with pytest.raises(WeightsError) as info:
         create_backbone("dinov2_vits14")
-    assert time.perf_counter() - t0 < 10
+    assert attempts == [] and probes == [] and downloads == []
     err = info.value
     root = empty_offline.root
     head = (f"no pretrained weights for dinov2_vits14 on this machine (looked in $EMLIB_WEIGHTS (not set), "
@@ -162,10 +179,47 @@ def test_an_unreachable_endpoint_is_offline_without_the_flag(monkeypatch):
     for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
-    t0 = time.perf_counter()
-    assert offline_reason() == "127.0.0.1 cannot be reached"
-    assert time.perf_counter() - t0 < hubmod.PROBE_SECONDS + 1
+    real, calls = hubmod.socket.create_connection, []
+
+    def create_connection(address, timeout=None, *args, **kwargs):
+        calls.append((address, timeout))
+        return real(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
     hubmod._probe.cache_clear()
+    try:
+        assert offline_reason() == "127.0.0.1 cannot be reached"
+        assert offline_reason() == "127.0.0.1 cannot be reached"  # remembered: probed once per process
+        assert calls == [(("127.0.0.1", 9), hubmod.PROBE_SECONDS)]  # one socket, bounded by PROBE_SECONDS
+    finally:
+        hubmod._probe.cache_clear()
+
+
+def test_an_endpoint_that_never_answers_is_offline_after_the_probe_time(monkeypatch):
+    """A connection that hangs (name resolution ignores socket timeouts) is given up after PROBE_SECONDS."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hangs.invalid")
+    release, calls = threading.Event(), []
+
+    def create_connection(address, timeout=None, *args, **kwargs):
+        calls.append((address, timeout))
+        release.wait()  # never answers until the test ends
+        raise OSError("released")
+
+    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.05)  # the wait is PROBE_SECONDS (+ 0.5 s), whatever its value
+    hubmod._probe.cache_clear()
+    try:
+        assert offline_reason() == "hangs.invalid did not answer within 0.05 s"
+        assert calls == [(("hangs.invalid", 443), 0.05)]
+    finally:
+        release.set()
+        hubmod._probe.cache_clear()
 
 
 def test_fetch_offline_is_one_sentence_before_any_download(empty_offline):

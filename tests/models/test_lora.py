@@ -202,9 +202,9 @@ def test_apply_lora_errors():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rank": 0}, "rank must be a positive integer"),
-        ({"alpha": 0}, "alpha must be positive"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"rank": 0}, "rank=0 must be positive"),
+        ({"alpha": 0}, "alpha=0 must be positive"),
+        ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
         ({"targets": ("proj",)}, "targets .* are not allowed"),
         ({"targets": ()}, "targets .* are not allowed"),
     ],

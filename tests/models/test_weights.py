@@ -18,15 +18,15 @@ from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weights import (
     BackboneSpec,
-    _build_random,
-    _mismatch,
+    build_random_model,
     checkpoint_format,
     convert_state_dict,
     load_weights_file,
     published_hash,
     read_checkpoint,
+    state_dict_mismatch,
 )
-from emlib.testing import _clip_shapes, _meta_dinov2, _meta_dinov3, _model_shapes
+from emlib.testing import clip_shapes, meta_dinov2_state_dict, meta_dinov3_state_dict, model_shapes
 
 from ._meta_dinov2 import MetaDinoViT
 
@@ -184,13 +184,13 @@ def test_every_registered_backbone_takes_every_upstream_key_layout(name: str) ->
     no tensor is materialised. Values are compared exactly for the local hub's backbones in tests/models/test_hub.py."""
     spec = get_backbone_spec(name)
     with torch.device("meta"):
-        model = _build_random(spec)
+        model = build_random_model(spec)
     if spec.library == "open_clip":
-        formats = {"open_clip": {k: torch.empty(s, device="meta") for k, s in _clip_shapes(spec).items()}}
+        formats = {"open_clip": {k: torch.empty(s, device="meta") for k, s in clip_shapes(spec).items()}}
     else:
-        timm_sd = {k: torch.empty(s, device="meta") for k, s in _model_shapes(spec).items()}
-        meta = _meta_dinov2(timm_sd) if spec.family == "dinov2" else _meta_dinov3(timm_sd, spec)
+        timm_sd = {k: torch.empty(s, device="meta") for k, s in model_shapes(spec).items()}
+        meta = meta_dinov2_state_dict(timm_sd) if spec.family == "dinov2" else meta_dinov3_state_dict(timm_sd, spec)
         formats = {"timm": timm_sd, "meta": meta}
         assert set(meta) != set(timm_sd), "Meta's layout must differ from timm's (at least mask_token)"
     for fmt, sd in formats.items():
-        assert _mismatch(model, convert_state_dict(spec, model, sd)) == "", f"{name}: {fmt} layout"
+        assert state_dict_mismatch(model, convert_state_dict(spec, model, sd)) == "", f"{name}: {fmt} layout"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emlib.viz.common import DATASET_COLORS, _color_map, _to_uint8, format_title
+from emlib.viz.common import DATASET_COLORS, color_map, format_title, to_uint8
 
 
 def test_format_title():
@@ -15,13 +15,13 @@ def test_format_title():
 
 
 def test_dataset_colours_are_fixed_and_others_get_fallbacks():
-    colors = _color_map(["VNC", "other", "Lucchi++", "more"])
+    colors = color_map(["VNC", "other", "Lucchi++", "more"])
     assert colors["VNC"] == DATASET_COLORS["VNC"] and colors["Lucchi++"] == DATASET_COLORS["Lucchi++"]
     assert colors["other"] != colors["more"]
 
 
 def test_to_uint8_scales_floats_and_keeps_uint8():
     a = np.array([[0, 7], [200, 255]], np.uint8)
-    assert _to_uint8(a) is a
-    assert _to_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
-    assert _to_uint8(np.array([True, False])).tolist() == [255, 0]
+    assert to_uint8(a) is a
+    assert to_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+    assert to_uint8(np.array([True, False])).tolist() == [255, 0]

@@ -19,7 +19,6 @@ from emlib.viz import (
     plot_slice_overlay,
     slice_viewer,
 )
-from emlib.viz.slices import _overlay_png
 
 RANDOM = ["random weights"]  # the badge finish_figure puts on random-weight figures
 
@@ -87,20 +86,27 @@ def test_plot_patch_grid_draws_one_line_per_cell_border():
     xs = list(fig.data[1].x)
     assert xs.count(None) == (42 // 14 + 1) + (28 // 14 + 1)  # vertical + horizontal lines
     assert fig.layout.title.text == "tokens" and figure_badges(fig) == RANDOM
-    with pytest.raises(ConfigError, match=r"\(H, W\)"):
+    with pytest.raises(ShapeError, match=r"\(H, W\)"):
         plot_patch_grid(np.zeros((2, 28, 28)), 14)
 
 
-def test_overlay_png_is_subsampled_and_tints_the_mask():
-    img = np.full((100, 60), 100, np.uint8)
-    mask = np.zeros((100, 60), bool)
-    mask[:50] = True
-    rgb = np.asarray(Image.open(io.BytesIO(_overlay_png(img, mask, 50))))
+def _viewer_png(images: np.ndarray, masks: np.ndarray | None, max_side: int) -> np.ndarray:
+    """The first picture :func:`slice_viewer` shows of a stack, decoded."""
+    volume = type("Vol", (), {"images": images, "masks": masks, "slice_ids": [str(i) for i in range(len(images))],
+                              "__len__": lambda self: len(images)})()
+    return np.asarray(Image.open(io.BytesIO(slice_viewer(volume, max_side=max_side).children[1].value)))
+
+
+def test_viewer_pictures_are_subsampled_and_tint_the_mask():
+    img = np.full((2, 100, 60), 100, np.uint8)
+    mask = np.zeros((2, 100, 60), bool)
+    mask[:, :50] = True
+    rgb = _viewer_png(img, mask, 50)
     assert rgb.shape == (50, 30, 3)
     tint = np.array([int(OVERLAY_COLORS["mask"][i : i + 2], 16) for i in (1, 3, 5)])
     np.testing.assert_allclose(rgb[0, 0], 0.55 * 100 + 0.45 * tint, atol=1)
     assert (rgb[-1, -1] == 100).all()
-    plain = np.asarray(Image.open(io.BytesIO(_overlay_png(img, None, 512))))
+    plain = _viewer_png(img, None, 512)
     assert plain.shape == (100, 60, 3) and (plain == 100).all()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from emlib.viz.common import figure_badges
 from emlib.errors import ConfigError
-from emlib.viz import plot_diagnostics_table, plot_grouped_bars, plot_iou_matrix, plot_remedy_table
+from emlib.viz import plot_diagnostics_table, plot_grouped_bars, plot_iou_matrix, plot_remedy_scatter, plot_remedy_table
 
 RANDOM = ["random weights"]  # the badge finish_figure puts on random-weight figures
 
@@ -70,3 +70,30 @@ def test_grouped_bars_one_trace_per_colour_and_panel() -> None:
     assert list(fig.data[1].y) == [0.3, 0.4]
     with pytest.raises(ConfigError, match="lacks the columns"):
         plot_grouped_bars(table, x="nope", y="iou_fg", color="regime")
+
+
+def test_plot_remedy_scatter_one_trace_per_regime_and_kind_at_the_mean_score() -> None:
+    summary = pd.DataFrame({
+        "regime": ["frozen"] * 3 + ["lora"] * 2,
+        "remedy": ["baseline", "histmatch", "feature norm", "baseline", "histmatch"],
+        "kind": ["baseline", "remedy", "remedy", "baseline", "remedy"],
+        "iou_fg_lucchi_pp": [0.6, 0.7, 0.8, 0.5, 0.9],
+        "iou_fg_vnc": [0.2, 0.3, 0.4, 0.1, 0.5],
+        "fd": [80.0, 60.0, np.nan, 70.0, 50.0],
+        "probe_auroc": [1.0, 0.9, np.nan, 1.0, 0.8],
+        "latent_space": ["backbone", "backbone", "not measured", "backbone", "backbone"],
+        "weights_label": ["random weights"] * 5,
+    })
+    fig = plot_remedy_scatter(summary)
+    assert [t.name for t in fig.data] == ["frozen, baseline", "frozen, remedy", "lora, baseline", "lora, remedy"]
+    assert all(isinstance(t, go.Scatter) for t in fig.data)
+    np.testing.assert_allclose(np.asarray(fig.data[1].y, dtype=float), [0.5, 0.6])
+    assert list(fig.data[1].hovertext) == ["histmatch", "feature norm"]
+    assert fig.data[0].marker.color != fig.data[2].marker.color  # colour: the regime
+    assert fig.data[0].marker.symbol != fig.data[1].marker.symbol  # symbol: the kind of run
+    assert "Fréchet distance" in fig.layout.xaxis.title.text and figure_badges(fig) == RANDOM
+    assert figure_badges(plot_remedy_scatter(summary, weights_label="pretrained")) == []
+    by_probe = plot_remedy_scatter(summary.drop(columns="fd"), x="probe_auroc")
+    assert list(by_probe.data[0].x) == [1.0]
+    with pytest.raises(ConfigError, match="alignment_summary"):
+        plot_remedy_scatter(summary.drop(columns="fd"))

@@ -22,10 +22,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from plotly.offline import get_plotlyjs
 
@@ -40,6 +40,8 @@ from emlib.models.hub import find_weights
 from emlib.models.weights import WEIGHTS_ENV
 
 __all__ = ["STATIC_DIR", "TIMINGS", "BuildReport", "build_book", "check_chapter_weights", "write_timings", "timings_markdown"]
+
+_T = TypeVar("_T")
 
 #: Shared static files of the built book (one copy of plotly.js), relative to the book root.
 STATIC_DIR = "book/chapters/_static"
@@ -215,6 +217,44 @@ def _jupyter_book(book_root: Path, toc: Path | None, *, strict: bool, config: Pa
         )
 
 
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """``print`` when ``progress=False``: nothing."""
+
+
+def _timed(say: Callable[..., None], message: str, step: Callable[[], _T]) -> tuple[_T, float]:
+    """Say ``message``, run ``step``; returns what it returns and its seconds (the message included)."""
+    t0 = time.perf_counter()
+    say(message, flush=True)
+    value = step()
+    return value, time.perf_counter() - t0
+
+
+def _execute_chapters(
+    root: Path, book_root: Path, chapters: Sequence[str], *, profile: str, parameters: Mapping[str, Any] | None,
+    progress: bool, book_source: BookSource,
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Execute each chapter into ``book_root/book/chapters``: the notebooks, and the seconds of each (``execute <name>``)."""
+    say = print if progress else _quiet
+    notebooks: dict[str, Path] = {}
+    timings: dict[str, float] = {}
+    for i, name in enumerate(chapters, start=1):
+        t0 = time.perf_counter()
+        say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile}) ...", flush=True)
+        source = root / SOURCE_DIR / f"{name}.py"
+        counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
+        notebooks[name] = execute_chapter(
+            source,
+            book_root / CHAPTER_DIR / f"{name}.ipynb",
+            profile=profile,
+            parameters=parameters,
+            cwd=root,
+            progress=counter if progress else False,
+            book_source=book_source,
+        )
+        timings[f"execute {name}"] = time.perf_counter() - t0
+    return notebooks, timings
+
+
 def build_book(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -275,39 +315,21 @@ def build_book(
     book_root = Path(out).resolve() if out else root
     if out:
         _stage(root, book_root)
-    say = print if progress else (lambda *a, **k: None)
-    timings: dict[str, float] = {}
-    notebooks = {}
-    for i, name in enumerate(chapters, start=1):
-        t0 = time.perf_counter()
-        say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile}) ...", flush=True)
-        source = root / SOURCE_DIR / f"{name}.py"
-        counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
-        notebooks[name] = execute_chapter(
-            source,
-            book_root / CHAPTER_DIR / f"{name}.ipynb",
-            profile=profile,
-            parameters=parameters,
-            cwd=root,
-            progress=counter if progress else False,
-            book_source=book_source,
-        )
-        timings[f"execute {name}"] = time.perf_counter() - t0
+    say = print if progress else _quiet
+    notebooks, timings = _execute_chapters(
+        root, book_root, chapters, profile=profile, parameters=parameters, progress=progress, book_source=book_source
+    )
     _write_static(book_root)
     write_timings(book_root, root, profile, {name: timings[f"execute {name}"] for name in chapters})
-    toc = None
-    if only:
-        toc = write_toc_subset(book_root, chapters)
-    t0 = time.perf_counter()
-    say("jupyter-book build (execution off) ...", flush=True)
-    _jupyter_book(book_root, toc, strict=strict, config=write_book_config(book_root, book_source))
-    timings["jupyter-book build"] = time.perf_counter() - t0
+    toc = write_toc_subset(book_root, chapters) if only else None
+    _, timings["jupyter-book build"] = _timed(
+        say, "jupyter-book build (execution off) ...",
+        lambda: _jupyter_book(book_root, toc, strict=strict, config=write_book_config(book_root, book_source)),
+    )
     report = BuildReport(book_root, book_root / "_build" / "html", chapters, notebooks, timings, book_source=book_source)
     if check:
-        t0 = time.perf_counter()
-        say("browser check ...", flush=True)
-        report.check = check_book(report.html_dir, toc=toc or book_root / "_toc.yml", root=book_root,
-                                  chromium=chromium)
-        timings["browser check"] = time.perf_counter() - t0
+        report.check, timings["browser check"] = _timed(
+            say, "browser check ...",
+            lambda: check_book(report.html_dir, toc=toc or book_root / "_toc.yml", root=book_root, chromium=chromium),
+        )
     return report
-

@@ -208,6 +208,105 @@ def _check_links(links: Sequence[str], base: str, html_dir: Path, cache: dict[Pa
     return broken
 
 
+def _book_paths(
+    html_dir: str | os.PathLike[str] | None, toc: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None,
+    screenshots_dir: str | os.PathLike[str] | None,
+) -> tuple[Path, Path, list[str]]:
+    """The built HTML, the screenshots folder (made) and the table of contents' pages; BookError without a built book."""
+    base_root = find_root() if root is None and html_dir is None else Path(root or Path(html_dir).parents[1])
+    html = Path(html_dir) if html_dir else base_root / "_build" / "html"
+    if not (html / "index.html").is_file():
+        raise BookError(f"no built book at {html} (index.html missing); run `python -m emlib.book build` first")
+    shots = Path(screenshots_dir) if screenshots_dir else html.parent / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    return html, shots, toc_docnames(base_root, toc)
+
+
+def _listen(page: Any, rep: PageReport, base: str) -> None:
+    """Record on ``rep`` what ``page`` reports while it loads: console errors, exceptions, failed requests."""
+
+    def on_console(msg: Any) -> None:
+        if msg.type != "error":
+            return
+        where = (msg.location or {}).get("url", "")
+        if msg.text.startswith("Failed to load resource") and where and not where.startswith(base):
+            rep.external.append(where)
+        elif msg.text.startswith("Failed to load resource") and not where:
+            rep.external.append(msg.text)
+        else:
+            rep.errors.append(f"console error: {msg.text[:300]}")
+
+    def on_failed(req: Any) -> None:
+        if req.url.startswith(base):
+            rep.errors.append(f"local resource failed: {req.url[len(base) - 1:]} ({req.failure})")
+        else:
+            rep.external.append(req.url)
+
+    def on_response(resp: Any) -> None:
+        if resp.url.startswith(base) and resp.status >= 400:
+            rep.errors.append(f"HTTP {resp.status} for {resp.url[len(base) - 1:]}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: rep.errors.append(f"uncaught exception: {str(exc)[:300]}"))
+    page.on("requestfailed", on_failed)
+    page.on("response", on_response)
+
+
+def _wait_until_rendered(page: Any, timeout_ms: int, browser_error: type[Exception]) -> None:
+    """Wait (up to ``timeout_ms`` each) for every plotly figure's SVG and for MathJax; a timeout is no error here."""
+    with contextlib.suppress(browser_error):
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))",
+            timeout=timeout_ms,
+        )
+    with contextlib.suppress(browser_error):
+        page.wait_for_function(_MATH_READY_JS, timeout=timeout_ms)
+        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+
+
+def _inspect(page: Any, rep: PageReport, *, base: str, html: Path, shots: Path, cache: dict[Path, str], layout: bool) -> None:
+    """The checks of a loaded page (layout, figures, images, links) into ``rep``, and its screenshots."""
+    if layout:
+        rep.errors += [f"layout: {p}" for p in page.evaluate(LAYOUT_JS)]
+    rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
+    for src in page.evaluate(_BROKEN_IMAGES_JS):
+        if src.startswith(base) or src.startswith("data:"):
+            rep.errors.append(f"image did not load: {src[:120]}")
+        else:
+            rep.external.append(src)
+    rep.errors += _check_links(page.evaluate(_LINKS_JS), base, html, cache)
+    name = Path(rep.docname).name
+    rep.screenshot = shots / f"{name}.png"
+    page.screenshot(path=str(rep.screenshot), full_page=True)
+    if rep.figures:
+        first = page.locator(".plotly-graph-div").first
+        first.scroll_into_view_if_needed()
+        first.screenshot(path=str(shots / f"{name}-figure.png"))
+
+
+def _check_page(
+    context: Any, doc: str, *, base: str, html: Path, shots: Path, cache: dict[Path, str], timeout_ms: int,
+    layout: bool, browser_error: type[Exception],
+) -> PageReport:
+    """Open page ``doc`` in a new tab of ``context`` and report what is wrong with it."""
+    rep = PageReport(doc, base + f"{doc}.html")
+    if not (html / f"{doc}.html").is_file():
+        rep.errors.append(f"page missing: {doc}.html was not built")
+        return rep
+    page = context.new_page()
+    _listen(page, rep, base)
+    try:
+        page.goto(rep.url, wait_until="load", timeout=timeout_ms)
+        _wait_until_rendered(page, timeout_ms, browser_error)
+        _inspect(page, rep, base=base, html=html, shots=shots, cache=cache, layout=layout)
+    except browser_error as err:
+        rep.errors.append(f"browser error: {str(err).splitlines()[0][:300]}")
+    finally:
+        page.close()
+    rep.external = sorted(set(rep.external))
+    return rep
+
+
 def check_book(
     html_dir: str | os.PathLike[str] | None = None,
     *,
@@ -255,14 +354,7 @@ def check_book(
         raise BookError("the browser check needs playwright: pip install -e '.[book]'") from None
     if not Path(chromium).is_file():
         raise BookError(f"no Chromium at {chromium}; install Debian's package: apt-get install -y chromium")
-    base_root = find_root() if root is None and html_dir is None else Path(root or Path(html_dir).parents[1])
-    html = Path(html_dir) if html_dir else base_root / "_build" / "html"
-    if not (html / "index.html").is_file():
-        raise BookError(f"no built book at {html} (index.html missing); run `python -m emlib.book build` first")
-    shots = Path(screenshots_dir) if screenshots_dir else html.parent / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    docs = toc_docnames(base_root, toc)
-    pages: list[PageReport] = []
+    html, shots, docs = _book_paths(html_dir, toc, root, screenshots_dir)
     cache: dict[Path, str] = {}
     with _serve(html) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -270,78 +362,18 @@ def check_book(
         )
         context = browser.new_context(viewport={"width": 1280, "height": 900})
 
-        def route(r: Any) -> None:
+        def route(r: Any) -> None:  # only the local server and data: URLs; every other host is blocked
             if r.request.url.startswith(base) or r.request.url.startswith("data:"):
                 r.continue_()
             else:
                 r.abort()
 
         context.route("**/*", route)
-        for doc in ["index", *docs]:
-            rep = PageReport(doc, base + f"{doc}.html")
-            if not (html / f"{doc}.html").is_file():
-                rep.errors.append(f"page missing: {doc}.html was not built")
-                pages.append(rep)
-                continue
-            page = context.new_page()
-
-            def on_console(msg: Any, rep: PageReport = rep) -> None:
-                if msg.type != "error":
-                    return
-                where = (msg.location or {}).get("url", "")
-                if msg.text.startswith("Failed to load resource") and where and not where.startswith(base):
-                    rep.external.append(where)
-                elif msg.text.startswith("Failed to load resource") and not where:
-                    rep.external.append(msg.text)
-                else:
-                    rep.errors.append(f"console error: {msg.text[:300]}")
-
-            def on_failed(req: Any, rep: PageReport = rep) -> None:
-                if req.url.startswith(base):
-                    rep.errors.append(f"local resource failed: {req.url[len(base) - 1:]} ({req.failure})")
-                else:
-                    rep.external.append(req.url)
-
-            def on_response(resp: Any, rep: PageReport = rep) -> None:
-                if resp.url.startswith(base) and resp.status >= 400:
-                    rep.errors.append(f"HTTP {resp.status} for {resp.url[len(base) - 1:]}")
-
-            page.on("console", on_console)
-            page.on("pageerror", lambda exc, rep=rep: rep.errors.append(f"uncaught exception: {str(exc)[:300]}"))
-            page.on("requestfailed", on_failed)
-            page.on("response", on_response)
-            try:
-                page.goto(rep.url, wait_until="load", timeout=timeout_ms)
-                with contextlib.suppress(PlaywrightError):
-                    page.wait_for_function(
-                        "() => [...document.querySelectorAll('.plotly-graph-div')]"
-                        ".every(d => d.querySelector('.main-svg'))",
-                        timeout=timeout_ms,
-                    )
-                with contextlib.suppress(PlaywrightError):
-                    page.wait_for_function(_MATH_READY_JS, timeout=timeout_ms)
-                    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
-                if layout:
-                    rep.errors += [f"layout: {p}" for p in page.evaluate(LAYOUT_JS)]
-                rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
-                for src in page.evaluate(_BROKEN_IMAGES_JS):
-                    if src.startswith(base) or src.startswith("data:"):
-                        rep.errors.append(f"image did not load: {src[:120]}")
-                    else:
-                        rep.external.append(src)
-                rep.errors += _check_links(page.evaluate(_LINKS_JS), base, html, cache)
-                rep.screenshot = shots / f"{Path(doc).name}.png"
-                page.screenshot(path=str(rep.screenshot), full_page=True)
-                if rep.figures:
-                    first = page.locator(".plotly-graph-div").first
-                    first.scroll_into_view_if_needed()
-                    first.screenshot(path=str(shots / f"{Path(doc).name}-figure.png"))
-            except PlaywrightError as err:
-                rep.errors.append(f"browser error: {str(err).splitlines()[0][:300]}")
-            finally:
-                page.close()
-            rep.external = sorted(set(rep.external))
-            pages.append(rep)
+        pages = [
+            _check_page(context, doc, base=base, html=html, shots=shots, cache=cache, timeout_ms=timeout_ms,
+                        layout=layout, browser_error=PlaywrightError)
+            for doc in ["index", *docs]
+        ]
         context.close()
         browser.close()
     return CheckReport(html, pages, shots)

@@ -233,6 +233,34 @@ def _source_cell_number(nb: Any, fallback_index: int) -> int:
     return fallback_index + 1
 
 
+def _papermill_options(
+    params: dict[str, Any], *, cwd: str | os.PathLike[str] | None, timeout: int | None, progress: CellProgress | bool
+) -> dict[str, Any]:
+    """Keyword arguments of ``papermill.execute_notebook`` for one chapter (the ``emlib`` progress engine)."""
+    return {
+        "parameters": params,
+        "engine_name": "emlib",
+        "kernel_name": "python3",
+        "progress_bar": False,
+        "cwd": str(cwd) if cwd else None,
+        "execution_timeout": timeout,
+        "extra_arguments": list(KERNEL_ARGUMENTS),
+        "emlib_progress": progress or None,
+    }
+
+
+def _cell_failure(err: Any, partial: Any, *, name: str, source: Path, output: Path) -> BookError:
+    """The one-line error of a failed cell: chapter, cell number in the source (``partial``: the partial notebook
+    or None), the cell's first line, the error and where the partial notebook is."""
+    number = _source_cell_number(partial, err.cell_index) if partial is not None else err.cell_index
+    first = next((line for line in (err.source or "").splitlines() if line.strip()), "")
+    evalue = " ".join(str(err.evalue).split())
+    return BookError(
+        f"chapter {name} failed at cell {number} of {source} ({first.strip()[:60]!r}): "
+        f"{err.ename}: {evalue[:300]}; partial notebook: {output}"
+    )
+
+
 def execute_chapter(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -286,34 +314,17 @@ def execute_chapter(
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     nb = read_notebook_source(source)
-    params = {"profile": profile, **(parameters or {})}
     name = source.stem
     if progress is True:
         progress = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1)  # + papermill's cell
+    options = _papermill_options({"profile": profile, **(parameters or {})}, cwd=cwd, timeout=timeout, progress=progress)
     papermill_engines.register("emlib", _progress_engine())
     try:
         with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):
-            pm.execute_notebook(
-                nb,
-                str(output),
-                parameters=params,
-                engine_name="emlib",
-                kernel_name="python3",
-                progress_bar=False,
-                cwd=str(cwd) if cwd else None,
-                execution_timeout=timeout,
-                extra_arguments=list(KERNEL_ARGUMENTS),
-                emlib_progress=progress or None,
-            )
+            pm.execute_notebook(nb, str(output), **options)
     except PapermillExecutionError as err:
         partial = nbformat.read(output, as_version=4) if output.is_file() else None
-        number = _source_cell_number(partial, err.cell_index) if partial is not None else err.cell_index
-        first = next((line for line in (err.source or "").splitlines() if line.strip()), "")
-        evalue = " ".join(str(err.evalue).split())
-        raise BookError(
-            f"chapter {name} failed at cell {number} of {source} ({first.strip()[:60]!r}): "
-            f"{err.ename}: {evalue[:300]}; partial notebook: {output}"
-        ) from None
+        raise _cell_failure(err, partial, name=name, source=source, output=output) from None
     except Exception as err:  # noqa: BLE001 - kernel start failures, bad parameters, ...
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None

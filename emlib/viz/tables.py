@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from emlib.errors import ConfigError
-from emlib.viz.common import color_map as _color_map, finish_figure, unique_in_order as _unique_in_order
+from emlib.viz.common import color_map, finish_figure, unique_in_order
 
 __all__ = ["plot_iou_matrix", "plot_diagnostics_table", "plot_remedy_table", "plot_grouped_bars", "plot_paper_numbers",
            "plot_remedy_scatter"]
@@ -65,9 +65,9 @@ def plot_iou_matrix(
     if missing:
         raise ConfigError(f"df lacks the columns {missing}; pass a tidy table with {train_col}, {test_col}, "
                           f"{regime_col} and {value}")
-    regimes = _unique_in_order(df[regime_col].tolist())
-    trains = _unique_in_order(df[train_col].tolist())
-    tests = _unique_in_order(df[test_col].tolist())
+    regimes = unique_in_order(df[regime_col].tolist())
+    trains = unique_in_order(df[train_col].tolist())
+    tests = unique_in_order(df[test_col].tolist())
     agg = df.groupby([regime_col, train_col, test_col], sort=False)[value].agg(["mean", "std", "count"])
     fig = make_subplots(rows=1, cols=len(regimes), subplot_titles=[str(r) for r in regimes],
                         shared_yaxes=True, horizontal_spacing=0.06)
@@ -176,8 +176,8 @@ def plot_remedy_table(
     if missing:
         raise ConfigError(f"summary lacks the columns {missing}; pass emlib.alignment.alignment_summary(...)")
     weights_label = _table_weights_label(summary, weights_label)
-    regimes = _unique_in_order(summary["regime"].tolist())
-    colors = _color_map(list(test_sets.values()))
+    regimes = unique_in_order(summary["regime"].tolist())
+    colors = color_map(list(test_sets.values()))
     fig = make_subplots(rows=1, cols=len(regimes), subplot_titles=[str(r) for r in regimes], shared_yaxes=True,
                         horizontal_spacing=0.04)
     for col, regime in enumerate(regimes, start=1):
@@ -232,13 +232,13 @@ def plot_grouped_bars(
         raise ConfigError(f"table lacks the columns {missing}; it has {list(table.columns)}")
     keys = [c for c in (facet, x, color) if c is not None]
     means = table.groupby(keys, sort=False, dropna=False)[y].mean().reset_index()
-    panels = _unique_in_order(means[facet].tolist()) if facet else [None]
-    colors = _color_map([str(v) for v in _unique_in_order(means[color].tolist())])
+    panels = unique_in_order(means[facet].tolist()) if facet else [None]
+    colors = color_map([str(v) for v in unique_in_order(means[color].tolist())])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[str(p) for p in panels] if facet else None,
                         shared_yaxes=shared_y, horizontal_spacing=0.05 if shared_y else 0.12)
     for col, panel in enumerate(panels, start=1):
         part = means if facet is None else means[means[facet] == panel]
-        for value in _unique_in_order(means[color].tolist()):
+        for value in unique_in_order(means[color].tolist()):
             rows = part[part[color] == value]
             fig.add_trace(
                 go.Bar(x=[str(v) for v in rows[x]], y=rows[y], name=str(value), marker_color=colors[str(value)],
@@ -279,7 +279,7 @@ def plot_paper_numbers(numbers: pd.DataFrame, *, title: str = "Fig. 1 numbers: p
     table = numbers.assign(panel=kind, claim=numbers["claim_id"].astype(str).str.replace("_", " "))
     fig = plot_grouped_bars(table, x="claim", y="value", color="source", facet="panel", title=title,
                             weights_label=weights_label, shared_y=False)
-    for i, panel in enumerate(_unique_in_order(table["panel"].tolist()), start=1):
+    for i, panel in enumerate(unique_in_order(table["panel"].tolist()), start=1):
         if panel.startswith("probe"):
             fig.update_yaxes(range=[0, 1.05], row=1, col=i)
     return fig

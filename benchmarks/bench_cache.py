@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _n_items(trained, args) -> int:
     from emlib.train import build_train_dataset
 
-    return len(build_train_dataset(trained.config, trained.patch_size, trained.mean, trained.std, root=args.data_root))
+    return len(build_train_dataset(trained.config, patch_size=trained.patch_size, mean=trained.mean, std=trained.std, root=args.data_root))
 
 
 if __name__ == "__main__":

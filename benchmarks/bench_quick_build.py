@@ -8,7 +8,7 @@ cores that is hours, so this script measures the pieces through the real code pa
 1. per regime (frozen, LoRA, U-Net), one quick-profile run on Lucchi++ with ``pretrained=True`` read from a
    local hub (:func:`emlib.testing.write_local_hub`: random values in the upstream file formats, hubs
    offline): seconds of ``--epochs`` training epochs (``emlib.train.fit``) and seconds per test slice of its
-   evaluation on ``--eval-slices`` slices per dataset (``emlib.evaluate.evaluate_both``);
+   evaluation on ``--eval-slices`` slices per dataset (``emlib.evaluation.evaluate_both``);
 2. the chapters that train nothing (``--chapters``), built for real with
    ``python -m emlib.book build --profile quick --only ...``;
 
@@ -35,7 +35,7 @@ import torch
 
 from _common import RESULTS, finish, machine_info, print_header, print_table, write_csv, write_json
 from emlib.config import get_profile, grid_configs
-from emlib.evaluate import evaluate_both
+from emlib.evaluation import evaluate_both
 from emlib.grid.remedies import alignment_configs
 from emlib.testing import write_local_hub
 from emlib.train import fit

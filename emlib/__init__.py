@@ -13,7 +13,7 @@ subpackages hold the same names by floor, bottom to top:
 ``models``                  backbones, weights, heads, LoRA, U-Net, per-domain modules
 ``diagnostics``             Fréchet distance, probes, token statistics (arrays only)
 ``plugins``                 the plug-in points of training (the remedies)
-``train``, ``evaluate``,    the paper's loop; evaluation; slice embeddings
+``train``, ``evaluation``,  the paper's loop; evaluation; slice embeddings
 ``latents``
 ``grid``                    the one runner and its results tables, launchers, the remedy grid
 ``chapters``                what the notebooks call: settings, backbones side by side, page facts
@@ -63,7 +63,7 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "emlib.plugins": ("plugins_for", "training_foreground_fractions"),
     "emlib.train": ("TrainedModel", "BuiltModel", "fit", "load_trained", "build_model", "build_train_dataset"),
-    "emlib.evaluate": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate"),
+    "emlib.evaluation": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate"),
     "emlib.latents": (
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
         "latent_report", "token_separability_table", "transfer_auroc",

@@ -248,7 +248,7 @@ def run_embeddings(backbone: Backbone, cfg: RunConfig, *, root: str | os.PathLik
 
     Without an input transform this is ``dataset_embeddings`` itself (same cache files as chapter 6).
     With one (``input_alignment``), each dataset's selected slices are transformed as
-    :func:`emlib.evaluate.evaluate` transforms a test stack before they are resized and embedded;
+    :func:`emlib.evaluation.evaluate` transforms a test stack before they are resized and embedded;
     the cache key names the transform. ``kwargs`` are those of ``dataset_embeddings``
     (``adapter``, ``slices``, ``long_edge``, ``cache_dir``, ...).
     """

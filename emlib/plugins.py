@@ -1,4 +1,4 @@
-"""Plug-in points of :func:`emlib.train.fit` and :func:`emlib.evaluate.evaluate`, and the remedies that fill them.
+"""Plug-in points of :func:`emlib.train.fit` and :func:`emlib.evaluation.evaluate`, and the remedies that fill them.
 
 The paper's training loop knows nothing about the remedies of "beyond the paper"; it calls the
 hooks of the plug-ins a :class:`~emlib.config.RunConfig` names, at fixed points:

@@ -196,7 +196,7 @@ def _source_dataset(
 
 
 def build_train_dataset(
-    cfg: RunConfig, patch_size: int, mean: tuple, std: tuple, *, root: str | os.PathLike[str] | None = None,
+    cfg: RunConfig, *, patch_size: int, mean: tuple, std: tuple, root: str | os.PathLike[str] | None = None,
     plugins: list[Plugin] | None = None, part: str = "train",
 ) -> torch.utils.data.Dataset:
     """Training items of a run: tiles (or random crops when ``augment``) of one or both datasets.
@@ -283,13 +283,13 @@ class _Loop:
     def __init__(self, cfg: RunConfig, built: BuiltModel, plugins: list[Plugin], device: torch.device, *,
                  run_dir: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None) -> None:
         self.cfg, self.model, self.plugins, self.device = cfg, built.model, plugins, device
-        inputs = (built.patch_size, built.mean, built.std)
-        self.dataset = build_train_dataset(cfg, *inputs, root=root, plugins=plugins)
+        inputs = {"patch_size": built.patch_size, "mean": built.mean, "std": built.std}
+        self.dataset = build_train_dataset(cfg, **inputs, root=root, plugins=plugins)
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # clipped together
         self.optimizer = torch.optim.AdamW(_param_groups(cfg, self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
         self.cache = _feature_cache(cfg, built, len(self.dataset), run_dir=run_dir, plugins=plugins, root=root)
-        self.val_set = build_train_dataset(cfg, *inputs, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
+        self.val_set = build_train_dataset(cfg, **inputs, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
         cached = self.cache is not None and self.val_set is not None
         self.val_cache = FeatureCache(self.model.backbone.eval(), "validation") if cached else None  # type: ignore[union-attr]
 

@@ -205,6 +205,6 @@ for test_set, res in predicted.items():
 #     print(test_set, tp / max(tp + fp + fn, 1))
 # ```
 #
-# The counts are pooled over all evaluated slices before dividing, exactly as `emlib.evaluate` does,
+# The counts are pooled over all evaluated slices before dividing, exactly as `emlib.evaluation` does,
 # so the values equal the `iou_fg` column of the Lucchi++-trained model.
 # :::

@@ -77,8 +77,8 @@ paired_cfg = chapter_configs(settings, regimes=("lora",), train_sets=("paired",)
 rows = {}
 for balance in (False, True):
     ds = build_train_dataset(paired_cfg.replace(train_slices=None, balance=balance),
-                             get_backbone_spec(settings.backbone).patch_size,
-                             (0.5,) * 3, (0.25,) * 3, root=settings.data_dir)
+                             patch_size=get_backbone_spec(settings.backbone).patch_size,
+                             mean=(0.5,) * 3, std=(0.25,) * 3, root=settings.data_dir)
     rows[f"balance={balance}"] = {"items per epoch": len(ds),
                                   **{f"{n} items available": len(s) for n, s in zip(ds.names, ds.sources)}}
 pd.DataFrame(rows).T

@@ -30,7 +30,7 @@
 # | training | loss reweighting by foreground fraction | `fg_reweight=True` |
 #
 # Each remedy is a small function or module in `emlib.grid.remedies` and an option that `emlib.train.fit`
-# and `emlib.evaluate.evaluate` honour, so each row of the table at the end is one ordinary training
+# and `emlib.evaluation.evaluate` honour, so each row of the table at the end is one ordinary training
 # run. None of this is in the paper: it is this book's extension.
 #
 # This page was built with the {glue:text}`profile` profile: {glue:text}`weights`, each run trains for

@@ -14,7 +14,7 @@ import torch
 from emlib.config import RunConfig, get_profile
 from emlib.errors import ConfigError
 from emlib.runfiles import CHECKPOINT, load_state
-from emlib.evaluate import evaluate_both
+from emlib.evaluation import evaluate_both
 from emlib.train import fit, load_trained
 
 
@@ -130,7 +130,7 @@ def test_paper_profile_paired_run_on_whole_slices(shared_data: Path, tmp_path: P
 
 
 def test_whole_slice_evaluation_calls_the_model_once_per_slice(shared_data: Path) -> None:
-    from emlib.evaluate import evaluate
+    from emlib.evaluation import evaluate
 
     trained = fit(small_paper(regime="frozen", train_set="vnc", epochs=1, val_fraction=0.0, patience=None),
                   root=shared_data, progress=False)
@@ -151,7 +151,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(tiny, shared_data: Path,
     best = int(history["val_loss"].idxmin())
     assert trained.best_epoch == best
     assert len(history) == 8 or len(history) - 1 - best == 1  # stopped one epoch after the best one
-    val_set = build_train_dataset(cfg, trained.patch_size, trained.mean, trained.std, root=shared_data, part="val")
+    val_set = build_train_dataset(cfg, patch_size=trained.patch_size, mean=trained.mean, std=trained.std, root=shared_data, part="val")
     again = _val_loss(cfg, trained.model, val_set, cache=None, plugins=plugins_for(cfg), device=torch.device("cpu"))
     # the returned model is the best epoch's (fit computed its val loss from float16-cached features)
     assert again == pytest.approx(history["val_loss"].min(), rel=1e-4)
@@ -170,4 +170,4 @@ def build(cfg: RunConfig, root: Path, part: str):
     from emlib.train import build_model, build_train_dataset
 
     built = build_model(cfg)
-    return build_train_dataset(cfg, built.patch_size, built.mean, built.std, root=root, part=part)
+    return build_train_dataset(cfg, patch_size=built.patch_size, mean=built.mean, std=built.std, root=root, part=part)

@@ -175,7 +175,7 @@ def run_alignment_grid(
     Returns
     -------
     DataFrame
-        The tidy rows of :func:`emlib.evaluate.evaluate_both` (one per run and test set) with a
+        The tidy rows of :func:`emlib.evaluation.evaluate_both` (one per run and test set) with a
         ``remedy`` column; pass it to :func:`alignment_summary`.
     """
     prof = get_profile(profile)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from emlib.config import DRY_RUN_SUFFIX, Profile, RunConfig, get_profile, grid_configs
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
-from emlib.evaluate import evaluate_both
+from emlib.evaluation import evaluate_both
 from emlib.preflight import check_run, input_fingerprints, inputs_digest
 from emlib.runfiles import METRICS, RESULTS, read_json, write_json, write_table
 from emlib.train import fit

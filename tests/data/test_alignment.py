@@ -98,8 +98,8 @@ def test_training_items_see_the_aligned_pixels(tiny, shared_data: Path) -> None:
     from emlib.data import IMAGENET_MEAN, IMAGENET_STD
 
     paired = tiny(train_set="paired")
-    plain = build_train_dataset(paired, 14, IMAGENET_MEAN, IMAGENET_STD, root=shared_data)
-    matched = build_train_dataset(paired.replace(input_alignment="histmatch"), 14, IMAGENET_MEAN, IMAGENET_STD, root=shared_data)
+    plain = build_train_dataset(paired, patch_size=14, mean=IMAGENET_MEAN, std=IMAGENET_STD, root=shared_data)
+    matched = build_train_dataset(paired.replace(input_alignment="histmatch"), patch_size=14, mean=IMAGENET_MEAN, std=IMAGENET_STD, root=shared_data)
     lucchi, vnc = plain.sources
     assert np.array_equal(matched.sources[0].images, lucchi.images)  # the reference maps onto itself
     ref = reference_for(paired, shared_data)

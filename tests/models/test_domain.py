@@ -102,7 +102,7 @@ def test_coral_probe_sees_the_head_stem(tiny) -> None:
 
 
 def test_feature_norm_run_saves_statistics_and_tests_with_the_test_domain(tiny, shared_data: Path, tmp_path: Path) -> None:
-    from emlib.evaluate import evaluate
+    from emlib.evaluation import evaluate
 
     cfg = tiny(train_set="paired", feature_norm=True, input_alignment="resample")
     trained = fit(cfg, tmp_path / "run", root=shared_data, progress=False)

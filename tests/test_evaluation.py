@@ -1,4 +1,4 @@
-"""Evaluation (emlib.evaluate): every model is tested on both test sets, the cross-dataset rows.
+"""Evaluation (emlib.evaluation): every model is tested on both test sets, the cross-dataset rows.
 
 Besides one trained run on the staged data, a model whose predictions are known (it thresholds its
 input) is tested on a synthetic stack whose pixel counts are known by construction, so the pooled
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from emlib.config import RunConfig
-from emlib.evaluate import EvalResult, evaluate, evaluate_both, is_degenerate
+from emlib.evaluation import EvalResult, evaluate, evaluate_both, is_degenerate
 from emlib.metrics import confusion_counts, segmentation_scores
 from emlib.train import TrainedModel, fit
 

@@ -15,6 +15,14 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's test command) every test that reads the
+    smoke book runs on one worker, so the book is still built once per session."""
+    for item in items:
+        if "smoke_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_book"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo."""

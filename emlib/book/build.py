@@ -34,7 +34,7 @@ from emlib.book.execute import CellProgress, execute_chapter, read_notebook_sour
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, write_toc_subset
-from emlib.config import get_profile
+from emlib.config import Profile, get_profile
 from emlib.errors import WeightsError
 from emlib.models.hub import find_weights
 from emlib.models.weights import WEIGHTS_ENV
@@ -126,7 +126,7 @@ _NEEDS_WEIGHTS = re.compile(r"\b(chapter_runs|latent_diagnostics|load_backbone_f
                             r"run_alignment_grid)\(")
 
 
-def check_chapter_weights(root: Path, chapters: Sequence[str], profile: str,
+def check_chapter_weights(root: Path, chapters: Sequence[str], profile: Profile | str,
                           parameters: Mapping[str, Any] | None = None) -> None:
     """Raise BookError, before any chapter runs, when a chapter needs pretrained weights this machine lacks.
 
@@ -230,7 +230,7 @@ def _timed(say: Callable[..., None], message: str, step: Callable[[], _T]) -> tu
 
 
 def _execute_chapters(
-    root: Path, book_root: Path, chapters: Sequence[str], *, profile: str, parameters: Mapping[str, Any] | None,
+    root: Path, book_root: Path, chapters: Sequence[str], *, profile: Profile, parameters: Mapping[str, Any] | None,
     progress: bool, book_source: BookSource,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Execute each chapter into ``book_root/book/chapters``: the notebooks, and the seconds of each (``execute <name>``)."""
@@ -239,7 +239,7 @@ def _execute_chapters(
     timings: dict[str, float] = {}
     for i, name in enumerate(chapters, start=1):
         t0 = time.perf_counter()
-        say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile}) ...", flush=True)
+        say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile.name}) ...", flush=True)
         source = root / SOURCE_DIR / f"{name}.py"
         counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
         notebooks[name] = execute_chapter(
@@ -258,7 +258,7 @@ def _execute_chapters(
 def build_book(
     root: str | os.PathLike[str] | None = None,
     *,
-    profile: str = "smoke",
+    profile: Profile | str = "smoke",
     only: Sequence[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
@@ -276,7 +276,7 @@ def build_book(
     ----------
     root : path, default=None
         Repository root (found from the cwd when None).
-    profile : str, default='smoke'
+    profile : Profile or str, default='smoke'
         Passed to every chapter as ``-p profile <profile>``.
     dry_run : bool, default=False
         Build the profile's dry run instead (``quick`` -> ``quick-dry``, :meth:`emlib.config.Profile.dry_run`):
@@ -307,20 +307,20 @@ def build_book(
     -------
     BuildReport
     """
-    profile = get_profile(profile, dry_run=dry_run).name
+    prof = get_profile(profile, dry_run=dry_run)  # resolved once; the object travels
     root = find_root() if root is None else Path(root).resolve()
     book_source = resolve_source(root, repository=repository, commit=commit)
     chapters = list_chapters(root, only=only)
-    check_chapter_weights(root, chapters, profile, parameters)  # before any work: one sentence, in seconds
+    check_chapter_weights(root, chapters, prof, parameters)  # before any work: one sentence, in seconds
     book_root = Path(out).resolve() if out else root
     if out:
         _stage(root, book_root)
     say = print if progress else _quiet
     notebooks, timings = _execute_chapters(
-        root, book_root, chapters, profile=profile, parameters=parameters, progress=progress, book_source=book_source
+        root, book_root, chapters, profile=prof, parameters=parameters, progress=progress, book_source=book_source
     )
     _write_static(book_root)
-    write_timings(book_root, root, profile, {name: timings[f"execute {name}"] for name in chapters})
+    write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters})
     toc = write_toc_subset(book_root, chapters) if only else None
     _, timings["jupyter-book build"] = _timed(
         say, "jupyter-book build (execution off) ...",

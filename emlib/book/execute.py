@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from emlib.book.repository import NOTEBOOKS_BRANCH, BookSource, resolve_source
 from emlib.book.toc import BookError
-from emlib.config import BUILD_ENV, get_profile
+from emlib.config import BUILD_ENV, Profile, get_profile
 
 __all__ = [
     "PLOTLY_RENDERER",
@@ -97,7 +97,7 @@ def colab_badge_markdown(name: str, *, book_source: BookSource | None = None) ->
 
 
 
-def profile_banner_markdown(profile: str, *, online: str | None = None) -> str:
+def profile_banner_markdown(profile: Profile | str, *, online: str | None = None) -> str:
     """The banner of a chapter built with a profile that has no pretrained weights ("" otherwise).
 
     It names the profile, its backbone and weights, says what its numbers are (and are not), and
@@ -265,7 +265,7 @@ def execute_chapter(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    profile: str = "smoke",
+    profile: Profile | str = "smoke",
     parameters: Mapping[str, Any] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     plotly_renderer: str = PLOTLY_RENDERER,
@@ -281,7 +281,8 @@ def execute_chapter(
         ``notebooks/<name>.py``.
     output : path
         Executed notebook to write (``book/chapters/<name>.ipynb``); written even when a cell fails.
-    profile : str, default='smoke'
+    profile : Profile or str, default='smoke'
+        The profile (its name is what the chapter's ``profile`` parameter gets).
     parameters : dict, default=None
         More papermill parameters (``backbone``, ``data_dir``, ``out_dir``, ...).
     cwd : path, default=None
@@ -311,13 +312,14 @@ def execute_chapter(
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
+    prof = get_profile(profile)
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     nb = read_notebook_source(source)
     name = source.stem
     if progress is True:
         progress = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1)  # + papermill's cell
-    options = _papermill_options({"profile": profile, **(parameters or {})}, cwd=cwd, timeout=timeout, progress=progress)
+    options = _papermill_options({"profile": prof.name, **(parameters or {})}, cwd=cwd, timeout=timeout, progress=progress)
     papermill_engines.register("emlib", _progress_engine())
     try:
         with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):
@@ -329,7 +331,7 @@ def execute_chapter(
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None
     executed = nbformat.read(output, as_version=4)
-    nbformat.write(postprocess_notebook(executed, name, profile=profile, book_source=book_source), output)
+    nbformat.write(postprocess_notebook(executed, name, profile=prof, book_source=book_source), output)
     if progress:
         progress.done()
     return output
@@ -344,7 +346,7 @@ def _text(value: Any) -> str:
 
 
 def postprocess_notebook(
-    nb: Any, name: str, *, badge: bool = True, profile: str | None = None, book_source: BookSource | None = None
+    nb: Any, name: str, *, badge: bool = True, profile: Profile | str | None = None, book_source: BookSource | None = None
 ) -> Any:
     """Prepare an executed chapter for the static book (returns ``nb``, changed in place).
 

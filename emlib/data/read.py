@@ -117,7 +117,7 @@ def decode_image(path: Path, hint: str = "replace it with the official file") ->
     return arr
 
 
-def _to_mask(arr: np.ndarray) -> np.ndarray:
+def to_mask(arr: np.ndarray) -> np.ndarray:
     """Label image (H, W) or (H, W, C) uint8 -> bool mask, channel 0, ``> 127``."""
     if arr.ndim == 3:
         arr = arr[..., 0]
@@ -338,7 +338,7 @@ def read_volume(
         _check_place(name, folder, image_path.relative_to(folder).as_posix(), pixel_sha256(image), hint)
         images.append(image)
         if with_masks and mask_path is not None:
-            mask = _to_mask(decode_image(mask_path, hint))
+            mask = to_mask(decode_image(mask_path, hint))
             if mask.shape != image.shape:
                 raise ShapeError(
                     f"mask {mask_path} has shape {mask.shape} but image {image_path} has {image.shape}; "

@@ -15,13 +15,28 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's test command) every test that reads the
-    smoke book runs on one worker, so the book is still built once per session."""
-    for item in items:
-        if "smoke_book" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_book"))
+#: The test modules that read the session's one smoke build of the book (``smoke_book``, tests/book/conftest.py).
+SMOKE_BOOK_MODULES: tuple[str, ...] = ("tests/book/test_build.py", "tests/book/test_check.py", "tests/book/test_notebooks.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under pytest-xdist with ``--dist loadgroup`` (the README's test command): every test one at a time, as
+    ``--dist load``, except the modules of :data:`SMOKE_BOOK_MODULES`, which go to one worker together,
+    so the book is still built once per session.
+
+    The grouping is by module name rather than by ``xdist_group`` marks, which pytest-xdist 3.8 no
+    longer sees under pytest 9 (pytest-dev/pytest-xdist#1386).
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SmokeBookScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "smoke_book" if nodeid.split("::")[0] in SMOKE_BOOK_MODULES else super()._split_scope(nodeid)
+
+    return SmokeBookScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

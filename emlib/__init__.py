@@ -36,7 +36,7 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.errors": ("EmlibError", "ConfigError", "DataError", "ChecksumError", "WeightsError", "ShapeError"),
     "emlib.config": (
         "RunConfig", "LoraSettings", "Profile", "PROFILES", "TRAIN_SETS", "REGIMES", "TEST_SETS", "get_profile",
-        "list_profiles", "grid_configs",
+        "list_profiles", "grid_configs", "PAIRINGS",
     ),
     "emlib.device": ("resolve_device",),
     "emlib.losses": ("segmentation_loss", "dice_loss", "coral_loss", "patch_features", "foreground_weights", "domain_weighted_loss"),
@@ -45,7 +45,7 @@ _API: dict[str, tuple[str, ...]] = {
         "DATASETS", "VNC_TEST_SLICES", "IMAGENET_MEAN", "IMAGENET_STD", "Volume", "load_volume", "read_volume",
         "fetch_dataset", "verify_dataset", "dataset_summary", "dataset_dir", "data_root", "get_source", "list_datasets",
         "normalize", "protocol_size", "resize_slice", "select_test_slices", "center_region", "pad_collate",
-        "validation_split",
+        "validation_split", "PUBLISHED_SCRIPT", "pairing_audit", "pairing_table",
     ),
     "emlib.data.alignment": (
         "ReferenceStats", "intensity_reference", "reference_for", "standardise_intensity", "grey_cdf", "histogram_match",

@@ -1,4 +1,4 @@
-"""Command-line interface: ``emlib data info|verify|download``, ``emlib grid``, ``emlib weights list|check|fetch``
+"""Command-line interface: ``emlib data info|verify|download|audit``, ``emlib grid``, ``emlib weights list|check|fetch``
 and ``emlib book``.
 
 Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the file system
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from emlib.book.commands import add_book_command
-from emlib.config import REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
-from emlib.data import data_root, dataset_summary, fetch_dataset, list_datasets, verify_dataset
+from emlib.config import PAIRINGS, REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
+from emlib.data import PUBLISHED_SCRIPT, data_root, dataset_summary, fetch_dataset, list_datasets, pairing_audit, verify_dataset
 from emlib.errors import ConfigError, EmlibError, WeightsError
 from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
@@ -52,6 +52,21 @@ def _data_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_audit(args: argparse.Namespace) -> int:
+    audit = pairing_audit(root=args.root)
+    print(f"data root: {data_root(args.root)}")
+    print(f"The published paired set, as {PUBLISHED_SCRIPT} composes it from these files")
+    print("(right: pairs whose label is the image's own; iou: own vs given label, per slice;")
+    print(" perfect_iou_fg: a model that predicts every true label, scored against the given ones, pooled):")
+    with pd.option_context("display.width", 120):
+        print(audit.to_string(index=False, float_format="{:.4f}".format))
+    rows = audit.set_index("scope")["pairs"]
+    if rows["lucchi_pp train"] != rows["lucchi_pp test"]:  # the staged copy keeps every second training slice
+        print(f"note: this copy's Lucchi++ Train_* holds {rows['lucchi_pp train']} of {rows['lucchi_pp test']} slices; "
+              "on all of them the script pairs Train_* as it pairs Test_* (the same file names)")
+    return 0
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect, verify or download the datasets")
     data_sub = data.add_subparsers(dest="action", required=True)
@@ -60,10 +75,15 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
         "verify": ("check every image against the official pixel checksums", _data_verify),
         "download": ("download and unpack the official archives (skipped when EMLIB_DATA is set)", _data_download),
     }
+    root_help = "data root (default: $EMLIB_DATA or the user cache)"
+    audit = data_sub.add_parser("audit", help="how the authors' published paired set pairs images with labels, "
+                                "and the IoU_fg a perfect model scores against it")
+    audit.add_argument("--root", default=None, help=root_help)
+    audit.set_defaults(func=_data_audit)
     for action, (help_text, func) in commands.items():
         cmd = data_sub.add_parser(action, help=help_text)
         cmd.add_argument("datasets", nargs="*", help="lucchi_pp and/or vnc (default: both)")
-        cmd.add_argument("--root", default=None, help="data root (default: $EMLIB_DATA or the user cache)")
+        cmd.add_argument("--root", default=None, help=root_help)
         if action == "download":
             cmd.add_argument("--force", action="store_true", help="download again even if present")
         if action == "verify":
@@ -172,7 +192,8 @@ def _grid(args: argparse.Namespace) -> int:
         raise EmlibError("--remedies runs inline only; drop --launcher or run the remedies in a second command")
     pretrained = False if args.random_weights else (True if args.weights else None)  # a weights file is meant to be used
     overrides = {"device": args.device, "pretrained": pretrained, "weights": weights_argument(args.weights)}
-    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed}
+    selection = {"backbone": args.backbone, "regimes": args.regime, "train_sets": args.train_set, "seeds": args.seed,
+                 "pairings": args.pairing}
     if args.launcher == "inline" and not (args.plan or args.status):
         results = run_grid(prof, out, root=args.root, progress=not args.quiet, **selection, **overrides)
     else:
@@ -246,6 +267,9 @@ def _add_grid_command(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--regime", choices=REGIMES, action="append", default=None, help="only this regime (repeatable)")
     grid.add_argument("--train-set", choices=TRAIN_SETS, action="append", default=None, help="only this training set (repeatable)")
     grid.add_argument("--seed", type=int, action="append", default=None, help="only this seed (repeatable)")
+    grid.add_argument("--pairing", choices=PAIRINGS, action="append", default=None,
+                      help="train the paired runs on this pairing of Lucchi++ images and labels (repeatable; default: "
+                      "correct; published: the authors' composed paired set, see `emlib data audit`)")
     what = grid.add_mutually_exclusive_group()
     what.add_argument("--plan", action="store_true", help="print the runs still to make with their estimated cost; train nothing")
     what.add_argument("--status", action="store_true", help="print which runs are done, running, failed (with the log) or missing")

@@ -212,7 +212,8 @@ def evaluate_both(
         rows.append(
             {
                 "run_id": cfg.run_id, "backbone": "unet" if cfg.regime == "unet" else cfg.backbone,
-                "regime": cfg.regime, "train_set": cfg.train_set, "balance": cfg.balance, "seed": cfg.seed,
+                "regime": cfg.regime, "train_set": cfg.train_set, "pairing": cfg.pairing, "balance": cfg.balance,
+                "seed": cfg.seed,
                 "test_set": test_set, "in_domain": in_domain, "n_test_slices": res.n_slices,
                 **{k: res.scores[k] for k in ("iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice")},
                 "fg_fraction_pred": res.scores["fg_fraction_pred"], "degenerate": is_degenerate(res.scores),

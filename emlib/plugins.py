@@ -124,7 +124,7 @@ class DomainAware(Plugin):
 
 def training_foreground_fractions(cfg: RunConfig, root: str | os.PathLike[str] | None = None) -> list[float]:
     """Foreground fraction of each domain's training slices of a run (order of :data:`~emlib.models.domain.DOMAINS`)."""
-    return [load_volume(name, "train", root=root, slices=cfg.train_slices).foreground_fraction for name in DOMAINS]
+    return [load_volume(name, "train", root=root, slices=cfg.train_slices, pairing=cfg.pairing).foreground_fraction for name in DOMAINS]
 
 
 class ForegroundReweighting(Plugin):

@@ -177,7 +177,7 @@ def _source_dataset(
     root: str | os.PathLike[str] | None, plugins: list[Plugin], part: str,
 ) -> torch.utils.data.Dataset:
     """The items of one dataset (``domain``: its index), after the plug-ins' ``transform_volume``."""
-    vol = load_volume(name, "train", root=root, slices=cfg.train_slices)
+    vol = load_volume(name, "train", root=root, slices=cfg.train_slices, pairing=cfg.pairing)
     images, masks = transform_volume(plugins, name, vol.images, vol.masks)
     if cfg.val_fraction > 0:  # slices held out for validation (seeded; the same for every run of a dataset)
         keep = validation_split(len(images), cfg.val_fraction, cfg.val_seed)[part == "val"]

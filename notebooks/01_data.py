@@ -196,8 +196,10 @@ pd.DataFrame({"sorted images": images, "sorted labels": labels})
 # %% [markdown]
 # String sorting orders the labels `0, 1, 10, 100, 101, ...`, so the third image would be trained
 # against the label of slice 10. The right rule is **`maskNNNN.png` pairs with `int(NNNN).png`**,
-# which is what the authors' configs do (`image_prefix: "mask"`, `zfill_width: 4`) and what
-# `read_volume` does: the slice ids it returns are the image stems, each matched to its own label.
+# which is what the authors' single-dataset configs do (`image_prefix: "mask"`, `zfill_width: 4`) and
+# what `read_volume` does: the slice ids it returns are the image stems, each matched to its own label.
+# The script the authors published to compose their *paired* set does zip the sorted lists; the
+# chapter *The published paired set* audits what that does.
 # (`tests/data/test_read.py` checks this on a tiny copy whose labels encode their slice number, so
 # a sorted-name pairing would fail.)
 #

@@ -136,12 +136,22 @@ show_table(table, ["claim_id", "detail", "reproduce"], caption="How each verdict
 #
 # The whole book on one profile: `python -m emlib.book build --profile quick`.
 #
+# **Two readings of the paired claim.** The verdict above compares paired runs trained on correctly
+# paired data with single-dataset runs. The paper's paired runs may instead have been trained on the
+# set the authors' published script composes, which pairs most Lucchi++ images with the label of
+# another slice; against those labels even a perfect model scores little (the audit chapter,
+# *The published paired set*, computes the bound from the data). If so, the paper's collapse comes from
+# the labels; if not, from the two datasets pulling one model apart. The published files alone do not
+# say which, and this table does not decide it.
+#
 # ## Summary
 #
 # - The paper's checkable statements are few: four Fig. 1 numbers and three qualitative claims.
 # - `emlib.paper.compare_with_paper` checks each against the runs, with the weights that produced it;
 #   the table is written to the grid folder as `paper_comparison.csv`.
 # - Per-cell IoU values of the paper are not available and are never filled in.
+# - The paired claim has two readings (correctly paired data, or the published paired set); the
+#   audit chapter shows what each implies.
 #
 # ## Exercises
 #

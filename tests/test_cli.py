@@ -26,6 +26,18 @@ def test_data_info_prints_every_split(tiny_root, capsys: pytest.CaptureFixture[s
     assert "12" in out  # tiny Lucchi++ copy has 12 slices per split
 
 
+def test_data_audit_prints_the_pairs_and_the_perfect_model_bound(tiny_root, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = tiny_root
+    assert main(["data", "audit", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "scripts/data/compose_em_datasets.py" in out
+    lines = {line.split()[0] + " " + line.split()[1]: line.split()[2:] for line in out.splitlines()
+             if line.strip().startswith(("lucchi_pp", "vnc", "mixed"))}
+    assert lines["lucchi_pp test"][:2] == ["12", "2"] and lines["mixed test"][:2] == ["15", "5"]
+    assert lines["lucchi_pp test"][-1] == f"{74 / 526:.4f}"
+    assert "note:" not in out  # the copy has every training slice
+
+
 def test_missing_data_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "info", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -15,7 +15,7 @@ from emlib.config import RunConfig, get_profile
 from emlib.errors import ConfigError
 from emlib.runfiles import CHECKPOINT, load_state
 from emlib.evaluation import evaluate_both
-from emlib.train import fit, load_trained
+from emlib.train import build_train_dataset, fit, load_trained
 
 
 def test_frozen_run_caches_features(tiny, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +171,17 @@ def build(cfg: RunConfig, root: Path, part: str):
 
     built = build_model(cfg)
     return build_train_dataset(cfg, patch_size=built.patch_size, mean=built.mean, std=built.std, root=root, part=part)
+
+
+def test_a_published_pairing_run_trains_on_the_labels_the_authors_script_gives(tiny, tiny_root) -> None:
+    root, truth = tiny_root
+    cfg = tiny(train_set="paired", pairing="published", train_slices=None, crop=None, long_edge=64)
+    lucchi, vnc = build_train_dataset(cfg, patch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, root=root).sources
+    order = [0, 1, 10, 11, *range(2, 10)]  # make_lucchi's 12 labels in sorted file-name order
+    given = truth["lucchi_pp"]["train_masks"][order]
+    assert lucchi.masks.shape[0] == 12 and (lucchi.masks > 0).sum() == given.sum()
+    correct = build_train_dataset(cfg.replace(pairing="correct"), patch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                  root=root).sources
+    np.testing.assert_array_equal(lucchi.images, correct[0].images)  # the same images, other labels
+    assert not np.array_equal(lucchi.masks, correct[0].masks)
+    np.testing.assert_array_equal(vnc.masks, correct[1].masks)  # VNC is paired by stem either way

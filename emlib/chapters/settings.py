@@ -335,7 +335,8 @@ def grid_dir(settings: ChapterSettings) -> Path:
 
 
 def chapter_configs(
-    settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None
+    settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
+    pairings: Sequence[str] | None = None,
 ) -> list[RunConfig]:
     """The runs of the profile's grid with the chapter's backbone, seeds and device (plus the U-Net), restricted.
 
@@ -343,30 +344,30 @@ def chapter_configs(
     reuses what ``emlib grid`` or an earlier chapter trained: the device is not part of a run's id).
     """
     return grid_configs(settings.profile, backbone=settings.backbone, regimes=regimes, train_sets=train_sets,
-                        seeds=settings.seeds, device=settings.device)
+                        seeds=settings.seeds, pairings=pairings, device=settings.device)
 
 
 def chapter_command(
     settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
-    remedies: bool = False,
+    remedies: bool = False, pairings: Sequence[str] | None = None,
 ) -> str:
     """The ``emlib grid`` command that makes (or reads back) the runs a chapter shows."""
     seeds = None if settings.seeds == settings.profile.seeds else settings.seeds
     return grid_command(
         settings.profile, grid_dir(settings), backbone=settings.backbone, regimes=regimes, train_sets=train_sets,
-        remedies=remedies, seeds=seeds,
+        remedies=remedies, seeds=seeds, pairings=pairings,
     )
 
 
 def chapter_runs(
     settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
-    progress: bool = False,
+    pairings: Sequence[str] | None = None, progress: bool = False,
 ) -> pd.DataFrame:
     """Train (or read back) the runs of :func:`chapter_configs` in :func:`grid_dir`; the tidy results table.
 
     Finished runs (their folder holds ``metrics.json``) are read, not retrained.
     """
-    configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets)
+    configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets, pairings=pairings)
     if not configs:
         raise ConfigError(f"profile {settings.profile.name!r} has no runs with regimes={regimes}, train_sets={train_sets}")
     return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile.name)

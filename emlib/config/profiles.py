@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from emlib.config.run import REGIMES, TRAIN_SETS, RunConfig
+from emlib.config.run import PAIRINGS, REGIMES, TRAIN_SETS, RunConfig
 from emlib.errors import ConfigError
 from emlib.validation import check_choice, check_keys
 
@@ -369,6 +369,7 @@ def grid_configs(
     regimes: Sequence[str] | None = None,
     train_sets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    pairings: Sequence[str] | None = None,
     weights: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
     **overrides: Any,
 ) -> list[RunConfig]:
@@ -386,14 +387,17 @@ def grid_configs(
         Keep only these (None: all of the profile's).
     seeds : sequence of int, default=None
         Run these seeds (None: the profile's); like ``backbone`` they may lie outside the profile's.
+    pairings : sequence of {'correct', 'published'}, default=None
+        The pairings each paired run is trained on (None: ``('correct',)``); ``published`` is the
+        authors' composed paired set (:mod:`emlib.data.pairing`). Single-dataset runs are paired correctly.
     weights : path or dict of str to path, default=None
         Local weights files: ``{backbone: file}``, each put on its backbone's runs (the paper's three
         backbones need three), or one file when the selected runs use one backbone. The U-Net runs
         have no backbone and take none. None: ``$EMLIB_WEIGHTS`` and the hubs.
     **overrides
         Applied to every run (e.g. ``pretrained=False`` or ``device="cuda"``); None values are dropped.
-        ``seed=N`` is the same as ``seeds=[N]``; ``regime`` and ``train_set`` are selected with
-        ``regimes=`` and ``train_sets=``.
+        ``seed=N`` is the same as ``seeds=[N]``; ``regime``, ``train_set`` and ``pairing`` are selected
+        with ``regimes=``, ``train_sets=`` and ``pairings=``.
 
     Examples
     --------
@@ -403,6 +407,9 @@ def grid_configs(
     prof = get_profile(profile)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     seeds = _check_selection(prof, regimes, train_sets, seeds, overrides)
+    for value in pairings or ():
+        check_choice("pairing", value, PAIRINGS)
+    pairings = tuple(dict.fromkeys(pairings or ("correct",)))
     backbones = prof.backbones if backbone is None else (backbone,)
     runs: list[RunConfig] = []
     seen: set[str] = set()
@@ -414,12 +421,13 @@ def grid_configs(
                 if regimes is not None and regime not in regimes:
                     continue
                 for name in prof.backbones[:1] if regime == "unet" else backbones:
-                    run = {"backbone": name, "regime": regime, "train_set": train_set, "seed": seed}
-                    run.update(prof.run_overrides(name, train_set))
-                    cfg = prof.base.replace(**{**run, **overrides})
-                    if cfg.run_id not in seen:
-                        seen.add(cfg.run_id)
-                        runs.append(cfg)
+                    for pairing in pairings if train_set == "paired" else ("correct",):
+                        run = {"backbone": name, "regime": regime, "train_set": train_set, "seed": seed, "pairing": pairing}
+                        run.update(prof.run_overrides(name, train_set))
+                        cfg = prof.base.replace(**{**run, **overrides})
+                        if cfg.run_id not in seen:
+                            seen.add(cfg.run_id)
+                            runs.append(cfg)
     return _route_weights(runs, weights)
 
 
@@ -431,7 +439,7 @@ def _check_selection(
     for name, chosen, allowed in (("regime", regimes, REGIMES), ("train_set", train_sets, TRAIN_SETS)):
         for value in chosen or ():
             check_choice(name, value, allowed)
-    for axis in ("regime", "train_set"):
+    for axis in ("regime", "train_set", "pairing"):
         if axis in overrides:
             raise ConfigError(f"{axis} is an axis of the grid; select it with {axis}s=[{overrides[axis]!r}]")
     check_keys(overrides, RunConfig)

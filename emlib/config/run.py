@@ -28,6 +28,7 @@ __all__ = [
     "REGIMES",
     "INPUT_ALIGNMENTS",
     "POS_INTERPOLATIONS",
+    "PAIRINGS",
     "ALIGNMENT_FIELDS",
     "OPTIONAL_FIELDS",
     "WHERE_FIELDS",
@@ -48,6 +49,9 @@ INPUT_ALIGNMENTS: tuple[str, ...] = ("standardise", "histmatch", "clahe", "resam
 #: How a DINOv2 backbone resizes its positional embedding to the input's patch grid
 #: (``RunConfig.pos_interpolation``, :mod:`emlib.models.posembed`): timm's, or Meta's own model class's.
 POS_INTERPOLATIONS: tuple[str, ...] = ("timm", "meta")
+#: How a paired run's Lucchi++ images meet their labels (``RunConfig.pairing``, :mod:`emlib.data.pairing`):
+#: each with its own, or as the authors' published script pairs them (by sorted file name).
+PAIRINGS: tuple[str, ...] = ("correct", "published")
 
 
 #: Linear maps of a transformer block that can carry a LoRA adapter (the paper uses the first two).
@@ -110,6 +114,7 @@ class RunConfig:
     regime: str = field(default="frozen", metadata=_choice(REGIMES))
     train_set: str = field(default="lucchi_pp", metadata=_choice(TRAIN_SETS))
     balance: bool = False
+    pairing: str = field(default="correct", metadata=_choice(PAIRINGS))  # "published": the authors' paired set
     head: str = field(default="deconv", metadata=_choice(("deconv", "linear")))
     head_channels: int = field(default=512, metadata=_POSITIVE)
     crop: int | None = field(default=224, metadata=_POSITIVE)
@@ -157,6 +162,11 @@ class RunConfig:
                 f"patience={self.patience} needs a validation split; "
                 "set val_fraction > 0 (the authors: val_fraction=0.1, patience=20) or patience=None"
             )
+        if self.pairing != "correct" and self.train_set != "paired":
+            raise ConfigError(
+                f"pairing={self.pairing!r} is the authors' composed paired set, so it needs train_set='paired' "
+                f"(got {self.train_set!r}); set train_set='paired' or pairing='correct'"
+            )
         self._check_remedies()
 
     def _check_remedies(self) -> None:
@@ -189,7 +199,8 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """Readable, unique folder name: ``<train_set>-<regime>-<backbone>-s<seed>-<hash>``."""
+        """Readable, unique folder name: ``<train_set>-<regime>-<backbone>-s<seed>-<hash>``
+        (``paired_published-...`` for the authors' published pairing)."""
         return self._run_id(self.digest())
 
     @property
@@ -199,7 +210,8 @@ class RunConfig:
 
     def _run_id(self, digest: str) -> str:
         model = "unet" if self.regime == "unet" else self.backbone
-        return f"{self.train_set}-{self.regime}-{model}-s{self.seed}-{digest[:8]}"
+        data = self.train_set if self.pairing == "correct" else f"{self.train_set}_{self.pairing}"
+        return f"{data}-{self.regime}-{model}-s{self.seed}-{digest[:8]}"
 
     def identity(self) -> dict[str, Any]:
         """What the run computes: :meth:`to_dict` with :data:`WHERE_FIELDS` at their defaults.
@@ -257,7 +269,9 @@ ALIGNMENT_FIELDS: tuple[str, ...] = (
 )
 #: Fields added after the first runs; ``to_dict`` leaves them out at their defaults, so the digests
 #: (and run ids) of configs made before they existed stay the same. Add every new field here.
-OPTIONAL_FIELDS: tuple[str, ...] = ALIGNMENT_FIELDS + ("lora_lr", "pos_interpolation", "val_fraction", "val_seed", "patience")
+OPTIONAL_FIELDS: tuple[str, ...] = ALIGNMENT_FIELDS + (
+    "lora_lr", "pos_interpolation", "val_fraction", "val_seed", "patience", "pairing",
+)
 #: Where a run runs, not what it computes: kept out of its identity (:meth:`RunConfig.identity`).
 WHERE_FIELDS: tuple[str, ...] = ("device", "cache", "weights")
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunConfig)}

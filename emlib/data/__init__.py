@@ -8,9 +8,11 @@ preprocessing and :mod:`emlib.data.datasets` for Datasets.
 
 from __future__ import annotations
 
+from emlib.data.audit import AUDIT_SCOPES, pairing_audit, pairing_table
 from emlib.data.datasets import CropDataset, PairedDataset, TileDataset, pad_collate, tile_origins, validation_split
 from emlib.data.fetch import VerifyReport, fetch_dataset, verify_dataset
 from emlib.data.layout import data_root, dataset_dir
+from emlib.data.pairing import PUBLISHED_SCRIPT, slice_pairs
 from emlib.data.read import Volume, data_fingerprint, load_volume, pixel_sha256, read_volume, volume_sha256
 from emlib.data.sources import DATASETS, VNC_TEST_SLICES, DatasetSource, get_source, list_datasets, list_splits
 from emlib.data.summary import dataset_summary
@@ -28,7 +30,9 @@ from emlib.data.transforms import (
 )
 
 __all__ = [
+    "AUDIT_SCOPES",
     "DATASETS",
+    "PUBLISHED_SCRIPT",
     "VNC_TEST_SLICES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -59,6 +63,9 @@ __all__ = [
     "select_test_slices",
     "tile_origins",
     "pad_collate",
+    "pairing_audit",
+    "pairing_table",
+    "slice_pairs",
     "validation_split",
     "verify_dataset",
     "volume_sha256",

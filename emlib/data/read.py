@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emlib.data.layout import check_layout, data_root, dataset_dir, fix_hint, official_slices
-from emlib.data.sources import VNC_TEST_SLICES, get_source, pixel_registry
+from emlib.data.layout import data_root, dataset_dir, fix_hint
+from emlib.data.pairing import check_pairing, slice_pairs
+from emlib.data.sources import get_source, pixel_registry
 from emlib.errors import ConfigError, DataError, ShapeError
 from emlib.runfiles import file_sha256
 
@@ -29,7 +29,7 @@ __all__ = [
     "load_volume",
     "pixel_sha256",
     "read_volume",
-    "slice_pairs",
+    "to_mask",
     "volume_sha256",
 ]
 
@@ -144,9 +144,6 @@ def volume_sha256(arr: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------- pairing
 
-_LUCCHI_IMAGE = re.compile(r"^mask(\d{4})\.png$")
-
-
 @lru_cache(maxsize=None)
 def _official_paths(name: str) -> dict[str, str]:
     """Pixel or file SHA-256 of every upstream image and label -> its path in the official layout."""
@@ -167,83 +164,6 @@ def _check_place(name: str, folder: Path, rel: str, sha: str, hint: str) -> None
         if here != there else f"slices in {here} were renamed, so give every file its official name"
     )
     raise DataError(f"{folder / rel} holds the official pixels of {other}: {what} (or {hint})")
-
-
-def _lucchi_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Path]]:
-    """(slice_id, image, label) for one Lucchi++ split, ordered by slice index.
-
-    Image ``maskNNNN.png`` pairs with label ``int(NNNN).png``. Pairing by sorted file name would
-    misalign them (labels sort 0, 1, 10, 100, ...).
-    """
-    prefix = {"train": "Train", "test": "Test"}[split]
-    out_dir = folder / f"{prefix}_Out"
-    found = [
-        (int(_LUCCHI_IMAGE.match(path.name).group(1)), path)  # type: ignore[union-attr] - official names match
-        for path in official_slices("lucchi_pp", folder, f"{prefix}_In", (".png",), hint)
-    ]
-    pairs = []
-    for index, image in sorted(found):
-        label = out_dir / f"{index}.png"
-        if not label.is_file():
-            raise DataError(f"image {image.name} has no label {label}; restore that file ({hint})")
-        pairs.append((image.stem, image, label))
-    return pairs
-
-
-def _vnc_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Path | None]]:
-    """(slice_id, image, mask or None) for a VNC split, ordered by slice number."""
-    stack = "stack2" if split == "unlabelled" else "stack1"
-    raw = folder / stack / "raw"
-    if not raw.is_dir():
-        raise DataError(f"no VNC {stack} at {raw}; {hint}")
-    images = sorted(official_slices("vnc", folder, f"{stack}/raw", (".tif", ".tiff"), hint), key=lambda p: int(p.stem))
-    if split == "test":
-        images = [p for p in images if p.stem.isdigit() and int(p.stem) in VNC_TEST_SLICES]
-    elif split == "train":
-        images = [p for p in images if p.stem.isdigit() and int(p.stem) not in VNC_TEST_SLICES]
-    pairs: list[tuple[str, Path, Path | None]] = []
-    for image in images:
-        if split == "unlabelled":
-            pairs.append((image.stem, image, None))
-            continue
-        mask = folder / "stack1" / "mitochondria" / f"{image.stem}.png"
-        if not mask.is_file():
-            raise DataError(f"VNC slice {image.name} has no mask {mask}; restore that file ({hint})")
-        pairs.append((image.stem, image, mask))
-    return pairs
-
-
-def slice_pairs(name: str, split: str, root: str | os.PathLike[str] | None) -> list[tuple[str, Path, Path | None]]:
-    """The image and label files of one split, in stack order, without decoding them.
-
-    Parameters
-    ----------
-    name : {'lucchi_pp', 'vnc'}
-        Dataset.
-    split : str
-        One of its splits (:func:`~emlib.data.sources.list_splits`).
-    root : path or None
-        Data root; None uses ``$EMLIB_DATA`` or the download cache.
-
-    Returns
-    -------
-    list of (str, Path, Path or None)
-        ``(slice_id, image, label)`` per slice; ``label`` is None for unlabelled slices (VNC stack2).
-
-    Raises
-    ------
-    ConfigError
-        Unknown dataset or split.
-    DataError
-        Missing data, wrong layout, a stray file, or an image without its label.
-    """
-    src = get_source(name)
-    if split not in src.splits:
-        raise ConfigError(f"split {split!r} does not exist for {src.title}; choose one of {list(src.splits)}")
-    folder = check_layout(name, root)
-    if name == "lucchi_pp":
-        return list(_lucchi_pairs(folder, split, fix_hint(name, root)))
-    return _vnc_pairs(folder, split, fix_hint(name, root))
 
 
 _FIRST_PIXELS: dict[str, str] = {}  # file SHA-256 -> pixel SHA-256 of the first image of a split
@@ -285,6 +205,7 @@ def read_volume(
     root: str | os.PathLike[str] | None = None,
     slices: Sequence[int] | int | None = None,
     with_masks: bool = True,
+    pairing: str = "correct",
 ) -> Volume:
     """Read one split of a dataset as a (Z, H, W) uint8 stack with bool masks.
 
@@ -303,6 +224,9 @@ def read_volume(
         smoke profile. None reads all.
     with_masks : bool, default=True
         Decode the masks too (False skips them, e.g. for embeddings).
+    pairing : {'correct', 'published'}, default='correct'
+        Which labels the images get: their own, or those the authors' published script gives them
+        (:mod:`emlib.data.pairing`; only Lucchi++ labels move).
 
     Returns
     -------
@@ -318,7 +242,7 @@ def read_volume(
     ShapeError
         An image and its mask differ in shape, or slices differ in shape.
     """
-    pairs = slice_pairs(name, split, root)
+    pairs = slice_pairs(name, split, root, pairing=pairing)
     folder, hint = dataset_dir(name, root), fix_hint(name, root)
     if slices is not None:
         if isinstance(slices, int):
@@ -365,17 +289,20 @@ def read_volume(
 
 
 @lru_cache(maxsize=4)
-def _cached_volume(name: str, split: str, root: str, slices: tuple[int, ...] | int | None, fingerprint: str) -> Volume:
-    return read_volume(name, split, root=root, slices=slices)
+def _cached_volume(name: str, split: str, root: str, slices: tuple[int, ...] | int | None, fingerprint: str,
+                   pairing: str) -> Volume:
+    return read_volume(name, split, root=root, slices=slices, pairing=pairing)
 
 
 def load_volume(
-    name: str, split: str, *, root: str | os.PathLike[str] | None = None, slices: Sequence[int] | int | None = None
+    name: str, split: str, *, root: str | os.PathLike[str] | None = None, slices: Sequence[int] | int | None = None,
+    pairing: str = "correct",
 ) -> Volume:
     """:func:`read_volume` with an in-memory cache of the last few volumes (arrays are read-only).
 
     The cache is keyed on :func:`data_fingerprint`, so a file changed on disk is read again.
     """
     key = slices if slices is None or isinstance(slices, int) else tuple(slices)
+    check_pairing(pairing)
     fingerprint = data_fingerprint(name, split, root=root)
-    return _cached_volume(name, split, str(data_root(root)), key, fingerprint)
+    return _cached_volume(name, split, str(data_root(root)), key, fingerprint, pairing)

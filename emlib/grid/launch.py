@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from emlib.config import RunConfig
-from emlib.data.read import slice_pairs
+from emlib.data.pairing import slice_pairs
 from emlib.errors import ConfigError
 from emlib.grid.runner import METRICS, check_out_dir, saved_rows, run_folder, run_one
 from emlib.preflight import check_run

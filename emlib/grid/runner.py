@@ -204,18 +204,20 @@ def run_grid(
     regimes: Sequence[str] | None = None,
     train_sets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    pairings: Sequence[str] | None = None,
     **overrides: object,
 ) -> pd.DataFrame:
     """Run (or resume) every run of ``profile``; returns and writes the tidy results table (``results.csv/json``).
 
-    ``backbone``, ``regimes``, ``train_sets`` and ``seeds`` select runs as :func:`emlib.config.grid_configs`
+    ``backbone``, ``regimes``, ``train_sets``, ``seeds`` and ``pairings`` select runs as :func:`emlib.config.grid_configs`
     does; ``overrides`` apply to every run, e.g. ``pretrained=False`` to size a profile without
     weights (every row then says ``random weights``) or ``device='cuda'``, except ``weights``: a
     ``{backbone: file}`` dict (or one file for a one-backbone grid) put on each backbone's runs.
     This is what ``emlib grid`` runs.
     """
     prof = get_profile(profile)
-    configs = grid_configs(prof, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds, **overrides)
+    configs = grid_configs(prof, backbone=backbone, regimes=regimes, train_sets=train_sets, seeds=seeds,
+                           pairings=pairings, **overrides)
     return run_configs(configs, out_dir, table="results", json_table=True, root=root, progress=progress, profile=prof.name)
 
 
@@ -232,7 +234,7 @@ def read_results(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
 def grid_command(
     profile: Profile | str, out_dir: str | os.PathLike[str] | None = None, *, backbone: str | None = None,
     regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None, remedies: bool = False,
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None, pairings: Sequence[str] | None = None,
 ) -> str:
     """The ``emlib grid`` command that makes (or reads back) the same runs.
 
@@ -253,6 +255,7 @@ def grid_command(
     parts += [f"--regime {r}" for r in regimes or ()]
     parts += [f"--train-set {t}" for t in train_sets or ()]
     parts += [f"--seed {s}" for s in seeds or ()]
+    parts += [f"--pairing {p}" for p in pairings or ()]
     if remedies:
         parts.append("--remedies")
     return " ".join(parts)

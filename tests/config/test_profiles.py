@@ -175,3 +175,14 @@ def test_dry_run_names_and_errors() -> None:
         get_profile("smoke", dry_run=True)
     with pytest.raises(ConfigError, match="unknown profile 'smoke-dry'.*'quick-dry'"):
         get_profile("smoke-dry")
+
+
+def test_pairings_are_an_axis_of_the_paired_runs_only() -> None:
+    plain = grid_configs("smoke")
+    both = grid_configs("smoke", pairings=["correct", "published"])
+    assert [c for c in both if c.pairing == "correct"] == plain  # the default grid, unchanged
+    published = [c for c in both if c.pairing == "published"]
+    assert {c.train_set for c in published} == {"paired"} and len(published) == sum(c.train_set == "paired" for c in plain)
+    assert grid_configs("smoke", pairings=["published"], train_sets=["paired"]) == published
+    with pytest.raises(ConfigError, match=r"select it with pairings=\['published'\]"):
+        grid_configs("smoke", pairing="published")

@@ -95,6 +95,18 @@ def test_new_options_leave_old_digests_alone_and_check_combinations() -> None:
         RunConfig(train_set="paired", coral_weight=1.0, heads_per_domain=True)
 
 
+def test_the_published_pairing_is_a_paired_option_in_the_id_and_leaves_old_digests_alone() -> None:
+    paired = RunConfig(train_set="paired")
+    published = paired.replace(pairing="published")
+    assert "pairing" not in paired.to_dict() and paired.replace(pairing="correct").digest() == paired.digest()
+    assert published.to_dict()["pairing"] == "published" and RunConfig.from_dict(published.to_dict()) == published
+    assert published.run_id.startswith("paired_published-frozen-") and paired.run_id.startswith("paired-frozen-")
+    with pytest.raises(ConfigError, match=r"needs train_set='paired' \(got 'vnc'\); set train_set='paired' or pairing='correct'"):
+        RunConfig(train_set="vnc", pairing="published")
+    with pytest.raises(ConfigError, match=r"pairing='sorted' is not allowed; choose one of \['correct', 'published'\]"):
+        RunConfig(train_set="paired", pairing="sorted")
+
+
 def test_schedule_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="val_fraction"):
         RunConfig(val_fraction=1.0)

@@ -1,7 +1,8 @@
 """Losses: segmentation losses on 2-class logits, and the loss terms of the paired-training remedies.
 
-* :func:`segmentation_loss` -- soft Dice (the authors' ``loss: dice``), cross-entropy, or both
-  (names in :data:`LOSSES`).
+* :func:`segmentation_loss` -- soft Dice of the foreground pooled over the batch (``dice``), the
+  authors' Dice (``monai_dice``: :func:`monai_dice_loss`), cross-entropy, or CE + Dice (names in
+  :data:`LOSSES`).
 * :func:`domain_weighted_loss` with :func:`foreground_weights` -- each dataset's loss on its own
   items, weighted by the inverse of its foreground fraction (``fg_reweight``).
 * :func:`coral_loss` -- CORAL between two sets of features (``coral_weight``).
@@ -17,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emlib.config import LOSSES
 from emlib.errors import ConfigError, ShapeError
 
 __all__ = [
-    "LOSSES",
     "dice_loss",
+    "monai_dice_loss",
     "segmentation_loss",
     "domain_ids",
     "patch_features",
@@ -30,7 +32,6 @@ __all__ = [
     "domain_weighted_loss",
 ]
 
-LOSSES: tuple[str, ...] = ("dice", "ce", "ce_dice")
 
 
 def dice_loss(
@@ -52,7 +53,7 @@ def dice_loss(
     -------
     Tensor, scalar
         ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)`` with ``p`` the softmax foreground
-        probability. The authors' implementation is not public; this is the common form.
+        probability. The authors' trainer uses :func:`monai_dice_loss` instead (``loss="monai_dice"``).
     """
     if logits.ndim != 4 or logits.shape[1] != 2 or logits.shape[-2:] != target.shape[-2:]:
         raise ShapeError(f"dice_loss needs logits (B, 2, H, W) and target (B, H, W), got {tuple(logits.shape)} and {tuple(target.shape)}")
@@ -62,6 +63,41 @@ def dice_loss(
         prob, t = prob * valid, t * valid
     inter = (prob * t).sum()
     return 1.0 - (2.0 * inter + eps) / (prob.sum() + t.sum() + eps)
+
+
+def monai_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5
+) -> torch.Tensor:
+    """The Dice loss of the authors' trainer: MONAI's ``DiceLoss(softmax=True, to_onehot_y=True,
+    include_background=True)`` at its defaults, written out (tested equal to MONAI to 1e-6).
+
+    ``build_criterion`` in ``src/dino_peft/trainers/seg_trainer.py`` of
+    ``uhlmanngroup/MicroscopyFoundationHub`` makes it for ``loss: dice``. Unlike :func:`dice_loss` it
+    scores each image and each class (background too) on its own and averages the ``B x 2`` values,
+    and every pixel of a padded batch counts: the authors' ``_pad_collate`` pads masks with
+    background, so padding is background here too (no ``valid`` mask).
+
+    Parameters
+    ----------
+    logits : Tensor of shape (B, 2, H, W)
+    target : Tensor of shape (B, H, W), values in {0, 1}
+    smooth_nr, smooth_dr : float, default=1e-5
+        MONAI's smoothing of the numerator and the denominator.
+
+    Returns
+    -------
+    Tensor, scalar
+        ``mean over b, c of 1 - (2 sum(p t) + smooth_nr) / (sum(p) + sum(t) + smooth_dr)``, sums over
+        the pixels of image ``b``, ``p`` the softmax probability and ``t`` the one-hot target of class ``c``.
+    """
+    if logits.ndim != 4 or logits.shape[1] != 2 or logits.shape[-2:] != target.shape[-2:]:
+        raise ShapeError(f"monai_dice_loss needs logits (B, 2, H, W) and target (B, H, W), got {tuple(logits.shape)} "
+                         f"and {tuple(target.shape)}")
+    prob = logits.float().softmax(dim=1)
+    onehot = F.one_hot(target.long(), num_classes=2).permute(0, 3, 1, 2).to(prob.dtype)
+    inter = (prob * onehot).sum(dim=(2, 3))
+    denom = prob.sum(dim=(2, 3)) + onehot.sum(dim=(2, 3))
+    return (1.0 - (2.0 * inter + smooth_nr) / (denom + smooth_dr)).mean()
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -76,7 +112,8 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """``dice``, ``ce`` (cross-entropy) or ``ce_dice`` (their sum) for logits (B, 2, H, W).
 
-    ``valid`` (B, H, W) keeps padded pixels out (None: every pixel counts).
+    ``valid`` (B, H, W) keeps padded pixels out (None: every pixel counts); ``monai_dice`` (the
+    authors' loss) counts them as background, as the authors' padded batches do.
     """
     if kind not in LOSSES:
         raise ConfigError(f"loss={kind!r} is not allowed; choose one of {list(LOSSES)}")
@@ -84,6 +121,8 @@ def segmentation_loss(
         return _cross_entropy(logits, target, valid)
     if kind == "dice":
         return dice_loss(logits, target, valid=valid)
+    if kind == "monai_dice":
+        return monai_dice_loss(logits, target)
     return _cross_entropy(logits, target, valid) + dice_loss(logits, target, valid=valid)
 
 

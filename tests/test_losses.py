@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from emlib.config import LOSSES
+from emlib.data import pad_collate
 from emlib.errors import ConfigError, ShapeError
 from emlib.losses import (
-    LOSSES,
     coral_loss,
     dice_loss,
     domain_ids,
     domain_weighted_loss,
     foreground_weights,
+    monai_dice_loss,
     patch_features,
     segmentation_loss,
 )
@@ -32,7 +34,7 @@ def test_dice_and_segmentation_losses() -> None:
 def test_ce_dice_is_the_sum_and_shapes_are_checked() -> None:
     torch.manual_seed(0)
     logits, target = torch.randn(2, 2, 4, 4), (torch.rand(2, 4, 4) > 0.5).long()
-    assert LOSSES == ("dice", "ce", "ce_dice")
+    assert LOSSES == ("dice", "ce", "ce_dice", "monai_dice")
     both = segmentation_loss(logits, target, "ce_dice").item()
     assert both == pytest.approx(segmentation_loss(logits, target, "ce").item() + segmentation_loss(logits, target).item())
     with pytest.raises(ShapeError, match=r"dice_loss needs logits \(B, 2, H, W\)"):
@@ -107,3 +109,31 @@ def test_padded_pixels_do_not_count(kind: str) -> None:
     expected = segmentation_loss(logits, target, kind)
     assert torch.allclose(segmentation_loss(padded_logits, padded_target, kind, valid=valid), expected, atol=1e-6)
     assert not torch.allclose(segmentation_loss(padded_logits, padded_target, kind), expected, atol=1e-3)
+
+
+def test_monai_dice_is_monais_dice_loss_as_the_authors_build_it() -> None:
+    monai = pytest.importorskip("monai")  # the [dev] extra installs it: CI runs this test
+    theirs = monai.losses.DiceLoss(softmax=True, to_onehot_y=True, include_background=True)  # seg_trainer.py
+    gen = torch.Generator().manual_seed(0)
+    for batch, h, w in ((1, 5, 7), (3, 16, 16), (4, 9, 30)):
+        logits = 3 * torch.randn(batch, 2, h, w, generator=gen)
+        target = (torch.rand(batch, h, w, generator=gen) > 0.7).long()
+        target[0] = 0  # an image without foreground: MONAI's smoothing decides its foreground term
+        expected = theirs(logits, target[:, None]).item()
+        assert monai_dice_loss(logits, target).item() == pytest.approx(expected, abs=1e-6)
+        assert segmentation_loss(logits, target, "monai_dice").item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_monai_dice_counts_the_padding_of_a_batch_as_background_like_the_authors() -> None:
+    monai = pytest.importorskip("monai")
+    theirs = monai.losses.DiceLoss(softmax=True, to_onehot_y=True, include_background=True)
+    gen = torch.Generator().manual_seed(1)
+    items = [{"image": torch.randn(3, h, w, generator=gen), "mask": (torch.rand(h, w, generator=gen) > 0.6).long()}
+             for h, w in ((12, 20), (16, 14))]
+    images, masks, valid = pad_collate(items)
+    assert valid is not None and not bool(valid.all())  # the batch is padded
+    logits = 2 * torch.randn(2, 2, *masks.shape[-2:], generator=gen)
+    expected = theirs(logits, masks[:, None]).item()  # the authors' _pad_collate pads masks with 0 too
+    got = segmentation_loss(logits, masks, "monai_dice", valid=valid).item()
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got != pytest.approx(segmentation_loss(logits, masks, "dice", valid=valid).item(), abs=1e-3)

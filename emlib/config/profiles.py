@@ -280,6 +280,7 @@ PROFILES: dict[str, Profile] = {
             backbone="dinov2_vitl14",
             pretrained=True,
             pos_interpolation="meta",  # the authors load DINOv2 from Meta's torch hub
+            loss="monai_dice",  # the authors' trainer: MONAI's DiceLoss, per image and class (emlib.losses)
             crop=None,
             long_edge=1022,
             augment=False,

@@ -29,6 +29,7 @@ __all__ = [
     "INPUT_ALIGNMENTS",
     "POS_INTERPOLATIONS",
     "PAIRINGS",
+    "LOSSES",
     "ALIGNMENT_FIELDS",
     "OPTIONAL_FIELDS",
     "WHERE_FIELDS",
@@ -49,6 +50,9 @@ INPUT_ALIGNMENTS: tuple[str, ...] = ("standardise", "histmatch", "clahe", "resam
 #: How a DINOv2 backbone resizes its positional embedding to the input's patch grid
 #: (``RunConfig.pos_interpolation``, :mod:`emlib.models.posembed`): timm's, or Meta's own model class's.
 POS_INTERPOLATIONS: tuple[str, ...] = ("timm", "meta")
+#: Segmentation losses (``RunConfig.loss``, :func:`emlib.losses.segmentation_loss`): foreground Dice pooled
+#: over the batch, cross-entropy, their sum, and the authors' MONAI Dice (per image, both classes).
+LOSSES: tuple[str, ...] = ("dice", "ce", "ce_dice", "monai_dice")
 #: How a paired run's Lucchi++ images meet their labels (``RunConfig.pairing``, :mod:`emlib.data.pairing`):
 #: each with its own, or as the authors' published script pairs them (by sorted file name).
 PAIRINGS: tuple[str, ...] = ("correct", "published")
@@ -130,7 +134,7 @@ class RunConfig:
     val_seed: int = field(default=42, metadata=_AT_LEAST_ZERO)
     patience: int | None = field(default=None, metadata=_POSITIVE)
     weight_decay: float = field(default=1e-4, metadata=_AT_LEAST_ZERO)
-    loss: str = field(default="dice", metadata=_choice(("dice", "ce", "ce_dice")))
+    loss: str = field(default="dice", metadata=_choice(LOSSES))
     grad_clip: float = field(default=1.0, metadata=_ABOVE_ZERO)
     lora: LoraSettings = field(default_factory=LoraSettings)
     seed: int = field(default=0, metadata=_AT_LEAST_ZERO)

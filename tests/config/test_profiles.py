@@ -128,7 +128,7 @@ def test_paper_profile_carries_the_authors_schedule() -> None:
     paper = get_profile("paper")
     base = paper.base
     assert (base.epochs, base.patience, base.val_fraction, base.val_seed) == (1000, 20, 0.1, 42)
-    assert (base.crop, base.long_edge, base.augment, base.lr, base.loss, base.amp) == (None, 1022, False, 5e-5, "dice", False)
+    assert (base.crop, base.long_edge, base.augment, base.lr, base.loss, base.amp) == (None, 1022, False, 5e-5, "monai_dice", False)  # MONAI Dice: seg_trainer.py
     sizes = {(c.train_set, c.backbone.split("_")[0]): c.batch_size for c in grid_configs(paper)}
     assert sizes[("lucchi_pp", "dinov2")] == sizes[("vnc", "dinov3")] == 1
     assert sizes[("paired", "dinov2")] == sizes[("lucchi_pp", "openclip")] == sizes[("paired", "openclip")] == 2

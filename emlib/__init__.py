@@ -84,7 +84,10 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.chapters.pages": ("page_facts", "glue_facts"),
     "emlib.chapters.remedy_effects": ("input_remedy_effects", "feature_remedy_effects"),
     "emlib.chapters.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
-    "emlib.paper": ("PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers"),
+    "emlib.paper": (
+        "PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers", "FIG2_BASELINES",
+        "fig2_baselines",
+    ),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",
         "plot_slice_overlay", "plot_slice_browser", "plot_patch_grid", "slice_viewer", "plot_intensity_histograms",

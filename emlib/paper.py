@@ -9,7 +9,8 @@ are not reproduced in this book, because they are not available to it): single-d
 the frozen backbone in-domain, and training on both datasets together ("paired") loses in-domain
 IoU. :data:`PAPER_CLAIMS` lists exactly these; :func:`compare_with_paper` checks each one against a
 results table (:func:`emlib.grid.runner.read_results`) and a latent-diagnostics table
-(:func:`emlib.latents.latent_report`).
+(:func:`emlib.latents.latent_report`). :data:`FIG2_BASELINES` holds the literature baselines that
+Fig. 2 draws beside the paper's own Lucchi++ values, as the authors' figure script writes them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from emlib.config import PROFILES
 from emlib.errors import ConfigError
 
 __all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "NOT_ASSESSED_RANDOM", "compare_with_paper",
-           "book_vs_paper_numbers"]
+           "book_vs_paper_numbers", "LiteratureBaseline", "FIG2_BASELINES", "FIG2_SOURCE", "fig2_baselines"]
 
 #: The backbone the paper's latent numbers were measured with.
 PAPER_BACKBONE = "dinov2_vitl14"
@@ -77,6 +78,56 @@ PAPER_CLAIMS: tuple[PaperClaim, ...] = (
     PaperClaim("paired_collapses", "Paired training (Lucchi++ + VNC) lowers in-domain IoU_fg against single-dataset "
                "training", None, "abstract", _GRID + " (chapter 05_paired_training)"),
 )
+
+
+
+@dataclass(frozen=True)
+class LiteratureBaseline:
+    """One published method the paper's Fig. 2 draws beside its own Lucchi++ IoU_fg.
+
+    Attributes
+    ----------
+    label : str
+        As the figure names it (method, and the paper that reports the number).
+    group : {'Supervised', 'Zero-shot'}
+    iou_fg : float
+        Foreground IoU on Lucchi++, in [0, 1], as the figure script holds it.
+    """
+
+    label: str
+    group: str
+    iou_fg: float
+
+
+#: The script that draws Fig. 2, where :data:`FIG2_BASELINES` are written (``external_rows``).
+FIG2_SOURCE = "uhlmanngroup/MicroscopyFoundationHub scripts/analysis/fancy_plot.py"
+
+#: Fig. 2's literature baselines on Lucchi++, in the order of the figure script.
+FIG2_BASELINES: tuple[LiteratureBaseline, ...] = (
+    LiteratureBaseline("2D U-Net (Casser 2020)", "Supervised", 0.888),
+    LiteratureBaseline("MLP (González-Marfil 2025)", "Supervised", 0.586),
+    LiteratureBaseline("2D U-Net (Franco-Barranco 2021)", "Supervised", 0.893),
+    LiteratureBaseline("2D Attention U-Net (Franco-Barranco 2021)", "Supervised", 0.893),
+    LiteratureBaseline("CLIPSeg-Img (Hinderling 2024)", "Zero-shot", 0.148),
+    LiteratureBaseline("CLIPSeg-Txt (Lüddecke 2022)", "Zero-shot", 0.067),
+    LiteratureBaseline("ConvPaint (Lüddecke 2022)", "Zero-shot", 0.189),
+    LiteratureBaseline("DINOSim 1P, ViT-g (González-Marfil 2025)", "Zero-shot", 0.421),
+    LiteratureBaseline("DINOSim 3P, ViT-g (González-Marfil 2025)", "Zero-shot", 0.486),
+)
+
+
+def fig2_baselines() -> pd.DataFrame:
+    """:data:`FIG2_BASELINES` as a tidy table: ``label, group, iou_fg, source``, one row per method.
+
+    Examples
+    --------
+    >>> t = fig2_baselines()
+    >>> t.groupby("group")["iou_fg"].max().to_dict()
+    {'Supervised': 0.893, 'Zero-shot': 0.486}
+    """
+    rows = [{"label": b.label, "group": b.group, "iou_fg": b.iou_fg, "source": FIG2_SOURCE} for b in FIG2_BASELINES]
+    return pd.DataFrame(rows)
+
 
 COLUMNS = ["claim_id", "claim", "source", "paper_value", "book_value", "ci_low", "ci_high", "rel_diff", "holds", "detail",
            "profile", "weights_label", "reproduce"]

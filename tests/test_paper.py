@@ -151,3 +151,14 @@ def test_fd_rows_report_estimate_interval_relative_difference_slices_and_adapter
         assert text in row["detail"], text
     assert "adapter: LoRA (paired-lora-x)" in t.loc["fd_lora", "detail"] and t.loc["fd_lora", "holds"] is True
     assert pd.isna(t.loc["lora_beats_frozen", "ci_low"]) and pd.isna(t.loc["lora_beats_frozen", "rel_diff"])
+
+
+def test_fig2_baselines_are_the_figure_scripts_numbers() -> None:
+    from emlib.paper import FIG2_BASELINES, FIG2_SOURCE, fig2_baselines
+
+    t = fig2_baselines()
+    assert len(t) == len(FIG2_BASELINES) == 9 and set(t["group"]) == {"Supervised", "Zero-shot"}
+    assert t["iou_fg"].between(0, 1).all() and (t["source"] == FIG2_SOURCE).all()
+    values = dict(zip(t["label"], t["iou_fg"]))
+    assert values["2D U-Net (Casser 2020)"] == 0.888 and values["CLIPSeg-Txt (Lüddecke 2022)"] == 0.067
+    assert values["DINOSim 3P, ViT-g (González-Marfil 2025)"] == 0.486

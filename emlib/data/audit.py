@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from emlib.data.layout import fix_hint
-from emlib.data.pairing import slice_pairs
+from emlib.data.pairing import published_labels, slice_pairs
 from emlib.data.read import decode_image, to_mask
 
 __all__ = ["AUDIT_SCOPES", "pairing_audit", "pairing_table"]
@@ -43,7 +43,7 @@ def pairing_table(name: str, split: str, root: str | os.PathLike[str] | None = N
         two labels (1.0 when both are empty), from the pixel counts ``intersection`` and ``union``.
     """
     correct = slice_pairs(name, split, root)
-    published = slice_pairs(name, split, root, pairing="published")
+    published = published_labels(correct)  # what slice_pairs(..., pairing="published") gives, without listing again
     hint = fix_hint(name, root)
     rows = []
     for (slice_id, image, true), (_, _, given) in zip(correct, published):

@@ -24,6 +24,19 @@ def _table_weights_label(table: pd.DataFrame, weights_label: str | None) -> str 
     return weights_label
 
 
+def _score_columns(
+    summary: pd.DataFrame, value: str, test_sets: Mapping[str, str] | None, needed: Sequence[str], fix: str
+) -> tuple[dict[str, str], list[str]]:
+    """The test sets (suffix -> display name; Lucchi++ and VNC by default) and their ``<value>_<suffix>``
+    columns of a remedy summary; ConfigError naming the missing columns and ``fix``."""
+    test_sets = dict(test_sets or {"lucchi_pp": "Lucchi++", "vnc": "VNC"})
+    cols = [f"{value}_{t}" for t in test_sets]
+    missing = [c for c in (*needed, *cols) if c not in summary.columns]
+    if missing:
+        raise ConfigError(f"summary lacks the columns {missing}; pass {fix}")
+    return test_sets, cols
+
+
 def plot_iou_matrix(
     df: pd.DataFrame,
     *,
@@ -170,11 +183,8 @@ def plot_remedy_table(
         One ``go.Bar`` trace per test set and regime; rows are remedies in table order, the
         reference rows (single-dataset training) labelled as such.
     """
-    test_sets = dict(test_sets or {"lucchi_pp": "Lucchi++", "vnc": "VNC"})
-    cols = [f"{value}_{t}" for t in test_sets]
-    missing = [c for c in ("regime", "remedy", "kind", *cols) if c not in summary.columns]
-    if missing:
-        raise ConfigError(f"summary lacks the columns {missing}; pass emlib.alignment.alignment_summary(...)")
+    test_sets, _ = _score_columns(summary, value, test_sets, ("regime", "remedy", "kind"),
+                                  "emlib.alignment.alignment_summary(...)")
     weights_label = _table_weights_label(summary, weights_label)
     regimes = unique_in_order(summary["regime"].tolist())
     colors = color_map(list(test_sets.values()))
@@ -331,11 +341,8 @@ def plot_remedy_scatter(
     """
     import plotly.express as px  # only this figure needs plotly.express
 
-    test_sets = dict(test_sets or {"lucchi_pp": "Lucchi++", "vnc": "VNC"})
-    cols = [f"{value}_{t}" for t in test_sets]
-    missing = [c for c in ("regime", "remedy", "kind", x, *cols) if c not in summary.columns]
-    if missing:
-        raise ConfigError(f"summary lacks the columns {missing}; pass emlib.alignment_summary(results, latents=...)")
+    test_sets, cols = _score_columns(summary, value, test_sets, ("regime", "remedy", "kind", x),
+                                     "emlib.alignment_summary(results, latents=...)")
     weights_label = _table_weights_label(summary, weights_label)
     mean = f"mean_{value}"
     points = summary.assign(**{mean: summary[cols].mean(axis=1)})

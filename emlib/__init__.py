@@ -17,7 +17,7 @@ subpackages hold the same names by floor, bottom to top:
 ``latents``
 ``grid``                    the one runner and its results tables, launchers, the remedy grid
 ``chapters``                what the notebooks call: settings, backbones side by side, page facts
-``paper``                   the paper's claims and the comparison with our runs
+``paper``, ``protocol``     the paper's claims and the comparison with our runs; the authors' protocol item by item
 ``viz``, ``book``, ``cli``  figures; the book's build and check; the ``emlib`` command
 ==========================  ===============================================================
 
@@ -36,7 +36,7 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.errors": ("EmlibError", "ConfigError", "DataError", "ChecksumError", "WeightsError", "ShapeError"),
     "emlib.config": (
         "RunConfig", "LoraSettings", "Profile", "PROFILES", "TRAIN_SETS", "REGIMES", "TEST_SETS", "get_profile",
-        "list_profiles", "grid_configs", "PAIRINGS",
+        "list_profiles", "grid_configs", "PAIRINGS", "SCORED_TEST_SETS", "MIXED_TEST", "TEST_LABELS",
     ),
     "emlib.device": ("resolve_device",),
     "emlib.losses": ("segmentation_loss", "dice_loss", "coral_loss", "patch_features", "foreground_weights", "domain_weighted_loss"),
@@ -63,7 +63,7 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "emlib.plugins": ("plugins_for", "training_foreground_fractions"),
     "emlib.train": ("TrainedModel", "BuiltModel", "fit", "load_trained", "build_model", "build_train_dataset"),
-    "emlib.evaluation": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate"),
+    "emlib.evaluation": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate", "scored_rows"),
     "emlib.latents": (
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
         "latent_report", "token_separability_table", "transfer_auroc",
@@ -86,8 +86,9 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.chapters.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
     "emlib.paper": (
         "PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers", "FIG2_BASELINES",
-        "fig2_baselines",
+        "fig2_baselines", "fig2_comparison",
     ),
+    "emlib.protocol": ("PROTOCOL_ITEMS", "ProtocolItem", "protocol_table"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",
         "plot_slice_overlay", "plot_slice_browser", "plot_patch_grid", "slice_viewer", "plot_intensity_histograms",

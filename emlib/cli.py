@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from emlib.book.commands import add_book_command
-from emlib.config import PAIRINGS, REGIMES, TRAIN_SETS, get_profile, grid_configs, list_profiles
+from emlib.config import MIXED_TEST, PAIRINGS, REGIMES, TEST_LABELS, TRAIN_SETS, get_profile, grid_configs, list_profiles
 from emlib.data import PUBLISHED_SCRIPT, data_root, dataset_summary, fetch_dataset, list_datasets, pairing_audit, verify_dataset
 from emlib.errors import ConfigError, EmlibError, WeightsError
+from emlib.evaluation import scored_rows
 from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.grid.remedies import REMEDIES, run_alignment_grid
@@ -217,12 +218,22 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(results: pd.DataFrame) -> None:
-    summary = results[["train_set", "regime", "backbone", "test_set", "iou_fg", "weights_label"]].copy()
+def _summary(results: pd.DataFrame, columns: list[str]) -> str:
+    summary = results[[c for c in columns if c in results]].copy()
     summary["iou_fg"] = summary["iou_fg"].map("{:.3f}".format)
     if "degenerate" in results:  # one class predicted everywhere: the row says nothing about the regime
         summary["note"] = results["degenerate"].map({True: "DEGENERATE (one class everywhere)", False: ""})
-    print(summary.to_string(index=False), file=sys.stdout)
+    return summary.to_string(index=False)
+
+
+def _print_results(results: pd.DataFrame) -> None:
+    columns = ["train_set", "pairing", "regime", "backbone", "test_set", "iou_fg", "weights_label"]
+    print(_summary(scored_rows(results), columns), file=sys.stdout)
+    mixed = pd.concat([scored_rows(results, test_sets=[MIXED_TEST], test_labels=labels) for labels in TEST_LABELS])
+    if not mixed.empty:
+        print(f"\nmixed test set (Lucchi++ and VNC test slices pooled, as the authors score paired runs), against the true "
+              f"labels and the labels {PUBLISHED_SCRIPT} gives them:", file=sys.stdout)
+        print(_summary(mixed.reset_index(drop=True), [*columns, "test_labels"]), file=sys.stdout)
 
 
 def _print_plan(configs: list, out: str, root: str | None) -> int:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -23,18 +23,20 @@ import torch
 
 from tqdm.auto import tqdm
 
-from emlib.config import TEST_SETS, RunConfig
+from emlib.config import MIXED_TEST, SCORED_TEST_SETS, TEST_LABELS, TEST_SETS, RunConfig
 from emlib.data import (
     Volume, center_region, data_root, load_volume, normalize, protocol_size, resize_slice, select_test_slices,
 )
 from emlib.device import resolve_device
+from emlib.errors import DataError
 from emlib.metrics import PooledCounts
 from emlib.models import domain_index
 from emlib.plugins import Plugin, forward_kwargs, plugins_for, transform_volume
 from emlib.stitching import sliding_window_predict
 from emlib.train import TrainedModel
+from emlib.validation import check_choice
 
-__all__ = ["EvalResult", "evaluate", "evaluate_both", "is_degenerate"]
+__all__ = ["EvalResult", "evaluate", "evaluate_both", "is_degenerate", "scored_rows"]
 
 
 @dataclass
@@ -45,11 +47,16 @@ class EvalResult:
     ----------
     test_set : str
     scores : dict
-        ``iou_fg, iou_bg, miou, dice_fg, dice_bg, mean_dice`` and the pooled counts.
+        ``iou_fg, iou_bg, miou, dice_fg, dice_bg, mean_dice`` and the pooled counts, against the true labels.
     n_slices : int
     seconds : float
     images, masks, predictions : ndarray of shape (Z, H, W) or None
         The evaluated slices (after region crop / protocol resize), kept when asked for.
+    label_scores : dict of str → dict
+        The scores against each kind of test labels of :data:`~emlib.config.TEST_LABELS`
+        (``"correct"`` is ``scores``; ``"published"``: the labels the authors' script gives the images).
+    counts : dict of str → PooledCounts
+        The pooled counts behind ``label_scores`` (summed over test sets for the mixed test set).
     """
 
     test_set: str
@@ -60,6 +67,8 @@ class EvalResult:
     images: np.ndarray | None = None
     masks: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    label_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    counts: dict[str, PooledCounts] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=8)
@@ -69,19 +78,25 @@ def _n_test_slices(test_set: str, root: str) -> int:
     return len(load_volume(test_set, "test", root=root, slices=None).slice_ids)
 
 
-def _test_volume(trained: TrainedModel, test_set: str, root: str | os.PathLike[str] | None) -> Volume:
+def _test_volume(
+    trained: TrainedModel, test_set: str, root: str | os.PathLike[str] | None, *, labels: str = "correct"
+) -> Volume:
     cfg = trained.config
     n_total = _n_test_slices(test_set, str(data_root(root))) if cfg.eval_slices else 0
     keep = select_test_slices(n_total, cfg.eval_slices) if cfg.eval_slices else None
-    return load_volume(test_set, "test", root=root, slices=keep)
+    return load_volume(test_set, "test", root=root, slices=keep, pairing=labels)
 
 
 def _test_slices(
-    trained: TrainedModel, test_set: str, plugins: list[Plugin], root: str | os.PathLike[str] | None
+    trained: TrainedModel, test_set: str, plugins: list[Plugin], root: str | os.PathLike[str] | None, *,
+    labels: str = "correct",
 ) -> tuple[Volume, np.ndarray, np.ndarray]:
-    """The selected test slices as the model sees them (plug-ins, ``eval_region``, protocol resize): (volume, images, masks)."""
+    """The selected test slices as the model sees them (plug-ins, ``eval_region``, protocol resize): (volume, images, masks).
+
+    ``labels="published"``: with the labels the authors' script gives these images (:mod:`emlib.data.pairing`).
+    """
     cfg = trained.config
-    vol = _test_volume(trained, test_set, root)
+    vol = _test_volume(trained, test_set, root, labels=labels)
     images, masks = transform_volume(plugins, test_set, np.asarray(vol.images), np.asarray(vol.masks))
     images = center_region(images, cfg.eval_region)
     masks = center_region(masks, cfg.eval_region)
@@ -163,26 +178,44 @@ def evaluate(
     device = resolve_device(cfg.device)
     plugins = plugins_for(cfg, root)
     vol, images, masks = _test_slices(trained, test_set, plugins, root)
+    targets = {"correct": masks, "published": _published_masks(trained, test_set, plugins, root, vol, masks)}
     window = _window(cfg, trained.patch_size, *images.shape[1:])
     predict = _slice_predictor(trained, test_set, plugins, device, window=window, batch_size=batch_size)
-    pooled = PooledCounts()
+    pooled = {labels: PooledCounts() for labels in TEST_LABELS}
     preds = np.zeros(images.shape, bool) if keep_predictions else None
     t0 = time.perf_counter()
     for z in tqdm(range(len(images)), desc=f"test {test_set}", disable=not progress, leave=False):
         pred = predict(normalize(images[z], trained.mean, trained.std)[0]).argmax(0).numpy().astype(bool)
-        pooled.update(pred, masks[z])
+        for labels, counts in pooled.items():
+            counts.update(pred, targets[labels][z])
         if preds is not None:
             preds[z] = pred
+    label_scores = {labels: counts.compute() for labels, counts in pooled.items()}
     return EvalResult(
         test_set=test_set,
-        scores=pooled.compute(),
+        scores=label_scores["correct"],
         n_slices=len(images),
         seconds=time.perf_counter() - t0,
         slice_ids=vol.slice_ids,
         images=images if keep_predictions else None,
         masks=masks if keep_predictions else None,
         predictions=preds,
+        label_scores=label_scores,
+        counts=pooled,
     )
+
+
+def _published_masks(
+    trained: TrainedModel, test_set: str, plugins: list[Plugin], root: str | os.PathLike[str] | None, vol: Volume,
+    masks: np.ndarray,
+) -> np.ndarray:
+    """The test masks the authors' script gives the same slices (``masks`` itself where it pairs them right: VNC)."""
+    published = _test_volume(trained, test_set, root, labels="published")
+    if published.slice_ids != vol.slice_ids:  # the data layer keeps slices in stack order; only labels move
+        raise DataError(f"the published pairing of {test_set} lists other slices than the correct one; restore the data folder")
+    if np.array_equal(np.asarray(published.masks), np.asarray(vol.masks)):
+        return masks
+    return _test_slices(trained, test_set, plugins, root, labels="published")[2]
 
 
 def is_degenerate(scores: dict[str, float]) -> bool:
@@ -200,24 +233,81 @@ def is_degenerate(scores: dict[str, float]) -> bool:
     return bool(predicted_fg == 0 or predicted_fg == scores["tp"] + scores["fp"] + scores["fn"] + scores["tn"])
 
 
+def _in_domain(train_set: str, test_set: str) -> bool:
+    """The model was trained on every dataset of the test set (the mixed test set: paired runs only)."""
+    return train_set == "paired" or train_set == test_set
+
+
 def evaluate_both(
     trained: TrainedModel, *, root: str | os.PathLike[str] | None = None, keep_predictions: bool = False, progress: bool = False
 ) -> tuple[pd.DataFrame, dict[str, EvalResult]]:
-    """Test one model on Lucchi++ and on VNC: a tidy table (one row per test set) and the raw results."""
+    """Test one model on Lucchi++ and on VNC: a tidy table and the raw results (one per test set).
+
+    The table has one row per ``test_set`` of :data:`~emlib.config.SCORED_TEST_SETS` and ``test_labels``
+    of :data:`~emlib.config.TEST_LABELS`: each test set alone, and ``"mixed"``, the pixel counts of both
+    pooled (the authors' number for paired runs, whose test folder holds both); scored against the true
+    labels and against those the authors' published script gives the test images. The per-test-set rows
+    against true labels (:func:`scored_rows`) are the cross-dataset matrix.
+    """
     cfg = trained.config
     results = {t: evaluate(trained, t, root=root, keep_predictions=keep_predictions, progress=progress) for t in TEST_SETS}
+    base = {
+        "run_id": cfg.run_id, "backbone": "unet" if cfg.regime == "unet" else cfg.backbone,
+        "regime": cfg.regime, "train_set": cfg.train_set, "pairing": cfg.pairing, "balance": cfg.balance,
+        "seed": cfg.seed,
+    }
     rows = []
-    for test_set, res in results.items():
-        in_domain = cfg.train_set in (test_set, "paired")
-        rows.append(
-            {
-                "run_id": cfg.run_id, "backbone": "unet" if cfg.regime == "unet" else cfg.backbone,
-                "regime": cfg.regime, "train_set": cfg.train_set, "pairing": cfg.pairing, "balance": cfg.balance,
-                "seed": cfg.seed,
-                "test_set": test_set, "in_domain": in_domain, "n_test_slices": res.n_slices,
-                **{k: res.scores[k] for k in ("iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice")},
-                "fg_fraction_pred": res.scores["fg_fraction_pred"], "degenerate": is_degenerate(res.scores),
-                "weights_label": trained.weights_label, "eval_seconds": res.seconds,
-            }
+    for labels in TEST_LABELS:
+        parts = {t: (res.counts[labels], res.n_slices, res.seconds) for t, res in results.items()}
+        parts[MIXED_TEST] = (
+            sum((res.counts[labels] for res in results.values()), PooledCounts()),
+            sum(res.n_slices for res in results.values()),
+            sum(res.seconds for res in results.values()),
         )
+        for test_set, (counts, n_slices, seconds) in parts.items():
+            scores = counts.compute()
+            rows.append(
+                {
+                    **base, "test_set": test_set, "test_labels": labels, "in_domain": _in_domain(cfg.train_set, test_set),
+                    "n_test_slices": n_slices,
+                    **{k: scores[k] for k in ("iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice")},
+                    "fg_fraction_pred": scores["fg_fraction_pred"], "degenerate": is_degenerate(scores),
+                    "weights_label": trained.weights_label, "eval_seconds": seconds,
+                }
+            )
     return pd.DataFrame(rows), results
+
+
+def scored_rows(
+    results: pd.DataFrame, *, test_sets: Sequence[str] = TEST_SETS, test_labels: str = "correct"
+) -> pd.DataFrame:
+    """The rows of a results table scored on ``test_sets`` against ``test_labels``.
+
+    The default is the cross-dataset matrix: each test set alone, true labels. Tables written before
+    the mixed and published rows existed hold only those rows; they are read as such.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Tidy results (:func:`emlib.grid.runner.read_results`, :func:`evaluate_both`).
+    test_sets : sequence of str, default=TEST_SETS
+        Among :data:`~emlib.config.SCORED_TEST_SETS` (``"mixed"``: both test sets pooled).
+    test_labels : {'correct', 'published'}, default='correct'
+
+    Returns
+    -------
+    DataFrame
+        Those rows, index reset.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"test_set": ["lucchi_pp", "mixed", "lucchi_pp"], "test_labels": ["correct", "correct", "published"]})
+    >>> scored_rows(table).shape[0], scored_rows(table, test_sets=["mixed"]).shape[0]
+    (1, 1)
+    """
+    check_choice("test_labels", test_labels, TEST_LABELS)
+    for test_set in test_sets:
+        check_choice("test_sets", test_set, SCORED_TEST_SETS)
+    labels = results["test_labels"] if "test_labels" in results else pd.Series("correct", index=results.index)
+    keep = results["test_set"].isin(list(test_sets)) & (labels == test_labels)
+    return results[keep].reset_index(drop=True)

@@ -22,12 +22,17 @@ import pandas as pd
 
 from emlib.config import PROFILES
 from emlib.errors import ConfigError
+from emlib.evaluation import scored_rows
 
 __all__ = ["PaperClaim", "PAPER_CLAIMS", "PAPER_BACKBONE", "NOT_ASSESSED_RANDOM", "compare_with_paper",
-           "book_vs_paper_numbers", "LiteratureBaseline", "FIG2_BASELINES", "FIG2_SOURCE", "fig2_baselines"]
+           "book_vs_paper_numbers", "LiteratureBaseline", "FIG2_BASELINES", "FIG2_SOURCE", "fig2_baselines",
+           "fig2_comparison"]
 
-#: The backbone the paper's latent numbers were measured with.
-PAPER_BACKBONE = "dinov2_vitl14"
+#: The backbone the paper's latent numbers were measured with: DINOv2-L/14, with registers as the authors'
+#: backbone factory loads it (``cfusterbarcelo/shift-peft`` ``backbone_dinov2.py``: torch.hub ``dinov2_vitl14_reg``).
+PAPER_BACKBONE = "dinov2_vitl14_reg"
+#: DINOv2-L/14 either way: the paper names no variant, so runs of the plain model are compared too.
+_PAPER_VARIANTS = (PAPER_BACKBONE, "dinov2_vitl14")
 #: Regimes built on a foundation model (the U-Net baseline is not part of the claims).
 _FM_REGIMES = ("frozen", "lora")
 #: The verdict of a claim measured on a backbone with random weights.
@@ -73,6 +78,10 @@ PAPER_CLAIMS: tuple[PaperClaim, ...] = (
                "Fig. 1 caption", _LATENTS),
     PaperClaim("probe_auroc", "Logistic-regression probe (80/20 split) tells the datasets apart: AUROC", 1.0,
                "Fig. 1 caption", _LATENTS),
+    PaperClaim("probe_accuracy_lora", "With the LoRA adapter the probe still tells the datasets apart: accuracy", 1.0,
+               "Fig. 1 caption ('in both')", _LATENTS),
+    PaperClaim("probe_auroc_lora", "With the LoRA adapter the probe still tells the datasets apart: AUROC", 1.0,
+               "Fig. 1 caption ('in both')", _LATENTS),
     PaperClaim("lora_beats_frozen", "Single-dataset training: LoRA improves in-domain IoU_fg over the frozen backbone",
                None, "abstract", _GRID + " (chapter 04_lora)"),
     PaperClaim("paired_collapses", "Paired training (Lucchi++ + VNC) lowers in-domain IoU_fg against single-dataset "
@@ -127,6 +136,42 @@ def fig2_baselines() -> pd.DataFrame:
     """
     rows = [{"label": b.label, "group": b.group, "iou_fg": b.iou_fg, "source": FIG2_SOURCE} for b in FIG2_BASELINES]
     return pd.DataFrame(rows)
+
+
+def fig2_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 2 as a table: the literature's Lucchi++ IoU_fg beside this build's foundation-model runs.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Tidy results (:func:`emlib.grid.runner.read_results`). Their Lucchi++ rows against true labels
+        count (:func:`emlib.evaluation.scored_rows`), of frozen and LoRA runs trained on Lucchi++ or
+        paired (correct pairing), averaged over seeds.
+
+    Returns
+    -------
+    DataFrame
+        ``label, group, iou_fg, source, weights_label``: the rows of :func:`fig2_baselines`, then one
+        row per (regime, training set) of this build, in the group ``this build``.
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"backbone": ["dinov2_vits14"] * 2, "regime": ["frozen", "lora"], "train_set": "lucchi_pp",
+    ...                      "test_set": "lucchi_pp", "iou_fg": [0.5, 0.7], "weights_label": "random weights"})
+    >>> fig2_comparison(runs).tail(2)[["label", "group", "iou_fg"]].to_dict("records")
+    [{'label': 'dinov2_vits14 frozen, trained on lucchi_pp', 'group': 'this build', 'iou_fg': 0.5}, {'label': 'dinov2_vits14 lora, trained on lucchi_pp', 'group': 'this build', 'iou_fg': 0.7}]
+    """
+    _check_columns(results, ("backbone", "regime", "train_set", "test_set", "iou_fg", "weights_label"), "results")
+    ours = scored_rows(results, test_sets=["lucchi_pp"])
+    ours = ours[ours["regime"].isin(_FM_REGIMES) & ours["train_set"].isin(["lucchi_pp", "paired"])]
+    if "pairing" in ours:
+        ours = ours[ours["pairing"].fillna("correct") == "correct"]
+    rows = fig2_baselines().assign(weights_label="as published").to_dict("records")
+    for (backbone, regime, train_set), group in ours.groupby(["backbone", "regime", "train_set"], sort=False):
+        rows.append({"label": f"{backbone} {regime}, trained on {train_set}", "group": "this build",
+                     "iou_fg": float(group["iou_fg"].mean()), "source": "this build's runs",
+                     "weights_label": _labels(group["weights_label"])})
+    return pd.DataFrame(rows, columns=["label", "group", "iou_fg", "source", "weights_label"])
 
 
 COLUMNS = ["claim_id", "claim", "source", "paper_value", "book_value", "ci_low", "ci_high", "rel_diff", "holds", "detail",
@@ -209,8 +254,8 @@ def _not_comparable(row: pd.Series) -> str:
     """Why the paper's number cannot be compared with ``row`` ('' when it can)."""
     if _random(pd.Series([row["weights_label"]])):
         return NOT_ASSESSED_RANDOM
-    if str(row["backbone"]) != PAPER_BACKBONE:
-        return f"not assessed (backbone {row['backbone']}; the paper's is {PAPER_BACKBONE})"
+    if str(row["backbone"]) not in _PAPER_VARIANTS:
+        return f"not assessed (backbone {row['backbone']}; the paper's is DINOv2-L/14: {' or '.join(_PAPER_VARIANTS)})"
     return ""
 
 
@@ -231,7 +276,7 @@ def _fd_smaller(latents: pd.DataFrame | None) -> dict:
 def _latent_claim(claim: PaperClaim, latents: pd.DataFrame | None) -> dict:
     if claim.claim_id == "fd_lora_smaller":
         return _fd_smaller(latents)
-    rows = _latent_rows(latents, claim.claim_id == "fd_lora")
+    rows = _latent_rows(latents, claim.claim_id.endswith("_lora"))
     if rows.empty:
         return {"value": np.nan, "holds": None, "detail": "no matching row in the latent diagnostics", "weights": "-"}
     row = rows.iloc[0]
@@ -247,10 +292,10 @@ def _latent_claim(claim: PaperClaim, latents: pd.DataFrame | None) -> dict:
                            f"[{low:.2f}, {high:.2f}]; adapter: {row['adapter']}; slices: {slices}. The interval is "
                            "for the FD at these numbers of slices: the paper's value is comparable if it used as many"))
     else:
-        metric = "accuracy" if claim.claim_id == "probe_accuracy" else "auroc"
+        metric = "accuracy" if claim.claim_id.startswith("probe_accuracy") else "auroc"
         value = float(row[f"protocol_{metric}"])
         out.update(value=value, holds=bool(value >= 0.99), rel_diff=value / claim.paper_value - 1.0,
-                   detail=(f"frozen embeddings, one 80/20 split; cross-validated {metric} "
+                   detail=(f"adapter: {row['adapter']}, one 80/20 split; cross-validated {metric} "
                            f"{row[f'probe_{metric}']:.3f}"))
     if why:
         out.update(holds=why, detail=f"{why}; {out['detail']}")
@@ -264,7 +309,8 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
     ----------
     results : pandas.DataFrame
         Tidy results (:func:`emlib.grid.runner.read_results`): ``backbone, regime, train_set, test_set,
-        seed, in_domain, iou_fg, weights_label``.
+        seed, in_domain, iou_fg, weights_label``. Only the rows of each test set alone against true
+        labels (:func:`emlib.evaluation.scored_rows`) and paired runs on the correct pairing are compared.
     latents : pandas.DataFrame or None
         Latent diagnostics (:func:`emlib.latents.latent_report`), one row with ``adapter='frozen'``
         and one whose adapter starts with ``LoRA``; None leaves the latent claims unchecked.
@@ -293,6 +339,9 @@ def compare_with_paper(results: pd.DataFrame, latents: pd.DataFrame | None, *, p
     """
     _check_columns(results, ("backbone", "regime", "train_set", "test_set", "seed", "in_domain", "iou_fg",
                              "weights_label"), "results")
+    results = scored_rows(results)  # each test set alone, true labels: the cross-dataset matrix
+    if "pairing" in results:  # paired runs on the authors' published pairing are chapter 5b's question
+        results = results[(results["train_set"] != "paired") | (results["pairing"] == "correct")]
     if latents is not None:
         _check_columns(latents, ("backbone", "adapter", "weights_label", "fd", "fd_low", "fd_high", "n_a", "n_b",
                                  "probe_accuracy", "probe_auroc", "protocol_accuracy", "protocol_auroc"), "latents")

@@ -50,8 +50,8 @@ __all__ = [
     "meta_dinov2_state_dict", "meta_dinov3_state_dict",
 ]
 
-#: One backbone per family, the smallest: what tests and dry runs use.
-DEFAULT_BACKBONES = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+#: The smallest backbone of each family, DINOv2 with and without registers: what tests and dry runs use.
+DEFAULT_BACKBONES = ("dinov2_vits14", "dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16")
 #: Formats a local hub writes: timm's safetensors, open_clip's whole-CLIP .bin, Meta's .pth.
 FORMATS = ("timm", "open_clip", "meta")
 _STD = 0.02
@@ -119,6 +119,9 @@ def meta_dinov2_state_dict(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.
 
     Meta's names are timm's, plus the ``mask_token`` timm's filter drops; ViT-g's SwiGLU
     feed-forward is ``mlp.w12`` / ``mlp.w3`` in Meta's ``SwiGLUFFNFused`` where timm has ``mlp.fc1`` / ``mlp.fc2``.
+    With registers (timm's ``reg_token``) Meta stores ``register_tokens`` and a positional embedding
+    with a class entry in front (timm folds that entry into ``cls_token``, ``_convert_dinov2``); the
+    class entry written here is zero, so the file converts back to exactly the timm tensors.
 
     Parameters
     ----------
@@ -137,6 +140,10 @@ def meta_dinov2_state_dict(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.
         if swiglu:
             key = key.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3.")
         out[key] = value
+    if "reg_token" in out:
+        out["register_tokens"] = out.pop("reg_token")
+        pos = out["pos_embed"]
+        out["pos_embed"] = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
     return {**out, "mask_token": torch.zeros(1, timm_sd["cls_token"].shape[-1])}
 
 

@@ -54,7 +54,7 @@ import pandas as pd
 
 from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
                    count_parameters, ensure_data, evaluate_both, get_profile, glue_facts, grid_dir, load_trained,
-                   page_facts, plot_slice_overlay, SegHeadDeconv, show_table)
+                   page_facts, plot_slice_overlay, scored_rows, SegHeadDeconv, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -92,7 +92,7 @@ show_table(counts, index=True, formats={"trainable": "{:,}", "total": "{:,}", "t
 paper_head = SegHeadDeconv(1024, base_ch=get_profile("paper").base.head_channels)
 pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_channels,
                                count_parameters(model.head)["total"]],
-              "paper": ["dinov2_vitl14", 1024, 512, count_parameters(paper_head)["total"]]},
+              "paper": [get_profile("paper").base.backbone, 1024, 512, count_parameters(paper_head)["total"]]},
              index=["backbone", "token size", "head width", "head parameters"])
 
 # %% [markdown]
@@ -110,10 +110,13 @@ pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_
 # `chapter_runs` trains the runs this chapter needs, with the same configurations (and run folders)
 # as `emlib grid --profile <profile>`. A run whose folder already holds its results is read back
 # instead of retrained, so later chapters reuse these runs. Each model is tested on **both** test
-# sets; IoU_fg pools the pixel counts over the test slices.
+# sets; IoU_fg pools the pixel counts over the test slices. The results table also scores every model
+# on the two test sets pooled and against the labels the authors' published script gives the test
+# images (chapters 5 and 5b); `scored_rows` keeps the rows of each test set alone against the true
+# labels, the cross-dataset matrix.
 
 # %%
-results = chapter_runs(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc"))
+results = scored_rows(chapter_runs(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc")))
 print("grid folder:", grid_dir(settings))
 print("the same runs from a shell:", chapter_command(settings, regimes=("frozen",), train_sets=("lucchi_pp", "vnc")))
 show_table(results, ["train_set", "test_set", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "train_seconds"],

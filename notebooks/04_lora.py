@@ -55,7 +55,7 @@ import pandas as pd
 
 from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
                    compare_with_paper, count_parameters, ensure_data, get_profile, glue_facts, page_facts,
-                   plot_grouped_bars, show_table)
+                   plot_grouped_bars, scored_rows, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -106,7 +106,7 @@ show_table(params, index=True, formats={"trainable": "{:,}", "total": "{:,}", "L
 # now (or read back if an earlier build made them).
 
 # %%
-results = chapter_runs(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc"))
+results = scored_rows(chapter_runs(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc")))
 print("the same runs from a shell:", chapter_command(settings, regimes=("frozen", "lora"), train_sets=("lucchi_pp", "vnc")))
 show_table(results, ["train_set", "regime", "test_set", "in_domain", "iou_fg", "trainable_params", "train_seconds"],
            caption="Frozen and LoRA runs, each model on both test sets", formats={"train_seconds": "{:.1f}"})

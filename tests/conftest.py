@@ -186,7 +186,7 @@ def disk_root(tmp_path: Path) -> tuple[Path, float]:
 
 @pytest.fixture(scope="session")
 def local_hub(tmp_path_factory: pytest.TempPathFactory):
-    """A local weights hub (:func:`emlib.testing.write_local_hub`, one backbone per family), written once per session.
+    """A local weights hub (:func:`emlib.testing.write_local_hub`, its default backbones), written once per session.
 
     Not activated: use ``with local_hub.activate():`` (this process) or ``local_hub.env`` (a subprocess).
     """

@@ -186,8 +186,8 @@ CASES = {
         r"`--weights dinov2_vits14=FILE`, or use `--random-weights` \(tests only\)\.$"),
     "--weights FILE for three backbones": (
         lambda tmp, shared, mp: ["grid", "--profile", "paper", "--out", str(tmp / "runs"), "--weights", str(tmp / "w.pth")],
-        r"--weights .*w\.pth does not say which backbone it is for and the selected runs use dinov2_vitl14, dinov3_vitl16, "
-        r"openclip_vitl14; give one --weights NAME=FILE per backbone, e.g. --weights dinov2_vitl14=.*w\.pth$"),
+        r"--weights .*w\.pth does not say which backbone it is for and the selected runs use dinov2_vitl14_reg, dinov3_vitl16, "
+        r"openclip_vitl14; give one --weights NAME=FILE per backbone, e.g. --weights dinov2_vitl14_reg=.*w\.pth$"),
     "--weights for a backbone not in the grid": (
         lambda tmp, shared, mp: ["grid", "--profile", "t", "--out", str(tmp / "runs"), "--weights", "openclip_vitb16=x.bin"],
         r"--weights openclip_vitb16=\.\.\. names a backbone no selected run uses \(dinov2_vits14\); drop it, or select "
@@ -317,11 +317,11 @@ def test_grid_weights_pairs_route_per_backbone() -> None:
     from emlib.cli import weights_argument
 
     selection = {"backbone": None, "regimes": None, "train_sets": ["paired"], "seeds": [0]}
-    files = weights_argument(["dinov2_vitl14=a.pth", "openclip_vitl14=/w/b.bin"])
-    assert files == {"dinov2_vitl14": "a.pth", "openclip_vitl14": "/w/b.bin"}
+    files = weights_argument(["dinov2_vitl14_reg=a.pth", "openclip_vitl14=/w/b.bin"])
+    assert files == {"dinov2_vitl14_reg": "a.pth", "openclip_vitl14": "/w/b.bin"}
     configs = grid_configs("paper", **selection, weights=files, pretrained=True)
     routed = {(c.regime, c.backbone if c.regime != "unet" else "unet"): c.weights for c in configs}
-    assert routed[("frozen", "dinov2_vitl14")] == routed[("lora", "dinov2_vitl14")] == "a.pth"
+    assert routed[("frozen", "dinov2_vitl14_reg")] == routed[("lora", "dinov2_vitl14_reg")] == "a.pth"
     assert routed[("lora", "openclip_vitl14")] == "/w/b.bin"
     assert routed[("frozen", "dinov3_vitl16")] is None  # no file given: $EMLIB_WEIGHTS and the hubs
     single = grid_configs("quick", **selection, weights=weights_argument(["w.pth"]), pretrained=True)

@@ -16,8 +16,9 @@ import tifffile
 import torch
 from torch import nn
 
-from emlib.config import RunConfig
-from emlib.evaluation import EvalResult, evaluate, evaluate_both, is_degenerate
+from emlib.config import SCORED_TEST_SETS, TEST_LABELS, RunConfig
+from emlib.errors import ConfigError
+from emlib.evaluation import EvalResult, evaluate, evaluate_both, is_degenerate, scored_rows
 from emlib.metrics import confusion_counts, segmentation_scores
 from emlib.train import TrainedModel, fit
 
@@ -29,8 +30,10 @@ SIDE = 32  # test slices of 32 x 32 pixels, a multiple of the U-Net's patch size
 def test_evaluate_both_gives_the_cross_dataset_rows(tiny, shared_data: Path) -> None:
     trained = fit(tiny(regime="unet", crop=56, eval_window=56), root=shared_data, progress=False)
     table, raw = evaluate_both(trained, root=shared_data, keep_predictions=True)
-    assert list(table.test_set) == ["lucchi_pp", "vnc"]
-    assert table.in_domain.tolist() == [True, False]
+    matrix = scored_rows(table)
+    assert list(matrix.test_set) == ["lucchi_pp", "vnc"]
+    assert matrix.in_domain.tolist() == [True, False]
+    assert len(table) == len(SCORED_TEST_SETS) * len(TEST_LABELS)
     assert table.iou_fg.between(0, 1).all()
     assert raw["vnc"].predictions.shape == (1, 56, 56)
 
@@ -123,9 +126,56 @@ def test_eval_slices_and_region_change_the_counts_as_expected(known_root) -> Non
 def test_evaluate_both_rows_hold_the_pooled_scores_and_flag_a_blank_prediction(known_root) -> None:
     root, _, _ = known_root
     table, raw = evaluate_both(_threshold_model(), root=root)
+    table = scored_rows(table)
     assert table.test_set.tolist() == ["lucchi_pp", "vnc"] and table.in_domain.tolist() == [True, False]
     assert table.iou_fg.tolist() == [0.75, 0.0]
     assert table.n_test_slices.tolist() == [3, 3]  # VNC stack1 slices 00, 03, 08
     assert table.degenerate.tolist() == [False, True]  # black VNC images: no foreground predicted anywhere
     assert table.fg_fraction_pred.tolist()[1] == 0.0
     assert raw["vnc"].scores["fn"] == 3 * 6 * 9  # make_vnc's 6x9 squares, all missed
+
+
+@pytest.fixture()
+def mispaired_root(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """12 Lucchi++ test slices whose images draw their own labels (the threshold model predicts each
+    label exactly); black VNC images (no foreground predicted). Returns the root and the true masks."""
+    truth = make_lucchi(tmp_path, n=12, shape=(SIDE, SIDE))["test_masks"]
+    make_vnc(tmp_path, shape=(SIDE, SIDE))
+    lucchi = tmp_path / "lucchi_pp" / "Lucchi++"
+    for k, mask in enumerate(truth):
+        write_png(lucchi / "Test_In" / f"mask{k:04d}.png", mask.astype(np.uint8) * 255)
+    for path in (tmp_path / "vnc" / "groundtruth-drosophila-vnc-master" / "stack1" / "raw").glob("*.tif"):
+        tifffile.imwrite(path, np.zeros((SIDE, SIDE), np.uint8))
+    return tmp_path, truth
+
+
+def test_every_model_is_also_scored_pooled_over_both_test_sets_and_against_the_published_labels(mispaired_root) -> None:
+    root, truth = mispaired_root
+    table, raw = evaluate_both(_threshold_model(), root=root)
+    rows = table.set_index(["test_set", "test_labels"])
+    assert sorted(rows.index) == sorted((t, labels) for t in SCORED_TEST_SETS for labels in TEST_LABELS)
+    assert rows.loc[("lucchi_pp", "correct"), "iou_fg"] == 1.0  # each image predicted as its own label
+    # the published script zips the images with the labels in sorted file-name order: 0, 1, 10, 11, 2, ...
+    given = sorted(range(12), key=lambda k: f"{k}.png")
+    expected = confusion_counts(truth, truth[given])
+    assert rows.loc[("lucchi_pp", "published"), "iou_fg"] == pytest.approx(expected.tp / (expected.tp + expected.fp + expected.fn))
+    assert rows.loc[("lucchi_pp", "published"), "iou_fg"] < 0.5
+    assert rows.loc[("vnc", "published"), "iou_fg"] == rows.loc[("vnc", "correct"), "iou_fg"] == 0.0  # VNC stems match
+    # the mixed test set pools the pixel counts of both test sets
+    for labels in TEST_LABELS:
+        pooled = raw["lucchi_pp"].counts[labels] + raw["vnc"].counts[labels]
+        assert rows.loc[("mixed", labels), "iou_fg"] == pytest.approx(pooled.compute()["iou_fg"])
+        assert rows.loc[("mixed", labels), "n_test_slices"] == 12 + 3
+    assert rows.loc[("mixed", "correct"), "iou_fg"] < 1.0  # the missed VNC foreground counts too
+    assert not rows.loc[("mixed", "correct"), "in_domain"]  # a Lucchi++ model was not trained on VNC
+
+
+def test_scored_rows_selects_by_test_set_and_labels_and_refuses_unknown_ones(mispaired_root) -> None:
+    table, _ = evaluate_both(_threshold_model(), root=mispaired_root[0])
+    assert scored_rows(table, test_sets=["mixed"], test_labels="published").shape[0] == 1
+    older = scored_rows(table).drop(columns="test_labels")  # a table written before the extra rows existed
+    assert scored_rows(older).test_set.tolist() == ["lucchi_pp", "vnc"]
+    with pytest.raises(ConfigError, match="test_labels='wrong'"):
+        scored_rows(table, test_labels="wrong")
+    with pytest.raises(ConfigError, match="test_sets='both'"):
+        scored_rows(table, test_sets=["both"])

@@ -42,9 +42,10 @@ def test_claims_only_carry_the_papers_numbers():
     values = {c.claim_id: c.paper_value for c in PAPER_CLAIMS}
     assert values["fd_frozen"] == 79.32 and values["fd_lora"] == 45.02
     assert values["probe_accuracy"] == values["probe_auroc"] == 1.0
-    numeric = ("fd_frozen", "fd_lora", "probe_accuracy", "probe_auroc")
+    assert values["probe_accuracy_lora"] == values["probe_auroc_lora"] == 1.0  # "accuracy and AUROC = 1.0 in both"
+    numeric = ("fd_frozen", "fd_lora", "probe_accuracy", "probe_auroc", "probe_accuracy_lora", "probe_auroc_lora")
     assert {v for k, v in values.items() if k not in numeric} == {None}
-    assert {c.source for c in PAPER_CLAIMS} <= {"Fig. 1 caption", "abstract"}
+    assert {c.source for c in PAPER_CLAIMS} <= {"Fig. 1 caption", "Fig. 1 caption ('in both')", "abstract"}
 
 
 def test_columns_and_one_row_per_claim():
@@ -85,6 +86,10 @@ def test_latent_claims_compared_only_for_the_papers_backbone_and_weights():
     assert t.loc["fd_lora", "holds"] is True
     assert t.loc["fd_lora_smaller", "holds"] is True and t.loc["fd_lora_smaller", "book_value"] == pytest.approx(-36.0)
     assert t.loc["probe_accuracy", "holds"] is True and t.loc["probe_auroc", "book_value"] == 1.0
+    assert t.loc["probe_auroc_lora", "holds"] is True and "LoRA" in t.loc["probe_auroc_lora", "detail"]
+    lora_mixes = _latents().assign(protocol_auroc=[1.0, 0.7])  # the adapter's row alone decides the LoRA claim
+    mixed = _by_id(compare_with_paper(_results(), lora_mixes, profile="paper"))
+    assert mixed.loc["probe_auroc", "holds"] is True and mixed.loc["probe_auroc_lora", "holds"] is False
     far = _by_id(compare_with_paper(_results(), _latents(fd=(120.0, 44.0), ci=5.0, acc=0.8), profile="paper"))
     assert far.loc["fd_frozen", "holds"] is False and far.loc["probe_accuracy", "holds"] is False
     smoke = _by_id(compare_with_paper(_results(weights="random weights"),
@@ -93,7 +98,10 @@ def test_latent_claims_compared_only_for_the_papers_backbone_and_weights():
     assert smoke.loc["fd_frozen", "weights_label"] == "random weights"
     assert smoke.loc["probe_auroc", "holds"] == NOT_ASSESSED_RANDOM
     other = _by_id(compare_with_paper(_results(), _latents("dinov2_vits14"), profile="quick"))
-    assert other.loc["fd_lora", "holds"] == "not assessed (backbone dinov2_vits14; the paper's is dinov2_vitl14)"
+    assert other.loc["fd_lora", "holds"] == (
+        "not assessed (backbone dinov2_vits14; the paper's is DINOv2-L/14: dinov2_vitl14_reg or dinov2_vitl14)")
+    for variant in ("dinov2_vitl14_reg", "dinov2_vitl14"):  # the paper names no variant: both are compared
+        assert _by_id(compare_with_paper(_results(), _latents(variant), profile="paper")).loc["fd_frozen", "holds"] is True
 
 
 def test_bad_tables_raise_config_error():
@@ -162,3 +170,25 @@ def test_fig2_baselines_are_the_figure_scripts_numbers() -> None:
     values = dict(zip(t["label"], t["iou_fg"]))
     assert values["2D U-Net (Casser 2020)"] == 0.888 and values["CLIPSeg-Txt (Lüddecke 2022)"] == 0.067
     assert values["DINOSim 3P, ViT-g (González-Marfil 2025)"] == 0.486
+
+
+def test_fig2_puts_this_builds_lucchi_runs_beside_the_literature():
+    from emlib.paper import FIG2_BASELINES, fig2_comparison
+
+    base = {"backbone": "dinov2_vitl14_reg", "weights_label": "pretrained", "test_labels": "correct", "pairing": "correct"}
+    runs = pd.DataFrame([
+        {**base, "regime": "frozen", "train_set": "lucchi_pp", "test_set": "lucchi_pp", "iou_fg": 0.6, "seed": 0},
+        {**base, "regime": "frozen", "train_set": "lucchi_pp", "test_set": "lucchi_pp", "iou_fg": 0.8, "seed": 1},
+        {**base, "regime": "frozen", "train_set": "lucchi_pp", "test_set": "vnc", "iou_fg": 0.1, "seed": 0},
+        {**base, "regime": "frozen", "train_set": "lucchi_pp", "test_set": "mixed", "iou_fg": 0.3, "seed": 0},
+        {**base, "regime": "lora", "train_set": "paired", "test_set": "lucchi_pp", "iou_fg": 0.05, "seed": 0,
+         "pairing": "published"},  # chapter 5b's runs are not Fig. 2's
+        {**base, "regime": "lora", "train_set": "paired", "test_set": "lucchi_pp", "iou_fg": 0.2, "seed": 0,
+         "test_labels": "published"},
+        {**base, "regime": "unet", "train_set": "lucchi_pp", "test_set": "lucchi_pp", "iou_fg": 0.9, "seed": 0},
+    ])
+    table = fig2_comparison(runs)
+    assert len(table) == len(FIG2_BASELINES) + 1
+    ours = table[table.group == "this build"].iloc[0]
+    assert ours["label"] == "dinov2_vitl14_reg frozen, trained on lucchi_pp" and ours["iou_fg"] == pytest.approx(0.7)
+    assert set(table[table.group != "this build"].weights_label) == {"as published"}

@@ -39,8 +39,8 @@ def test_the_hugging_face_cache_tree_is_laid_out_as_huggingface_hub_writes_it(lo
             assert link.is_symlink() and os.readlink(link) == f"../../blobs/{link.resolve().name}"
             assert link.resolve().parent == repo_dir / "blobs" and link.resolve().name == _sha256(link)
     spec_repos = {p.name for p in Path(local_hub.env["HF_HUB_CACHE"]).iterdir()}
-    assert spec_repos == {"models--timm--vit_small_patch14_dinov2.lvd142m", "models--timm--vit_small_patch16_dinov3.lvd1689m",
-                          "models--laion--CLIP-ViT-B-16-laion2B-s34B-b88K"}
+    assert spec_repos == {"models--timm--vit_small_patch14_dinov2.lvd142m", "models--timm--vit_small_patch14_reg4_dinov2.lvd142m",
+                          "models--timm--vit_small_patch16_dinov3.lvd1689m", "models--laion--CLIP-ViT-B-16-laion2B-s34B-b88K"}
 
 
 def test_the_libraries_read_the_hub_offline_unchanged(local_hub, monkeypatch):

@@ -76,7 +76,8 @@ class Profile:
         torch's default.
     batch_sizes : tuple of (str, int)
         Batch size per training set or backbone family (:meth:`run_overrides`), e.g. the authors'
-        2 for paired and OpenCLIP runs where single-dataset runs use 1.
+        2 for paired and OpenCLIP runs where single-dataset runs use 1; a key ``"openclip/vnc"`` needs
+        both (the authors' VNC + OpenCLIP runs use 4). The first key that matches wins.
     dry_run_of : str or None
         The profile this one is the dry run of (:meth:`dry_run`), or None for a real profile.
     """
@@ -120,7 +121,7 @@ class Profile:
         --------
         >>> dry = get_profile("paper").dry_run()
         >>> dry.name, dry.base.crop, dry.base.long_edge, dry.base.pretrained, dry.backbones
-        ('paper-dry', None, 112, True, ('dinov2_vits14', 'dinov3_vits16', 'openclip_vitb16'))
+        ('paper-dry', None, 112, True, ('dinov2_vits14_reg', 'dinov3_vits16', 'openclip_vitb16'))
         """
         if self.is_dry_run:
             return self
@@ -135,17 +136,20 @@ class Profile:
         )
 
     def run_overrides(self, backbone: str, train_set: str) -> dict[str, Any]:
-        """Per-run settings on top of ``base``: the batch size of :attr:`batch_sizes` whose key is the
-        training set or the start of the backbone's name (the authors: 2 for paired and OpenCLIP runs).
+        """Per-run settings on top of ``base``: the batch size of the first key of :attr:`batch_sizes`
+        that matches. Each ``/``-separated part of a key is the training set or the start of the
+        backbone's name, and every part must match (the authors: 4 for VNC + OpenCLIP, 2 for paired and
+        other OpenCLIP runs, 1 otherwise).
 
         Examples
         --------
         >>> prof = get_profile("paper")
-        >>> prof.run_overrides("dinov2_vitl14", "vnc"), prof.run_overrides("openclip_vitl14", "vnc")
-        ({}, {'batch_size': 2})
+        >>> [prof.run_overrides(b, t) for b, t in [("dinov2_vitl14_reg", "vnc"), ("openclip_vitl14", "lucchi_pp"),
+        ...                                        ("openclip_vitl14", "vnc")]]
+        [{}, {'batch_size': 2}, {'batch_size': 4}]
         """
         for key, size in self.batch_sizes:
-            if key == train_set or backbone.startswith(key):
+            if all(part == train_set or backbone.startswith(part) for part in key.split("/")):
                 return {"batch_size": size}
         return {}
 
@@ -194,7 +198,7 @@ class Profile:
             "crop": b.crop or "whole-slice",
             "inputs": inputs,
             "training": training,
-            "batch": f"batch {b.batch_size}" + "".join(f", {size} for {key}" for key, size in self.batch_sizes),
+            "batch": f"batch {b.batch_size}" + "".join(f", {size} for {key.replace('/', ' + ')}" for key, size in self.batch_sizes),
             "testing": testing,
             "test_slices": "every" if b.eval_slices is None else b.eval_slices,
             "embedding_slices": "all" if self.embedding_slices is None else self.embedding_slices,
@@ -277,7 +281,9 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         description="the authors' protocol on a large GPU",
         base=RunConfig(
-            backbone="dinov2_vitl14",
+            # DINOv2 with registers, as the authors' backbone factory loads it (torch.hub dinov2_vitl14_reg); the
+            # plain model is the named alternative: `emlib grid --profile paper --backbone dinov2_vitl14`
+            backbone="dinov2_vitl14_reg",
             pretrained=True,
             pos_interpolation="meta",  # the authors load DINOv2 from Meta's torch hub
             loss="monai_dice",  # the authors' trainer: MONAI's DiceLoss, per image and class (emlib.losses)
@@ -285,7 +291,7 @@ PROFILES: dict[str, Profile] = {
             long_edge=1022,
             augment=False,
             epochs=1000,  # at most: early stopping on the validation loss (patience 20) ends runs sooner
-            batch_size=1,  # 2 for paired and OpenCLIP runs (batch_sizes below)
+            batch_size=1,  # 4 for VNC + OpenCLIP, 2 for paired and other OpenCLIP runs (batch_sizes below)
             val_fraction=0.1,
             val_seed=42,
             patience=20,
@@ -294,13 +300,14 @@ PROFILES: dict[str, Profile] = {
             amp=False,
             cache="disk",
         ),
-        backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
+        backbones=("dinov2_vitl14_reg", "dinov3_vitl16", "openclip_vitl14"),
         regimes=("frozen", "lora"),
         seeds=(0, 1, 2, 3, 4),
-        batch_sizes=(("paired", 2), ("openclip", 2)),
+        # configs/cluster/EM/droso_openclip_vitl14_cluster.yaml: 4; lucchi/paired OpenCLIP and paired DINO: 2 (defaults.yaml)
+        batch_sizes=(("openclip/vnc", 4), ("paired", 2), ("openclip", 2)),
         embedding_long_edge=1022,
         token_long_edge=1022,
-        family_backbones=("dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"),
+        family_backbones=("dinov2_vitl14_reg", "dinov3_vitl16", "openclip_vitl14"),
     ),
 }
 
@@ -319,9 +326,10 @@ _DRY_RUNS: dict[str, dict[str, Any]] = {
     },
     "paper": {
         "why": "whole slices at a small size, the smallest backbone of each family, few epochs, one seed",
-        "base": {"backbone": "dinov2_vits14", "long_edge": 112, "train_slices": 3, "epochs": 2, "eval_slices": 1, "head_channels": 64},
-        "profile": {"backbones": ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16"), "seeds": (0,),
-                    "family_backbones": ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16"),
+        "base": {"backbone": "dinov2_vits14_reg", "long_edge": 112, "train_slices": 3, "epochs": 2, "eval_slices": 1,
+                 "head_channels": 64},
+        "profile": {"backbones": ("dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16"), "seeds": (0,),
+                    "family_backbones": ("dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16"),
                     "embedding_slices": 6, "embedding_long_edge": 112, "token_long_edge": 112, "token_slices": 2,
                     "view_slices": 2},
     },

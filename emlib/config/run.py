@@ -25,6 +25,9 @@ __all__ = [
     "LORA_TARGETS",
     "TRAIN_SETS",
     "TEST_SETS",
+    "MIXED_TEST",
+    "SCORED_TEST_SETS",
+    "TEST_LABELS",
     "REGIMES",
     "INPUT_ALIGNMENTS",
     "POS_INTERPOLATIONS",
@@ -45,6 +48,11 @@ TRAIN_SETS: tuple[str, ...] = ("lucchi_pp", "vnc", "paired")
 REGIMES: tuple[str, ...] = ("frozen", "lora", "unet")
 #: Test sets every model is evaluated on (the cross-dataset matrix).
 TEST_SETS: tuple[str, ...] = ("lucchi_pp", "vnc")
+#: The authors' test folder for paired runs: the Lucchi++ and VNC test slices together, IoU_fg pooled over all
+#: of them (``test_set="mixed"`` rows of a results table, beside the per-test-set rows).
+MIXED_TEST: str = "mixed"
+#: Every ``test_set`` of a results table: each test set alone, and the mixed test set.
+SCORED_TEST_SETS: tuple[str, ...] = (*TEST_SETS, MIXED_TEST)
 #: Input-level remedies of :mod:`emlib.data.alignment` (``RunConfig.input_alignment``; None: none).
 INPUT_ALIGNMENTS: tuple[str, ...] = ("standardise", "histmatch", "clahe", "resample")
 #: How a DINOv2 backbone resizes its positional embedding to the input's patch grid
@@ -56,6 +64,9 @@ LOSSES: tuple[str, ...] = ("dice", "ce", "ce_dice", "monai_dice")
 #: How a paired run's Lucchi++ images meet their labels (``RunConfig.pairing``, :mod:`emlib.data.pairing`):
 #: each with its own, or as the authors' published script pairs them (by sorted file name).
 PAIRINGS: tuple[str, ...] = ("correct", "published")
+#: The labels a model is scored against (the ``test_labels`` column of a results table): the true ones, or
+#: those the authors' published script gives the test images (:data:`PAIRINGS`).
+TEST_LABELS: tuple[str, ...] = PAIRINGS
 
 
 #: Linear maps of a transformer block that can carry a LoRA adapter (the paper uses the first two).

@@ -33,6 +33,7 @@ from emlib.config import Profile, RunConfig, get_profile, grid_configs
 from emlib.data.alignment import clahe_available
 from emlib.diagnostics import frechet_distance, linear_probe
 from emlib.errors import ConfigError, DataError
+from emlib.evaluation import scored_rows
 from emlib.grid.runner import run_configs
 from emlib.runfiles import read_run_config, write_table
 from emlib.latents import load_backbone_for_latents, run_embeddings
@@ -175,7 +176,7 @@ def run_alignment_grid(
     Returns
     -------
     DataFrame
-        The tidy rows of :func:`emlib.evaluation.evaluate_both` (one per run and test set) with a
+        The tidy rows of :func:`emlib.evaluation.evaluate_both` (one per run, test set and test labels) with a
         ``remedy`` column; pass it to :func:`alignment_summary`.
     """
     prof = get_profile(profile)
@@ -205,6 +206,7 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg", latents: 
     missing = sorted(need - set(results.columns))
     if missing:
         raise ConfigError(f"results lack the columns {missing}; pass the table of run_alignment_grid")
+    results = scored_rows(results)  # each test set alone, true labels
     rows = []
     for (regime, remedy), group in results.groupby(["regime", "remedy"], sort=False):
         per_test = group.groupby("test_set", sort=False)[value].mean()

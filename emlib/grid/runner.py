@@ -35,8 +35,8 @@ from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluation import evaluate_both
 from emlib.preflight import check_run, input_fingerprints, inputs_digest
-from emlib.runfiles import METRICS, RESULTS, read_json, write_json, write_table
-from emlib.train import fit
+from emlib.runfiles import METRICS, MODEL, RESULTS, read_json, write_json, write_table
+from emlib.train import fit, load_trained
 
 __all__ = [
     "run_one", "run_configs", "run_grid", "run_folder", "read_results", "saved_rows", "check_out_dir", "git_commit",
@@ -110,12 +110,20 @@ def run_one(
     cfg: RunConfig, out_dir: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None, progress: bool = True,
     profile: str = "custom",
 ) -> pd.DataFrame:
-    """Train and test one run in :func:`run_folder` (or read its saved rows); one row per test set."""
+    """Train and test one run in :func:`run_folder` (or read its saved rows).
+
+    One row per test set and test labels (:func:`~emlib.evaluation.evaluate_both`). A run finished by
+    an older emlib, whose rows lack the mixed and published-label rows, is tested again from its saved
+    model (not trained again), keeping how it trained.
+    """
     out = Path(out_dir)
     check_run(cfg)
     run_dir = run_folder(cfg, out, root=root)
     if (run_dir / METRICS).is_file():
-        return saved_rows(run_dir)
+        saved = saved_rows(run_dir)
+        if "test_labels" in saved or not (run_dir / MODEL).is_file():  # current rows, or no model to test again
+            return saved
+        return _retest(cfg, run_dir, saved, root=root, progress=progress)
     check_out_dir(out)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -139,6 +147,24 @@ def run_one(
     return table
 
 
+#: Columns of a results row that belong to one test (the rest describe the run and are kept when it is tested again).
+_TEST_COLUMNS = ("test_set", "test_labels", "in_domain", "n_test_slices", "iou_fg", "dice_fg", "iou_bg", "miou", "mean_dice",
+                 "fg_fraction_pred", "degenerate", "eval_seconds")
+
+
+def _retest(
+    cfg: RunConfig, run_dir: Path, saved: pd.DataFrame, *, root: str | os.PathLike[str] | None, progress: bool
+) -> pd.DataFrame:
+    """Test a run finished by an older emlib again (its rows lack the mixed and published-label rows), keeping how it trained."""
+    trained = load_trained(run_dir, device=cfg.device)
+    table, _ = evaluate_both(trained, root=root, progress=progress)
+    run_columns = {k: v for k, v in saved.iloc[0].items() if k not in _TEST_COLUMNS and k not in table}
+    table = table.assign(run_id=run_dir.name, **run_columns)
+    write_table(run_dir / RESULTS, table)
+    write_json(run_dir / METRICS, {"config": cfg.to_dict(), "rows": table.to_dict(orient="records")})
+    return table
+
+
 def run_configs(
     configs: Sequence[RunConfig],
     out_dir: str | os.PathLike[str],
@@ -150,7 +176,7 @@ def run_configs(
     progress: bool = True,
     profile: str = "custom",
 ) -> pd.DataFrame:
-    """Run (or read back) every config in its :func:`run_folder`; the tidy results table, one row per run and test set.
+    """Run (or read back) every config in its :func:`run_folder`; the tidy results table, one row per run, test set and test labels.
 
     Every config, the output folder, the data and the weights files are checked before the first run
     starts; the table is written (atomically) after each run.

@@ -196,7 +196,8 @@ class Backbone(nn.Module):
         """All last-layer tokens ``(B, prefix + N, C)`` with the final norm applied."""
         if self.spec.library == "timm":
             if self.pos_interpolation == "meta" and self.spec.family == "dinov2":
-                return meta_forward_features(self.model, x)
+                return meta_forward_features(self.model, x, offset=self.spec.meta_offset,
+                                             antialias=self.spec.meta_antialias)
             return self.model.forward_features(x)
         return self._openclip_tokens(x)
 

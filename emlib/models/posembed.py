@@ -12,10 +12,12 @@ Lucchi++ slice) the embedding is resized bicubically, and the two implementation
   ``F.interpolate(scale_factor=((gh + 0.1) / M, (gw + 0.1) / M), mode="bicubic", antialias=False)``.
   The output still has ``gh x gw`` entries, but torch places the samples with the given scale
   factor, so every sample sits slightly off timm's. The 0.1 is the "historical kludge" of
-  facebookresearch/dino#8. Read at dinov2 commit b8931f7 (the file last changed in 85a2460,
-  Oct 2024); since e1277af (Feb 2024) the code passes ``size=(gh, gw)`` instead only when
-  ``interpolate_offset`` is 0, which no hub model uses, and every earlier version computed the
-  same scale factors (without antialias) for the hub models.
+  facebookresearch/dino#8. The models with registers (``dinov2_vit*14_reg``) are built with
+  ``interpolate_offset=0.0, interpolate_antialias=True``: Meta then passes ``size=(gh, gw)`` with
+  antialias, which is timm's resize, so for them the two choices agree (a test checks it). Read at dinov2 commit b8931f7 (the file last changed in 85a2460,
+  Oct 2024); since e1277af (Feb 2024) the code passes ``size=(gh, gw)`` instead when
+  ``interpolate_offset`` is 0, which only the register models use, and every earlier version computed the
+  same scale factors (without antialias) for the plain hub models.
 
 Downsampling (a grid smaller than 37) also differs by timm's antialias; upsampling (the paper's
 1022-pixel slices) only by the offset. :func:`meta_forward_features` is timm's
@@ -52,7 +54,9 @@ def check_pos_interpolation(value: str) -> str:
     return value
 
 
-def meta_interpolate(grid_pos: torch.Tensor, grid: tuple[int, int], *, offset: float = META_OFFSET) -> torch.Tensor:
+def meta_interpolate(
+    grid_pos: torch.Tensor, grid: tuple[int, int], *, offset: float = META_OFFSET, antialias: bool = False
+) -> torch.Tensor:
     """Resize a square grid of positional embeddings to ``grid`` as Meta's DINOv2 does.
 
     Parameters
@@ -62,7 +66,10 @@ def meta_interpolate(grid_pos: torch.Tensor, grid: tuple[int, int], *, offset: f
     grid : (int, int)
         Target patch grid ``(rows, cols)``.
     offset : float, default=0.1
-        Meta's ``interpolate_offset`` (0.1 for every hub model).
+        Meta's ``interpolate_offset``: 0.1 for the plain hub models, 0.0 for those with registers
+        (``dinov2_vit*14_reg``), where Meta passes the output size instead of scale factors.
+    antialias : bool, default=False
+        Meta's ``interpolate_antialias``: False for the plain hub models, True for those with registers.
 
     Returns
     -------
@@ -84,14 +91,19 @@ def meta_interpolate(grid_pos: torch.Tensor, grid: tuple[int, int], *, offset: f
     if (rows, cols) == (m, m):
         return grid_pos
     square = grid_pos.float().reshape(1, m, m, dim).permute(0, 3, 1, 2)
-    scale = (float(rows + offset) / m, float(cols + offset) / m)
-    out = F.interpolate(square, scale_factor=scale, mode="bicubic", antialias=False)
+    if offset:
+        scale = (float(rows + offset) / m, float(cols + offset) / m)
+        out = F.interpolate(square, scale_factor=scale, mode="bicubic", antialias=antialias)
+    else:  # Meta: "simply specify an output size instead of a scale factor"
+        out = F.interpolate(square, size=(rows, cols), mode="bicubic", antialias=antialias)
     if tuple(out.shape[-2:]) != (rows, cols):  # Meta asserts the same
         raise ShapeError(f"Meta's interpolation gave a {tuple(out.shape[-2:])} grid for {(rows, cols)}")
     return out.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(grid_pos.dtype)
 
 
-def meta_forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def meta_forward_features(
+    model: nn.Module, x: torch.Tensor, *, offset: float = META_OFFSET, antialias: bool = False
+) -> torch.Tensor:
     """timm ``VisionTransformer.forward_features(x)`` with Meta's positional-embedding interpolation.
 
     Parameters
@@ -99,6 +111,8 @@ def meta_forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model : timm VisionTransformer
         Built with ``dynamic_img_size=True`` and a learned ``pos_embed`` (DINOv2).
     x : Tensor of shape (B, 3, H, W)
+    offset, antialias
+        Meta's settings of the hub model (:func:`meta_interpolate`; the backbone's spec holds them).
 
     Returns
     -------
@@ -115,7 +129,7 @@ def meta_forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     tokens = tokens.reshape(b, gh * gw, dim)
     n_pos_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     pos = model.pos_embed
-    pos = torch.cat([pos[:, :n_pos_prefix], meta_interpolate(pos[:, n_pos_prefix:], (gh, gw))], dim=1)
+    pos = torch.cat([pos[:, :n_pos_prefix], meta_interpolate(pos[:, n_pos_prefix:], (gh, gw), offset=offset, antialias=antialias)], dim=1)
     prefix = [t.expand(b, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
     if model.no_embed_class:  # positions on the patches only, then the prefix tokens in front
         tokens = torch.cat([*prefix, tokens + pos.to(tokens.dtype)], dim=1)

@@ -113,6 +113,24 @@ for _v, _size, _dim, _depth, _mb in [
         license_url="https://github.com/facebookresearch/dinov2/blob/main/LICENSE",
     ))
 
+# With 4 register tokens (Darcet et al., "Vision Transformers Need Registers"): timm's
+# vit_*_patch14_reg4_dinov2.lvd142m, Meta's dinov2_vit*14_reg4_pretrain.pth (torch.hub `dinov2_vit*14_reg`,
+# built with interpolate_offset=0.0, interpolate_antialias=True). The authors' backbone factory loads these.
+for _v, _size, _dim, _depth, _mb in [
+    ("vits", "small", 384, 12, 88),
+    ("vitb", "base", 768, 12, 346),
+    ("vitl", "large", 1024, 24, 1217),
+    ("vitg", "giant", 1536, 40, 4546),
+]:
+    register_backbone(BackboneSpec(
+        name=f"dinov2_{_v}14_reg", family="dinov2", arch=f"vit_{_size}_patch14_reg4_dinov2", pretrained_tag="lvd142m",
+        patch_size=14, embed_dim=_dim, depth=_depth, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="mean_patch",
+        license="apache-2.0", weights_filename=f"dinov2_{_v}14_reg4_pretrain.pth",
+        weights_url=_DINOV2_URL.format(v=_v).replace("_pretrain.pth", "_reg4_pretrain.pth"),
+        hf_repo=f"timm/vit_{_size}_patch14_reg4_dinov2.lvd142m", hub_files=TIMM_FILES, size_mb=_mb,
+        license_url="https://github.com/facebookresearch/dinov2/blob/main/LICENSE", meta_offset=0.0, meta_antialias=True,
+    ))
+
 # Meta's own file names carry the start of their SHA-256 (dinov3/hub/backbones.py; the authors' configs name S and L).
 for _v, _size, _dim, _depth, _mb, _hash in [
     ("vits", "small", 384, 12, 86, "08c60483"),

@@ -98,6 +98,11 @@ class BackboneSpec:
         Whether the download needs accepted licence terms and a Hugging Face login.
     license_url : str, default=''
         The page with the licence (where gated terms are accepted).
+    meta_offset : float, default=0.1
+        ``interpolate_offset`` of Meta's own DINOv2 model (``dinov2/hub/backbones.py``): 0.1 for
+        the plain models, 0.0 for those with registers (:mod:`emlib.models.posembed`).
+    meta_antialias : bool, default=False
+        ``interpolate_antialias`` of Meta's own DINOv2 model: True for those with registers.
 
     Examples
     --------
@@ -129,6 +134,8 @@ class BackboneSpec:
     size_mb: int = 0
     gated: bool = False
     license_url: str = ""
+    meta_offset: float = 0.1
+    meta_antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in _FAMILIES:

@@ -22,7 +22,7 @@ def test_backbones_follow_the_profile() -> None:
     assert colab_backbones("smoke") == []  # random weights: nothing to fetch
     assert colab_backbones("quick") == ["dinov2_vits14"]
     assert colab_backbones("quick", families=True) == ["dinov2_vits14", "dinov3_vits16", "openclip_vitb16"]
-    assert colab_backbones("paper") == ["dinov2_vitl14", "dinov3_vitl16", "openclip_vitl14"]
+    assert colab_backbones("paper") == ["dinov2_vitl14_reg", "dinov3_vitl16", "openclip_vitl14"]
 
 
 def test_smoke_session_prints_the_device_and_finds_the_data(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

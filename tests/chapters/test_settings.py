@@ -124,14 +124,14 @@ def test_limit_cpu_threads_only_where_the_profile_says(smoke: ChapterSettings) -
 def test_dry_run_settings_say_so_everywhere() -> None:
     """A dry run's pages: its own profile name, grid folder, weights label and reproducing command (issue 12)."""
     dry = chapter_settings("paper-dry", device="cpu")
-    assert (dry.profile.name, dry.dry_run, dry.pretrained, dry.backbone) == ("paper-dry", True, True, "dinov2_vits14")
+    assert (dry.profile.name, dry.dry_run, dry.pretrained, dry.backbone) == ("paper-dry", True, True, "dinov2_vits14_reg")
     assert dry.weights_label == DRY_RUN_LABEL and "random" in dry.weights_label  # figures get the badge
     rows = dict(dry.table().values.tolist())
     assert rows["profile"].startswith("paper-dry: a dry run of paper") and rows["weights"] == DRY_RUN_LABEL
     assert rows["runs"].startswith("dry run of paper: ")
     assert grid_dir(dry) == Path("runs") / "paper-dry"
     assert chapter_command(dry, regimes=["lora"]).startswith("emlib grid --profile paper --dry-run --out runs/paper-dry")
-    assert {c.run_id for c in chapter_configs(dry)} == {c.run_id for c in grid_configs("paper-dry", backbone="dinov2_vits14")}
+    assert {c.run_id for c in chapter_configs(dry)} == {c.run_id for c in grid_configs("paper-dry", backbone="dinov2_vits14_reg")}
     assert page_facts(dry)["weights"] == DRY_RUN_LABEL and page_facts(dry)["profile"] == "paper-dry"
     assert not chapter_settings("quick", device="cpu").dry_run
 

@@ -100,15 +100,15 @@ def test_grid_configs_selection() -> None:
 def test_grid_configs_puts_each_backbones_weights_file_on_its_runs() -> None:
     """`run_grid("paper", out, weights={...})` serves the paper's three backbones; one file is refused there
     (before any work, in Python words with the CLI's alongside), and names no run uses are refused."""
-    files = {"dinov2_vitl14": "a.pth", "openclip_vitl14": "b.bin"}
+    files = {"dinov2_vitl14_reg": "a.pth", "openclip_vitl14": "b.bin"}
     paper = grid_configs("paper", train_sets=["vnc"], seeds=[0], weights=files)
     assert {(c.backbone, c.regime): c.weights for c in paper} == {
-        ("dinov2_vitl14", "frozen"): "a.pth", ("dinov2_vitl14", "lora"): "a.pth",
+        ("dinov2_vitl14_reg", "frozen"): "a.pth", ("dinov2_vitl14_reg", "lora"): "a.pth",
         ("dinov3_vitl16", "frozen"): None, ("dinov3_vitl16", "lora"): None,
         ("openclip_vitl14", "frozen"): "b.bin", ("openclip_vitl14", "lora"): "b.bin"}
     quick = grid_configs("quick", train_sets=["vnc"], weights="w.pth")  # one backbone: one file is enough
     assert [(c.regime, c.weights) for c in quick] == [("frozen", "w.pth"), ("lora", "w.pth"), ("unet", None)]
-    with pytest.raises(ConfigError, match=r"weights='w.pth' does not say which backbone .* dinov2_vitl14, "
+    with pytest.raises(ConfigError, match=r"weights='w.pth' does not say which backbone .* dinov2_vitl14_reg, "
                                           r"dinov3_vitl16, openclip_vitl14; pass one file per backbone") as info:
         grid_configs("paper", weights="w.pth")
     assert info.value.cli_message.startswith("--weights w.pth does not say which backbone it is for")
@@ -153,7 +153,7 @@ def test_dry_runs_keep_every_code_path_at_a_small_size(name: str) -> None:
 
     assert families(dry.backbones) == families(real.backbones)
     assert families(dry.family_backbones) == families(real.family_backbones)
-    assert all(n in ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16") for n in dry.backbones)
+    assert all(n in ("dinov2_vits14", "dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16") for n in dry.backbones)
     assert dry.summary().startswith(f"dry run of {name}: ") and "local test hub" in dry.summary()
     assert len(grid_configs(dry)) == len(grid_configs(real)) // len(real.seeds) * len(dry.seeds) * (
         len(dry.backbones) // len(real.backbones))
@@ -162,7 +162,7 @@ def test_dry_runs_keep_every_code_path_at_a_small_size(name: str) -> None:
 def test_paper_dry_run_is_whole_slices_of_every_family() -> None:
     dry = get_profile("paper-dry")
     assert (dry.base.crop, dry.base.long_edge, dry.base.cache, dry.base.patience) == (None, 112, "disk", 20)
-    assert dry.backbones == dry.family_backbones == ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+    assert dry.backbones == dry.family_backbones == ("dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16")
     assert dry.base.backbone == dry.backbones[0]  # the chapters' backbone is small too
     assert {(c.regime, c.train_set, c.backbone) for c in grid_configs(dry)} == {
         (r, t, b) for r in ("frozen", "lora") for t in TRAIN_SETS for b in dry.backbones}

@@ -28,18 +28,21 @@ import pandas as pd
 import pytest
 
 from emlib.book.execute import profile_banner_markdown
+from emlib.config import SCORED_TEST_SETS, TEST_LABELS
 from emlib.cli import main
 from emlib.config import get_profile, grid_configs
 from emlib.models import get_backbone_spec
 from emlib.testing import LocalHub, write_local_hub
 
 REPO = Path(__file__).resolve().parents[2]
-FAMILIES = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
+#: The backbones the dry runs load: each family's smallest (chapter 2's pictures), and DINOv2 with registers (paper).
+FAMILIES = ("dinov2_vits14", "dinov2_vits14_reg", "dinov3_vits16", "openclip_vitb16")
+PICTURED = get_profile("quick-dry").family_backbones  # chapter 2 of the quick dry run shows one backbone per family
 
 
 @pytest.fixture(scope="module")
 def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LocalHub:
-    """The session's local hub when tests/conftest.py has one, else one written here (the three families)."""
+    """The session's local hub when tests/conftest.py has one, else one written here (FAMILIES)."""
     try:
         found = request.getfixturevalue("local_hub")
     except pytest.FixtureLookupError:
@@ -75,7 +78,7 @@ def _check_rows(results: pd.DataFrame, profile: str, hub: LocalHub) -> None:
     dry = get_profile(profile, dry_run=True)
     expected = {(c.train_set, c.regime, "unet" if c.regime == "unet" else c.backbone) for c in grid_configs(dry)}
     assert set(zip(results.train_set, results.regime, results.backbone)) == expected
-    assert len(results) == 2 * len(expected) and set(results.test_set) == {"lucchi_pp", "vnc"}
+    assert len(results) == len(SCORED_TEST_SETS) * len(TEST_LABELS) * len(expected) and set(results.test_set) == set(SCORED_TEST_SETS)
     assert set(results.profile) == {dry.name}  # every row says it is a dry run
     assert results.iou_fg.between(0, 1).all() and (results.epochs_trained >= 1).all()
     pretrained = results[results.regime != "unet"]
@@ -98,7 +101,9 @@ def test_paper_dry_run_grid(hub: LocalHub, runs: Path, shared_data: Path, monkey
     assert {b.split("_")[0] for b in results.backbone} == {"dinov2", "dinov3", "openclip"}
     assert set(results.regime) == {"frozen", "lora"} and (results.best_epoch.notna()).all()  # validation ran
     sizes = {(c.train_set, c.backbone): c.batch_size for c in grid_configs("paper-dry")}
-    assert sizes[("paired", "dinov2_vits14")] == sizes[("vnc", "openclip_vitb16")] == 2  # the paper's batch sizes
+    assert sizes[("paired", "dinov2_vits14_reg")] == sizes[("lucchi_pp", "openclip_vitb16")] == 2  # the paper's batch sizes
+    assert sizes[("vnc", "openclip_vitb16")] == 4 and sizes[("vnc", "dinov2_vits14_reg")] == 1
+    assert "dinov2_vits14_reg" in set(results.backbone)  # DINOv2 with registers, as the authors' factory loads it
 
 
 def test_dry_run_banner_says_the_numbers_mean_nothing() -> None:
@@ -129,7 +134,7 @@ def test_quick_dry_run_book_on_the_local_hub(hub: LocalHub, runs: Path, clean_en
         assert "quick-dry" in page
     seen = _page(tmp_path / "book", chapters[0])
     assert "emlib-missing-weights" not in seen  # the hub holds every family
-    assert all(name in seen for name in FAMILIES) and seen.count("plotly-graph-div") >= 3  # token pictures
+    assert all(name in seen for name in PICTURED) and seen.count("plotly-graph-div") >= 3  # token pictures
     assert "random values (dry run)" in seen  # the figures' badge
     assert (runs / "quick-dry" / "latents" / "domain_report.csv").is_file()
 
@@ -143,7 +148,7 @@ def test_missing_weights_leave_a_note_not_a_keyerror(runs: Path, clean_env: dict
     page = _page(tmp_path / "book", "02_what_a_foundation_model_sees")
     assert "KeyError" not in page and "emlib-missing-weights" in page
     assert "no backbone could be loaded" in page and "this page has no token pictures" in page  # the output, not the code
-    for name in FAMILIES:
+    for name in PICTURED:
         assert f"<strong>{name}</strong>" in page and f"emlib weights fetch {name}" in page
     assert "weights_dir" in page
     # a chapter that trains cannot do without its backbone: one sentence, before any chapter runs

@@ -16,6 +16,8 @@ from emlib.grid.runner import METRICS, run_folder
 from emlib.grid.launch import ERROR_LOG, SlurmOptions, gather, launch, plan, read_costs, run_status
 from emlib.runfiles import CHECKPOINT
 
+ROWS = len(config.SCORED_TEST_SETS) * len(config.TEST_LABELS)  # results rows per run
+
 
 def _timing(table: pd.DataFrame) -> list[str]:
     """The columns that differ between two makings of one run: seconds and peak memory."""
@@ -121,7 +123,7 @@ def test_slurm_launcher_runs_through_submitit(tiny, tiny_root, tmp_path: Path, m
     runs = _profile(tiny, monkeypatch)
     debug = submitit.DebugExecutor(folder=tmp_path / "logs")
     results = launch(runs, tmp_path / "runs", launcher="slurm", root=root, profile="t", executor=debug)
-    assert results.run_id.tolist() == [run_folder(c, tmp_path / "runs", root=root).name for c in runs for _ in range(2)]
+    assert results.run_id.tolist() == [run_folder(c, tmp_path / "runs", root=root).name for c in runs for _ in range(ROWS)]
     assert (tmp_path / "runs" / "results.csv").is_file()
     requeued = launch_mod.RunJob(str(tmp_path / "runs"), str(root), "t").checkpoint(runs[0])  # on pre-emption
     assert isinstance(requeued, submitit.helpers.DelayedSubmission) and requeued.args == (runs[0],)
@@ -159,7 +161,7 @@ def test_a_failed_run_is_completed_by_the_same_command(tiny, tiny_root, tmp_path
     assert main(_argv(out, root, "--regime", "unet", "--launcher", "inline")) == 0
     assert run_status(runs, out, root=root).state.tolist() == ["done", "done"]
     assert first.stat().st_mtime_ns == stamp  # only the failed run was made again
-    assert len(gather(runs, out, root=root, table=None)) == 4
+    assert len(gather(runs, out, root=root, table=None)) == 2 * ROWS
 
 
 def test_launchers_without_submitit_say_how_to_install_it(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:

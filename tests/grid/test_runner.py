@@ -13,10 +13,14 @@ import pytest
 import torch
 
 import emlib.config as config
+from emlib.evaluation import scored_rows
 from emlib.cli import build_parser, main
 from emlib.errors import ConfigError, DataError
 from emlib.train import fit
 from emlib.grid.runner import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
+
+
+ROWS = len(config.SCORED_TEST_SETS) * len(config.TEST_LABELS)  # results rows per run (emlib.evaluation.evaluate_both)
 
 
 def _tiny_profile(tiny, monkeypatch, name: str = "t", base: config.RunConfig | None = None, **axes) -> config.Profile:
@@ -31,7 +35,7 @@ def _tiny_profile(tiny, monkeypatch, name: str = "t", base: config.RunConfig | N
 def test_grid_writes_table_and_skips_done_runs(tiny, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     _tiny_profile(tiny, monkeypatch)
     results = run_grid("t", tmp_path, root=shared_data, progress=False)
-    assert len(results) == 4 * 2
+    assert len(results) == 4 * ROWS
     for col in ("iou_fg", "weights_label", "train_seconds", "peak_memory_mb", "git_commit", "config_digest"):
         assert col in results
     assert set(results.weights_label) == {"random weights", "trained from scratch"}
@@ -40,7 +44,7 @@ def test_grid_writes_table_and_skips_done_runs(tiny, shared_data: Path, tmp_path
     again = run_grid("t", tmp_path, root=shared_data, progress=False)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")} == stamp
     assert again.iou_fg.tolist() == results.iou_fg.tolist()
-    assert len(read_results(tmp_path)) == 8
+    assert len(read_results(tmp_path)) == 4 * ROWS
 
 
 def test_run_configs_writes_labels_and_the_table(tiny, tiny_root, tmp_path: Path) -> None:
@@ -49,22 +53,23 @@ def test_run_configs_writes_labels_and_the_table(tiny, tiny_root, tmp_path: Path
     out = tmp_path / "grid"
     results = run_configs(configs, out, labels={"note": ["first", "second"]}, table="mine", root=root, progress=False,
                           profile="unit")
-    assert len(results) == 4 and results.note.tolist() == ["first", "first", "second", "second"]
+    assert len(results) == 2 * ROWS and results.note.tolist() == ["first"] * ROWS + ["second"] * ROWS
     folders = [run_folder(c, out, root=root) for c in configs]
-    assert results.run_id.tolist() == [f.name for f in folders for _ in range(2)]
+    assert results.run_id.tolist() == [f.name for f in folders for _ in range(ROWS)]
     assert all(f.name.startswith(c.run_id + "-") for f, c in zip(folders, configs))
-    assert (results.profile == "unit").all() and (results.config_digest == [c.digest() for c in configs for _ in range(2)]).all()
+    assert (results.profile == "unit").all() and (results.config_digest == [c.digest() for c in configs for _ in range(ROWS)]).all()
     assert results.git_commit.iloc[0] == git_commit()
     written = pd.read_csv(out / "mine.csv")
     assert written.note.tolist() == results.note.tolist() and not (out / "mine.json").exists()
     for cfg, folder in zip(configs, folders):
         saved = json.loads((folder / METRICS).read_text())
-        assert config.RunConfig.from_dict(saved["config"]) == cfg and len(saved["rows"]) == 2
+        assert config.RunConfig.from_dict(saved["config"]) == cfg and len(saved["rows"]) == ROWS
         assert "note" not in saved["rows"][0]  # labels belong to the table, not to the run
     again = run_configs(configs[::-1], out, labels={"note": ["b", "a"]}, root=root, progress=False)  # read back
-    assert again.note.tolist() == ["b", "b", "a", "a"] and again.iou_fg.tolist() == results.iou_fg.tolist()[2:] + results.iou_fg.tolist()[:2]
+    first, second = results.iou_fg.tolist()[:ROWS], results.iou_fg.tolist()[ROWS:]
+    assert again.note.tolist() == ["b"] * ROWS + ["a"] * ROWS and again.iou_fg.tolist() == second + first
     assert pd.read_csv(out / "mine.csv").note.tolist() == results.note.tolist()  # table=None writes no table
-    assert len(read_results(out)) == 4
+    assert len(read_results(out)) == 2 * ROWS
     run_configs(configs[:1], out, table="one", json_table=True, root=root, progress=False)
     assert json.loads((out / "one.json").read_text())[0]["run_id"] == folders[0].name
 
@@ -107,7 +112,7 @@ def test_cli_grid_selects_regime_and_train_set(tiny, tiny_root, tmp_path: Path, 
     folder = run_folder(expected, out, root=root).name
     assert sorted(p.parent.name for p in out.glob(f"*/{METRICS}")) == [folder]
     table = pd.read_csv(out / "results.csv")
-    assert table.run_id.tolist() == [folder] * 2 and table.test_set.tolist() == ["lucchi_pp", "vnc"]
+    assert table.run_id.tolist() == [folder] * ROWS and scored_rows(table).test_set.tolist() == ["lucchi_pp", "vnc"]
     assert set(table.regime) == {"lora"} and set(table.train_set) == {"paired"} and set(table.profile) == {"t"}
     printed = capsys.readouterr().out
     assert "paired" in printed and "lora" in printed and "random weights" in printed and "unet" not in printed
@@ -227,7 +232,7 @@ def test_the_results_table_grows_as_runs_finish(tiny, tiny_root, tmp_path: Path,
     monkeypatch.setattr(grid, "run_one", run_one)
     with pytest.raises(KeyboardInterrupt):
         run_configs(configs, tmp_path, table="t", root=root, progress=False)
-    assert seen == [[run_folder(configs[0], tmp_path, root=root).name] * 2]
+    assert seen == [[run_folder(configs[0], tmp_path, root=root).name] * ROWS]
 
 
 def test_a_damaged_metrics_file_is_refused_with_the_fix(tiny, tiny_root, tmp_path: Path) -> None:
@@ -266,3 +271,22 @@ def test_a_run_finished_under_its_legacy_name_is_read_back(tiny, tiny_root, tmp_
     assert run_folder(cfg, out, root=root) == legacy
     assert run_configs([cfg], out, root=root, progress=False).to_dict(orient="records") == [row]  # nothing trained
     assert run_folder(cfg.replace(device="auto"), out, root=root) == folder  # its legacy name was another one
+
+
+def test_a_run_finished_before_the_mixed_and_published_rows_is_tested_again_not_trained(tiny, tiny_root, tmp_path: Path) -> None:
+    """Issue 19: a run whose metrics.json holds only the per-test-set rows gets the new rows from its saved model."""
+    from emlib.runfiles import read_json, write_json
+
+    root, _ = tiny_root
+    cfg = tiny(regime="unet", crop=32, eval_window=32)
+    first = run_configs([cfg], tmp_path, root=root, progress=False)
+    folder = run_folder(cfg, tmp_path, root=root)
+    old = first[first.test_labels.eq("correct") & first.test_set.isin(["lucchi_pp", "vnc"])].drop(columns="test_labels")
+    write_json(folder / METRICS, {"config": cfg.to_dict(), "rows": old.assign(train_seconds=123.0).to_dict(orient="records")})
+    model_stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again = run_configs([cfg], tmp_path, root=root, progress=False)
+    assert len(again) == len(first) and set(again.test_labels) == {"correct", "published"}
+    assert (again.train_seconds == 123.0).all()  # how it trained is kept
+    assert again.iou_fg.tolist() == pytest.approx(first.iou_fg.tolist())
+    assert (folder / "model.safetensors").stat().st_mtime_ns == model_stamp  # not trained again
+    assert "test_labels" in read_json(folder / METRICS, fix="-")["rows"][0]

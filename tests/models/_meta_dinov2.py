@@ -80,11 +80,19 @@ class Block(nn.Module):
 
 
 class MetaDinoViT(nn.Module):
-    """``DinoVisionTransformer`` as built by Meta's hub (no registers), inference path only."""
+    """``DinoVisionTransformer`` as built by Meta's hub, inference path only.
+
+    The plain hub models: ``num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False``;
+    those with registers (``dinov2_vit*14_reg``): ``4, 0.0, True``.
+    """
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int = 14, img_size: int = 518,
-                 interpolate_offset: float = 0.1, interpolate_antialias: bool = False) -> None:
+                 interpolate_offset: float = 0.1, interpolate_antialias: bool = False,
+                 num_register_tokens: int = 0) -> None:
         super().__init__()
+        self.num_register_tokens = num_register_tokens
+        if num_register_tokens:
+            self.register_tokens = nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
         self.patch_size = patch_size
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
@@ -132,32 +140,46 @@ class MetaDinoViT(nn.Module):
         _, _, w, h = x.shape
         x = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        return x + self.interpolate_pos_encoding(x, w, h)
+        x = x + self.interpolate_pos_encoding(x, w, h)
+        if self.num_register_tokens:
+            x = torch.cat((x[:, :1], self.register_tokens.expand(x.shape[0], -1, -1), x[:, 1:]), dim=1)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.prepare_tokens(x)
         for blk in self.blocks:
             x = blk(x)
         x_norm = self.norm(x)
-        return {"x_norm_clstoken": x_norm[:, 0], "x_norm_patchtokens": x_norm[:, 1:]}
+        return {"x_norm_clstoken": x_norm[:, 0], "x_norm_patchtokens": x_norm[:, 1 + self.num_register_tokens:]}
 
 
 def timm_to_meta_state_dict(timm_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A timm DINOv2 (no registers, MLP FFN) state dict under Meta's key names.
+    """A timm DINOv2 (MLP FFN) state dict under Meta's key names.
 
-    The inverse of timm's ``checkpoint_filter_fn`` for these models, which only drops Meta's
-    ``mask_token`` (unused at inference); every other name is the same in both.
+    The inverse of timm's ``checkpoint_filter_fn`` for these models, which drops Meta's
+    ``mask_token`` (unused at inference) and, with registers, renames ``register_tokens`` to
+    ``reg_token`` and adds the class entry of Meta's positional embedding to the class token
+    (timm's model has no class position). The class entry is split off here as half the class
+    token, so the sum is exact and the reference adds a position the timm model folded in.
     """
     sd = {k: v.clone() for k, v in timm_sd.items()}
     sd["mask_token"] = torch.zeros(1, sd["cls_token"].shape[-1])
+    if "reg_token" in sd:
+        sd["register_tokens"] = sd.pop("reg_token")
+        half = sd["cls_token"] / 2  # halving and doubling are exact in floating point
+        sd["cls_token"] = half
+        sd["pos_embed"] = torch.cat([half.reshape(1, 1, -1), sd["pos_embed"]], dim=1)
     return sd
 
 
 def meta_reference(timm_model: nn.Module) -> MetaDinoViT:
     """Meta's model class carrying exactly the weights of a timm DINOv2 ``VisionTransformer``."""
     dim = timm_model.embed_dim
+    registers = 0 if timm_model.reg_token is None else timm_model.reg_token.shape[1]
     ref = MetaDinoViT(embed_dim=dim, depth=len(timm_model.blocks), num_heads=timm_model.blocks[0].attn.num_heads,
                       patch_size=timm_model.patch_embed.patch_size[0],
-                      img_size=timm_model.patch_embed.grid_size[0] * timm_model.patch_embed.patch_size[0])
+                      img_size=timm_model.patch_embed.grid_size[0] * timm_model.patch_embed.patch_size[0],
+                      num_register_tokens=registers, interpolate_offset=0.0 if registers else 0.1,
+                      interpolate_antialias=bool(registers))
     ref.load_state_dict(timm_to_meta_state_dict(timm_model.state_dict()), strict=True)
     return ref.eval()

@@ -34,6 +34,10 @@ EXPECTED = {
     "dinov2_vitb14": ("dinov2", 14, 768, 12, 1, 86.6e6),
     "dinov2_vitl14": ("dinov2", 14, 1024, 24, 1, 304e6),
     "dinov2_vitg14": ("dinov2", 14, 1536, 40, 1, 1136e6),
+    "dinov2_vits14_reg": ("dinov2", 14, 384, 12, 5, 22.1e6),
+    "dinov2_vitb14_reg": ("dinov2", 14, 768, 12, 5, 86.6e6),
+    "dinov2_vitl14_reg": ("dinov2", 14, 1024, 24, 5, 304e6),
+    "dinov2_vitg14_reg": ("dinov2", 14, 1536, 40, 5, 1136e6),
     "dinov3_vits16": ("dinov3", 16, 384, 12, 5, 21.6e6),
     "dinov3_vitb16": ("dinov3", 16, 768, 12, 5, 85.6e6),
     "dinov3_vitl16": ("dinov3", 16, 1024, 24, 5, 303e6),
@@ -94,16 +98,16 @@ def test_register_backbone_adds_and_warns_on_overwrite(monkeypatch):
 
     monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
     spec = BackboneSpec(
-        name="dinov2_vits14_reg", family="dinov2", arch="vit_small_patch14_reg4_dinov2",
+        name="my_dinov2_vits14_reg", family="dinov2", arch="vit_small_patch14_reg4_dinov2",
         pretrained_tag="lvd142m", patch_size=14, embed_dim=384, depth=12, mean=IMAGENET_MEAN,
         std=IMAGENET_STD, embedding="mean_patch", license="apache-2.0",
         weights_filename="dinov2_vits14_reg4_pretrain.pth", weights_url="https://example.org/w.pth",
     )
     assert register_backbone(spec) is spec
-    assert "dinov2_vits14_reg" in list_backbones()
+    assert "my_dinov2_vits14_reg" in list_backbones()
     with pytest.warns(UserWarning, match="Overwriting"):
         register_backbone(spec)
-    bb = create_backbone("dinov2_vits14_reg", pretrained=False, device="meta")
+    bb = create_backbone("my_dinov2_vits14_reg", pretrained=False, device="meta")
     assert bb.num_prefix_tokens == 5  # class + 4 registers, removed from the tokens
     assert bb.forward_tokens(torch.empty(1, 3, 28, 42, device="meta")).shape == (1, 6, 384)
 

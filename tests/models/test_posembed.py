@@ -40,6 +40,21 @@ def vits() -> Backbone:
     return bb
 
 
+@pytest.fixture(scope="module")
+def vits_reg() -> Backbone:
+    """A random ViT-S/14 with 4 registers (timm's vit_small_patch14_reg4_dinov2), weights as :func:`vits`."""
+    torch.manual_seed(0)
+    bb = create_backbone("dinov2_vits14_reg", pretrained=False, pos_interpolation="meta").eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        bb.model.pos_embed.copy_(torch.randn(bb.model.pos_embed.shape, generator=g) * 0.5)
+        bb.model.reg_token.copy_(torch.randn(bb.model.reg_token.shape, generator=g))
+        for name, p in bb.model.named_parameters():
+            if name.endswith(("ls1.gamma", "ls2.gamma")):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+    return bb
+
+
 def _image(rows: int, cols: int, seed: int = 2) -> torch.Tensor:
     return torch.randn(2, 3, rows, cols, generator=torch.Generator().manual_seed(seed))
 
@@ -75,6 +90,32 @@ def test_pos_embed_is_metas_exactly(vits, grid):
     assert torch.equal(ours, expected)
     theirs = resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=1)
     assert not torch.allclose(theirs, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, depth", [((98, 140), 2), ((532, 588), 2)])
+def test_register_models_follow_metas_model_class_whose_resize_is_timms(vits_reg, size, depth):
+    """Issue 19: Meta builds the register models with interpolate_offset=0.0, interpolate_antialias=True:
+    the output size with antialias, which is timm's resize, so both choices give Meta's tokens."""
+    bb = _shallow(vits_reg, depth)
+    ref = meta_reference(bb.model)
+    assert ref.num_register_tokens == 4 and bb.num_prefix_tokens == 5
+    x = _image(*size)
+    with torch.no_grad():
+        expected = ref.forward_features(x)["x_norm_patchtokens"]
+        meta = bb.forward_tokens(x)
+        timm = Backbone(bb.model, bb.spec, pos_interpolation="timm").forward_tokens(x)
+    assert meta.shape == expected.shape == (2, (size[0] // 14) * (size[1] // 14), 384)
+    torch.testing.assert_close(meta, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(timm, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_register_reference_weights_follow_timms_own_conversion(vits_reg):
+    model = vits_reg.model
+    meta_sd = timm_to_meta_state_dict(model.state_dict())
+    assert meta_sd["pos_embed"].shape[1] == model.pos_embed.shape[1] + 1 and "register_tokens" in meta_sd
+    back = checkpoint_filter_fn(dict(meta_sd), model)  # folds the class position into the class token
+    assert set(back) == set(model.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
 
 
 def test_native_grid_is_not_interpolated(vits):

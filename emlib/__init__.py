@@ -66,7 +66,7 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.evaluation": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate", "scored_rows"),
     "emlib.latents": (
         "EmbeddingSet", "dataset_embeddings", "run_embeddings", "dataset_tokens", "load_backbone_for_latents",
-        "latent_report", "token_separability_table", "transfer_auroc",
+        "latent_report", "token_separability_table", "transfer_auroc", "IMAGE_SETS",
     ),
     "emlib.grid.runner": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
     "emlib.grid.remedies": (

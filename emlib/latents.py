@@ -7,7 +7,8 @@ size, normalised like the backbone's training data, and the backbone's image emb
 LoRA adapter loaded from a finished run. Embeddings are cached on disk by everything they depend on.
 
 Default sets: Lucchi++ ``test`` (165 slices) against VNC stack1 ``all`` (20 slices); pass
-``vnc_split="unlabelled"`` for VNC stack2, as in the paper's Fig. 4.
+``vnc_split="unlabelled"`` for VNC stack2, as in the paper's Fig. 4, or ``vnc_split="test"`` for the
+authors' image sets (:data:`IMAGE_SETS`).
 
 Patch level (:func:`dataset_tokens`, :func:`token_separability_table`): the patch tokens of a few
 labelled slices per dataset, each token labelled foreground when most of its patch is mitochondria,
@@ -56,6 +57,8 @@ from emlib.plugins import plugins_for, transform_volume
 from emlib.runfiles import ADAPTER, CONFIG, read_run_config, write_atomic
 
 __all__ = [
+    "IMAGE_SETS",
+    "image_set_split",
     "weights_fingerprint",
     "EmbeddingSet",
     "dataset_embeddings",
@@ -69,6 +72,20 @@ __all__ = [
 
 #: Display names of the datasets in tables.
 DATASET_NAMES = {"lucchi_pp": "Lucchi++", "vnc": "VNC"}
+
+#: The image sets the latent diagnostics compare, as the VNC split set against Lucchi++ ``test``
+#: (165 slices). ``book``: VNC stack1, all 20 labelled slices. ``authors``: the images of the authors'
+#: composed test folder, which their feature configs embed (``configs/cluster/EM/paired_feat_analysis_cluster.yaml``:
+#: ``DINO-POC/test/images``, made by ``scripts/data/compose_em_datasets.py``): the 3 VNC slices of
+#: the 85/15 split (:data:`emlib.data.VNC_TEST_SLICES`).
+IMAGE_SETS: dict[str, str] = {"book": "all", "authors": "test"}
+
+
+def image_set_split(image_set: str) -> str:
+    """The VNC split of ``image_set`` (a key of :data:`IMAGE_SETS`), checked."""
+    if image_set not in IMAGE_SETS:
+        raise ConfigError(f"image_set={image_set!r} is not known; pass one of {list(IMAGE_SETS)}")
+    return IMAGE_SETS[image_set]
 
 
 @dataclass
@@ -265,23 +282,30 @@ def run_embeddings(backbone: Backbone, cfg: RunConfig, *, root: str | os.PathLik
 
 
 def latent_report(
-    sets: list[EmbeddingSet], *, run_dir: str | os.PathLike[str] | None = None, n_boot: int = 200, seed: int = 0
+    sets: list[EmbeddingSet], *, run_dir: str | os.PathLike[str] | None = None, n_boot: int = 200, seed: int = 0,
+    image_set: str = "book",
 ) -> pd.DataFrame:
     """One diagnostics row per embedding set (FD with CI, probe accuracy/AUROC, PCA variance); written to ``run_dir``.
 
     The FD interval (``fd_low, fd_high``, described in ``fd_interval``) is the half-sample subsampling
     interval of :func:`emlib.diagnostics.bootstrap_frechet`: it covers the FD at these numbers of slices,
-    which the ``slices`` column names (:attr:`EmbeddingSet.source`).
+    which the ``slices`` column names (:attr:`EmbeddingSet.source`). A set of fewer than 4 slices
+    (the authors' 3 VNC test slices) gets no interval (NaN bounds, ``fd_interval='none'``) and a
+    cross-validated probe with as many folds as it has slices. ``image_set`` (a key of
+    :data:`IMAGE_SETS`) names the sets in the ``image_set`` column and the file:
+    ``domain_report.csv`` for ``book``, ``domain_report_<image_set>.csv`` otherwise.
     """
-    rows = [
-        domain_report(
-            s.embeddings, backbone=s.backbone, adapter=s.adapter, weights_label=s.weights_label, n_boot=n_boot, seed=seed
-        ).assign(slices=s.source)
-        for s in sets
-    ]
+    image_set_split(image_set)
+    rows = []
+    for s in sets:
+        smallest = min(len(v) for v in s.embeddings.values())
+        rows.append(domain_report(
+            s.embeddings, backbone=s.backbone, adapter=s.adapter, weights_label=s.weights_label, n_boot=n_boot, seed=seed,
+            fd_interval="subsample" if smallest >= 4 else None, n_splits=min(5, smallest),
+        ).assign(slices=s.source, image_set=image_set))
     table = pd.concat(rows, ignore_index=True)
     if run_dir is not None:
-        write_report(table, run_dir)
+        write_report(table, run_dir, name="domain_report" if image_set == "book" else f"domain_report_{image_set}")
     return table
 
 

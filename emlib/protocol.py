@@ -137,11 +137,15 @@ PROTOCOL_ITEMS: tuple[ProtocolItem, ...] = (
         "IoU_fg", f"{_MFH} scripts/eval_em_seg.py", "TP, FP, FN pooled over the whole test set, then IoU",
         lambda p: "pooled counts (emlib.metrics.PooledCounts)", lambda p: "yes"),
     ProtocolItem(
-        "Fréchet distance", f"{_MFH} scripts/run_domain_analysis.py @ 0f683bf (compute_fid_from_features), scripts/extract_features.py",
-        "pytorch_fid's formula on raw mean-patch embeddings of the paired-LoRA model; images of the composed test folder "
-        "(165 Lucchi++ + 3 VNC, authors-protocol errata)",
-        lambda p: "Lucchi++ test slices against VNC stack1 slices (chapter 6)", lambda p: "no",
-        "the FD on the authors' image sets is not computed yet"),
+        "Fréchet distance", f"{_MFH} scripts/run_domain_analysis.py @ 0f683bf (compute_fid_from_features), "
+        "configs/cluster/EM/paired_feat_analysis_cluster.yaml, src/dino_peft/analysis/feature_extractor.py",
+        "pytorch_fid's formula on raw mean-patch embeddings, frozen and of a paired-LoRA checkpoint; images of the "
+        "composed test folder (165 Lucchi++ + 3 VNC)",
+        lambda p: "both image sets: Lucchi++ test against VNC stack1 (20 slices) and against the 3 VNC test slices "
+                  "(emlib.IMAGE_SETS, chapter 6)",
+        lambda p: "selectable",
+        "latent_diagnostics(settings, image_set='authors'); the authors' extractor zero-pads the Lucchi++ slices that "
+        "share a batch with VNC ones (pad_collate), which is not repeated"),
     ProtocolItem(
         "Fig. 2 baselines", f"{_MFH} scripts/analysis/fancy_plot.py", "9 literature IoU_fg values on Lucchi++",
         lambda p: "emlib.paper.FIG2_BASELINES", lambda p: "yes"),

@@ -40,16 +40,22 @@ seed = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]
-# The cell above holds the page's parameters (papermill replaces them when the book is built); only
-# `profile` matters here.
+# The cell above holds the page's parameters (papermill replaces them when the book is built); this
+# page reads only the `paper` profile's settings, so none of them changes it.
 
 # %%
 from emlib import get_profile, protocol_table, show_table
 
-table = protocol_table(profile)
-print(get_profile(profile).summary())
-show_table(table, ["item", "authors_file", "authors_setting", "ours", "match", "how"],
-           caption=f"The authors' protocol against the {profile} profile")
+table = protocol_table("paper")
+print(get_profile("paper").summary())
+show_table(table, ["item", "authors_setting", "ours", "match"], caption="The authors' protocol against the paper profile")
+
+# %% [markdown]
+# Where each item is decided in the authors' code, and, for the items that do not simply match, how
+# to get the authors' value or what is missing:
+
+# %%
+show_table(table, ["item", "authors_file", "how"], caption="The authors' files, and what the match column needs")
 
 # %% [markdown]
 # `match` says `yes` where the profile does what the authors' file does; `selectable` where the

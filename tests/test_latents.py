@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emlib.errors import ConfigError, DataError
-from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
+from emlib.latents import IMAGE_SETS, dataset_embeddings, image_set_split, latent_report, load_backbone_for_latents
 from emlib.train import fit
 
 
@@ -53,7 +53,23 @@ def test_lora_adapter_changes_embeddings_and_report(tiny, shared_data: Path, tmp
     assert (table.fd_low <= table.fd).all() and (table.fd <= table.fd_high).all()  # half-sample interval, about fd
     assert set(table.fd_interval) == {"95% half-sample subsampling (normal, FD at these sample sizes)"}
     assert set(table.slices) == {"lucchi_pp test: 5 slices; vnc all: 5 slices (long side 56)"}
-    assert (tmp_path / "report" / "domain_report.csv").is_file()
+    assert (tmp_path / "report" / "domain_report.csv").is_file() and set(table.image_set) == {"book"}
+
+
+def test_the_authors_image_sets_embed_the_three_vnc_test_slices(shared_data: Path, tmp_path: Path, frozen) -> None:
+    """image_set='authors': the VNC slices of the authors' composed test folder; FD without an interval (issue 19)."""
+    sets = dataset_embeddings(frozen[0], root=shared_data, vnc_split=image_set_split("authors"), slices=4, long_edge=56,
+                              progress=False)
+    assert sets.slice_ids["vnc"] == ("00", "03", "08") and len(sets.slice_ids["lucchi_pp"]) == 4
+    table = latent_report([sets], run_dir=tmp_path, n_boot=10, image_set="authors")
+    row = table.iloc[0]
+    assert (row.n_b, row.image_set, row.fd_interval) == (3, "authors", "none") and row.fd > 0
+    assert np.isnan(row.fd_low) and np.isnan(row.fd_high)  # 3 slices: no half-sample interval
+    assert row.protocol_test_a + row.protocol_test_b == 2  # 20 % of 7 slices, both datasets in the test part
+    assert (tmp_path / "domain_report_authors.csv").is_file() and not (tmp_path / "domain_report.csv").exists()
+    assert IMAGE_SETS == {"book": "all", "authors": "test"}
+    with pytest.raises(ConfigError, match=r"image_set='paper' is not known; pass one of \['book', 'authors'\]"):
+        latent_report([sets], image_set="paper")
 
 
 def test_missing_adapter_is_one_sentence(tmp_path: Path) -> None:

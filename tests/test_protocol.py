@@ -28,7 +28,7 @@ def test_the_paper_profile_matches_the_authors_code_where_this_project_reproduce
     assert t.loc["DINOv2 variant", "ours"] == "dinov2_vitl14_reg"
     assert t.loc["batch sizes", "ours"] == t.loc["batch sizes", "authors_setting"]
     assert t.loc["LoRA", "match"] == t.loc["seeds", "match"] == t.loc["paired training set", "match"] == "selectable"
-    assert t.loc["Fréchet distance", "match"] == "no"  # the authors' image sets: not computed yet
+    assert t.loc["Fréchet distance", "match"] == "selectable" and "image_set=" in t.loc["Fréchet distance", "how"]
 
 
 def test_our_side_is_read_from_the_profile() -> None:

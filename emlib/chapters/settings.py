@@ -25,7 +25,7 @@ from emlib.device import resolve_device
 from emlib.errors import ConfigError
 from emlib.validation import check_field
 from emlib.grid.runner import grid_command, run_configs, run_folder
-from emlib.latents import dataset_embeddings, latent_report, load_backbone_for_latents
+from emlib.latents import dataset_embeddings, image_set_split, latent_report, load_backbone_for_latents
 from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, get_backbone_spec
 from emlib.viz.display import show_table
 
@@ -373,18 +373,23 @@ def chapter_runs(
     return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile.name)
 
 
-def latent_diagnostics(settings: ChapterSettings, *, progress: bool = False, n_boot: int = 200) -> tuple[pd.DataFrame, dict]:
+def latent_diagnostics(
+    settings: ChapterSettings, *, progress: bool = False, n_boot: int = 200, image_set: str = "book"
+) -> tuple[pd.DataFrame, dict]:
     """Frozen and paired-LoRA embeddings of both datasets and their diagnostics (chapter 6 in one call).
 
     Trains the paired LoRA run (of the first of the chapter's seeds) if it is missing, embeds
-    Lucchi++ ``test`` and VNC ``all`` with the frozen backbone and with that run's adapter (cached
-    under ``<grid>/embeddings``), and writes the table to ``<grid>/latents/domain_report.csv``.
+    Lucchi++ ``test`` and the VNC slices of ``image_set`` (:data:`emlib.latents.IMAGE_SETS`: ``book``,
+    stack1's 20 labelled slices; ``authors``, the 3 of the authors' composed test folder) with the
+    frozen backbone and with that run's adapter (cached under ``<grid>/embeddings``), and writes the
+    table to ``<grid>/latents/domain_report.csv`` (``domain_report_authors.csv`` for ``authors``).
 
     Returns
     -------
     (table, sets)
         ``latent_report`` rows (frozen, LoRA) and ``{"frozen": EmbeddingSet, "lora": EmbeddingSet}``.
     """
+    vnc_split = image_set_split(image_set)
     prof = settings.profile
     chapter_runs(settings, regimes=("lora",), train_sets=("paired",), progress=progress)
     cfg = chapter_configs(settings, regimes=("lora",), train_sets=("paired",))[0]
@@ -395,8 +400,9 @@ def latent_diagnostics(settings: ChapterSettings, *, progress: bool = False, n_b
             settings.backbone, pretrained=settings.pretrained, adapter_run=run, pos_interpolation=prof.base.pos_interpolation
         )
         sets[key] = dataset_embeddings(
-            backbone, adapter=adapter, root=settings.data_dir, slices=prof.embedding_slices,
+            backbone, adapter=adapter, root=settings.data_dir, vnc_split=vnc_split, slices=prof.embedding_slices,
             long_edge=prof.embedding_long_edge, device=settings.device, cache_dir=out / "embeddings", progress=progress,
         )
-    table = latent_report([sets["frozen"], sets["lora"]], run_dir=out / "latents", n_boot=n_boot, seed=settings.seed)
+    table = latent_report([sets["frozen"], sets["lora"]], run_dir=out / "latents", n_boot=n_boot, seed=settings.seed,
+                          image_set=image_set)
     return table, sets

@@ -179,7 +179,8 @@ def protocol_probe(
     Returns
     -------
     result : dict
-        ``accuracy``, ``auroc``, ``n_components``, ``n_train``, ``n_test``, ``classes``.
+        ``accuracy``, ``auroc``, ``n_components``, ``n_train``, ``n_test``, ``test_counts`` (test
+        samples per class), ``classes``.
     """
     x = as_embeddings(x, "x")
     classes, y = _encode_labels(y_labels, x.shape[0], "y_labels")
@@ -205,5 +206,6 @@ def protocol_probe(
         "n_components": k,
         "n_train": int(len(y_tr)),
         "n_test": int(len(y_te)),
+        "test_counts": {(c.item() if hasattr(c, "item") else c): int(np.sum(y_te == i)) for i, c in enumerate(classes)},
         "classes": [c.item() if hasattr(c, "item") else c for c in classes],
     }

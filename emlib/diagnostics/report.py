@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from emlib.diagnostics._checks import as_embeddings
-from emlib.diagnostics.frechet import FD_INTERVAL_NAMES, bootstrap_frechet
+from emlib.diagnostics.frechet import FD_INTERVAL_NAMES, bootstrap_frechet, frechet_distance
 from emlib.diagnostics.probe import linear_probe, protocol_probe
 from emlib.diagnostics.tokens import pca_embed
 from emlib.errors import ConfigError, ShapeError
@@ -29,7 +29,7 @@ def domain_report(
     allow_singular: bool = True,
     n_boot: int = 200,
     ci: float = 0.95,
-    fd_interval: str = "subsample",
+    fd_interval: str | None = "subsample",
     probe_components: int | None = 64,
     n_splits: int = 5,
     n_permutations: int = 5,
@@ -52,9 +52,10 @@ def domain_report(
         the raw embeddings as the authors did.
     allow_singular : bool, default=True
         Allow rank-deficient covariances (needed on raw embeddings of small sets).
-    n_boot, ci, fd_interval : int, float, str
+    n_boot, ci, fd_interval : int, float, str or None
         Confidence interval of the Fréchet distance (``interval`` of :func:`bootstrap_frechet`;
-        the default covers the FD at these sample sizes).
+        the default covers the FD at these sample sizes). ``fd_interval=None`` computes no interval
+        (``fd_low``/``fd_high`` NaN), e.g. for a set of 3 slices, too few to subsample.
     probe_components, n_splits, n_permutations : int
         Cross-validated probe, see :func:`linear_probe`; the protocol probe
         (:func:`protocol_probe`) uses ``probe_components`` too.
@@ -68,7 +69,8 @@ def domain_report(
         n_b, embed_dim, fd, fd_low, fd_high, fd_interval, fd_space, fd_rank_deficient,
         probe_accuracy, probe_accuracy_std, probe_auroc, probe_auroc_std,
         permuted_auroc, permuted_auroc_std, probe_pvalue, probe_n_components,
-        protocol_accuracy, protocol_auroc, pca_pc1_variance, pca_pc2_variance.
+        protocol_accuracy, protocol_auroc, protocol_test_a, protocol_test_b (test slices of each set in
+        the 80/20 split), pca_pc1_variance, pca_pc2_variance.
     """
     (name_a, xa), (name_b, xb) = _two_sets(emb)
     row = {
@@ -107,19 +109,23 @@ def _two_sets(emb: Mapping[str, Any]) -> tuple[tuple[str, np.ndarray], tuple[str
 
 def _frechet_columns(
     xa: np.ndarray, xb: np.ndarray, *, fd_components: int | None, allow_singular: bool, n_boot: int, ci: float,
-    fd_interval: str, seed: int,
+    fd_interval: str | None, seed: int,
 ) -> dict[str, Any]:
     """The ``fd*`` columns: the Fréchet distance, its interval, and the space it was computed in."""
-    fd, low, high = bootstrap_frechet(
-        xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular,
-        interval=fd_interval,
-    )
+    if fd_interval is None:
+        fd = frechet_distance(xa, xb, n_components=fd_components, allow_singular=allow_singular, seed=seed)
+        low = high = float("nan")
+    else:
+        fd, low, high = bootstrap_frechet(
+            xa, xb, n_boot=n_boot, ci=ci, seed=seed, n_components=fd_components, allow_singular=allow_singular,
+            interval=fd_interval,
+        )
     fd_dim = xa.shape[1] if fd_components is None else int(fd_components)
     return {
         "fd": fd,
         "fd_low": low,
         "fd_high": high,
-        "fd_interval": f"{ci:.0%} {FD_INTERVAL_NAMES[fd_interval]}",
+        "fd_interval": "none" if fd_interval is None else f"{ci:.0%} {FD_INTERVAL_NAMES[fd_interval]}",
         "fd_space": "raw" if fd_components is None else f"pca{int(fd_components)}",
         "fd_rank_deficient": bool(min(len(xa), len(xb)) <= fd_dim),
     }
@@ -149,6 +155,8 @@ def _separation_columns(
         "probe_n_components": probe["n_components"],
         "protocol_accuracy": proto["accuracy"],
         "protocol_auroc": proto["auroc"],
+        "protocol_test_a": proto["test_counts"][name_a],
+        "protocol_test_b": proto["test_counts"][name_b],
         "pca_pc1_variance": float(evr[0]),
         "pca_pc2_variance": float(evr[1]),
     }

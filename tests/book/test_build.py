@@ -105,9 +105,9 @@ def test_chapters_that_train_need_their_weights_before_anything_runs(tmp_path: P
                        r"pretrained weights for dinov2_vits14 on this machine; run `emlib weights fetch dinov2_vits14`"):
         build_mod.check_chapter_weights(REPO, ["02_what_a_foundation_model_sees", "03_frozen_backbone",
                                                "06_latent_diagnostics"], "quick-dry")
-    with pytest.raises(BookError, match="train with dinov2_vitl14"):
+    with pytest.raises(BookError, match="train with dinov2_vitl14_reg"):  # the paper's backbone: DINOv2 with registers
         build_mod.check_chapter_weights(REPO, ["07_results_vs_paper"], "paper", {"weights_dir": str(tmp_path)})
-    assert asked[-1] == ("dinov2_vitl14", str(tmp_path)) and "EMLIB_WEIGHTS" not in build_mod.os.environ
+    assert asked[-1] == ("dinov2_vitl14_reg", str(tmp_path)) and "EMLIB_WEIGHTS" not in build_mod.os.environ
     with pytest.raises(BookError, match="train with openclip_vitb16"):  # -p backbone=... is the chapters' backbone
         build_mod.check_chapter_weights(REPO, ["04_lora"], "quick", {"backbone": "openclip_vitb16"})
     n = len(asked)

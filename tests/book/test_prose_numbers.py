@@ -87,11 +87,13 @@ def typed_paper_numbers(text: str, *, code: bool = False) -> list[str]:
     found = []
     for part in text.splitlines() if code else _sentences(text):
         for m in _DECIMAL.finditer(part):
+            seen = set()  # claims sharing a value and a word (the probe's 1.0 frozen and after LoRA) count once
             for claim_id, (value, word) in PAPER_NUMBERS.items():
-                if float(m.group(0)) != value:
+                if float(m.group(0)) != value or (value, word.lower()) in seen:
                     continue
                 if value.is_integer() and ("." not in m.group(0) or word.lower() not in part.lower()):
                     continue
+                seen.add((value, word.lower()))
                 found.append(f"{claim_id}: {m.group(0)}")
     return found
 

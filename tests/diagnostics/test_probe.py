@@ -55,5 +55,8 @@ def test_protocol_probe_matches_authors_recipe():
     assert res["n_components"] == 64
     assert res["n_test"] == round(0.2 * len(y)) or res["n_test"] == int(np.ceil(0.2 * len(y)))
     assert res["accuracy"] == pytest.approx(1.0) and res["auroc"] == pytest.approx(1.0)
+    assert set(res["test_counts"]) == {0, 1} and sum(res["test_counts"].values()) == res["n_test"]
+    few = protocol_probe(np.vstack([a, b[:3]]), np.array(["lucchi"] * len(a) + ["vnc"] * 3))  # the authors' 3 VNC slices
+    assert few["test_counts"] == {"lucchi": 12, "vnc": 1}  # the stratified 20 % tests on one VNC slice
     with pytest.raises(ConfigError, match="single class"):
         protocol_probe(x, np.zeros(len(y)))

@@ -39,6 +39,7 @@ from emlib.cache import cache_key
 from emlib.config import RunConfig
 from emlib.data import data_fingerprint, load_volume, normalize, protocol_size, resize_slice, select_test_slices
 from emlib.diagnostics import (
+    SUBSAMPLE_MIN_ROWS,
     domain_report,
     downsample_mask_to_grid,
     token_separability,
@@ -301,7 +302,7 @@ def latent_report(
         smallest = min(len(v) for v in s.embeddings.values())
         rows.append(domain_report(
             s.embeddings, backbone=s.backbone, adapter=s.adapter, weights_label=s.weights_label, n_boot=n_boot, seed=seed,
-            fd_interval="subsample" if smallest >= 4 else None, n_splits=min(5, smallest),
+            fd_interval="subsample" if smallest >= SUBSAMPLE_MIN_ROWS else None, n_splits=min(5, smallest),
         ).assign(slices=s.source, image_set=image_set))
     table = pd.concat(rows, ignore_index=True)
     if run_dir is not None:

@@ -30,7 +30,7 @@ AUROC are scores (higher is better).
 
 from __future__ import annotations
 
-from emlib.diagnostics.frechet import bootstrap_frechet, frechet_distance, frechet_distance_from_stats
+from emlib.diagnostics.frechet import SUBSAMPLE_MIN_ROWS, bootstrap_frechet, frechet_distance, frechet_distance_from_stats
 from emlib.diagnostics.probe import linear_probe, protocol_probe
 from emlib.diagnostics.report import domain_report, write_report
 from emlib.diagnostics.tokens import downsample_mask_to_grid, patch_pca_rgb, pca_embed, token_separability
@@ -39,6 +39,7 @@ __all__ = [
     "frechet_distance_from_stats",
     "frechet_distance",
     "bootstrap_frechet",
+    "SUBSAMPLE_MIN_ROWS",
     "linear_probe",
     "protocol_probe",
     "pca_embed",

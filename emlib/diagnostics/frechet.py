@@ -35,7 +35,10 @@ from sklearn.decomposition import PCA
 from emlib.diagnostics._checks import as_embeddings
 from emlib.errors import ConfigError, ShapeError
 
-__all__ = ["frechet_distance_from_stats", "frechet_distance", "bootstrap_frechet", "FD_INTERVALS", "FD_INTERVAL_NAMES"]
+__all__ = [
+    "frechet_distance_from_stats", "frechet_distance", "bootstrap_frechet", "FD_INTERVALS", "FD_INTERVAL_NAMES",
+    "SUBSAMPLE_MIN_ROWS",
+]
 
 _FD_METHODS = ("eigh", "sqrtm")
 #: Confidence intervals of :func:`bootstrap_frechet`.
@@ -43,6 +46,8 @@ FD_INTERVALS = ("subsample", "percentile")
 #: How each interval is described in report tables.
 FD_INTERVAL_NAMES = {"subsample": "half-sample subsampling (normal, FD at these sample sizes)",
                      "percentile": "percentile bootstrap"}
+#: Fewest rows per set the ``'subsample'`` interval needs (halves of 2, each with a covariance).
+SUBSAMPLE_MIN_ROWS = 4
 
 
 def _check_method(method: str) -> None:
@@ -321,9 +326,9 @@ def bootstrap_frechet(
             values[i] = _fd_from_samples(x[rng.integers(0, n1, n1)], y[rng.integers(0, n2, n2)], method)
         low, high = np.quantile(values, [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0])
         return fd, float(low), float(high)
-    if min(n1, n2) < 4:
+    if min(n1, n2) < SUBSAMPLE_MIN_ROWS:
         raise ConfigError(
-            f"the subsampling interval needs at least 4 rows per set (halves of 2 for a covariance), got {min(n1, n2)}; "
+            f"the subsampling interval needs at least {SUBSAMPLE_MIN_ROWS} rows per set (halves of 2 for a covariance), got {min(n1, n2)}; "
             "pass more embeddings or interval='percentile'"
         )
     r1, r2 = n1 // 2, n2 // 2

@@ -200,12 +200,13 @@ def protocol_probe(
             "pass a test_size that leaves every class in both parts"
         ) from None
     model = LogisticRegression(max_iter=1000).fit(z_tr, y_tr)
+    names = [c.item() if hasattr(c, "item") else c for c in classes]
     return {
         "accuracy": float(accuracy_score(y_te, model.predict(z_te))),
         "auroc": _auroc(y_te, model.predict_proba(z_te), classes.size),
         "n_components": k,
         "n_train": int(len(y_tr)),
         "n_test": int(len(y_te)),
-        "test_counts": {(c.item() if hasattr(c, "item") else c): int(np.sum(y_te == i)) for i, c in enumerate(classes)},
-        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
+        "test_counts": {name: int(np.sum(y_te == i)) for i, name in enumerate(names)},
+        "classes": names,
     }

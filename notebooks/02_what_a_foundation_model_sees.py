@@ -36,12 +36,12 @@ if "google.colab" in sys.modules:
     colab_setup("quick", families=True)  # the GPU, the data, one backbone per family with progress bars
 
 # %% tags=["parameters"]
-profile = "smoke"   # smoke (CPU, random weights), quick or paper
-backbone = None     # None: the profile's backbone
-data_dir = None     # None: $EMLIB_DATA, else download into a cache
-weights_dir = None  # None: $EMLIB_WEIGHTS, else the model hubs
-device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = None         # None: the profile's seeds; an integer: only that seed
+profile = "smoke"               # smoke (CPU, random weights), quick or paper
+backbone: str | None = None     # None: the profile's backbone
+data_dir: str | None = None     # None: $EMLIB_DATA, else download into a cache
+weights_dir: str | None = None  # None: $EMLIB_WEIGHTS, else the model hubs
+device = "auto"                 # "auto": the GPU when there is one, else the CPU
+seed: int | None = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]

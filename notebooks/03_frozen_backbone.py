@@ -37,12 +37,12 @@ if "google.colab" in sys.modules:
     colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
 
 # %% tags=["parameters"]
-profile = "smoke"   # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
-backbone = None     # None: the profile's backbone
-data_dir = None     # None: $EMLIB_DATA if set, else download into the user cache
-weights_dir = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
-device = "auto"     # "auto": the GPU when there is one, else the CPU
-seed = None         # None: the profile's seeds; an integer: only that seed
+profile = "smoke"               # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
+backbone: str | None = None     # None: the profile's backbone
+data_dir: str | None = None     # None: $EMLIB_DATA if set, else download into the user cache
+weights_dir: str | None = None  # None: $EMLIB_WEIGHTS if set, else the timm / open_clip hubs
+device = "auto"                 # "auto": the GPU when there is one, else the CPU
+seed: int | None = None         # None: the profile's seeds; an integer: only that seed
 out_dir = "runs"
 
 # %% [markdown]

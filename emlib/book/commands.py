@@ -28,9 +28,14 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"-p {item!r} is not KEY=VALUE; e.g. -p backbone=dinov2_vitb14")
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"-p {item!r}: the value {value!r} is not a YAML value; quote it as a string, "
+                              f"e.g. -p {key}='\"{value}\"'") from None
     return params
 
 

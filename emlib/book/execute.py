@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from emlib.book.parameters import PROFILE_PARAMETER, chapter_parameters, check_injection, check_parameters
 from emlib.book.repository import NOTEBOOKS_BRANCH, BookSource, resolve_source
 from emlib.book.toc import BookError
 from emlib.config import BUILD_ENV, Profile, get_profile
@@ -284,7 +285,9 @@ def execute_chapter(
     profile : Profile or str, default='smoke'
         The profile (its name is what the chapter's ``profile`` parameter gets).
     parameters : dict, default=None
-        More papermill parameters (``backbone``, ``data_dir``, ``out_dir``, ...).
+        More papermill parameters (``backbone``, ``data_dir``, ``out_dir``, ...): each one a name the
+        chapter's parameters cell declares, of its declared type, never ``profile``
+        (:mod:`emlib.book.parameters`).
     cwd : path, default=None
         Working directory of the kernel (the repository root in a build).
     plotly_renderer : str, default='plotly_mimetype+notebook'
@@ -306,6 +309,8 @@ def execute_chapter(
     BookError
         A cell failed: one line with the chapter, the cell number in the source, the error and
         the path of the partial notebook.
+    ConfigError
+        A parameter the chapter does not declare, or of another type (before the kernel starts).
     """
     import nbformat  # lazy: [book] extra
     import papermill as pm
@@ -314,12 +319,15 @@ def execute_chapter(
 
     prof = get_profile(profile)
     source, output = Path(source), Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     nb = read_notebook_source(source)
     name = source.stem
+    params = {PROFILE_PARAMETER: prof.name, **(parameters or {})}
+    check_parameters(parameters or {}, {name: chapter_parameters(nb)}, profile=prof.name)  # before the kernel starts
+    check_injection(params, chapter=name)
+    output.parent.mkdir(parents=True, exist_ok=True)
     if progress is True:
         progress = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1)  # + papermill's cell
-    options = _papermill_options({"profile": prof.name, **(parameters or {})}, cwd=cwd, timeout=timeout, progress=progress)
+    options = _papermill_options(params, cwd=cwd, timeout=timeout, progress=progress)
     papermill_engines.register("emlib", _progress_engine())
     try:
         with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):

@@ -21,6 +21,7 @@ from emlib.book.execute import (
 from emlib.config import get_profile
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.toc import CHAPTER_DIR, BookError, list_chapters
+from emlib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 FORK = BookSource("Fork-Owner/emlib-fork", commit="0123abc")
@@ -103,7 +104,8 @@ def test_a_chapter_built_with_a_seed_trains_runs_of_that_seed(tmp_path: Path, sh
     """Issue 22: ``-p seed 1`` reaches the runs a chapter trains (its settings table and its run folders agree)."""
     source = tmp_path / "98_seeded.py"
     source.write_text(
-        '# %% [markdown]\n# # Seeded\n\n# %% tags=["parameters"]\nprofile = "smoke"\nseed = None\ndata_dir = None\n'
+        '# %% [markdown]\n# # Seeded\n\n# %% tags=["parameters"]\nprofile = "smoke"\nseed: int | None = None\n'
+        'data_dir: str | None = None\n'
         'out_dir = "runs"\n\n# %%\nfrom emlib import chapter_runs, chapter_settings\n'
         'settings = chapter_settings(profile, device="cpu", seed=seed, data_dir=data_dir, out_dir=out_dir)\n'
         'rows = chapter_runs(settings, regimes=["unet"], train_sets=["vnc"])\n'
@@ -115,3 +117,27 @@ def test_a_chapter_built_with_a_seed_trains_runs_of_that_seed(tmp_path: Path, sh
     assert "SEEDS [1] 1" in printed
     (folder,) = (tmp_path / "runs" / "smoke").glob("vnc-unet-unet-s1-*")
     assert '"seed": 1' in (folder / "config.json").read_text()
+
+
+@pytest.mark.parametrize(("parameters", "words"), [
+    ({"import os; os.makedirs('MARK'); x": 1}, "does not name a parameter"),
+    ({"profile": "quick"}, "pass --profile quick instead of -p profile=quick"),
+    ({"seed": 1}, "-p seed is not a parameter of the chapters built (99_marked)"),
+    ({"out_dir": 3}, "-p out_dir=3 is an integer, but chapter 99_marked declares out_dir as a string"),
+])
+def test_a_parameter_the_chapter_does_not_declare_never_reaches_the_kernel(tmp_path: Path, monkeypatch, parameters,
+                                                                          words) -> None:
+    """Issue 23: a ``-p`` key is not pasted as code, ``profile`` is the build's; refused before the kernel starts."""
+    import time
+
+    source = tmp_path / "99_marked.py"
+    source.write_text('# %% [markdown]\n# # Marked\n\n# %% tags=["parameters"]\nprofile = "smoke"\nout_dir = "runs"\n\n'
+                      '# %%\nimport pathlib\npathlib.Path("RAN").mkdir()\n')
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "out" / "99_marked.ipynb"
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        execute_chapter(source, output, parameters=parameters, cwd=tmp_path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert time.perf_counter() - t0 < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["99_marked.py"]  # no MARK, no RAN, no output folder

@@ -51,7 +51,7 @@ def test_notebook_conventions(source: Path) -> None:
     assert "pip" in guarded and all(line.startswith("    ") for line in guarded.splitlines() if line.strip()), \
         "the install and the setup run on Colab only"
     assert "parameters" in params.metadata.get("tags", []), "second code cell: papermill parameters"
-    names = set(re.findall(r"^(\w+)\s*=", params.source, flags=re.M))
+    names = set(re.findall(r"^(\w+)\s*(?::[^=\n]*)?=", params.source, flags=re.M))  # `seed: int | None = None` too
     assert PARAMETERS <= names, f"parameters cell lacks {sorted(PARAMETERS - names)}"
     assert re.search(r'^profile\s*=\s*"smoke"', params.source, flags=re.M), "default profile must be smoke"
     def statements(cell: nbformat.NotebookNode) -> int:

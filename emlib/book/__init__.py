@@ -29,6 +29,7 @@ the theme's Colab launch button open them. The repository in every link is deriv
 
 - :mod:`emlib.book.toc`: the book root, the table of contents and its chapters;
 - :mod:`emlib.book.execute`: one chapter executed with papermill and post-processed, the Colab badge;
+- :mod:`emlib.book.parameters`: the ``-p`` values, checked against each chapter's parameters cell before anything runs;
 - :mod:`emlib.book.build`: the whole build;
 - :mod:`emlib.book.repository`: the repository and commit the book comes from (links, buttons, Colab pins);
 - :mod:`emlib.book.publish`: the export of unexecuted notebooks for Colab, their install pinned;

@@ -8,6 +8,12 @@
 2. writes the one copy of plotly.js the pages load (``book/chapters/_static/plotly.min.js``) and
    the chapter timings (``book/chapters/timings.json`` and ``timings.md``, which the instructor's
    guide includes: its time per chapter is this build's own, never typed in),
+Before any of it, in seconds, it refuses (one sentence each): a ``-p`` parameter no chapter's
+parameters cell declares, or of another type, or ``-p profile=...`` (:mod:`emlib.book.parameters`);
+missing weights (:func:`check_chapter_weights`); an ``--out`` that holds files emlib did not make,
+or lies in the book's sources (:func:`check_out`). A build with ``--out`` writes only there: its
+chapters' runs too (``out_dir`` resolves under ``--out``).
+
 3. runs ``jupyter-book build`` with execution off (the book never runs code itself) on a copy of
    ``_config.yml`` naming the repository the book comes from (:mod:`emlib.book.repository`), and
 4. with ``--check`` opens every page in headless Chromium (:func:`emlib.book.check.check_book`).
@@ -21,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from plotly.offline import get_plotlyjs
 
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
+from emlib.book.parameters import ChapterParameter, chapter_parameters, check_parameters, parameters_for
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, write_toc_subset
@@ -39,7 +47,8 @@ from emlib.errors import WeightsError
 from emlib.models.hub import find_weights
 from emlib.models.weights import WEIGHTS_ENV
 
-__all__ = ["STATIC_DIR", "TIMINGS", "BuildReport", "build_book", "check_chapter_weights", "write_timings", "timings_markdown"]
+__all__ = ["STATIC_DIR", "TIMINGS", "OUT_MARKER", "BuildReport", "build_book", "check_chapter_weights", "check_out",
+           "write_timings", "timings_markdown"]
 
 _T = TypeVar("_T")
 
@@ -47,6 +56,10 @@ _T = TypeVar("_T")
 STATIC_DIR = "book/chapters/_static"
 #: The chapter timings of the last build (JSON), next to the executed chapters; ``.md`` beside it.
 TIMINGS = "book/chapters/timings.json"
+#: The file that marks a folder an ``emlib book build --out`` made (a later build may write there again).
+OUT_MARKER = ".emlib-book"
+#: The chapter parameter naming the folder of the chapter's runs.
+OUT_DIR_PARAMETER = "out_dir"
 
 
 def _machine() -> dict[str, Any]:
@@ -181,9 +194,70 @@ class BuildReport:
         return "\n".join(lines)
 
 
+def check_out(root: Path, out: str | os.PathLike[str]) -> Path:
+    """The resolved ``--out`` folder; raise BookError, before anything is written, where a build may not write.
+
+    ``out`` must be new, empty, or a folder an earlier build made (it holds :data:`OUT_MARKER`);
+    it may not be the repository, hold it, or lie in the book's sources (``book/``, ``notebooks/``),
+    which the build copies from.
+    """
+    path = Path(out).expanduser().resolve()
+    elsewhere = Path(tempfile.gettempdir()) / "emlib-book"
+    if path == root or path in root.parents:
+        raise BookError(f"--out {path} {'is' if path == root else 'holds'} the repository {root}, whose own files the "
+                        f"build would overwrite; pass a new or empty folder (e.g. --out {elsewhere}), or leave --out "
+                        "out to build in the repository")
+    for source in (root / "book", root / SOURCE_DIR):
+        if path == source or source in path.parents:
+            raise BookError(f"--out {path} lies in the book's sources ({source}), which the build copies from; pass a "
+                            f"folder outside {root / 'book'} and {root / SOURCE_DIR}, e.g. --out {elsewhere}")
+    if path.exists() and not path.is_dir():
+        raise BookError(f"--out {path} is a file, not a folder; pass a new or empty folder, e.g. --out {elsewhere}")
+    try:
+        held = sorted(p.name for p in path.iterdir()) if path.is_dir() and not (path / OUT_MARKER).exists() else []
+    except OSError as err:
+        raise BookError(f"--out {path} cannot be read ({err.strerror}); pass a folder you can write to, "
+                        f"e.g. --out {elsewhere}") from None
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise BookError(f"--out {path} already holds files emlib did not make ({shown}), which the build would "
+                        f"overwrite; pass a new or empty folder (e.g. --out {elsewhere}), or one an earlier "
+                        "`emlib book build --out` made")
+    return path
+
+
+def _claim_out(out: Path) -> None:
+    """Create ``out`` with its :data:`OUT_MARKER` (so a later build may write there again)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / OUT_MARKER).write_text("Made by `emlib book build --out`; a later build with this --out may "
+                                      "overwrite what is here.\n")
+    except OSError as err:
+        raise BookError(f"--out {out} cannot be created ({err.strerror}); pass a folder you can write to") from None
+
+
+def _chapter_parameters(
+    declared: Mapping[str, Mapping[str, ChapterParameter]], parameters: Mapping[str, Any], *, root: Path,
+    book_root: Path,
+) -> dict[str, dict[str, Any]]:
+    """The parameters of each chapter: those its cell declares; out of tree, its ``out_dir`` under ``book_root``.
+
+    A relative ``out_dir`` (the cell's default ``runs``, or ``-p out_dir=...``) resolves against the
+    book root, so a build with ``--out`` writes its runs there, never into the repository.
+    """
+    per_chapter = {}
+    for name, params in declared.items():
+        chosen = parameters_for(parameters, params)
+        if book_root != root and OUT_DIR_PARAMETER in params:
+            folder = Path(str(chosen.get(OUT_DIR_PARAMETER, params[OUT_DIR_PARAMETER].default))).expanduser()
+            chosen[OUT_DIR_PARAMETER] = str(folder if folder.is_absolute() else book_root / folder)
+        per_chapter[name] = chosen
+    return per_chapter
+
+
 def _stage(root: Path, out: Path) -> None:
     """Copy the book's own files (config, toc, front matter) into ``out`` for an out-of-tree build."""
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_out(out)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, out / name)
     chapters = (root / CHAPTER_DIR).resolve()
@@ -230,10 +304,11 @@ def _timed(say: Callable[..., None], message: str, step: Callable[[], _T]) -> tu
 
 
 def _execute_chapters(
-    root: Path, book_root: Path, chapters: Sequence[str], *, profile: Profile, parameters: Mapping[str, Any] | None,
-    progress: bool, book_source: BookSource,
+    root: Path, book_root: Path, chapters: Sequence[str], *, profile: Profile,
+    parameters: Mapping[str, Mapping[str, Any]], progress: bool, book_source: BookSource,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Execute each chapter into ``book_root/book/chapters``: the notebooks, and the seconds of each (``execute <name>``)."""
+    """Execute each chapter into ``book_root/book/chapters`` (``parameters``: each chapter's own): the notebooks,
+    and the seconds of each (``execute <name>``)."""
     say = print if progress else _quiet
     notebooks: dict[str, Path] = {}
     timings: dict[str, float] = {}
@@ -246,7 +321,7 @@ def _execute_chapters(
             source,
             book_root / CHAPTER_DIR / f"{name}.ipynb",
             profile=profile,
-            parameters=parameters,
+            parameters=parameters[name],
             cwd=root,
             progress=counter if progress else False,
             book_source=book_source,
@@ -287,9 +362,13 @@ def build_book(
         left out of this build's table of contents.
     out : path, default=None
         Build in this folder instead of the repository (config, toc and front matter are copied
-        there; executed notebooks go to ``out/book/chapters``, the HTML to ``out/_build/html``).
+        there; executed notebooks go to ``out/book/chapters``, the HTML to ``out/_build/html``, the
+        chapters' runs to ``out/runs``). It must be new, empty or made by an earlier build, and
+        outside the book's sources (:func:`check_out`).
     parameters : dict, default=None
-        Extra papermill parameters for every chapter (e.g. ``{"out_dir": "/tmp/runs"}``).
+        Extra papermill parameters (e.g. ``{"seed": 1}``), each declared by a chapter's parameters
+        cell and of its type (:mod:`emlib.book.parameters`); a chapter gets those it declares. Never
+        ``profile`` (use ``profile=``). A relative ``out_dir`` resolves against ``out``.
     strict : bool, default=True
         Sphinx warnings fail the build (``-W --keep-going``).
     check : bool, default=False
@@ -306,18 +385,27 @@ def build_book(
     Returns
     -------
     BuildReport
+
+    Raises
+    ------
+    ConfigError, BookError
+        Before anything is written or run: an unknown profile or chapter, a parameter no chapter
+        declares or of another type, missing weights, an ``out`` that is not new, empty or emlib's.
     """
     prof = get_profile(profile, dry_run=dry_run)  # resolved once; the object travels
     root = find_root() if root is None else Path(root).resolve()
     book_source = resolve_source(root, repository=repository, commit=commit)
     chapters = list_chapters(root, only=only)
-    check_chapter_weights(root, chapters, prof, parameters)  # before any work: one sentence, in seconds
-    book_root = Path(out).resolve() if out else root
+    declared = {name: chapter_parameters(read_notebook_source(root / SOURCE_DIR / f"{name}.py")) for name in chapters}
+    check_parameters(parameters or {}, declared, profile=prof.name)  # before any work: one sentence, in seconds
+    check_chapter_weights(root, chapters, prof, parameters)
+    book_root = check_out(root, out) if out else root
+    per_chapter = _chapter_parameters(declared, parameters or {}, root=root, book_root=book_root)
     if out:
         _stage(root, book_root)
     say = print if progress else _quiet
     notebooks, timings = _execute_chapters(
-        root, book_root, chapters, profile=prof, parameters=parameters, progress=progress, book_source=book_source
+        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source
     )
     _write_static(book_root)
     write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters})

@@ -117,3 +117,100 @@ def test_chapters_that_train_need_their_weights_before_anything_runs(tmp_path: P
     with pytest.raises(BookError, match="train with"):  # build_book checks first: no chapter is executed
         build_book(REPO, profile="quick", dry_run=True, only=["05_paired_training"], out=tmp_path / "b", progress=False)
     assert not (tmp_path / "b" / CHAPTER_DIR / "05_paired_training.ipynb").exists()
+
+
+HOSTILE = {"import os; os.makedirs('MARK'); x": 1}  # `-p "import os; os.makedirs('MARK'); x=1"`
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_chapter_runs(monkeypatch: pytest.MonkeyPatch, *, passes: tuple[str, ...] = ()) -> list:
+    """Record every chapter build_book would execute, and stop the build at the first not in ``passes``."""
+    import emlib.book.build as build_mod
+
+    ran: list = []
+
+    def execute(source, output, **kwargs):
+        ran.append((Path(source).stem, kwargs["parameters"]))
+        if Path(source).stem not in passes:
+            raise BookError("stopped by the test before the kernel starts")
+        return output
+
+    monkeypatch.setattr(build_mod, "execute_chapter", execute)
+    return ran
+
+
+@pytest.mark.parametrize(("parameters", "words"), [
+    (HOSTILE, "does not name a parameter"),
+    ({"profile": "quick"}, "pass --profile quick instead of -p profile=quick"),
+    ({"seed": "abc"}, "-p seed='abc' is a string, but chapter 01_data declares seed as an integer or null"),
+    ({"regimes": ["lora"]}, "-p regimes is not a parameter of the chapters built (01_data)"),
+])
+def test_parameters_are_checked_before_anything_is_written_or_run(tmp_path: Path, monkeypatch, parameters,
+                                                                  words) -> None:
+    """Issue 23, item 9: a ``-p`` key is never pasted as code, and nothing is written before the refusal."""
+    import time
+
+    ran = _no_chapter_runs(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        build_book(REPO, only=["01_data"], out=tmp_path / "out", parameters=parameters, progress=False)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert time.perf_counter() - t0 < 10 and not ran and not any(tmp_path.iterdir())  # no MARK, no out
+
+
+def test_out_holding_the_users_files_or_inside_the_sources_is_refused_with_nothing_overwritten(
+        tmp_path: Path, monkeypatch) -> None:
+    """Issue 23, item 9: ``--out`` must be new, empty or emlib's own, and never the repository or its book sources."""
+    from emlib.book.build import check_out
+
+    ran = _no_chapter_runs(monkeypatch)
+    users = tmp_path / "mine"
+    (users / "book").mkdir(parents=True)
+    (users / "_config.yml").write_text("title: my own book\n")
+    (users / "book" / "intro.md").write_text("# my intro\n")
+    before, repo_book = _files(users), sorted(p.name for p in (REPO / "book").iterdir())
+    cases = [(users, f"--out {users} already holds files emlib did not make (_config.yml, book)"),
+             (REPO / "book", f"--out {REPO / 'book'} lies in the book's sources ({REPO / 'book'})"),
+             (REPO / "book" / "new", "lies in the book's sources"),
+             (REPO / "notebooks" / "x", f"lies in the book's sources ({REPO / 'notebooks'})"),
+             (REPO, f"--out {REPO} is the repository {REPO}"),
+             (REPO.parent, f"--out {REPO.parent} holds the repository"),
+             (users / "_config.yml", "is a file, not a folder")]
+    for out, words in cases:
+        with pytest.raises(BookError) as info:
+            build_book(REPO, only=["01_data"], out=out, progress=False)
+        assert words in str(info.value) and "pass a " in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert _files(users) == before and not ran
+    assert sorted(p.name for p in (REPO / "book").iterdir()) == repo_book  # nothing copied into the sources
+    assert not (REPO / "notebooks" / "x").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_out(REPO, empty) == empty.resolve() and check_out(REPO, tmp_path / "new") == (tmp_path / "new").resolve()
+
+
+def test_a_build_with_out_writes_only_there_its_runs_too(tmp_path: Path, monkeypatch) -> None:
+    """Issue 23, item 9: ``--out X --only 03_frozen_backbone`` sends the chapter's runs to ``X/runs``, and a second
+    build may write into the folder the first one made (its marker)."""
+    from emlib.book.build import OUT_MARKER
+
+    ran = _no_chapter_runs(monkeypatch, passes=("01_data", "03_frozen_backbone"))
+    repo_runs = sorted((REPO / "runs").iterdir()) if (REPO / "runs").is_dir() else []
+    out = tmp_path / "out"
+    with pytest.raises(BookError, match="stopped by the test"):
+        build_book(REPO, only=["03_frozen_backbone", "04_lora"], out=out, progress=False)
+    assert ran == [("03_frozen_backbone", {"out_dir": str(out / "runs")}), ("04_lora", {"out_dir": str(out / "runs")})]
+    assert (out / OUT_MARKER).is_file() and (out / "_config.yml").is_file()
+    with pytest.raises(BookError, match="stopped by the test"):  # emlib's own folder: built into again
+        build_book(REPO, only=["03_frozen_backbone", "08_beyond_the_paper"], out=out, progress=False,
+                   parameters={"out_dir": "mine", "regimes": ["lora"]})
+    assert ran[-2:] == [("03_frozen_backbone", {"out_dir": str(out / "mine")}),  # regimes: only chapter 8 declares it
+                        ("08_beyond_the_paper", {"out_dir": str(out / "mine"), "regimes": ["lora"]})]
+    with pytest.raises(BookError, match="stopped by the test"):  # an absolute out_dir is the user's explicit choice
+        build_book(REPO, only=["01_data", "04_lora"], out=out, progress=False,
+                   parameters={"out_dir": str(tmp_path / "runs")})
+    assert ran[-2] == ("01_data", {"out_dir": str(tmp_path / "runs")})
+    assert not (REPO / "runs").exists() or sorted((REPO / "runs").iterdir()) == repo_runs

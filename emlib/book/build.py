@@ -57,7 +57,7 @@ STATIC_DIR = "book/chapters/_static"
 #: The chapter timings of the last build (JSON), next to the executed chapters; ``.md`` beside it.
 TIMINGS = "book/chapters/timings.json"
 #: The file that marks a folder an ``emlib book build --out`` made (a later build may write there again).
-OUT_MARKER = ".emlib-book"
+OUT_MARKER = ".emlib-build"
 #: The chapter parameter naming the folder of the chapter's runs.
 OUT_DIR_PARAMETER = "out_dir"
 
@@ -202,7 +202,7 @@ def check_out(root: Path, out: str | os.PathLike[str]) -> Path:
     which the build copies from.
     """
     path = Path(out).expanduser().resolve()
-    elsewhere = Path(tempfile.gettempdir()) / "emlib-book"
+    elsewhere = Path(tempfile.gettempdir()) / "emlib-build"
     if path == root or path in root.parents:
         raise BookError(f"--out {path} {'is' if path == root else 'holds'} the repository {root}, whose own files the "
                         f"build would overwrite; pass a new or empty folder (e.g. --out {elsewhere}), or leave --out "

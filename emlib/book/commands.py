@@ -107,8 +107,12 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="execute every chapter with papermill, then jupyter-book build")
     b.add_argument("--profile", default="smoke", help="smoke (CPU, random weights), quick or paper (default: smoke)")
     b.add_argument("--only", nargs="+", metavar="CHAPTER", help="build only these chapters, e.g. --only 01_data")
-    b.add_argument("--out", default=None, help="build in this folder instead of the repository")
-    b.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="extra chapter parameter")
+    b.add_argument("--out", default=None,
+                   help="build in this folder instead of the repository (new, empty or made by an earlier --out "
+                        "build; the chapters' runs go to OUT/runs)")
+    b.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter the chapters' parameters cells declare, as YAML (e.g. -p seed=1); "
+                        "the profile is --profile")
     b.add_argument("--dry-run", action="store_true",
                    help="the profile's dry run (quick, paper): every code path at a small size, for CI on a local hub")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")

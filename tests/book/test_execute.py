@@ -141,3 +141,16 @@ def test_a_parameter_the_chapter_does_not_declare_never_reaches_the_kernel(tmp_p
     assert words in str(info.value) and "\n" not in str(info.value)
     assert time.perf_counter() - t0 < 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["99_marked.py"]  # no MARK, no RAN, no output folder
+
+
+def test_a_string_value_is_pasted_as_that_string_never_as_code(tmp_path: Path, monkeypatch) -> None:
+    """Issue 23: a value with quotes, backslashes and newlines reaches the chapter as the same string; no code runs."""
+    hostile = 'x"; import pathlib; pathlib.Path("MARK").mkdir(); y="\\\'\n'
+    source = tmp_path / "97_echo.py"
+    source.write_text('# %% [markdown]\n# # Echo\n\n# %% tags=["parameters"]\nprofile = "smoke"\nout_dir = "runs"\n\n'
+                      '# %%\nprint("ECHO", repr(out_dir))\n')
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "97_echo.ipynb"
+    execute_chapter(source, output, parameters={"out_dir": hostile}, cwd=tmp_path)
+    printed = "".join(o.get("text", "") for c in nbformat.read(output, as_version=4).cells for o in c.get("outputs", []))
+    assert f"ECHO {hostile!r}" in printed and not (tmp_path / "MARK").exists()

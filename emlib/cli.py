@@ -273,7 +273,7 @@ def _add_grid_command(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--profile", choices=list_profiles(), default="smoke")
     grid.add_argument("--out", default=None, help="output folder (default: runs/<profile>)")
     grid.add_argument("--root", default=None, help="data root (default: $EMLIB_DATA or the download cache)")
-    grid.add_argument("--device", default=None, help="auto, cpu or cuda (default: the profile's)")
+    grid.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the profile's)")
     grid.add_argument("--backbone", choices=list_backbones(), default=None, help="train only this backbone (default: the profile's)")
     grid.add_argument("--regime", choices=REGIMES, action="append", default=None, help="only this regime (repeatable)")
     grid.add_argument("--train-set", choices=TRAIN_SETS, action="append", default=None, help="only this training set (repeatable)")

@@ -1,8 +1,9 @@
 """What is checked before a run does any work, and what its results depend on besides its config.
 
 :func:`check_run` checks a :class:`~emlib.config.RunConfig` against what ``config.py`` cannot
-see: that its backbone is registered, and that its crop and evaluation window are multiples of the
-backbone's patch size (or of the U-Net's pooling factor). It reads no data and builds no model.
+see: that its backbone is registered, that its crop and evaluation window are multiples of the
+backbone's patch size (or of the U-Net's pooling factor), and that a LoRA rank fits the backbone's
+width. It reads no data and builds no model.
 
 :func:`input_fingerprints` names, by content, the data and the backbone weights a run reads: the
 SHA-256 of every image and label of both datasets' train and test splits
@@ -26,6 +27,7 @@ from emlib.data import data_fingerprint, list_datasets
 from emlib.errors import ConfigError
 from emlib.models import get_backbone_spec
 from emlib.models.hub import WeightsMissing, find_weights
+from emlib.models.lora import check_lora_rank
 
 __all__ = ["UNET_DEPTH", "check_run", "input_fingerprints", "inputs_digest"]
 
@@ -47,6 +49,8 @@ def check_run(cfg: RunConfig) -> None:
     else:
         spec = get_backbone_spec(cfg.backbone)
         multiple, what = spec.patch_size, f"the patch size {spec.patch_size} of {cfg.backbone}"
+        if cfg.regime == "lora":
+            check_lora_rank(cfg.lora, spec.embed_dim, cfg.backbone)
     for name in ("crop", "eval_window"):
         value = getattr(cfg, name)
         if value is not None and value % multiple:

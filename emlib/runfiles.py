@@ -16,6 +16,7 @@ A run folder holds:
 ``adapter.safetensors``    the LoRA adapter (LoRA runs)
 ``history.csv``            one row per epoch
 ``metrics.json``           the test rows (:mod:`emlib.grid.runner`), and ``results.csv``
+``error.log``              why the run failed (a diverged loss, a job's traceback): no ``metrics.json``
 =========================  ==================================================================
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "ADAPTER",
     "CHECKPOINT",
     "CONFIG",
+    "ERROR_LOG",
     "HISTORY",
     "LEGACY_PICKLES",
     "METRICS",
@@ -60,6 +62,7 @@ ADAPTER = "adapter.safetensors"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 RESULTS = "results.csv"
+ERROR_LOG = "error.log"  # why a run failed (emlib.grid.launch.run_status reports it)
 #: Pickle files that emlib before issue 13 wrote into run folders; they are never read.
 LEGACY_PICKLES: tuple[str, ...] = ("checkpoint.pt", "model.pt", "adapter.pt")
 

@@ -1,4 +1,5 @@
-"""Early stopping on the validation loss: the authors' schedule (up to 1000 epochs, patience 20).
+"""When training stops: early stopping on the validation loss (the authors' schedule: up to 1000 epochs,
+patience 20), and a loss that is no longer finite (:func:`check_loss`), which ends the run as failed.
 
 The decisions are functions of the training history alone (one row per epoch with ``val_loss``),
 so a run resumed after an interruption stops at the same epoch and keeps the same best epoch as
@@ -10,7 +11,31 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["best_epoch", "should_stop"]
+from emlib.errors import ConfigError
+
+__all__ = ["TrainingDiverged", "best_epoch", "check_loss", "should_stop"]
+
+
+class TrainingDiverged(ConfigError):
+    """The training loss of a run became NaN or infinite: its settings (mostly the learning rate) make it diverge."""
+
+
+def check_loss(value: float, *, run: str, epoch: int, step: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` when the loss ``value`` of step ``step`` of epoch ``epoch`` (both from 0) is not finite.
+
+    Examples
+    --------
+    >>> check_loss(0.4, run="r", epoch=0, step=0, lr=1e-3)
+    >>> check_loss(float("nan"), run="r", epoch=1, step=2, lr=0.5)
+    Traceback (most recent call last):
+    emlib.stopping.TrainingDiverged: training diverged: the loss of run r became nan at epoch 2, step 3 (lr=0.5), ...
+    """
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training diverged: the loss of run {run} became {value} at epoch {epoch + 1}, step {step + 1} (lr={lr:g}), "
+            "so the run stopped and is marked failed, not done; lower the learning rate (lr, and lora_lr for LoRA; "
+            "e.g. a tenth of it) and run again"
+        )
 
 
 def best_epoch(history: Sequence[Mapping[str, float]]) -> int | None:

@@ -48,13 +48,13 @@ from emlib.models import (
 from emlib.plugins import Plugin, cache_parts, forward_kwargs, plugin_loss, plugins_for, transform_volume
 from emlib.preflight import UNET_DEPTH, check_run, input_fingerprints
 from emlib.runfiles import (
-    ADAPTER, CONFIG, HISTORY, LEGACY_PICKLES, MODEL, load_state, read_history, read_run_config, save_state, write_atomic,
-    write_table,
+    ADAPTER, CONFIG, ERROR_LOG, HISTORY, LEGACY_PICKLES, MODEL, load_state, read_history, read_run_config, save_state,
+    write_atomic, write_table,
 )
 from emlib.runstate import resume as _resume
 from emlib.runstate import save_checkpoint as _save_checkpoint
 from emlib.runstate import trainable_state as _trainable_state
-from emlib.stopping import best_epoch, should_stop
+from emlib.stopping import TrainingDiverged, best_epoch, check_loss, should_stop
 
 __all__ = ["BuiltModel", "TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
 
@@ -248,10 +248,8 @@ def _param_groups(cfg: RunConfig, model: nn.Module) -> list[dict]:
 
 def _check_cacheable(cfg: RunConfig) -> None:
     if cfg.regime == "frozen" and cfg.augment and cfg.cache != "none":
-        raise ConfigError(
-            "augment=True changes the pixels every epoch, so frozen features cannot be cached; "
-            "set augment=False or cache='none'"
-        )
+        raise ConfigError("augment=True changes the pixels every epoch, so frozen features cannot be cached; "
+                          "set augment=False or cache='none'")
 
 
 def _feature_cache(
@@ -347,13 +345,14 @@ def _train_epoch(loop: _Loop, epoch: int, *, progress: bool) -> dict:
                 cfg, loop.model, dataset, batch, cache=loop.cache, plugins=loop.plugins, device=device
             )
             loss = plugin_loss(loop.plugins, logits, masks, domains, cfg.loss, valid)
+        losses.append(float(loss.detach()))  # a loss that is not finite ends the run before it changes the model
+        check_loss(losses[-1], run=cfg.run_id, epoch=epoch, step=len(losses) - 1, lr=cfg.lr)
         loop.optimizer.zero_grad(set_to_none=True)
         loop.scaler.scale(loss).backward()
         loop.scaler.unscale_(loop.optimizer)
         torch.nn.utils.clip_grad_norm_(loop.params, cfg.grad_clip)
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
-        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
 
@@ -452,7 +451,12 @@ def fit(
     built = build_model(cfg, device=device, plugins=plugins)
     loop = _Loop(cfg, built, plugins, device, run_dir=run_dir, root=root)
     run_path = Path(run_dir) if run_dir is not None else None
-    history = _run_epochs(loop, run_path, progress=progress, on_epoch_end=on_epoch_end)
+    try:
+        history = _run_epochs(loop, run_path, progress=progress, on_epoch_end=on_epoch_end)
+    except TrainingDiverged as err:  # marked failed (`emlib grid --status` names the log), never done: no model is saved
+        if run_path is not None:
+            write_atomic(run_path / ERROR_LOG, lambda tmp: tmp.write_text(f"{err}\n"))
+        raise
     model, kept = built.model.eval(), best_epoch(history)
     trained = TrainedModel(
         model=model, config=cfg, patch_size=built.patch_size, mean=built.mean, std=built.std,

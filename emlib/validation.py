@@ -10,7 +10,8 @@ and calls :func:`check_fields` on construction. The type comes from the annotati
 ``float | None``, ``str``, a class name), the range or choice list from the field's constraint, so a
 string seed, a float batch size, a number written as a string, a negative sample count or an unknown
 regime ends in one sentence that says what to write instead, and each rule is checked in one place.
-Numbers must always be finite; a number field without a constraint must be at least 0.
+Numbers must always be finite; a number field without a constraint must be at least 0, and an
+integer without an upper bound must fit in 64 bits (:data:`INT_LIMIT`, what torch and numpy take).
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ from typing import Any
 
 from emlib.errors import ConfigError
 
-__all__ = ["Interval", "Options", "Pattern", "check_fields", "check_field", "check_choice", "check_keys"]
+__all__ = ["INT_LIMIT", "Interval", "Options", "Pattern", "check_fields", "check_field", "check_choice", "check_keys"]
 
 #: The key of a field's constraint in ``dataclasses.field(metadata=...)``.
 CONSTRAINT = "constraint"
+#: Integers of a field without an upper bound must be below it: torch and numpy take them as 64-bit integers.
+INT_LIMIT = 2**63
+
+
+def _number(value: float) -> str:
+    """A bound in words: integers exactly (``4294967295``), other numbers short (``0.5``)."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class Interval:
     --------
     >>> Interval(1).describe(), Interval(0, low_open=True).describe(), Interval(0, 1).describe()
     ('positive', 'positive', 'in [0, 1)')
+    >>> Interval(0, 2**32 - 1, high_closed=True).describe()
+    'in [0, 4294967295]'
     """
 
     low: float | None = None
@@ -62,10 +72,10 @@ class Interval:
         if self.high is None and (self.low, self.low_open) in ((1, False), (0, True)):
             return "positive"
         if self.high is None:
-            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+            return f"{'above' if self.low_open else 'at least'} {_number(self.low)}"
         low = "(" if self.low_open else "["
         high = "]" if self.high_closed else ")"
-        return f"in {low}{self.low:g}, {self.high:g}{high}"
+        return f"in {low}{_number(self.low)}, {_number(self.high)}{high}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,20 @@ def check_keys(names: Iterable[str], cls: type, *, what: str | None = None) -> N
         raise ConfigError(f"unknown {what or cls.__name__ + ' keys'} {unknown}; allowed {'are' if what else 'keys are'} {known}")
 
 
+def _finite(value: float) -> bool:
+    """True for a number that is finite as a float (an integer too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a sentence: a very long integer by its digits' count, not a screenful of them."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:12]}... ({len(text)} digits)"
+
+
 def _check_type(name: str, value: Any, base: str, optional: bool) -> None:
     if base == "bool":
         if not isinstance(value, bool):
@@ -147,8 +171,8 @@ def _check_type(name: str, value: Any, base: str, optional: bool) -> None:
             what = " (not a string)" if isinstance(value, str) else ""
             raise ConfigError(f"{name}={value!r} must be {'an integer' if want_int else 'a number'}{what}"
                               f"{_number_hint(name, value, want_int)}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name}={value} must be a finite number")
+        if not want_int and not _finite(value):  # an int is finite; a huge one is refused by its range
+            raise ConfigError(f"{name}={_shown(value)} must be a finite number")
     elif base == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{name}={value!r} must be a string" + (" or None" if optional else ""))
@@ -181,7 +205,10 @@ def check_field(name: str, value: Any, kind: str, constraint: Interval | Options
     if base in ("int", "float"):
         interval = constraint if isinstance(constraint, Interval) else Interval(0)
         if not interval.accepts(value):
-            raise ConfigError(f"{name}={value} must be {interval.describe()}" + (" or None" if optional else "")
+            raise ConfigError(f"{name}={_shown(value)} must be {interval.describe()}" + (" or None" if optional else "")
+                              + interval.hint)
+        if base == "int" and interval.high is None and abs(value) >= INT_LIMIT:
+            raise ConfigError(f"{name}={_shown(value)} must be below 2**63 (torch and numpy take it as a 64-bit integer)"
                               + interval.hint)
     elif isinstance(constraint, Options):
         if constraint.many:

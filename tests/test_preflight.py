@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emlib.config import RunConfig
+from emlib.config import LoraSettings, RunConfig
 from emlib.errors import ConfigError, DataError, WeightsError
 from emlib.preflight import check_run, input_fingerprints
 from emlib.runfiles import file_sha256
@@ -21,6 +21,11 @@ from emlib.testing import LocalHub
     ({"backbone": "dinov3_vits16", "crop": 56}, "crop=56 is not a multiple of the patch size 16 of dinov3_vits16; use e.g. crop=48"),
     ({"eval_window": 100}, "eval_window=100 is not a multiple of the patch size 14 of dinov2_vits14; use e.g. eval_window=98"),
     ({"regime": "unet", "crop": 28}, "crop=28 is not a multiple of the U-Net's pooling factor 8; use e.g. crop=24"),
+    ({"regime": "lora", "lora": LoraSettings(rank=385)},
+     "LoRA rank=385 is larger than the width 384 of dinov2_vits14, so its adapters cannot be built (their rank is at most "
+     "384); use LoraSettings(rank=N) with N in [1, 384] (the paper: 16)"),  # issue 23, item 10: before any run starts
+    ({"regime": "lora", "backbone": "openclip_vitb16", "crop": 32, "eval_window": 32, "lora": LoraSettings(rank=1024)},
+     "LoRA rank=1024 is larger than the width 768 of openclip_vitb16"),
 ])
 def test_check_run_names_the_fix(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -185,3 +185,61 @@ def test_a_published_pairing_run_trains_on_the_labels_the_authors_script_gives(t
     np.testing.assert_array_equal(lucchi.images, correct[0].images)  # the same images, other labels
     assert not np.array_equal(lucchi.masks, correct[0].masks)
     np.testing.assert_array_equal(vnc.masks, correct[1].masks)  # VNC is paired by stem either way
+
+
+def _diverging_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
+    """Make the training loss NaN from its ``at_call``-th batch on (0-based), as a learning rate too high for a run does."""
+    import emlib.train as train_mod
+
+    real, calls = train_mod.plugin_loss, [0]
+
+    def loss(*args, **kwargs):
+        value = real(*args, **kwargs)
+        calls[0] += 1
+        return value * float("nan") if calls[0] > at_call else value
+
+    monkeypatch.setattr(train_mod, "plugin_loss", loss)
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_as_failed_never_done(tiny, tiny_root, tmp_path, monkeypatch) -> None:
+    """Issue 23, item 10: a NaN loss ends the run in one sentence naming the epoch and step and the fix; the run folder
+    then holds ``error.log`` (``emlib grid --status``: failed) and neither a model nor metrics, and the checkpoint of the
+    last finite epoch is kept."""
+    from emlib.runfiles import ERROR_LOG, METRICS, MODEL
+    from emlib.stopping import TrainingDiverged
+
+    root, _ = tiny_root
+    cfg = tiny(regime="unet", crop=56, eval_window=56, train_set="vnc")  # 2 tiles: one batch per epoch
+    _diverging_loss(monkeypatch, at_call=1)  # epoch 2, step 1
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as info:
+        fit(cfg, run, root=root, progress=False)
+    message = (f"training diverged: the loss of run {cfg.run_id} became nan at epoch 2, step 1 (lr={cfg.lr:g}), so the run "
+               "stopped and is marked failed, not done; lower the learning rate (lr, and lora_lr for LoRA; e.g. a tenth "
+               "of it) and run again")
+    assert str(info.value) == message and isinstance(info.value, ConfigError)
+    assert (run / ERROR_LOG).read_text() == message + "\n"
+    assert not (run / MODEL).exists() and not (run / METRICS).exists()
+    assert load_state(run / CHECKPOINT, fix="", tensors=False)["epoch"] == 0  # the finite first epoch stays
+
+
+def test_grid_on_a_diverging_run_exits_2_and_lists_it_failed(tiny, tiny_root, tmp_path, monkeypatch, capsys) -> None:
+    """Through ``emlib grid``: exit status 2 and the sentence alone, no results table, no done marker, status failed."""
+    import emlib.config as config
+    from emlib.cli import main
+    from emlib.runfiles import METRICS
+
+    root, _ = tiny_root
+    prof = config.Profile(name="t", description="test", base=tiny(regime="unet", crop=56, eval_window=56),
+                          backbones=("dinov2_vits14",), regimes=("unet",), train_sets=("vnc",))
+    monkeypatch.setitem(config.PROFILES, "t", prof)
+    _diverging_loss(monkeypatch, at_call=0)
+    out = tmp_path / "runs"
+    argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emlib: error: training diverged: the loss of run vnc-unet-unet-s0-") and err.count("\n") == 1
+    assert "became nan at epoch 1, step 1" in err and "lower the learning rate" in err
+    assert not list(out.glob(f"*/{METRICS}")) and not (out / "results.csv").exists() and not (out / "results.json").exists()
+    assert main([*argv, "--status"]) == 0
+    assert "1 failed" in capsys.readouterr().out

@@ -6,18 +6,24 @@ import pytest
 
 from emlib.config import LoraSettings, RunConfig
 from emlib.errors import ConfigError
-from emlib.validation import check_field
+from emlib.validation import INT_LIMIT, Interval, check_field
 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"seed": "1"}, "seed='1' must be an integer (not a string); write seed=1"),
-    ({"seed": -1}, "seed=-1 must be at least 0"),
+    ({"seed": -1}, "seed=-1 must be in [0, 4294967295] (seeds are 32-bit integers)"),
+    ({"seed": 2**64}, "seed=18446744073709551616 must be in [0, 4294967295] (seeds are 32-bit integers)"),
+    ({"lr": 1e6}, "lr=1000000.0 must be in (0, 1] (emlib's profiles use 5e-5 to 3e-3)"),
+    ({"lr": 10**400}, "lr=100000000000... (401 digits) must be a finite number"),
+    ({"batch_size": 2**63}, "batch_size=9223372036854775808 must be below 2**63 (torch and numpy take it as a 64-bit integer)"),
+    ({"weight_decay": float("-inf")}, "weight_decay=-inf must be a finite number"),
+    ({"epochs": float("inf")}, "epochs=inf must be an integer"),
     ({"batch_size": 2.0}, "batch_size=2.0 must be an integer; write batch_size=2"),
     ({"batch_size": True}, "batch_size=True must be an integer"),
     ({"epochs": "ten"}, "epochs='ten' must be an integer (not a string)"),
     ({"lr": "1e-3"}, "lr='1e-3' must be a number (not a string); write lr=0.001"),
     ({"lr": float("nan")}, "lr=nan must be a finite number"),
-    ({"lr": 0}, "lr=0 must be positive"),
+    ({"lr": 0}, "lr=0 must be in (0, 1] (emlib's profiles use 5e-5 to 3e-3)"),
     ({"weight_decay": -0.1}, "weight_decay=-0.1 must be at least 0"),
     ({"samples_per_epoch": -4}, "samples_per_epoch=-4 must be positive or None"),
     ({"train_slices": 0}, "train_slices=0 must be positive or None"),
@@ -44,3 +50,14 @@ def test_numbers_of_the_right_kind_pass() -> None:
     with pytest.raises(ConfigError, match=r"unknown LoRA settings \['r'\]"):
         RunConfig.from_dict({"lora": {"r": 4}})
     check_field("x", None, "int | None")
+
+
+def test_bounds_are_written_exactly_and_huge_integers_are_refused() -> None:
+    """Issue 23, item 10: a 32-bit bound reads as its digits, and an integer no float or int64 holds is one sentence."""
+    assert Interval(0, 2**32 - 1, high_closed=True).describe() == "in [0, 4294967295]"
+    assert Interval(0, 0.5).describe() == "in [0, 0.5)" and Interval(0.5).describe() == "at least 0.5"
+    check_field("n", INT_LIMIT - 1, "int")
+    with pytest.raises(ConfigError, match=r"^n=9223372036854775808 must be below 2\*\*63"):
+        check_field("n", INT_LIMIT, "int")
+    with pytest.raises(ConfigError, match=r"^x=100000000000\.\.\. \(401 digits\) must be a finite number$"):
+        check_field("x", 10**400, "float")

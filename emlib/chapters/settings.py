@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from emlib.config import BUILD_ENV, DRY_RUN_LABEL, Profile, RunConfig, get_profile, grid_configs
+from emlib.config import BUILD_ENV, DRY_RUN_LABEL, SEED_RANGE, Profile, RunConfig, get_profile, grid_configs
 from emlib.data import data_root, fetch_dataset, protocol_size
 from emlib.device import resolve_device
 from emlib.errors import ConfigError
@@ -213,7 +213,7 @@ def chapter_settings(
     name = backbone or prof.base.backbone
     get_backbone_spec(name)  # unknown names fail here, with the list of known ones
     if seed is not None:
-        check_field("seed", seed, "int")
+        check_field("seed", seed, "int", SEED_RANGE)  # 32-bit, as a RunConfig seed
     if weights_dir is not None:
         os.environ[WEIGHTS_ENV] = str(Path(weights_dir).expanduser())
     return ChapterSettings(

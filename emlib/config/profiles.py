@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from emlib.config.run import PAIRINGS, REGIMES, TRAIN_SETS, RunConfig
+from emlib.config.run import PAIRINGS, REGIMES, SEED_RANGE, TRAIN_SETS, RunConfig
 from emlib.errors import ConfigError
 from emlib.validation import check_choice, check_keys
 
@@ -457,8 +457,10 @@ def _check_selection(
             raise ConfigError("seed and seeds both select seeds; pass only seeds=[...]")
         seeds = (overrides.pop("seed"),)
     for seed in seeds or ():
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed {seed!r} is not allowed; seeds are integers >= 0")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE.accepts(seed):
+            seeds_are = f"seeds are integers {SEED_RANGE.describe()} (32-bit)"
+            raise ConfigError(f"seed {seed!r} is not allowed; {seeds_are}, e.g. seeds=[0]",
+                              cli_message=f"--seed {seed} is not allowed; {seeds_are}, e.g. --seed 0")
     return prof.seeds if seeds is None else tuple(dict.fromkeys(seeds))
 
 

@@ -36,6 +36,9 @@ __all__ = [
     "ALIGNMENT_FIELDS",
     "OPTIONAL_FIELDS",
     "WHERE_FIELDS",
+    "SEED_RANGE",
+    "LR_RANGE",
+    "MAX_LORA_RANK",
 ]
 
 #: Set (to "1") in the kernel's environment while the book is built (by :mod:`emlib.book`); chapters
@@ -71,6 +74,14 @@ TEST_LABELS: tuple[str, ...] = PAIRINGS
 
 #: Linear maps of a transformer block that can carry a LoRA adapter (the paper uses the first two).
 LORA_TARGETS: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+#: The largest LoRA rank a :class:`LoraSettings` accepts before a backbone is known; where it is, the rank must
+#: also be at most the backbone's width (:func:`emlib.models.lora.check_lora_rank`; the widest registered is 1536).
+MAX_LORA_RANK = 4096
+#: Seeds (``seed``, ``val_seed``, a profile's seeds): 32-bit, so numpy's, torch's and Python's generators all take
+#: the seed as it is given.
+SEED_RANGE = Interval(0, 2**32 - 1, high_closed=True, hint=" (seeds are 32-bit integers)")
+#: Learning rates of AdamW, which moves each weight by about the rate per step: above 1 a run can only diverge.
+LR_RANGE = Interval(0, 1, low_open=True, high_closed=True, hint=" (emlib's profiles use 5e-5 to 3e-3)")
 
 
 @dataclass(frozen=True)
@@ -80,16 +91,18 @@ class LoraSettings:
     Parameters
     ----------
     rank : int, default=16
-        Rank ``r`` of the update ``B A`` (A: ``r x in``, B: ``out x r``).
+        Rank ``r`` of the update ``B A`` (A: ``r x in``, B: ``out x r``), in [1, :data:`MAX_LORA_RANK`]; a
+        backbone takes at most its width (``embed_dim``), checked before a run starts.
     alpha : float, default=32
-        Scale numerator; the update is multiplied by ``alpha / rank``.
+        Scale numerator, finite and > 0; the update is multiplied by ``alpha / rank``.
     dropout : float, default=0.0
         Dropout on the LoRA input, in [0, 1).
     targets : tuple of str, default=('attn.qkv', 'attn.proj')
         Which linear maps of each block get an adapter, from ``LORA_TARGETS``.
     """
 
-    rank: int = field(default=16, metadata=Interval(1).meta)
+    rank: int = field(default=16, metadata=Interval(1, MAX_LORA_RANK, high_closed=True,
+                                                     hint=" (and at most the backbone's width, e.g. 384 for a ViT-S)").meta)
     alpha: float = field(default=32, metadata=Interval(0, low_open=True).meta)
     dropout: float = field(default=0.0, metadata=Interval(0, 1).meta)
     targets: tuple[str, ...] = field(default=("attn.qkv", "attn.proj"), metadata=Options(LORA_TARGETS, many=True).meta)
@@ -108,6 +121,8 @@ class LoraSettings:
 _POSITIVE = Interval(1).meta  # integers >= 1
 _ABOVE_ZERO = Interval(0, low_open=True).meta  # numbers > 0
 _AT_LEAST_ZERO = Interval(0).meta
+_SEED = SEED_RANGE.meta
+_LR = LR_RANGE.meta
 
 
 def _choice(choices: tuple[str, ...]) -> dict[str, Options]:
@@ -139,16 +154,16 @@ class RunConfig:
     samples_per_epoch: int | None = field(default=None, metadata=_POSITIVE)
     epochs: int = field(default=20, metadata=_POSITIVE)
     batch_size: int = field(default=8, metadata=_POSITIVE)
-    lr: float = field(default=5e-5, metadata=_ABOVE_ZERO)
-    lora_lr: float | None = field(default=None, metadata=_ABOVE_ZERO)
+    lr: float = field(default=5e-5, metadata=_LR)
+    lora_lr: float | None = field(default=None, metadata=_LR)
     val_fraction: float = field(default=0.0, metadata=Interval(0, 1, hint=" (the authors hold out 0.1)").meta)
-    val_seed: int = field(default=42, metadata=_AT_LEAST_ZERO)
+    val_seed: int = field(default=42, metadata=_SEED)
     patience: int | None = field(default=None, metadata=_POSITIVE)
     weight_decay: float = field(default=1e-4, metadata=_AT_LEAST_ZERO)
     loss: str = field(default="dice", metadata=_choice(LOSSES))
     grad_clip: float = field(default=1.0, metadata=_ABOVE_ZERO)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    seed: int = field(default=0, metadata=_AT_LEAST_ZERO)
+    seed: int = field(default=0, metadata=_SEED)
     device: str = field(default="auto", metadata=Pattern(r"auto|cpu|mps|cuda(:\d+)?", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'").meta)
     amp: bool = True
     cache: str = field(default="memory", metadata=_choice(("memory", "disk", "none")))

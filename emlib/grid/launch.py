@@ -29,13 +29,12 @@ from emlib.data.pairing import slice_pairs
 from emlib.errors import ConfigError
 from emlib.grid.runner import METRICS, check_out_dir, saved_rows, run_folder, run_one
 from emlib.preflight import check_run
-from emlib.runfiles import CHECKPOINT, write_table
+from emlib.runfiles import CHECKPOINT, ERROR_LOG, write_table
 
 __all__ = ["LAUNCHERS", "COSTS", "SlurmOptions", "RunJob", "plan", "run_status", "launch", "gather", "read_costs"]
 
 LAUNCHERS = ("inline", "local", "slurm")
 COSTS = Path(__file__).with_name("costs.csv")
-ERROR_LOG = "error.log"  # written into a run's folder by a job whose run raised
 INSTALL = 'the {} launcher needs submitit; install it with pip install "emlib[cluster]"'
 
 

@@ -205,8 +205,9 @@ def run_configs(
     check_out_dir(out)
     for cfg in configs:  # everything is checked before the first run starts
         check_run(cfg)
-    for cfg in configs:
-        run_folder(cfg, out, root=root)  # the data's layout and the weights files
+    for cfg in configs:  # the data's layout and the weights files; a run to make needs its device here
+        if not (run_folder(cfg, out, root=root) / METRICS).is_file():
+            resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     tables = []
     for i, cfg in enumerate(tqdm(configs, desc=f"grid {profile}", disable=not progress)):

@@ -43,6 +43,7 @@ from emlib.models.backbones import Backbone
 __all__ = [
     "LoraSettings",
     "apply_lora",
+    "check_lora_rank",
     "count_parameters",
     "lora_state_dict",
     "save_adapter",
@@ -154,6 +155,25 @@ def _check_wrapped(backbone: Backbone, wrapped: set[str], expected: list[str]) -
         )
 
 
+def check_lora_rank(settings: LoraSettings, width: int, backbone: str) -> None:
+    """One sentence when ``settings.rank`` exceeds the backbone's width ``width`` (its ``embed_dim``).
+
+    Every map LoRA can adapt (:data:`~emlib.config.LORA_TARGETS`) has ``width`` on one side, so its
+    update has rank at most ``width``; a larger rank only allocates ``rank x (in + out)`` numbers per map.
+
+    Examples
+    --------
+    >>> check_lora_rank(LoraSettings(rank=512), 384, "dinov2_vits14")
+    Traceback (most recent call last):
+    emlib.errors.ConfigError: LoRA rank=512 is larger than the width 384 of dinov2_vits14, ...
+    """
+    if settings.rank > width:
+        raise ConfigError(
+            f"LoRA rank={settings.rank} is larger than the width {width} of {backbone}, so its adapters cannot be "
+            f"built (their rank is at most {width}); use LoraSettings(rank=N) with N in [1, {width}] (the paper: 16)"
+        )
+
+
 def apply_lora(backbone: Backbone, settings: LoraSettings | None = None) -> Backbone:
     """Inject LoRA adapters into every block of ``backbone`` and freeze all its base weights.
 
@@ -173,8 +193,8 @@ def apply_lora(backbone: Backbone, settings: LoraSettings | None = None) -> Back
     Raises
     ------
     ConfigError
-        If ``backbone`` already has adapters, or the targets do not match every block, or
-        (OpenCLIP) ``dropout > 0`` or only one of the two attention targets.
+        If ``backbone`` already has adapters, the rank exceeds its width (:func:`check_lora_rank`), the
+        targets do not match every block, or (OpenCLIP) ``dropout > 0`` or only one of the two attention targets.
 
     Examples
     --------
@@ -194,6 +214,7 @@ def apply_lora(backbone: Backbone, settings: LoraSettings | None = None) -> Back
             "apply LoRA once to a fresh backbone."
         )
     settings = LoraSettings() if settings is None else settings
+    check_lora_rank(settings, backbone.spec.embed_dim, backbone.name)  # before anything is allocated
     if backbone.spec.library == "timm":
         _apply_lora_timm(backbone, settings)
     else:

@@ -87,6 +87,11 @@ def test_settings_errors_weights_dir_and_live_flag(tmp_path: Path, monkeypatch: 
         chapter_settings("smoke", backbone="no_such_backbone")
     with pytest.raises(ConfigError, match="not a torch device"):
         chapter_settings("smoke", device="gpu please")
+    with pytest.raises(ConfigError, match=r"^seed=18446744073709551616 must be in \[0, 4294967295\]"):
+        chapter_settings("smoke", device="cpu", seed=2**64)  # issue 23, item 10: not torch's Overflow in a chapter
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match=r"^device='mps' was asked for but there is no Apple GPU \(MPS\) here"):
+            chapter_settings("smoke", device="mps")
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
     monkeypatch.delenv(BUILD_ENV, raising=False)
     s = chapter_settings("smoke", device="auto", weights_dir=tmp_path)

@@ -186,3 +186,25 @@ def test_pairings_are_an_axis_of_the_paired_runs_only() -> None:
     assert grid_configs("smoke", pairings=["published"], train_sets=["paired"]) == published
     with pytest.raises(ConfigError, match=r"select it with pairings=\['published'\]"):
         grid_configs("smoke", pairing="published")
+
+
+@pytest.mark.parametrize("seed", [2**64, 99999999999999999999999, -1])
+def test_a_seed_outside_32_bits_is_one_sentence_before_any_work(seed: int, tmp_path, capsys) -> None:
+    """Issue 23, item 10: ``--seed 99999999999999999999999`` / ``seeds=[2**64]`` end in one sentence naming the range,
+    not torch's ``ValueError: Overflow``; through the CLI with exit status 2, in seconds, with nothing written."""
+    import time
+
+    from emlib.cli import main
+
+    with pytest.raises(ConfigError) as info:
+        grid_configs("smoke", seeds=[seed])
+    assert str(info.value) == f"seed {seed} is not allowed; seeds are integers in [0, 4294967295] (32-bit), e.g. seeds=[0]"
+    out = tmp_path / "runs"
+    t0 = time.perf_counter()
+    assert main(["grid", "--profile", "smoke", "--out", str(out), "--root", str(tmp_path), "--quiet", "--seed", str(seed)]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert err == (f"emlib: error: --seed {seed} is not allowed; seeds are integers in [0, 4294967295] (32-bit), "
+                   "e.g. --seed 0\n")
+    assert not out.exists()
+    assert [c.seed for c in grid_configs("smoke", seeds=[2**32 - 1], regimes=["unet"], train_sets=["vnc"])] == [2**32 - 1]

@@ -51,7 +51,7 @@ def test_bad_configs_are_one_sentence() -> None:
 def test_validation_errors() -> None:
     with pytest.raises(ConfigError, match="epochs=0 must be positive"):
         RunConfig(epochs=0)
-    with pytest.raises(ConfigError, match="lr=0 must be positive"):
+    with pytest.raises(ConfigError, match=r"lr=0 must be in \(0, 1\]"):
         RunConfig(lr=0)
     with pytest.raises(ConfigError, match="cache='gpu'"):
         RunConfig(cache="gpu")
@@ -67,7 +67,11 @@ def test_lora_settings_validation() -> None:
     assert LoraSettings().scale == 2.0 and set(LoraSettings().targets) <= set(LORA_TARGETS)
     assert LoraSettings(targets=["mlp.fc2"]).targets == ("mlp.fc2",)  # lists become tuples
     for bad, match in (
-        ({"rank": 0}, "^rank=0 must be positive$"),
+        ({"rank": 0}, r"^rank=0 must be in \[1, 4096\] \(and at most the backbone's width, e.g. 384 for a ViT-S\)$"),
+        ({"rank": 10**9}, r"^rank=1000000000 must be in \[1, 4096\]"),
+        ({"alpha": float("inf")}, "^alpha=inf must be a finite number$"),
+        ({"alpha": float("nan")}, "^alpha=nan must be a finite number$"),
+        ({"alpha": -2}, "^alpha=-2 must be positive$"),
         ({"rank": True}, "^rank=True must be an integer$"),
         ({"alpha": 0}, "^alpha=0 must be positive$"),
         ({"dropout": 1.0}, r"^dropout=1.0 must be in \[0, 1\)$"),
@@ -131,3 +135,22 @@ def test_constraints_are_declared_next_to_the_fields() -> None:
     with pytest.raises(ConfigError) as info:
         RunConfig(patience=0, val_fraction=0.1)
     assert str(info.value) == "patience=0 must be positive or None"
+
+
+def test_seeds_and_learning_rates_are_checked_against_their_range() -> None:
+    """Issue 23, item 10: a seed past 32 bits or an absurd learning rate is one sentence at construction, not a
+    ValueError from torch's seeding or a NaN loss after training."""
+    for changes, message in (
+        ({"seed": 2**64}, "seed=18446744073709551616 must be in [0, 4294967295] (seeds are 32-bit integers)"),
+        ({"seed": 99999999999999999999999}, "seed=99999999999999999999999 must be in [0, 4294967295]"),
+        ({"val_seed": 2**32}, "val_seed=4294967296 must be in [0, 4294967295]"),
+        ({"lr": 1e6}, "lr=1000000.0 must be in (0, 1] (emlib's profiles use 5e-5 to 3e-3)"),
+        ({"lora_lr": 2.0}, "lora_lr=2.0 must be in (0, 1] or None"),
+        ({"weight_decay": float("inf")}, "weight_decay=inf must be a finite number"),
+        ({"epochs": 10**400}, "epochs=100000000000... (401 digits) must be below 2**63"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            RunConfig(**changes)
+        assert str(info.value).startswith(message)
+    edge = RunConfig(seed=2**32 - 1, val_seed=0, lr=1, lora=LoraSettings(rank=4096))
+    assert edge.seed == 2**32 - 1 and edge.lr == 1

@@ -12,6 +12,7 @@ from emlib.models.heads import SegHeadDeconv, SegmentationModel
 from emlib.models.lora import (
     LoraSettings,
     apply_lora,
+    check_lora_rank,
     count_parameters,
     load_adapter,
     lora_state_dict,
@@ -202,7 +203,9 @@ def test_apply_lora_errors():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rank": 0}, "rank=0 must be positive"),
+        ({"rank": 0}, r"rank=0 must be in \[1, 4096\]"),
+        ({"rank": 10**9}, r"rank=1000000000 must be in \[1, 4096\]"),
+        ({"alpha": float("inf")}, "alpha=inf must be a finite number"),
         ({"alpha": 0}, "alpha=0 must be positive"),
         ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
         ({"targets": ("proj",)}, "targets .* are not allowed"),
@@ -248,3 +251,19 @@ def test_lora_reaches_qkv_with_separate_biases(monkeypatch):
             if "lora_B" in k:
                 p.fill_(0.1)
         assert not torch.allclose(bb(x), before)
+
+
+@pytest.mark.parametrize(("name", "width"), [("dinov2_vits14", 384), ("openclip_vitb16", 768)])
+def test_a_rank_wider_than_the_backbone_is_one_sentence_before_anything_is_allocated(name, width):
+    """Issue 23, item 10: ``LoraSettings(rank=...)`` past the backbone's width ends in one sentence, not an allocator error."""
+    bb = _fresh(name)
+    before = _base_state(bb)
+    with pytest.raises(ConfigError) as info:
+        apply_lora(bb, LoraSettings(rank=width + 1))
+    assert str(info.value) == (
+        f"LoRA rank={width + 1} is larger than the width {width} of {name}, so its adapters cannot be built (their rank "
+        f"is at most {width}); use LoraSettings(rank=N) with N in [1, {width}] (the paper: 16)")
+    assert bb.lora_settings is None and not any("lora_" in n for n, _ in bb.named_parameters())
+    assert all(torch.equal(before[k], v) for k, v in _base_state(bb).items())  # untouched, still usable
+    check_lora_rank(LoraSettings(rank=width), width, name)  # the width itself is allowed
+    assert apply_lora(bb, LoraSettings(rank=width)).lora_settings.rank == width

@@ -18,6 +18,7 @@ from emlib.cli import build_parser, main
 from emlib.errors import ConfigError, DataError
 from emlib.train import fit
 from emlib.grid.runner import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
+from emlib.preflight import input_fingerprints
 
 
 ROWS = len(config.SCORED_TEST_SETS) * len(config.TEST_LABELS)  # results rows per run (emlib.evaluation.evaluate_both)
@@ -265,7 +266,9 @@ def test_a_run_finished_under_its_legacy_name_is_read_back(tiny, tiny_root, tmp_
     out = tmp_path / "grid"
     folder = run_folder(cfg, out, root=root)
     legacy = out / folder.name.replace(cfg.run_id, cfg.legacy_run_id)
-    row = {"run_id": legacy.name, "test_set": "vnc", "iou_fg": 0.25}
+    inputs = input_fingerprints(cfg, root=root)  # recorded in every row: a run is reused only on the same inputs
+    row = {"run_id": legacy.name, "test_set": "vnc", "iou_fg": 0.25, "data_fingerprint": inputs["data"],
+           "weights_fingerprint": inputs["weights"]}
     legacy.mkdir(parents=True)
     write_json(legacy / METRICS, {"config": cfg.to_dict(), "rows": [row]})
     assert run_folder(cfg, out, root=root) == legacy

@@ -41,7 +41,7 @@ from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluation import evaluate_both
 from emlib.preflight import check_run, input_fingerprints, inputs_digest
-from emlib.runfiles import METRICS, MODEL, RESULTS, read_json, run_lock, write_json, write_table
+from emlib.runfiles import METRICS, MODEL, RESULTS, read_json, read_run_config, run_lock, write_json, write_table
 from emlib.train import fit, load_trained
 
 __all__ = [
@@ -164,6 +164,10 @@ def _check_whose(run_dir: Path, saved: dict, cfg: RunConfig, *, root: str | os.P
     except ConfigError as err:
         raise DataError(f"{run_dir / METRICS} records no valid run configuration ({err}); {fix}") from None
     if recorded.digest() != cfg.digest():
+        if _own_config(run_dir, cfg):  # only metrics.json came from elsewhere: the folder's model is this run's
+            raise DataError(f"{run_dir / METRICS} holds the rows of run {saved['rows'][0]['run_id']}, not of this folder's "
+                            f"run {run_dir.name} (it was copied from another run's folder); delete it and run the same command "
+                            "again to test the run again (its trained model is kept)")
         raise DataError(f"{run_dir} holds the run {recorded.run_id}, not {cfg.run_id} (its config differs); {fix}")
     inputs = input_fingerprints(cfg, root=root)
     row = saved["rows"][0]
@@ -171,6 +175,13 @@ def _check_whose(run_dir: Path, saved: dict, cfg: RunConfig, *, root: str | os.P
         if str(row[f"{name}_fingerprint"]) != inputs[name]:
             raise DataError(f"{run_dir} holds a run made on {what} (recorded {name} fingerprint "
                             f"{str(row[f'{name}_fingerprint'])[:16]}, now {inputs[name][:16]}), so it is not reused; {fix}")
+
+
+def _own_config(run_dir: Path, cfg: RunConfig) -> bool:
+    try:
+        return read_run_config(run_dir, fix="-").digest() == cfg.digest()
+    except DataError:
+        return False
 
 
 def run_one(

@@ -20,7 +20,7 @@ A run folder holds:
 ``adapter.safetensors``    the LoRA adapter (LoRA runs)
 ``history.csv``            one row per epoch
 ``metrics.json``           the test rows (:mod:`emlib.grid.runner`), and ``results.csv``
-``.lock``                  held (``flock``) by the process making the run, which it names
+``.lock``                  while a process makes the run: its ``flock``, naming the process
 =========================  ==================================================================
 """
 
@@ -342,7 +342,7 @@ def load_state(path: str | os.PathLike[str], *, fix: str, tensors: bool = True) 
 def run_lock(
     run_dir: str | os.PathLike[str], *, wait: bool = True, on_busy: Callable[[str], None] | None = None,
 ) -> Iterator[bool]:
-    """Hold the lock of a run folder (``run_dir/.lock``, made if need be) while the block runs.
+    """Hold the lock of a run folder (an ``flock`` on ``run_dir/.lock``, removed on release) while the block runs.
 
     Parameters
     ----------
@@ -362,26 +362,40 @@ def run_lock(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK, "a+") as handle:
+    path, told = run_dir / LOCK, False
+    while True:  # the holder removes the lock file when it is done: lock the file that is there, not one removed
+        handle = open(path, "a+")  # noqa: SIM115 - closed below, after the block
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                if on_busy is not None:
+                if on_busy is not None and not told:
                     on_busy(holder)
+                told = True
                 if not wait:
+                    handle.close()
                     yield False
                     return
                 fcntl.flock(handle, fcntl.LOCK_EX)
+        if _same_file(handle, path):
+            break
+        handle.close()
+    try:
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         for leftover in run_dir.glob(".*.incomplete"):
             leftover.unlink(missing_ok=True)
-        try:
-            yield True
-        finally:
-            handle.truncate(0)  # still held: nobody reads a holder that has gone
-            handle.flush()
+        yield True
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a run folder keeps no lock file once its run is made
+        handle.close()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False

@@ -326,5 +326,10 @@ def test_a_run_lock_is_held_by_one_holder_and_named_to_the_others(tmp_path: Path
             assert second is False
         assert (run_dir / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
     assert holders == [f"pid {os.getpid()} on {__import__('socket').gethostname()}"]
-    with run_lock(run_dir, wait=False, on_busy=holders.append) as again:  # released: free for the next one
+    assert list(run_dir.iterdir()) == []  # released: no lock file is left
+    with run_lock(run_dir, wait=False, on_busy=holders.append) as again:  # free for the next one
         assert again is True and len(holders) == 1
+    (run_dir / LOCK).write_text("pid 1 on a killed host\n")  # left by a killed holder: its flock went with it
+    with run_lock(run_dir, wait=False, on_busy=holders.append) as after_a_kill:
+        assert after_a_kill is True and len(holders) == 1
+    assert list(run_dir.iterdir()) == []

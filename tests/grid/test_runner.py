@@ -491,3 +491,4 @@ def test_a_run_another_process_makes_is_skipped_then_waited_for(tiny, tiny_root,
                                                 "this one waits for it"]
     assert results.run_id.tolist() == [held.name] * ROWS + [other.name] * ROWS  # in the configs' order
     assert (held / METRICS).is_file() and set(pd.read_csv(out / "results.csv").run_id) == {held.name, other.name}
+    assert not list(out.rglob(".lock"))  # each lock went with its run

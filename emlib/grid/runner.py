@@ -294,7 +294,8 @@ def run_configs(
     labels : dict of str to sequence of str, default=None
         Extra columns, one value per config (e.g. ``{"remedy": [...]}``).
     table : str, default=None
-        Also write the table as ``out_dir/<table>.csv`` (and ``.json`` with ``json_table``).
+        Also write the table as ``out_dir/<table>.csv`` (and ``.json`` with ``json_table``), keeping the rows of the
+        other finished runs it already listed (:func:`merged_table`).
     progress : bool, default=True
         tqdm bars.
     profile : str, default='custom'

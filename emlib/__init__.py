@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it (one place per concept).
 _API: dict[str, tuple[str, ...]] = {
-    "emlib.errors": ("EmlibError", "ConfigError", "DataError", "ChecksumError", "WeightsError", "ShapeError"),
+    "emlib.errors": ("EmlibError", "ConfigError", "DataError", "ChecksumError", "WeightsError", "ShapeError", "StorageError"),
     "emlib.config": (
         "RunConfig", "LoraSettings", "Profile", "PROFILES", "TRAIN_SETS", "REGIMES", "TEST_SETS", "get_profile",
         "list_profiles", "grid_configs", "PAIRINGS", "SCORED_TEST_SETS", "MIXED_TEST", "TEST_LABELS",

@@ -5,7 +5,9 @@ backbone once per item. :class:`FeatureCache` stores features by item index unde
 names everything they depend on (backbone, the content of the weights and of the data,
 preprocessing); in memory, or on disk (one ``.safetensors`` file per key, written atomically) so a
 second run with the same key starts warm. A disk copy that cannot be read (truncated, or not a
-safetensors file) is reported with a warning naming it and rebuilt; nothing is ever unpickled.
+safetensors file) is reported with a warning naming it and rebuilt; nothing is ever unpickled. A
+disk copy that finds no room (a full disk, a file-size limit) is not written, with a warning that
+names the space needed: the features stay in memory and the run goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from emlib.errors import DataError
+from emlib.errors import DataError, StorageError
 from emlib.runfiles import load_state, save_state
 
 __all__ = ["FeatureCache", "cache_key"]
@@ -95,9 +97,13 @@ class FeatureCache:
         return torch.stack([self.store[i] for i in indices]).to(device, torch.float32)
 
     def save(self) -> None:
-        """Write the disk copy (atomically) if anything new was computed."""
+        """Write the disk copy (atomically) if anything new was computed; without room for it, warn and keep it in memory."""
         if self.path is None or not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_state(self.path, {"key": self.key, "features": self.store})
+        try:
+            save_state(self.path, {"key": self.key, "features": self.store})
+        except StorageError as err:
+            warnings.warn(f"feature cache not saved: {err}", RuntimeWarning, stacklevel=2)
+            return
         self._dirty = False

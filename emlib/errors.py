@@ -15,6 +15,7 @@ __all__ = [
     "ChecksumError",
     "WeightsError",
     "ShapeError",
+    "StorageError",
     "short_reason",
 ]
 
@@ -63,6 +64,10 @@ class WeightsError(EmlibError, FileNotFoundError):
 
 class ShapeError(EmlibError, ValueError):
     """Arrays have shapes that do not fit together."""
+
+
+class StorageError(EmlibError, OSError):
+    """A file could not be written for lack of room (a full disk, a quota, a file-size limit); the old file is kept."""
 
 
 def short_reason(err: BaseException | None, *, limit: int = 160) -> str:

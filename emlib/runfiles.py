@@ -1,8 +1,12 @@
 """The files of a run folder and of the caches: written atomically, read back without unpickling.
 
-Every file emlib writes is first written under a hidden temporary name in the same folder and
-takes its final name in one ``os.replace``, so an interrupted process never leaves a half-written
-file under a name emlib reads. Tensors are stored as safetensors and everything else as JSON (the
+Every file emlib writes is first written under a hidden temporary name in the same folder, one
+per process and write (``.NAME.<pid>-<n>.incomplete``), and takes its final name in one
+``os.replace``, so an interrupted process never leaves a half-written file under a name emlib
+reads, and two processes writing the same file never share a temporary one. A write that finds no
+room (a full disk, a quota, a file-size limit) keeps the previous file and raises
+:class:`~emlib.errors.StorageError` naming the folder and the space needed. A run folder is made
+by one process at a time (:func:`run_lock`). Tensors are stored as safetensors and everything else as JSON (the
 metadata of a safetensors file included): reading a run folder or a cache never unpickles, so a
 crafted file cannot run code. A file that cannot be read raises :class:`~emlib.errors.DataError`
 naming the file and the fix the caller gives; caches catch it and rebuild.
@@ -17,22 +21,35 @@ A run folder holds:
 ``history.csv``            one row per epoch
 ``metrics.json``           the test rows (:mod:`emlib.grid.runner`), and ``results.csv``
 ``error.log``              why the run failed (a diverged loss, a job's traceback): no ``metrics.json``
+``.lock``                  while a process makes the run: its ``flock``, naming the process
 =========================  ==================================================================
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+import resource
+import shutil
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from emlib.config import RunConfig
-from emlib.errors import ConfigError, DataError, short_reason
+from emlib.errors import ConfigError, DataError, StorageError, short_reason
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux or macOS: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "ADAPTER",
@@ -41,6 +58,7 @@ __all__ = [
     "ERROR_LOG",
     "HISTORY",
     "LEGACY_PICKLES",
+    "LOCK",
     "METRICS",
     "MODEL",
     "RESULTS",
@@ -49,6 +67,7 @@ __all__ = [
     "read_history",
     "read_json",
     "read_run_config",
+    "run_lock",
     "save_state",
     "write_atomic",
     "write_json",
@@ -63,6 +82,7 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 RESULTS = "results.csv"
 ERROR_LOG = "error.log"  # why a run failed (emlib.grid.launch.run_status reports it)
+LOCK = ".lock"
 #: Pickle files that emlib before issue 13 wrote into run folders; they are never read.
 LEGACY_PICKLES: tuple[str, ...] = ("checkpoint.pt", "model.pt", "adapter.pt")
 
@@ -72,7 +92,17 @@ _STATE_FORMAT = "emlib-state-v1"
 # ----------------------------------------------------------------------------- writing
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+_WRITES = itertools.count()  # numbers the temporary files of this process
+#: Errors of a write that found no room: a full disk, a full quota, a file-size limit (``ulimit -f``).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _temporary_name(path: Path) -> Path:
+    """The hidden name ``path`` is written under before it takes its name: one per process and write."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{next(_WRITES)}.incomplete")
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], *, size: int | None = None) -> Path:
     """Call ``write(tmp)`` on a hidden name beside ``path``, then move it to ``path`` in one step.
 
     Parameters
@@ -81,21 +111,70 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         The final name; its folder must exist.
     write : callable
         Writes the whole file to the path it is given.
+    size : int, default=None
+        The file's size in bytes, if known: named when there is no room for it.
 
     Returns
     -------
     Path
         ``path``. When ``write`` fails, the temporary file is removed and ``path`` is untouched.
+
+    Raises
+    ------
+    StorageError
+        No room for the file (a full disk or quota, a file-size limit): one sentence naming the
+        folder and the space needed; the previous file under ``path``, if any, is kept.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.incomplete")
+    tmp = _temporary_name(path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        code = _no_room(err)
+        written = tmp.stat().st_size if code is not None and tmp.is_file() else 0
         tmp.unlink(missing_ok=True)
-        raise
+        if code is None:
+            raise
+        raise _storage_error(path, code, size, written) from None
     return path
+
+
+def _no_room(err: BaseException) -> int | None:
+    """The errno of a write that found no room, also when safetensors wraps it (``IoError(Os { code: 28, ...``)."""
+    if isinstance(err, OSError):
+        return err.errno if err.errno in _NO_ROOM else None
+    match = re.search(r"\b(?:code: |os error )(\d+)", str(err))
+    return int(match.group(1)) if match and int(match.group(1)) in _NO_ROOM else None
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes in words: 512 bytes, 3.2 kB, 14.0 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _storage_error(path: Path, code: int, size: int | None, written: int) -> StorageError:
+    need = f"about {_bytes(size)}" if size else f"more than the {_bytes(written)} written"
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was left"
+    again = "run the same command again, which resumes where it stopped"
+    if code == errno.EFBIG:
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return StorageError(f"{path.name} ({need}) is larger than the file system of {path.parent} allows ({kept}); "
+                                f"choose another --out (out_dir) on another file system and {again}")
+        return StorageError(
+            f"{path.name} ({need}) is larger than this process's file-size limit of {_bytes(soft)} (`ulimit -f`) lets it "
+            f"write in {path.parent} ({kept}); raise it with `ulimit -f unlimited` and {again}"
+        )
+    free = shutil.disk_usage(path.parent).free
+    full = "the disk quota" if code == errno.EDQUOT else "the disk"
+    return StorageError(
+        f"{full} of {path.parent} has no room for {path.name} ({need} needed, {_bytes(free)} free; {kept}); "
+        f"free that much space there (or choose another --out, out_dir) and {again}"
+    )
 
 
 def _json_default(value: object) -> object:
@@ -105,15 +184,17 @@ def _json_default(value: object) -> object:
 
 def write_json(path: str | os.PathLike[str], data: object) -> Path:
     """Write ``data`` as indented JSON, atomically (numpy scalars become Python numbers)."""
-    text = json.dumps(data, indent=2, default=_json_default)
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+    return _write_text(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def write_table(path: str | os.PathLike[str], frame: Any, *, records_json: bool = False) -> Path:
     """Write a DataFrame as CSV (or, with ``records_json``, as a JSON list of rows), atomically."""
-    if records_json:
-        return write_atomic(path, lambda tmp: frame.to_json(tmp, orient="records", indent=2))
-    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return _write_text(path, frame.to_json(orient="records", indent=2) if records_json else frame.to_csv(index=False))
+
+
+def _write_text(path: str | os.PathLike[str], text: str) -> Path:
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data), size=len(data))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -221,7 +302,8 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
 
     tensors: dict[str, torch.Tensor] = {}
     meta = {"format": _STATE_FORMAT, "state": json.dumps(_encode(dict(state), tensors))}
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    size = sum(t.numel() * t.element_size() + 64 for t in tensors.values()) + len(meta["state"])  # + the header
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), size=size)
 
 
 def load_state(path: str | os.PathLike[str], *, fix: str, tensors: bool = True) -> dict[str, Any]:
@@ -254,3 +336,69 @@ def load_state(path: str | os.PathLike[str], *, fix: str, tensors: bool = True) 
     if not isinstance(state, dict):
         raise DataError(f"{path} does not hold an emlib state; {fix}")
     return state
+
+
+# ----------------------------------------------------------------------------- one process per run
+
+
+@contextmanager
+def run_lock(
+    run_dir: str | os.PathLike[str], *, wait: bool = True, on_busy: Callable[[str], None] | None = None,
+) -> Iterator[bool]:
+    """Hold the lock of a run folder (an ``flock`` on ``run_dir/.lock``, removed on release) while the block runs.
+
+    Parameters
+    ----------
+    run_dir : path-like
+    wait : bool, default=True
+        When another process holds the lock: wait for it (True) or yield False at once (False).
+    on_busy : callable, default=None
+        Called with the holder (``pid <n> on <host>``) when another process holds the lock.
+
+    Yields
+    ------
+    bool
+        True while this process holds the lock (leftover temporary files of killed writers in
+        ``run_dir`` are removed first: nobody else writes there); False when ``wait`` is False and
+        another process holds it. The lock is an ``flock``: the system releases it when its
+        process ends, however it ends.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path, told = run_dir / LOCK, False
+    while True:  # the holder removes the lock file when it is done: lock the file that is there, not one removed
+        handle = open(path, "a+")  # noqa: SIM115 - closed below, after the block
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                if on_busy is not None and not told:
+                    on_busy(holder)
+                told = True
+                if not wait:
+                    handle.close()
+                    yield False
+                    return
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        if _same_file(handle, path):
+            break
+        handle.close()
+    try:
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        for leftover in run_dir.glob(".*.incomplete"):
+            leftover.unlink(missing_ok=True)
+        yield True
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a run folder keeps no lock file once its run is made
+        handle.close()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False

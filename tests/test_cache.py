@@ -64,3 +64,26 @@ def test_a_truncated_disk_cache_is_named_and_rebuilt(tmp_path: Path) -> None:
     (tmp_path / "other.safetensors").write_bytes(cache.path.read_bytes())  # a file of another key under this name
     with pytest.warns(RuntimeWarning, match="holds the features of another key"):
         FeatureCache(conv, "other", directory=tmp_path)
+
+
+def test_a_disk_cache_without_room_is_not_saved_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+    """Issue 23: a full disk while the feature cache is written warns with the space needed; the features stay in memory."""
+    import safetensors.torch
+
+    conv = torch.nn.Conv2d(3, 4, 2, stride=2)
+    inputs = torch.randn(3, 3, 8, 8)
+    cache = FeatureCache(conv, "key", directory=tmp_path)
+    cache.get([0, 1, 2], lambda idx: inputs[idx], torch.device("cpu"))
+
+    def full(tensors, filename, metadata=None):
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.warns(RuntimeWarning, match=rf"feature cache not saved: the disk of {tmp_path} has no room for key\.safetensors "
+                                            r"\(about .* needed, .* free; no key\.safetensors was left\)"):
+        cache.save()
+    assert list(tmp_path.iterdir()) == [] and len(cache) == 3
+    assert cache.get([1], lambda idx: inputs[idx], torch.device("cpu")).shape == (1, 4, 4, 4) and cache.misses == 3
+    monkeypatch.undo()
+    cache.save()  # room again: the next save writes what the failed one could not
+    assert len(FeatureCache(conv, "key", directory=tmp_path)) == 3

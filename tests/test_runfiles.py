@@ -217,3 +217,119 @@ def test_a_foreign_file_is_not_a_state_file(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1]}).to_csv(path)
     with pytest.raises(DataError, match=r"model\.safetensors cannot be read \(SafetensorError: .*\); retrain"):
         load_state(path, fix="retrain")
+
+
+# ----------------------------------------------------------------------------- no room, temporary names, run locks (issue 23)
+
+_NO_ROOM_SCRIPT = """
+import resource, sys, time, torch
+from pathlib import Path
+from emlib.errors import StorageError
+from emlib.runfiles import save_state, write_json
+folder = Path(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # ulimit -f: what a shell or a cluster job may set
+for write in (lambda: save_state(folder / "checkpoint.safetensors", {"w": torch.zeros(100_000)}),
+              lambda: write_json(folder / "metrics.json", {"rows": list(range(100_000))})):
+    t0 = time.perf_counter()
+    try:
+        write()
+    except StorageError as err:
+        print(f"{time.perf_counter() - t0:.3f}", err)
+"""
+
+
+def test_a_file_size_limit_keeps_the_previous_file_and_names_the_folder_and_the_size(tmp_path: Path) -> None:
+    """Issue 23: ``ulimit -f`` while a checkpoint or a run file is written (SafetensorError "File too large" before)."""
+    import subprocess
+    import sys
+
+    save_state(tmp_path / CHECKPOINT, {"w": torch.ones(10)})
+    write_json(tmp_path / METRICS, {"rows": [1]})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _NO_ROOM_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stderr
+    for line, name, size in zip(lines, (CHECKPOINT, METRICS), ("400.", "1.")):
+        seconds, message = line.split(" ", 1)
+        assert float(seconds) < 10
+        assert message.startswith(f"{name} (about {size}") and f"larger than this process's file-size limit of 200.0 kB" in message
+        assert f"write in {tmp_path} (the previous {name} is kept)" in message and "`ulimit -f unlimited`" in message
+        assert "run the same command again, which resumes" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the old files, and no temporary file
+
+
+@pytest.mark.parametrize("raised", [
+    OSError(28, "No space left on device"),
+    RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'),
+])
+def test_a_full_disk_keeps_the_previous_file_and_names_the_space_needed(raised: Exception, tmp_path: Path) -> None:
+    """A full disk, as Python and as safetensors (a Rust io::Error) report it: one sentence, the old file kept."""
+    from emlib.errors import StorageError
+
+    path = tmp_path / CHECKPOINT
+    save_state(path, {"w": torch.ones(3)})
+    old = path.read_bytes()
+
+    def full(tmp: Path) -> None:
+        tmp.write_bytes(b"x" * 10)
+        raise raised
+
+    with pytest.raises(StorageError) as caught:
+        write_atomic(path, full, size=3_500_000)
+    message = str(caught.value)
+    assert message.startswith(f"the disk of {tmp_path} has no room for {CHECKPOINT} (about 3.5 MB needed, ")
+    assert " free; the previous checkpoint.safetensors is kept); free that much space there (or choose another --out" in message
+    assert isinstance(caught.value, EmlibError) and isinstance(caught.value, OSError)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
+    with pytest.raises(StorageError, match=r"no room for new\.json \(more than the 10 bytes written needed, .*no new\.json "
+                                           r"was left"):
+        write_atomic(tmp_path / "new.json", full)  # size unknown: what was written is named
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
+    with pytest.raises(OSError, match="Permission denied") as other:  # other failures are not about room: raised as they are
+        write_atomic(path, lambda tmp: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    assert not isinstance(other.value, EmlibError)
+
+
+def test_temporary_names_are_per_process_and_per_write(tmp_path: Path) -> None:
+    """Issue 23: two writers of one file never share a temporary file (one fixed ``.NAME.incomplete`` before)."""
+    import threading
+
+    seen: list[str] = []
+    gate = threading.Barrier(2)
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp.name)
+        tmp.write_text(tmp.name)
+        gate.wait(timeout=10)  # both temporary files exist at once
+
+    threads = [threading.Thread(target=write_atomic, args=(tmp_path / "results.csv", write)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert len(set(seen)) == 2 and all(n.startswith(f".results.csv.{os.getpid()}-") and n.endswith(".incomplete") for n in seen)
+    assert (tmp_path / "results.csv").read_text() in seen and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_a_run_lock_is_held_by_one_holder_and_named_to_the_others(tmp_path: Path) -> None:
+    from emlib.runfiles import LOCK, run_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / f".{CHECKPOINT}.99999-0.incomplete").write_text("left by a killed writer")
+    holders: list[str] = []
+    with run_lock(run_dir) as held:
+        assert held and not (run_dir / f".{CHECKPOINT}.99999-0.incomplete").exists()  # nobody else writes here
+        with run_lock(run_dir, wait=False, on_busy=holders.append) as second:
+            assert second is False
+        assert (run_dir / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+    assert holders == [f"pid {os.getpid()} on {__import__('socket').gethostname()}"]
+    assert list(run_dir.iterdir()) == []  # released: no lock file is left
+    with run_lock(run_dir, wait=False, on_busy=holders.append) as again:  # free for the next one
+        assert again is True and len(holders) == 1
+    (run_dir / LOCK).write_text("pid 1 on a killed host\n")  # left by a killed holder: its flock went with it
+    with run_lock(run_dir, wait=False, on_busy=holders.append) as after_a_kill:
+        assert after_a_kill is True and len(holders) == 1
+    assert list(run_dir.iterdir()) == []

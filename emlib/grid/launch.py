@@ -27,7 +27,7 @@ import pandas as pd
 from emlib.config import RunConfig
 from emlib.data.pairing import slice_pairs
 from emlib.errors import ConfigError
-from emlib.grid.runner import METRICS, check_out_dir, saved_rows, run_folder, run_one
+from emlib.grid.runner import METRICS, check_out_dir, merged_table, read_table, run_folder, run_one, saved_rows
 from emlib.preflight import check_run
 from emlib.runfiles import CHECKPOINT, ERROR_LOG, write_table
 
@@ -200,12 +200,19 @@ def run_status(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, roo
 
 
 def gather(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None, table: str | None = "results") -> pd.DataFrame:
-    """The results table of the finished runs of ``configs``, in their order (written as ``table``.csv/.json)."""
-    frames = [saved_rows(d) for d in (run_folder(c, out, root=root) for c in configs) if (d / METRICS).is_file()]
+    """The results table of the finished runs of ``configs``, in their order (written as ``table``.csv/.json).
+
+    Each run's rows are checked to be its own (:func:`~emlib.grid.runner.saved_rows`); the written table
+    keeps the rows of the other finished runs it listed (:func:`~emlib.grid.runner.merged_table`).
+    """
+    out = Path(out)
+    folders = [(c, run_folder(c, out, root=root)) for c in configs]
+    frames = [saved_rows(d, c, root=root) for c, d in folders if (d / METRICS).is_file()]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if table is not None and frames:
-        write_table(Path(out) / f"{table}.csv", results)
-        write_table(Path(out) / f"{table}.json", results, records_json=True)
+        merged = merged_table(read_table(out / f"{table}.csv"), results, out)
+        write_table(out / f"{table}.csv", merged)
+        write_table(out / f"{table}.json", merged, records_json=True)
     return results
 
 
@@ -246,7 +253,14 @@ def launch(
     check_out_dir(out)
     for cfg in configs:
         check_run(cfg)
-    todo = [c for c in configs if not (run_folder(c, out, root=root) / METRICS).is_file()]
+    todo = []
+    for cfg in configs:  # finished runs that are not this run's, and a damaged table, are refused before any job
+        run_dir = run_folder(cfg, out, root=root)
+        if (run_dir / METRICS).is_file():
+            saved_rows(run_dir, cfg, root=root)
+        else:
+            todo.append(cfg)
+    read_table(out / "results.csv")
     out.mkdir(parents=True, exist_ok=True)
     job = RunJob(str(out), None if root is None else str(root), profile)
     if launcher == "inline" or not todo:

@@ -18,6 +18,7 @@ from emlib.cli import build_parser, main
 from emlib.errors import ConfigError, DataError
 from emlib.train import fit
 from emlib.grid.runner import METRICS, git_commit, grid_command, read_results, run_configs, run_folder, run_grid
+from emlib.preflight import input_fingerprints
 
 
 ROWS = len(config.SCORED_TEST_SETS) * len(config.TEST_LABELS)  # results rows per run (emlib.evaluation.evaluate_both)
@@ -265,7 +266,9 @@ def test_a_run_finished_under_its_legacy_name_is_read_back(tiny, tiny_root, tmp_
     out = tmp_path / "grid"
     folder = run_folder(cfg, out, root=root)
     legacy = out / folder.name.replace(cfg.run_id, cfg.legacy_run_id)
-    row = {"run_id": legacy.name, "test_set": "vnc", "iou_fg": 0.25}
+    inputs = input_fingerprints(cfg, root=root)  # recorded in every row: a run is reused only on the same inputs
+    row = {"run_id": legacy.name, "test_set": "vnc", "iou_fg": 0.25, "data_fingerprint": inputs["data"],
+           "weights_fingerprint": inputs["weights"]}
     legacy.mkdir(parents=True)
     write_json(legacy / METRICS, {"config": cfg.to_dict(), "rows": [row]})
     assert run_folder(cfg, out, root=root) == legacy
@@ -290,3 +293,202 @@ def test_a_run_finished_before_the_mixed_and_published_rows_is_tested_again_not_
     assert again.iou_fg.tolist() == pytest.approx(first.iou_fg.tolist())
     assert (folder / "model.safetensors").stat().st_mtime_ns == model_stamp  # not trained again
     assert "test_labels" in read_json(folder / METRICS, fix="-")["rows"][0]
+
+
+# ----------------------------------------------------------------------------- issue 23: run folders that lie, tables that shrink
+
+
+def _unet_profile(tiny, monkeypatch, train_sets=("vnc", "lucchi_pp")) -> config.Profile:
+    """Two few-second U-Net runs (no backbone, no weights)."""
+    return _tiny_profile(tiny, monkeypatch, base=tiny(crop=32, eval_window=32), regimes=("unet",), train_sets=train_sets)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_sentence_and_keeps_the_last_one(
+    tiny, tiny_root, tmp_path: Path, monkeypatch, capsys,
+) -> None:
+    """The SafetensorError "No space left on device" traceback before; now exit 2, one sentence, and the rerun resumes."""
+    import safetensors
+    import safetensors.torch
+
+    from emlib.runfiles import CHECKPOINT, load_state
+
+    root, _ = tiny_root
+    _unet_profile(tiny, monkeypatch, train_sets=("vnc",))
+    out = tmp_path / "runs"
+    (cfg,) = config.grid_configs("t")
+    run_dir = run_folder(cfg, out, root=root)
+    real, calls = safetensors.torch.save_file, []
+
+    def save_file(tensors, filename, metadata=None):
+        if f".{CHECKPOINT}." in filename:
+            calls.append(filename)
+            if len(calls) == 2:  # the second epoch's checkpoint: the first one is on disk
+                raise safetensors.SafetensorError(
+                    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"emlib: error: the disk of {run_dir} has no room for {CHECKPOINT} (about ") and err.count("\n") == 1
+    assert "needed, " in err and "free; the previous checkpoint.safetensors is kept); free that much space there" in err
+    assert "run the same command again, which resumes where it stopped" in err and "Traceback" not in err
+    assert load_state(run_dir / CHECKPOINT, fix="-", tensors=False)["epoch"] == 0  # the last state is intact
+    assert not (run_dir / METRICS).exists() and not list(out.rglob("*.incomplete"))
+    monkeypatch.setattr(safetensors.torch, "save_file", real)  # room again
+    assert main(argv) == 0 and (run_dir / METRICS).is_file()
+
+
+def test_a_malformed_metrics_file_is_one_sentence_not_a_nan_row_or_a_traceback(
+    tiny, tiny_root, tmp_path: Path, monkeypatch, capsys,
+) -> None:
+    import time
+
+    root, _ = tiny_root
+    _unet_profile(tiny, monkeypatch)
+    out = tmp_path / "runs"
+    argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--quiet"]
+    assert main(argv) == 0
+    first, second = (run_folder(c, out, root=root) for c in config.grid_configs("t"))
+    good = json.loads((first / METRICS).read_text())
+    capsys.readouterr()
+    cases = [  # what metrics.json holds, and the sentence
+        ({"config": good["config"], "rows": [{"miou": 0.5, "note": "x"}]},
+         "holds rows with none of the columns of a test row (missing run_id, test_set, iou_fg, data_fingerprint, "
+         "weights_fingerprint); delete it and run the same command again to test the run again (its trained model is kept)"),
+        ({"config": good["config"], "rows": [dict(r, iou_fg="0.5") for r in good["rows"]]},
+         f"holds iou_fg='0.5' in its {good['rows'][0]['test_set']} row, which is not a number; delete it and run the same"),
+        (json.loads((second / METRICS).read_text()),  # copied from the other run: it listed that run twice
+         f"holds the rows of run {second.name}, not of this folder's run {first.name} "
+         "(it was copied from another run's folder); delete it and run the same command again to test the run again"),
+    ]
+    for saved, sentence in cases:
+        (first / METRICS).write_text(json.dumps(saved))
+        before = _snapshot(out)
+        t0 = time.perf_counter()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert time.perf_counter() - t0 < 10 and err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"emlib: error: {first / METRICS} ") and sentence in err, err
+        assert _snapshot(out) == before  # nothing trained or written, the table kept
+        with pytest.raises(DataError, match=re.escape(sentence[:60])):
+            read_results(out)
+
+
+def test_a_run_folder_of_other_data_is_not_reused_and_read_results_does_not_mix_two_data(
+    tiny, tiny_root, tmp_path: Path, monkeypatch, capsys,
+) -> None:
+    import time
+
+    root, _ = tiny_root
+    other = tmp_path / "other"
+    shutil.copytree(root / "lucchi_pp", other / "lucchi_pp")
+    shutil.copytree(root / "vnc", other / "vnc")
+    _one_pixel_changed(other, "vnc/groundtruth-drosophila-vnc-master/stack1/raw/00.tif")
+    (cfg,) = config.grid_configs(_unet_profile(tiny, monkeypatch, train_sets=("lucchi_pp",)))
+    out = tmp_path / "runs"
+    mine, theirs = (run_configs([cfg], out, root=r, progress=False) for r in (root, other))
+    here, there = run_folder(cfg, out, root=root), run_folder(cfg, out, root=other)
+    assert here != there and mine.data_fingerprint.iloc[0] != theirs.data_fingerprint.iloc[0]
+
+    with pytest.raises(DataError, match=r"the runs in .* were made on 2 different data copies \(data fingerprints \w{12} \(1 runs\), "
+                                        r"\w{12} \(1 runs\)\), whose rows are not mixed; pass data_fingerprint="):
+        read_results(out)
+    chosen = read_results(out, data_fingerprint=mine.data_fingerprint.iloc[0][:8])
+    assert set(chosen.run_id) == {here.name} and len(chosen) == ROWS
+    with pytest.raises(DataError, match=r"no finished run in .* was made on data 'abc'; its runs were made on data \w{12} \(1 runs\)"):
+        read_results(out, data_fingerprint="abc")
+
+    shutil.rmtree(there)
+    shutil.copytree(here, there)  # a run made on this data, copied in under the other data's folder name
+    before = _snapshot(out)
+    t0 = time.perf_counter()
+    assert main(["grid", "--profile", "t", "--out", str(out), "--root", str(other), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert time.perf_counter() - t0 < 10 and err.count("\n") == 1
+    assert err.startswith(f"emlib: error: {there} holds a run made on other data (recorded data fingerprint "
+                          f"{mine.data_fingerprint.iloc[0][:16]}, now {theirs.data_fingerprint.iloc[0][:16]}), so it is not reused; "
+                          f"move {there} out of {out} (nothing in it is this run's) and run the same command again"), err
+    assert _snapshot(out) == before
+    for name in (METRICS, "config.json"):  # a whole folder of another config under this run's name
+        saved = json.loads((there / name).read_text())
+        (there / name).write_text(json.dumps(dict(saved, config=cfg.replace(seed=5).to_dict()) if name == METRICS
+                                             else cfg.replace(seed=5).to_dict()))
+    with pytest.raises(DataError, match=re.escape(f"{there} holds the run {cfg.replace(seed=5).run_id}, not {cfg.run_id} "
+                                                  "(its config differs); move")):
+        run_configs([cfg], out, root=other, progress=False)
+
+
+def test_a_selection_rerun_keeps_the_other_finished_runs_rows(tiny, tiny_root, tmp_path: Path, monkeypatch) -> None:
+    """Issue 23: ``emlib grid --train-set vnc`` rewrote results.csv/.json with only its rows (4 -> 2 runs)."""
+    root, _ = tiny_root
+    _unet_profile(tiny, monkeypatch)
+    out = tmp_path / "runs"
+    argv = ["grid", "--profile", "t", "--out", str(out), "--root", str(root), "--quiet"]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert table.run_id.nunique() == 2 and len(table) == 2 * ROWS
+    for selection in (["--train-set", "vnc"], ["--train-set", "lucchi_pp"]):
+        assert main([*argv, *selection]) == 0
+        again = pd.read_csv(out / "results.csv")
+        assert again.run_id.tolist() == table.run_id.tolist() and again.iou_fg.tolist() == pytest.approx(table.iou_fg.tolist())
+        assert [r["run_id"] for r in json.loads((out / "results.json").read_text())] == table.run_id.tolist()
+    vnc, lucchi = (run_folder(c, out, root=root) for c in config.grid_configs("t"))
+    shutil.rmtree(lucchi)  # a run whose folder is gone is no longer finished: its rows leave the table
+    assert main([*argv, "--train-set", "vnc"]) == 0
+    assert set(pd.read_csv(out / "results.csv").run_id) == {vnc.name}
+    (out / "results.csv").write_text('run_id,iou_fg\n"x')
+    with pytest.raises(DataError, match=r"results\.csv cannot be read \(.*\); delete it \(the next command writes it again"):
+        run_grid("t", out, root=root, progress=False)
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from emlib.runfiles import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    deadline = time.time() + 120
+    while not Path(sys.argv[2]).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(3)  # the other grid has made its run and waits for this one
+"""
+
+
+def test_a_run_another_process_makes_is_skipped_then_waited_for(tiny, tiny_root, tmp_path: Path) -> None:
+    """Issue 23: two ``emlib grid`` on one --out trained the same runs; now the second says so and makes the others first."""
+    import os
+    import subprocess
+    import sys
+
+    from emlib.grid.runner import run_one
+
+    root, _ = tiny_root
+    configs = [tiny(regime="unet", train_set=t, crop=32, eval_window=32) for t in ("vnc", "lucchi_pp")]
+    out = tmp_path / "runs"
+    held, other = (run_folder(c, out, root=root) for c in configs)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(held), str(other / METRICS)], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = f"run {held.name} in {out} is being made by another process (pid {holder.pid} on "
+        with pytest.warns(RuntimeWarning, match=re.escape(busy)):
+            assert run_one(configs[0], out, root=root, progress=False, wait=False) is None
+        assert sorted(p.name for p in held.iterdir()) == [".lock"]  # nothing made
+        with pytest.warns(RuntimeWarning) as record:
+            results = run_configs(configs, out, table="results", root=root, progress=False)
+        holder.wait(timeout=60)
+    finally:
+        holder.kill()
+    said = [str(w.message) for w in record if busy in str(w.message)]
+    assert [s.split("); ")[1] for s in said] == ["this one goes on with the other runs and comes back to it",
+                                                "this one waits for it"]
+    assert results.run_id.tolist() == [held.name] * ROWS + [other.name] * ROWS  # in the configs' order
+    assert (held / METRICS).is_file() and set(pd.read_csv(out / "results.csv").run_id) == {held.name, other.name}
+    assert not list(out.rglob(".lock"))  # each lock went with its run

@@ -14,7 +14,11 @@ The registry of specs lives in :mod:`emlib.models.registry`, finding (and downlo
   of every published format are converted: timm's, Meta's DINOv2/DINOv3 (by timm's own
   ``checkpoint_filter_fn`` of the model's module), a whole open_clip CLIP checkpoint (its ``visual.``
   tower kept, the text tower dropped) or a vision-tower-only dict;
-- loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence.
+- loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence;
+- nothing is opened that is not a regular file (:func:`weights_file_problem`: a folder, a FIFO, a
+  device, a broken link or a link loop is one sentence, and reading never blocks), and a zip
+  archive is refused from its declared sizes before anything is inflated when they exceed what the
+  backbone can need (:func:`archive_limit`, :func:`check_archive`: a zip bomb given as weights).
 
 Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 """
@@ -22,11 +26,15 @@ Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import os
 import re
+import stat
 import struct
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +47,7 @@ from emlib.errors import ConfigError, WeightsError, short_reason
 __all__ = [
     "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
     "convert_state_dict", "load_weights_file", "published_hash", "build_random_model", "state_dict_mismatch",
+    "weights_file_problem", "archive_limit", "check_archive",
 ]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
@@ -53,6 +62,13 @@ _CONTAINERS = ("state_dict", "model", "module", "teacher")
 #: torch.hub's convention: the hex after the last '-' of a published file name starts its SHA-256.
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle protocol 2 + torch's legacy magic number
+#: A checkpoint may hold this many times the backbone's float32 tensors (a training checkpoint: teacher,
+#: student and their optimiser state), plus :data:`_ARCHIVE_SLACK` bytes, before its archive is refused.
+ARCHIVE_FACTOR = 4
+_ARCHIVE_SLACK = 64_000_000
+_UNKNOWN_SIZE_LIMIT = 24_000_000_000  # a spec with size_mb=0: about 4 x the largest registered backbone
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,87 @@ def build_random_model(spec: BackboneSpec) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
+def weights_file_problem(path: str | os.PathLike[str]) -> str:
+    """What keeps ``path`` from being read as a weights file, as the end of a sentence; ``''`` when nothing does.
+
+    Judged by one ``stat`` (nothing is opened, so a FIFO or a device never blocks): a missing path,
+    a broken symbolic link, a link loop, a folder, anything but a regular file, or one that cannot
+    be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     weights_file_problem(d), weights_file_problem(f"{d}/none.pth")
+    ('is a folder, not a file', 'does not exist')
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"is a broken symbolic link (to {os.readlink(path)})"
+        return "does not exist"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if err.errno == errno.ENOTDIR:
+            return "does not exist (a folder on its path is a file)"
+        return f"cannot be read ({short_reason(err)})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((what for test, what in _KINDS if test(info.st_mode)), "not a regular file")
+        return f"is {kind}, not a regular file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return ""
+
+
+def archive_limit(spec: BackboneSpec) -> int:
+    """The most bytes a zip checkpoint of ``spec`` may inflate to: :data:`ARCHIVE_FACTOR` times its
+    ``size_mb`` (float32 tensors) plus 64 MB; 24 GB when the size is unknown.
+
+    Examples
+    --------
+    >>> spec = BackboneSpec("x", "dinov2", "a", "t", 14, 384, 12, (0, 0, 0), (1, 1, 1), "mean_patch", "l", size_mb=88)
+    >>> archive_limit(spec)
+    416000000
+    """
+    if spec.size_mb <= 0:
+        return _UNKNOWN_SIZE_LIMIT
+    return ARCHIVE_FACTOR * spec.size_mb * 1_000_000 + _ARCHIVE_SLACK
+
+
+def check_archive(path: str | os.PathLike[str], spec: BackboneSpec, *, limit: int | None = None) -> None:
+    """Refuse a zip checkpoint whose members declare more bytes than ``limit`` (default :func:`archive_limit`),
+    from its central directory alone, before anything is inflated.
+
+    Files that are not zip archives (safetensors, legacy torch files, which inflate nothing) pass.
+
+    Raises
+    ------
+    WeightsError
+        The declared sizes exceed the limit: one sentence with both sizes.
+    """
+    limit = archive_limit(spec) if limit is None else limit
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not readable as a zip: torch.load refuses it with its own reason, inflating nothing
+    total = sum(info.file_size for info in members)
+    if total > limit:
+        raise WeightsError(
+            f"{path} is a zip archive whose {len(members)} members would inflate to {total / 1e9:.1f} GB, more than the "
+            f"{limit / 1e9:.1f} GB a checkpoint of {spec.name} can need, so it was not opened (it may be a zip bomb); "
+            "use the file the hub or the publisher serves."
+        )
+
+
+
 def checkpoint_format(path: str | Path) -> str | None:
     """The format of a weights file judged from its first bytes: one of :data:`FORMATS`, or None.
 
@@ -292,10 +389,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     ------
     WeightsError
         A file that is neither safetensors nor a torch checkpoint loadable with
-        ``torch.load(weights_only=True)`` (a pickle with code in it is refused, never run), or one
-        that holds no tensors.
+        ``torch.load(weights_only=True)`` (a pickle with code in it is refused, never run), one
+        that holds no tensors, or a path that is not a regular file (checked before it is opened).
     """
     path = Path(path)
+    problem = weights_file_problem(path)
+    if problem:
+        raise WeightsError(f"weights file {path} {problem}; give the path of the weights file itself.")
     kind = checkpoint_format(path)
     if kind is None:
         raise WeightsError(
@@ -418,10 +518,15 @@ def load_weights_file(spec: BackboneSpec, path: str | Path) -> nn.Module:
     Raises
     ------
     WeightsError
-        The file cannot be read, or its tensors do not fit: one sentence naming the file, the
+        The file cannot be read, is a zip archive declaring more than :func:`archive_limit` bytes
+        (refused before inflating), or its tensors do not fit: one sentence naming the file, the
         backbone and the first missing/unexpected keys.
     """
     path = Path(path)
+    problem = weights_file_problem(path)
+    if problem:
+        raise WeightsError(f"weights file {path} for {spec.name} {problem}; give the path of the weights file itself.")
+    check_archive(path, spec)
     sd = read_checkpoint(path)
     model = build_random_model(spec)
     converted = convert_state_dict(spec, model, sd)

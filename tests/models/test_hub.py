@@ -18,6 +18,7 @@ import torch
 from emlib.errors import WeightsError
 from emlib.models import create_backbone, get_backbone_spec
 from emlib.models import hub as hubmod
+from emlib.models import network as netmod
 from emlib.models.hub import fetch_weights, find_weights, offline_reason, select_backbones, weights_status
 from emlib.testing import DEFAULT_BACKBONES, LocalHub
 from safetensors.torch import save_file
@@ -164,6 +165,7 @@ def test_offline_and_missing_fails_in_seconds_in_the_words_of_each_interface(emp
 
 
 def test_the_folders_looked_in_are_named(empty_offline, tmp_path, monkeypatch):
+    (tmp_path / "w").mkdir()  # a folder that does not exist is refused (test_emlib_weights_must_name_a_folder)
     monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "w"))
     with pytest.raises(WeightsError) as info:
         find_weights("openclip_vitb16")
@@ -179,13 +181,13 @@ def test_an_unreachable_endpoint_is_offline_without_the_flag(monkeypatch):
     for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
-    real, calls = hubmod.socket.create_connection, []
+    real, calls = netmod.socket.create_connection, []
 
     def create_connection(address, timeout=None, *args, **kwargs):
         calls.append((address, timeout))
         return real(address, timeout, *args, **kwargs)
 
-    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
+    monkeypatch.setattr(netmod.socket, "create_connection", create_connection)
     hubmod._probe.cache_clear()
     try:
         assert offline_reason() == "127.0.0.1 cannot be reached"
@@ -211,7 +213,7 @@ def test_an_endpoint_that_never_answers_is_offline_after_the_probe_time(monkeypa
         release.wait()  # never answers until the test ends
         raise OSError("released")
 
-    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
+    monkeypatch.setattr(netmod.socket, "create_connection", create_connection)
     monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.05)  # the wait is PROBE_SECONDS (+ 0.5 s), whatever its value
     hubmod._probe.cache_clear()
     try:

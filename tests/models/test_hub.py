@@ -7,8 +7,11 @@ HTTP server that answers as the Hugging Face hub does (files, 404 EntryNotFound,
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -357,3 +360,149 @@ def test_select_and_status(offline_hub, tmp_path):
     assert rows.loc["openclip_vitb16", "about"] == "about 598 MB"
     assert (rows.loc["dinov3_vitl16", "present"], rows.loc["dinov3_vitl16", "where"]) == (False, "missing")
     assert (rows.loc["dinov3_vitl16", "sha256"], rows.loc["dinov3_vitl16", "licence"]) == ("8aa4cbdd", "dinov3-license (gated)")
+
+
+# ---- what is found is checked: the hash is the file's own, and not a folder, a FIFO or a bomb ----
+
+
+@pytest.fixture()
+def hash_cache(tmp_path, monkeypatch):
+    """SHA-256s remembered in a file of this test only."""
+    path = tmp_path / "sha256-cache" / "weights-sha256.json"
+    monkeypatch.setattr(hubmod, "SHA256_CACHE", path)
+    return path
+
+
+@pytest.fixture()
+def own_hf_cache(local_hub, tmp_path, monkeypatch, hash_cache):
+    """A copy of the local hub's Hugging Face cache (to damage), active, with an empty torch.hub folder."""
+    copy = LocalHub(tmp_path / "copy", local_hub.backbones, local_hub.seed)
+    shutil.copytree(local_hub.root / "huggingface", copy.root / "huggingface", symlinks=True)
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    with copy.activate():
+        yield copy
+
+
+def _snapshot(hub: LocalHub, repo: str, filename: str = "model.safetensors") -> Path:
+    folder = Path(hub.env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return next(folder.glob("*")) / filename
+
+
+def test_the_label_carries_the_files_own_sha256_computed_once(own_hf_cache, hash_cache, monkeypatch):
+    import hashlib
+
+    link = _snapshot(own_hf_cache, "timm/vit_small_patch14_dinov2.lvd142m")
+    own = hashlib.sha256(link.read_bytes()).hexdigest()
+    computed = []
+    real = hubmod.file_sha256
+    monkeypatch.setattr(hubmod, "file_sha256", lambda path: computed.append(path) or real(path))
+    source = find_weights("dinov2_vits14")
+    assert source.origin == "hf-cache" and source.sha256() == own == link.resolve().name
+    assert source.label().endswith(f"model.safetensors sha256:{own[:12]}")
+    assert len(computed) == 1  # once: then remembered on disk, by path, size, mtime_ns and inode
+    assert hash_cache.is_file() and own in hash_cache.read_text()
+    find_weights("dinov2_vits14").label()
+    assert len(computed) == 1
+    os.utime(link.resolve(), ns=(time.time_ns(), time.time_ns()))  # touched: hashed again
+    assert find_weights("dinov2_vits14").sha256() == own and len(computed) == 2
+
+
+@pytest.mark.parametrize("damage", ["flipped", "replaced"])
+def test_a_hub_blob_whose_content_is_not_its_name_is_refused(own_hf_cache, damage, capsys):
+    from emlib.cli import main
+
+    link = _snapshot(own_hf_cache, "timm/vit_small_patch14_dinov2.lvd142m")
+    blob = link.resolve()
+    data = bytearray(blob.read_bytes())
+    if damage == "flipped":
+        data[-1] ^= 0xFF  # one bit pattern in the last tensor: still a valid safetensors file
+    else:  # another valid weights file of the same architecture under this blob's name
+        data = bytearray(_snapshot(own_hf_cache, "timm/vit_small_patch14_reg4_dinov2.lvd142m").read_bytes())
+    blob.write_bytes(bytes(data))
+    before = blob.read_bytes()
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        create_backbone("dinov2_vits14")
+    assert time.monotonic() - start < 10
+    head = (re.escape(f"the Hugging Face cache file {link} of dinov2_vits14 is damaged or was replaced (its SHA-256 is ")
+            + "[0-9a-f]{12}" + re.escape(f"..., not the {blob.name[:12]}... of the hub's file it is named by); delete {blob} "
+                                         f"and {link} "))
+    assert re.fullmatch(head + r"and run emlib\.fetch_weights\(\['dinov2_vits14'\]\) \(or copy the file again from a "
+                        r"machine with internet\)\.", str(info.value))
+    assert main(["weights", "check", "dinov2_vits14"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch("dinov2_vits14: " + head + r"and run `emlib weights fetch dinov2_vits14`.*\.", out[0])
+    assert blob.read_bytes() == before  # nothing deleted or rewritten
+
+
+def test_emlib_weights_must_name_a_folder(empty_offline, tmp_path, monkeypatch, capsys):
+    from emlib.cli import main
+
+    file = tmp_path / "dinov2_vits14_pretrain.pth"
+    file.write_bytes(b"x")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(file))
+    with pytest.raises(WeightsError) as info:
+        find_weights("dinov2_vits14")
+    assert str(info.value) == (f"EMLIB_WEIGHTS={file} is a file, not the folder of weights files it must name; set "
+                               f"EMLIB_WEIGHTS to the folder that holds it ({tmp_path}), or pass the file as weights=PATH.")
+    assert main(["weights", "fetch", "dinov2_vits14"]) == 2
+    assert capsys.readouterr().err == (f"emlib: error: EMLIB_WEIGHTS={file} is a file, not the folder of weights files it "
+                                       f"must name; set EMLIB_WEIGHTS to the folder that holds it ({tmp_path}), or give "
+                                       "the file as `--weights NAME=FILE`.\n")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "missing"))
+    with pytest.raises(WeightsError, match=rf"^EMLIB_WEIGHTS={tmp_path / 'missing'} does not exist, so it names no folder "
+                                           r"of weights files; fix the path, create the folder .* or unset EMLIB_WEIGHTS "
+                                           r"to use the hubs' caches\.$"):
+        create_backbone("dinov2_vits14")
+    assert not (tmp_path / "missing").exists()  # nothing created
+
+
+def test_a_folder_given_as_weights_says_it_is_a_folder(empty_offline, tmp_path, capsys):
+    from emlib.cli import main
+
+    folder = tmp_path / "dinov2"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(WeightsError) as info:
+        find_weights("dinov2_vits14", folder)
+    assert str(info.value) == (f"weights file {folder} for dinov2_vits14 is a folder, not a file; pass the weights file "
+                               f"itself as weights=PATH (e.g. {folder / 'model.safetensors'}).")
+    assert main(["weights", "check", "--weights", f"dinov2_vits14={folder}"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"dinov2_vits14: weights file {folder} for dinov2_vits14 is a folder, not a file; give the weights file itself to "
+        f"--weights dinov2_vits14=FILE (e.g. {folder / 'model.safetensors'}).")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_what_is_in_emlib_weights_but_no_file_is_refused_not_skipped(offline_hub, tmp_path, monkeypatch, kind):
+    """A FIFO would block a reader; both would otherwise be skipped for another copy (torch.hub's) without a word."""
+    path = tmp_path / "dinov2_vits14" / "model.safetensors"
+    path.parent.mkdir()
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=rf"^the weights file {path} of dinov2_vits14 in \$EMLIB_WEIGHTS is .*; put the "
+                                           r"weights file itself there or remove that entry\.$"):
+        create_backbone("dinov2_vits14")
+    assert time.monotonic() - start < 5
+
+
+def test_a_zip_bomb_given_to_grid_ends_before_any_work(tiny_root, tmp_path, monkeypatch, capsys):
+    import emlib.grid.runner as runner
+    from emlib.cli import main
+
+    from .test_weights import _zip_bomb
+
+    root, _ = tiny_root
+    bomb = _zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    out = tmp_path / "runs"
+    start = time.monotonic()
+    assert main(["grid", "--profile", "smoke", "--out", str(out), "--root", str(root), "--weights",
+                 f"dinov2_vits14={bomb}", "--quiet"]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err == (f"emlib: error: {bomb} is a zip archive whose 1 member would inflate to 0.5 GB, more than the 0.4 GB a "
+                   "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the file the "
+                   "hub or the publisher serves.\n")
+    assert not out.exists() or not any(out.rglob("*.json"))

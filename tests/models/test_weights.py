@@ -6,7 +6,12 @@ exercised through the local hub in tests/models/test_hub.py.
 
 from __future__ import annotations
 
+import os
 import pickle
+import struct
+import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,13 +23,16 @@ from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weights import (
     BackboneSpec,
+    archive_limit,
     build_random_model,
+    check_archive,
     checkpoint_format,
     convert_state_dict,
     load_weights_file,
     published_hash,
     read_checkpoint,
     state_dict_mismatch,
+    weights_file_problem,
 )
 from emlib.testing import clip_shapes, meta_dinov2_state_dict, meta_dinov3_state_dict, model_shapes
 
@@ -53,6 +61,98 @@ def test_published_hash_comes_from_the_publishers_name_only():
     assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth") == "8aa4cbdd"
     assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m.pth") == ""  # another name promises nothing
     assert published_hash(get_backbone_spec("dinov2_vits14"), "dinov2_vits14_pretrain.pth") == ""  # Meta gives none
+
+
+# ---- what is not a regular file, and archives that would inflate too far ---------------------
+
+
+def test_what_is_not_a_regular_file_is_named_from_one_stat(tmp_path: Path):
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.pth")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file.pth").write_bytes(b"x")
+    assert weights_file_problem(tmp_path / "file.pth") == ""
+    assert weights_file_problem(tmp_path / "none.pth") == "does not exist"
+    assert weights_file_problem(tmp_path / "file.pth" / "x") == "does not exist (a folder on its path is a file)"
+    assert weights_file_problem(tmp_path / "folder") == "is a folder, not a file"
+    assert weights_file_problem(tmp_path / "fifo") == "is a FIFO (named pipe), not a regular file"
+    assert weights_file_problem("/dev/zero") == "is a character device, not a regular file"
+    assert weights_file_problem(tmp_path / "dangling") == f"is a broken symbolic link (to {tmp_path / 'gone.pth'})"
+    assert weights_file_problem(tmp_path / "loop") == "is a symbolic link loop"
+
+
+@pytest.mark.parametrize("where", ["fifo", "/dev/zero", "folder"])
+def test_a_fifo_a_device_or_a_folder_is_refused_before_it_is_opened(tmp_path: Path, where: str):
+    path = Path(where) if where.startswith("/") else tmp_path / where
+    if where == "fifo":
+        os.mkfifo(path)  # open() on it would block until a writer comes
+    elif where == "folder":
+        path.mkdir()
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=rf"^weights file {path} for dinov2_vits14 is .*, not a .*; give the path of the "
+                                           r"weights file itself\.$"):
+        load_weights_file(get_backbone_spec("dinov2_vits14"), path)
+    with pytest.raises(WeightsError, match=rf"^weights file {path} is .*; give the path of the weights file itself\.$"):
+        read_checkpoint(path)
+    assert time.monotonic() - start < 5
+
+
+def _zip_bomb(path: Path, inflated: int) -> Path:
+    """A valid zip holding one deflated member of ``inflated`` zero bytes (a 512 MB member is about 0.5 MB on disk),
+    written without inflating it: one fully flushed deflate block of 16 MB of zeros, repeated."""
+    chunk, name = 1 << 24, b"archive/data/0"
+    block = (comp := zlib.compressobj(9, zlib.DEFLATED, -15)).compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)
+    n = inflated // chunk
+    data = block * n + zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
+    crc, zero = 0, bytes(chunk)
+    for _ in range(n):
+        crc = zlib.crc32(zero, crc)
+    size = n * chunk
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data), size, len(name),
+                          0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(data), 0)
+    path.write_bytes(local + data + central + end)
+    return path
+
+
+def test_archive_limit_is_tied_to_the_backbones_size():
+    assert archive_limit(get_backbone_spec("dinov2_vits14")) == 4 * 88_000_000 + 64_000_000
+    assert archive_limit(get_backbone_spec("dinov2_vitl14")) == 4 * 1217_000_000 + 64_000_000
+    assert archive_limit(_spec()) == 24_000_000_000  # size unknown
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_inflating(tmp_path: Path, monkeypatch):
+    bomb = _zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    assert bomb.stat().st_size < 2_000_000 and checkpoint_format(bomb) == "torch-zip"
+    with zipfile.ZipFile(bomb) as archive:  # a real archive: it does inflate to zeros
+        assert archive.open("archive/data/0").read(1000) == bytes(1000)
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load ran on a zip bomb")
+
+    monkeypatch.setattr(torch, "load", never)
+    spec = get_backbone_spec("dinov2_vits14")
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        load_weights_file(spec, bomb)
+    assert time.monotonic() - start < 5
+    assert str(info.value) == (f"{bomb} is a zip archive whose 1 member would inflate to 0.5 GB, more than the 0.4 GB a "
+                               "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the "
+                               "file the hub or the publisher serves.")
+    check_archive(bomb, get_backbone_spec("dinov2_vitl14"))  # within what a ViT-L checkpoint can need
+
+
+def test_real_checkpoints_pass_the_archive_check(tmp_path: Path):
+    spec = get_backbone_spec("dinov2_vits14")
+    zipped, safe = tmp_path / "z.pth", tmp_path / "s.safetensors"
+    torch.save(_tensors(), zipped)
+    save_file(_tensors(), str(safe))
+    check_archive(zipped, spec)
+    check_archive(safe, spec)
+    with pytest.raises(WeightsError, match="would inflate to 0.0 GB, more than the 0.0 GB"):
+        check_archive(zipped, spec, limit=10)
 
 
 # ---- reading by content ----------------------------------------------------------------------

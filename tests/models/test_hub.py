@@ -506,3 +506,155 @@ def test_a_zip_bomb_given_to_grid_ends_before_any_work(tiny_root, tmp_path, monk
                    "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the file the "
                    "hub or the publisher serves.\n")
     assert not out.exists() or not any(out.rglob("*.json"))
+
+
+# ---- a network that accepts and never answers: one sentence in seconds, blaming the network ---------
+
+
+@pytest.fixture()
+def stalled_server():
+    """The port of a local server that accepts every connection and never answers (a stuck proxy or hub)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture()
+def online_empty(tmp_path, monkeypatch):
+    """Online (HF_HUB_OFFLINE unset), no proxy, empty caches, no $EMLIB_WEIGHTS; the probe forgotten before and after."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    with LocalHub(tmp_path / "empty", ()).activate() as empty:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        hubmod._probe.cache_clear()
+        yield empty
+    hubmod._probe.cache_clear()
+
+
+def test_an_endpoint_that_accepts_and_never_answers_is_offline(online_empty, stalled_server, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    for scheme in ("http", "https"):  # a HEAD / without an answer, a TLS handshake without an answer
+        hubmod._probe.cache_clear()
+        monkeypatch.setattr(constants, "ENDPOINT", f"{scheme}://127.0.0.1:{stalled_server}")
+        start = time.monotonic()
+        assert offline_reason() == "127.0.0.1 accepted a connection but did not answer within 0.3 s"
+        assert time.monotonic() - start < 2
+
+
+def test_a_proxy_that_never_answers_is_offline_and_ends_fetch_in_seconds(online_empty, stalled_server, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{stalled_server}")
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    downloads = []
+    monkeypatch.setattr(hubmod, "_download", lambda spec, **kw: downloads.append(spec.name))
+    reason = f"the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection but did not answer within 0.3 s"
+    start = time.monotonic()
+    assert offline_reason() == reason
+    with pytest.raises(WeightsError) as info:
+        fetch_weights(["dinov2_vits14"])
+    assert time.monotonic() - start < 3 and downloads == []
+    assert str(info.value).startswith(f"cannot download the weights of dinov2_vits14: the hub cannot be used ({reason}); ")
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")  # a proxy the endpoint bypasses is not probed
+    hubmod._probe.cache_clear()
+    assert hubmod.proxy_for("https://huggingface.co") == ""
+
+
+def test_emlib_weights_fetch_behind_a_stalled_proxy_ends_in_seconds(online_empty, stalled_server, tmp_path):
+    """The whole command in a subprocess (default PROBE_SECONDS): one sentence, exit 2, seconds after start-up."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in {"EMLIB_WEIGHTS", "HF_HUB_OFFLINE", "NO_PROXY", "no_proxy"}}
+    env |= {k: v for k, v in online_empty.env.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HTTPS_PROXY": f"http://127.0.0.1:{stalled_server}", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import emlib.cli"], env=env, check=True)
+    startup = time.monotonic() - start
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "emlib.cli", "weights", "fetch", "dinov2_vits14"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"emlib: error: cannot download the weights of dinov2_vits14: the hub cannot be used "
+                                  f"(the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection but did "
+                                  "not answer within 3 s); run `emlib weights fetch dinov2_vits14` on a machine with internet")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert elapsed - startup < 2 * hubmod.PROBE_SECONDS + 5  # the probe's two waits, not minutes
+    assert not any(Path(online_empty.env["HF_HUB_CACHE"]).rglob("*.incomplete"))
+
+
+def test_emlib_grid_behind_a_stalled_proxy_ends_before_any_work(online_empty, stalled_server, tiny_root, tmp_path,
+                                                                monkeypatch, capsys):
+    import emlib.grid.runner as runner
+    from emlib.cli import main
+
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{stalled_server}")
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    out = tmp_path / "runs"
+    start = time.monotonic()
+    assert main(["grid", "--profile", "quick", "--out", str(out), "--root", str(tiny_root[0]), "--quiet"]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert (f"and the hub cannot be used (the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection "
+            "but did not answer within 0.3 s); run `emlib weights fetch dinov2_vits14` where there is internet") in err
+    assert err.count("\n") == 1
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+class _StallsOnFiles(_Hub):
+    """Answers the probe (``HEAD /``) at once, then stalls on every file of the hub."""
+
+    def _answer(self, body: bool) -> None:
+        if self.path == "/":
+            self._error(404, "EntryNotFound")
+        else:
+            time.sleep(3)
+
+
+def test_a_download_that_stalls_after_the_probe_blames_the_network_in_seconds(online_empty, monkeypatch):
+    from huggingface_hub import constants
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StallsOnFiles)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hubmod, "DOWNLOAD_SECONDS", 0.5)
+    try:
+        assert offline_reason() is None  # the probe is answered
+        start = time.monotonic()
+        with pytest.raises(WeightsError) as info:
+            fetch_weights(["dinov2_vits14"], progress=False)
+        assert time.monotonic() - start < 5
+    finally:
+        server.shutdown()
+    msg = str(info.value)
+    assert msg.startswith("the network failed while downloading model.safetensors from timm/vit_small_patch14_dinov2.lvd142m "
+                          "for dinov2_vits14 (")
+    assert msg.endswith(", after at most 0.5 s without an answer); check the connection, and run it again (finished files "
+                        "are kept).") and "\n" not in msg

@@ -351,7 +351,10 @@ def find_weights(
     WeightsMissing
         Nothing on this machine and the hub cannot be used (offline): one sentence, in seconds.
     WeightsError
-        The explicit file does not exist, a publisher-named file has another hash, or the download failed.
+        The explicit file does not exist or is not a regular file (a folder, a FIFO, a broken link),
+        ``$EMLIB_WEIGHTS`` is not a folder, a zip archive declares more than the backbone can need, a
+        publisher-named file has another hash, a Hugging Face cache blob is not the file its name
+        promises, or the download failed (a stalled network: within :data:`DOWNLOAD_SECONDS`).
 
     Examples
     --------

@@ -324,11 +324,10 @@ def check_archive(path: str | os.PathLike[str], spec: BackboneSpec, *, limit: in
         return  # not readable as a zip: torch.load refuses it with its own reason, inflating nothing
     total, count = sum(info.file_size for info in members), len(members)
     if total > limit:
-        raise WeightsError(
-            f"{path} is a zip archive whose {count} member{'s' if count != 1 else ''} would inflate to {total / 1e9:.1f} GB, "
-            f"more than the {limit / 1e9:.1f} GB a checkpoint of {spec.name} can need, so it was not opened (it may be a "
-            "zip bomb); use the file the hub or the publisher serves."
-        )
+        head = (f"{path} is a zip archive whose {count} member{'s' if count != 1 else ''} would inflate to "
+                f"{total / 1e9:.1f} GB, more than the {limit / 1e9:.1f} GB a checkpoint of {spec.name} can need, so it was "
+                "not opened (it may be a zip bomb)")
+        raise WeightsError(f"{head}; use the file the hub or the publisher serves.", why=head)
 
 
 def checkpoint_format(path: str | Path) -> str | None:

@@ -275,14 +275,23 @@ def _looked(spec: BackboneSpec) -> str:
     return ", ".join(places)
 
 
+def _proxy_fix(reason: str) -> str:
+    """The start of a fix when ``reason`` (of :func:`offline_reason`) blames a proxy, else ``''``."""
+    if not reason.startswith("the proxy "):
+        return ""
+    variable = reason.partition(" set in ")[2].partition(" ")[0]
+    return f"fix the proxy in {variable} (or unset it), or "
+
+
 def _missing(spec: BackboneSpec, reason: str) -> WeightsMissing:
     head = f"no pretrained weights for {spec.name} on this machine (looked in {_looked(spec)}) and the hub cannot be used ({reason})"
+    fix = _proxy_fix(reason)
     return WeightsMissing(
-        f"{head}; run emlib.fetch_weights(['{spec.name}']) where there is internet, pass weights=PATH, "
+        f"{head}; {fix}run emlib.fetch_weights(['{spec.name}']) where there is internet, pass weights=PATH, "
         "or use pretrained=False for random weights (tests only).",
         why=head,
-        cli_message=f"{head}; run `emlib weights fetch {spec.name}` where there is internet, pass `--weights {spec.name}=FILE`, "
-        "or use `--random-weights` (tests only).",
+        cli_message=f"{head}; {fix}run `emlib weights fetch {spec.name}` where there is internet, pass "
+        f"`--weights {spec.name}=FILE`, or use `--random-weights` (tests only).",
     )
 
 
@@ -526,13 +535,14 @@ def fetch_weights(
             missing.append(name)
     if missing:
         cache, listed = _hf_constants().HF_HUB_CACHE, " ".join(missing)
-        head = f"cannot download the weights of {', '.join(missing)}: the hub cannot be used ({offline_reason()})"
+        reason = offline_reason() or ""
+        head, fix = f"cannot download the weights of {', '.join(missing)}: the hub cannot be used ({reason})", _proxy_fix(reason)
         raise WeightsMissing(
-            f"{head}; run emlib.fetch_weights({missing!r}) on a machine with internet, then copy its Hugging Face "
+            f"{head}; {fix}run emlib.fetch_weights({missing!r}) on a machine with internet, then copy its Hugging Face "
             f"cache into {cache} here, or pass the files as weights=PATH.",
             why=head,
-            cli_message=f"{head}; run `emlib weights fetch {listed}` on a machine with internet, then copy its Hugging Face cache "
-            f"into {cache} here, or give the files to `emlib grid` as --weights NAME=FILE.",
+            cli_message=f"{head}; {fix}run `emlib weights fetch {listed}` on a machine with internet, then copy its Hugging Face "
+            f"cache into {cache} here, or give the files to `emlib grid` as --weights NAME=FILE.",
         )
     return {name: find_weights(name, download=True, progress=progress) for name in chosen}
 

@@ -576,7 +576,8 @@ def test_a_proxy_that_never_answers_is_offline_and_ends_fetch_in_seconds(online_
     with pytest.raises(WeightsError) as info:
         fetch_weights(["dinov2_vits14"])
     assert time.monotonic() - start < 3 and downloads == []
-    assert str(info.value).startswith(f"cannot download the weights of dinov2_vits14: the hub cannot be used ({reason}); ")
+    assert str(info.value).startswith(f"cannot download the weights of dinov2_vits14: the hub cannot be used ({reason}); "
+                                      "fix the proxy in HTTPS_PROXY (or unset it), or run emlib.fetch_weights(")
     monkeypatch.setenv("NO_PROXY", "huggingface.co")  # a proxy the endpoint bypasses is not probed
     hubmod._probe.cache_clear()
     assert hubmod.proxy_for("https://huggingface.co") == ""
@@ -600,7 +601,8 @@ def test_emlib_weights_fetch_behind_a_stalled_proxy_ends_in_seconds(online_empty
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"emlib: error: cannot download the weights of dinov2_vits14: the hub cannot be used "
                                   f"(the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection but did "
-                                  "not answer within 3 s); run `emlib weights fetch dinov2_vits14` on a machine with internet")
+                                  "not answer within 3 s); fix the proxy in HTTPS_PROXY (or unset it), or run `emlib weights fetch "
+                                  "dinov2_vits14` on a machine with internet")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert elapsed - startup < 2 * hubmod.PROBE_SECONDS + 5  # the probe's two waits, not minutes
     assert not any(Path(online_empty.env["HF_HUB_CACHE"]).rglob("*.incomplete"))
@@ -620,7 +622,8 @@ def test_emlib_grid_behind_a_stalled_proxy_ends_before_any_work(online_empty, st
     assert time.monotonic() - start < 10
     err = capsys.readouterr().err
     assert (f"and the hub cannot be used (the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection "
-            "but did not answer within 0.3 s); run `emlib weights fetch dinov2_vits14` where there is internet") in err
+            "but did not answer within 0.3 s); fix the proxy in HTTPS_PROXY (or unset it), or run `emlib weights fetch "
+            "dinov2_vits14` where there is internet") in err
     assert err.count("\n") == 1
     assert not out.exists() or not any(out.rglob("*.json"))
 

@@ -76,10 +76,10 @@ def test_fingerprints_fail_before_any_work_on_missing_inputs(tiny_root, tmp_path
 
 def test_weights_that_fail_their_checks_fail_the_fingerprints_before_any_work(tiny_root, local_hub, tmp_path: Path,
                                                                                monkeypatch) -> None:
-    import emlib.models.hub as hub
+    import emlib.models.weightfile as weightfile
 
     root, _ = tiny_root
-    monkeypatch.setattr(hub, "SHA256_CACHE", tmp_path / "sha256.json")
+    monkeypatch.setattr(weightfile, "SHA256_CACHE", tmp_path / "sha256.json")
     monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "w.pth"))
     (tmp_path / "w.pth").write_bytes(b"x")
     with pytest.raises(WeightsError, match=r"^EMLIB_WEIGHTS=.*w\.pth is a file, not the folder of weights files"):

@@ -26,7 +26,7 @@ more than the backbone can need (:func:`~emlib.models.weights.check_archive`), a
 publisher's name that carries a hash (``...-8aa4cbdd.pth``) must have a SHA-256 starting with it,
 and a Hugging Face cache blob, named by the SHA-256 of its content, must have that SHA-256. The
 SHA-256 in a weights label is the file's own, computed once per file and remembered across
-processes by (path, size, mtime_ns, inode) in :data:`SHA256_CACHE`. :func:`fetch_weights`
+processes by (path, size, mtime_ns, inode) (:func:`~emlib.models.weightfile.weights_sha256`). :func:`fetch_weights`
 downloads, :func:`weights_status` tabulates.
 """
 
@@ -34,38 +34,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pooch
 import torch.hub
 
 from emlib.config import get_profile
 from emlib.errors import ConfigError, WeightsError, short_reason
 from emlib.models.network import network_failure, probe, proxy_for, proxy_variable
 from emlib.models.registry import get_backbone_spec, list_backbones
-from emlib.models.weights import WEIGHTS_ENV, BackboneSpec, check_archive, published_hash, weights_file_problem
-from emlib.runfiles import file_sha256
+from emlib.models.weightfile import check_archive, weights_file_problem, weights_sha256
+from emlib.models.weights import WEIGHTS_ENV, BackboneSpec, archive_limit, published_hash
 
 __all__ = [
     "WeightsSource", "WeightsMissing", "PROBE_SECONDS", "find_weights", "fetch_weights", "weights_status",
-    "offline_reason", "select_backbones", "weights_sha256",
+    "offline_reason", "select_backbones",
 ]
 
 #: How long the probe of the hub's endpoint (or proxy) waits to connect, and again for an answer, before calling the machine offline.
 PROBE_SECONDS = 3.0
 #: Connect-and-read timeout of each request of a download.
 DOWNLOAD_SECONDS = 10.0
-#: Where the SHA-256 of weights files is remembered between processes (None: ``weights-sha256.json`` in emlib's user cache).
-SHA256_CACHE: Path | None = None
-_SHA256_CACHE_ENTRIES = 256
 _HF_ORIGINS = ("hf-cache", "hf-download", "hub")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -107,7 +101,7 @@ class WeightsSource:
         return str(self.path)
 
     def sha256(self) -> str:
-        """SHA-256 of the file's content (:func:`weights_sha256`: computed once per file, remembered)."""
+        """SHA-256 of the file's content (:func:`~emlib.models.weightfile.weights_sha256`: computed once per file)."""
         if self.path is None:
             raise WeightsError(f"the weights of {self.spec.name} are not on this machine; fetch them first.")
         return weights_sha256(self.path)
@@ -124,54 +118,6 @@ class WeightsSource:
         """The weights label of a backbone built from this file, e.g.
         ``pretrained (lvd142m) from hf:timm/vit_small_patch14_dinov2.lvd142m/model.safetensors sha256:1a2b3c4d5e6f``."""
         return f"pretrained ({self.spec.pretrained_tag}) from {self.where} sha256:{self.sha256()[:12]}"
-
-
-# --------------------------------------------------------------------------------------------
-# The SHA-256 of a weights file, computed once
-# --------------------------------------------------------------------------------------------
-
-
-def _sha256_cache_file() -> Path:
-    return SHA256_CACHE if SHA256_CACHE is not None else Path(pooch.os_cache("emlib")) / "weights-sha256.json"
-
-
-def _known_hashes(cache: Path) -> dict[str, list]:
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or unreadable: computed again
-    return known if isinstance(known, dict) else {}
-
-
-def weights_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a weights file's content, computed once per file (a 1.2 GB file costs seconds once, then nothing).
-
-    Remembered in this process and in :data:`SHA256_CACHE` (a small JSON file, written atomically
-    under a per-process temporary name) under the resolved path with its size, ``mtime_ns`` and
-    inode: a file replaced, rewritten or touched is hashed again. A cache that cannot be read or
-    written only costs the hashing.
-    """
-    path = Path(path)
-    info, resolved = path.stat(), str(path.resolve())
-    key = [info.st_size, info.st_mtime_ns, info.st_ino]
-    cache = _sha256_cache_file()
-    known = _known_hashes(cache)
-    entry = known.get(resolved)
-    if isinstance(entry, list) and entry[:3] == key and len(entry) == 4 and _SHA256.match(str(entry[3])):
-        return entry[3]
-    digest = file_sha256(path)
-    known.pop(resolved, None)
-    known[resolved] = [*key, digest]
-    known = dict(list(known.items())[-_SHA256_CACHE_ENTRIES:])
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.{threading.get_ident()}.incomplete")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    return digest
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +264,7 @@ def _checked(source: WeightsSource) -> WeightsSource:
         if source.origin in _HF_ORIGINS:
             raise _refetch(spec, head, path)
         raise WeightsError(f"{head}; put the weights file itself there or remove that entry.", why=head)
-    check_archive(path, spec)  # a zip bomb: refused from its declared sizes, before anything is inflated
+    check_archive(path, archive_limit(spec), backbone=spec.name)  # a zip bomb: refused from its declared sizes, before anything is inflated
     expected = published_hash(spec, path.name)
     if expected and not source.sha256().startswith(expected):
         raise WeightsError(

@@ -15,10 +15,10 @@ The registry of specs lives in :mod:`emlib.models.registry`, finding (and downlo
   ``checkpoint_filter_fn`` of the model's module), a whole open_clip CLIP checkpoint (its ``visual.``
   tower kept, the text tower dropped) or a vision-tower-only dict;
 - loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence;
-- nothing is opened that is not a regular file (:func:`weights_file_problem`: a folder, a FIFO, a
-  device, a broken link or a link loop is one sentence, and reading never blocks), and a zip
-  archive is refused from its declared sizes before anything is inflated when they exceed what the
-  backbone can need (:func:`archive_limit`, :func:`check_archive`: a zip bomb given as weights).
+- nothing is opened that is not a regular file (a folder, a FIFO, a device, a broken link or a
+  link loop is one sentence, and reading never blocks), and a zip archive is refused from its
+  declared sizes before anything is inflated when they exceed what the backbone can need
+  (:func:`archive_limit`; the checks are those of :mod:`emlib.models.weightfile`).
 
 Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 """
@@ -26,15 +26,11 @@ Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
-import os
 import re
-import stat
 import struct
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +39,12 @@ import torch
 from torch import nn
 
 from emlib.errors import ConfigError, WeightsError, short_reason
+from emlib.models.weightfile import check_archive, weights_file_problem
 
 __all__ = [
     "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
     "convert_state_dict", "load_weights_file", "published_hash", "build_random_model", "state_dict_mismatch",
-    "weights_file_problem", "archive_limit", "check_archive",
+    "archive_limit",
 ]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
@@ -67,8 +64,6 @@ _LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle protocol 
 ARCHIVE_FACTOR = 4
 _ARCHIVE_SLACK = 64_000_000
 _UNKNOWN_SIZE_LIMIT = 24_000_000_000  # a spec with size_mb=0: about 4 x the largest registered backbone
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
 
 
 @dataclass(frozen=True)
@@ -251,42 +246,6 @@ def build_random_model(spec: BackboneSpec) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
-def weights_file_problem(path: str | os.PathLike[str]) -> str:
-    """What keeps ``path`` from being read as a weights file, as the end of a sentence; ``''`` when nothing does.
-
-    Judged by one ``stat`` (nothing is opened, so a FIFO or a device never blocks): a missing path,
-    a broken symbolic link, a link loop, a folder, anything but a regular file, or one that cannot
-    be read.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     weights_file_problem(d), weights_file_problem(f"{d}/none.pth")
-    ('is a folder, not a file', 'does not exist')
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return f"is a broken symbolic link (to {os.readlink(path)})"
-        return "does not exist"
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "is a symbolic link loop"
-        if err.errno == errno.ENOTDIR:
-            return "does not exist (a folder on its path is a file)"
-        return f"cannot be read ({short_reason(err)})"
-    if stat.S_ISDIR(info.st_mode):
-        return "is a folder, not a file"
-    if not stat.S_ISREG(info.st_mode):
-        kind = next((what for test, what in _KINDS if test(info.st_mode)), "not a regular file")
-        return f"is {kind}, not a regular file"
-    if not os.access(path, os.R_OK):
-        return "cannot be read (permission denied)"
-    return ""
-
-
 def archive_limit(spec: BackboneSpec) -> int:
     """The most bytes a zip checkpoint of ``spec`` may inflate to: :data:`ARCHIVE_FACTOR` times its
     ``size_mb`` (float32 tensors) plus 64 MB; 24 GB when the size is unknown.
@@ -300,34 +259,6 @@ def archive_limit(spec: BackboneSpec) -> int:
     if spec.size_mb <= 0:
         return _UNKNOWN_SIZE_LIMIT
     return ARCHIVE_FACTOR * spec.size_mb * 1_000_000 + _ARCHIVE_SLACK
-
-
-def check_archive(path: str | os.PathLike[str], spec: BackboneSpec, *, limit: int | None = None) -> None:
-    """Refuse a zip checkpoint whose members declare more bytes than ``limit`` (default :func:`archive_limit`),
-    from its central directory alone, before anything is inflated.
-
-    Files that are not zip archives (safetensors, legacy torch files, which inflate nothing) pass.
-
-    Raises
-    ------
-    WeightsError
-        The declared sizes exceed the limit: one sentence with both sizes.
-    """
-    limit = archive_limit(spec) if limit is None else limit
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":
-            return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return  # not readable as a zip: torch.load refuses it with its own reason, inflating nothing
-    total, count = sum(info.file_size for info in members), len(members)
-    if total > limit:
-        head = (f"{path} is a zip archive whose {count} member{'s' if count != 1 else ''} would inflate to "
-                f"{total / 1e9:.1f} GB, more than the {limit / 1e9:.1f} GB a checkpoint of {spec.name} can need, so it was "
-                "not opened (it may be a zip bomb)")
-        raise WeightsError(f"{head}; use the file the hub or the publisher serves.", why=head)
 
 
 def checkpoint_format(path: str | Path) -> str | None:
@@ -524,7 +455,7 @@ def load_weights_file(spec: BackboneSpec, path: str | Path) -> nn.Module:
     problem = weights_file_problem(path)
     if problem:
         raise WeightsError(f"weights file {path} for {spec.name} {problem}; give the path of the weights file itself.")
-    check_archive(path, spec)
+    check_archive(path, archive_limit(spec), backbone=spec.name)
     sd = read_checkpoint(path)
     model = build_random_model(spec)
     converted = convert_state_dict(spec, model, sd)

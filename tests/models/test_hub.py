@@ -22,6 +22,7 @@ from emlib.errors import WeightsError
 from emlib.models import create_backbone, get_backbone_spec
 from emlib.models import hub as hubmod
 from emlib.models import network as netmod
+from emlib.models import weightfile
 from emlib.models.hub import fetch_weights, find_weights, offline_reason, select_backbones, weights_status
 from emlib.testing import DEFAULT_BACKBONES, LocalHub
 from safetensors.torch import save_file
@@ -369,7 +370,7 @@ def test_select_and_status(offline_hub, tmp_path):
 def hash_cache(tmp_path, monkeypatch):
     """SHA-256s remembered in a file of this test only."""
     path = tmp_path / "sha256-cache" / "weights-sha256.json"
-    monkeypatch.setattr(hubmod, "SHA256_CACHE", path)
+    monkeypatch.setattr(weightfile, "SHA256_CACHE", path)
     return path
 
 
@@ -394,8 +395,8 @@ def test_the_label_carries_the_files_own_sha256_computed_once(own_hf_cache, hash
     link = _snapshot(own_hf_cache, "timm/vit_small_patch14_dinov2.lvd142m")
     own = hashlib.sha256(link.read_bytes()).hexdigest()
     computed = []
-    real = hubmod.file_sha256
-    monkeypatch.setattr(hubmod, "file_sha256", lambda path: computed.append(path) or real(path))
+    real = weightfile.file_sha256
+    monkeypatch.setattr(weightfile, "file_sha256", lambda path: computed.append(path) or real(path))
     source = find_weights("dinov2_vits14")
     assert source.origin == "hf-cache" and source.sha256() == own == link.resolve().name
     assert source.label().endswith(f"model.safetensors sha256:{own[:12]}")
@@ -491,10 +492,10 @@ def test_a_zip_bomb_given_to_grid_ends_before_any_work(tiny_root, tmp_path, monk
     import emlib.grid.runner as runner
     from emlib.cli import main
 
-    from .test_weights import _zip_bomb
+    from .test_weightfile import zip_bomb
 
     root, _ = tiny_root
-    bomb = _zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    bomb = zip_bomb(tmp_path / "bomb.pth", 512 << 20)
     monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
     out = tmp_path / "runs"
     start = time.monotonic()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -25,18 +23,18 @@ from emlib.models.weights import (
     BackboneSpec,
     archive_limit,
     build_random_model,
-    check_archive,
     checkpoint_format,
     convert_state_dict,
     load_weights_file,
     published_hash,
     read_checkpoint,
     state_dict_mismatch,
-    weights_file_problem,
 )
+from emlib.models.weightfile import check_archive
 from emlib.testing import clip_shapes, meta_dinov2_state_dict, meta_dinov3_state_dict, model_shapes
 
 from ._meta_dinov2 import MetaDinoViT
+from .test_weightfile import zip_bomb
 
 torch.set_num_threads(1)
 
@@ -63,23 +61,7 @@ def test_published_hash_comes_from_the_publishers_name_only():
     assert published_hash(get_backbone_spec("dinov2_vits14"), "dinov2_vits14_pretrain.pth") == ""  # Meta gives none
 
 
-# ---- what is not a regular file, and archives that would inflate too far ---------------------
-
-
-def test_what_is_not_a_regular_file_is_named_from_one_stat(tmp_path: Path):
-    (tmp_path / "folder").mkdir()
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "dangling").symlink_to(tmp_path / "gone.pth")
-    (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    (tmp_path / "file.pth").write_bytes(b"x")
-    assert weights_file_problem(tmp_path / "file.pth") == ""
-    assert weights_file_problem(tmp_path / "none.pth") == "does not exist"
-    assert weights_file_problem(tmp_path / "file.pth" / "x") == "does not exist (a folder on its path is a file)"
-    assert weights_file_problem(tmp_path / "folder") == "is a folder, not a file"
-    assert weights_file_problem(tmp_path / "fifo") == "is a FIFO (named pipe), not a regular file"
-    assert weights_file_problem("/dev/zero") == "is a character device, not a regular file"
-    assert weights_file_problem(tmp_path / "dangling") == f"is a broken symbolic link (to {tmp_path / 'gone.pth'})"
-    assert weights_file_problem(tmp_path / "loop") == "is a symbolic link loop"
+# ---- what is not a regular file, and archives that would inflate too far (emlib.models.weightfile) --
 
 
 @pytest.mark.parametrize("where", ["fifo", "/dev/zero", "folder"])
@@ -98,25 +80,6 @@ def test_a_fifo_a_device_or_a_folder_is_refused_before_it_is_opened(tmp_path: Pa
     assert time.monotonic() - start < 5
 
 
-def _zip_bomb(path: Path, inflated: int) -> Path:
-    """A valid zip holding one deflated member of ``inflated`` zero bytes (a 512 MB member is about 0.5 MB on disk),
-    written without inflating it: one fully flushed deflate block of 16 MB of zeros, repeated."""
-    chunk, name = 1 << 24, b"archive/data/0"
-    block = (comp := zlib.compressobj(9, zlib.DEFLATED, -15)).compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)
-    n = inflated // chunk
-    data = block * n + zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
-    crc, zero = 0, bytes(chunk)
-    for _ in range(n):
-        crc = zlib.crc32(zero, crc)
-    size = n * chunk
-    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0) + name
-    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data), size, len(name),
-                          0, 0, 0, 0, 0, 0) + name
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(data), 0)
-    path.write_bytes(local + data + central + end)
-    return path
-
-
 def test_archive_limit_is_tied_to_the_backbones_size():
     assert archive_limit(get_backbone_spec("dinov2_vits14")) == 4 * 88_000_000 + 64_000_000
     assert archive_limit(get_backbone_spec("dinov2_vitl14")) == 4 * 1217_000_000 + 64_000_000
@@ -124,7 +87,7 @@ def test_archive_limit_is_tied_to_the_backbones_size():
 
 
 def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_inflating(tmp_path: Path, monkeypatch):
-    bomb = _zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    bomb = zip_bomb(tmp_path / "bomb.pth", 512 << 20)
     assert bomb.stat().st_size < 2_000_000 and checkpoint_format(bomb) == "torch-zip"
     with zipfile.ZipFile(bomb) as archive:  # a real archive: it does inflate to zeros
         assert archive.open("archive/data/0").read(1000) == bytes(1000)
@@ -141,18 +104,8 @@ def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_inflating(tmp_path
     assert str(info.value) == (f"{bomb} is a zip archive whose 1 member would inflate to 0.5 GB, more than the 0.4 GB a "
                                "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the "
                                "file the hub or the publisher serves.")
-    check_archive(bomb, get_backbone_spec("dinov2_vitl14"))  # within what a ViT-L checkpoint can need
-
-
-def test_real_checkpoints_pass_the_archive_check(tmp_path: Path):
-    spec = get_backbone_spec("dinov2_vits14")
-    zipped, safe = tmp_path / "z.pth", tmp_path / "s.safetensors"
-    torch.save(_tensors(), zipped)
-    save_file(_tensors(), str(safe))
-    check_archive(zipped, spec)
-    check_archive(safe, spec)
-    with pytest.raises(WeightsError, match="would inflate to 0.0 GB, more than the 0.0 GB"):
-        check_archive(zipped, spec, limit=10)
+    assert checkpoint_format(bomb) == "torch-zip"  # within what a ViT-L checkpoint can need:
+    check_archive(bomb, archive_limit(get_backbone_spec("dinov2_vitl14")), backbone="dinov2_vitl14")
 
 
 # ---- reading by content ----------------------------------------------------------------------

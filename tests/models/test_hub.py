@@ -662,3 +662,4 @@ def test_a_download_that_stalls_after_the_probe_blames_the_network_in_seconds(on
                           "for dinov2_vits14 (")
     assert msg.endswith(", after at most 0.5 s without an answer); check the connection, and run it again (finished files "
                         "are kept).") and "\n" not in msg
+

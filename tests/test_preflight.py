@@ -77,3 +77,28 @@ def test_fingerprints_fail_before_any_work_on_missing_inputs(tiny_root, tmp_path
         input_fingerprints(RunConfig(), root=root)  # offline and nowhere on this machine: before any work
     with pytest.raises(DataError, match="no Lucchi"):
         input_fingerprints(RunConfig(pretrained=False), root=tmp_path / "empty")
+
+
+def test_weights_that_fail_their_checks_fail_the_fingerprints_before_any_work(tiny_root, local_hub, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    import emlib.models.weightfile as weightfile
+
+    root, _ = tiny_root
+    monkeypatch.setattr(weightfile, "SHA256_CACHE", tmp_path / "sha256.json")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "w.pth"))
+    (tmp_path / "w.pth").write_bytes(b"x")
+    with pytest.raises(WeightsError, match=r"^EMLIB_WEIGHTS=.*w\.pth is a file, not the folder of weights files"):
+        input_fingerprints(RunConfig(), root=root)
+    with pytest.raises(WeightsError, match=r"^EMLIB_WEIGHTS=.*w\.pth is a file"):  # also where nothing is loaded (--plan)
+        input_fingerprints(RunConfig(), root=root, expect_weights=False)
+    monkeypatch.delenv("EMLIB_WEIGHTS")
+    copy = LocalHub(tmp_path / "copy", local_hub.backbones, local_hub.seed)
+    shutil.copytree(local_hub.root / "huggingface", copy.root / "huggingface", symlinks=True)
+    with copy.activate():  # torch.hub's folder is empty in the copy: the Hugging Face cache's file is the one loaded
+        blob = next((Path(copy.env["HF_HUB_CACHE"]) / "models--timm--vit_small_patch14_dinov2.lvd142m" / "blobs").iterdir())
+        assert input_fingerprints(RunConfig(), root=root)["weights"] == "hub:vit_small_patch14_dinov2.lvd142m"
+        data = bytearray(blob.read_bytes())
+        data[-1] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        with pytest.raises(WeightsError, match=r"^the Hugging Face cache file .* of dinov2_vits14 is damaged or was replaced"):
+            input_fingerprints(RunConfig(), root=root)

@@ -14,7 +14,11 @@ The registry of specs lives in :mod:`emlib.models.registry`, finding (and downlo
   of every published format are converted: timm's, Meta's DINOv2/DINOv3 (by timm's own
   ``checkpoint_filter_fn`` of the model's module), a whole open_clip CLIP checkpoint (its ``visual.``
   tower kept, the text tower dropped) or a vision-tower-only dict;
-- loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence.
+- loading is strict: a missing or unexpected key, or a tensor of another shape, is one sentence;
+- nothing is opened that is not a regular file (a folder, a FIFO, a device, a broken link or a
+  link loop is one sentence, and reading never blocks), and a zip archive is refused from its
+  declared sizes before anything is inflated when they exceed what the backbone can need
+  (:func:`archive_limit`; the checks are those of :mod:`emlib.models.weightfile`).
 
 Random weights (:data:`RANDOM_WEIGHTS_LABEL`) are for tests and smoke runs only.
 """
@@ -35,10 +39,12 @@ import torch
 from torch import nn
 
 from emlib.errors import ConfigError, WeightsError, short_reason
+from emlib.models.weightfile import check_archive, weights_file_problem
 
 __all__ = [
     "BackboneSpec", "WEIGHTS_ENV", "RANDOM_WEIGHTS_LABEL", "FORMATS", "checkpoint_format", "read_checkpoint",
     "convert_state_dict", "load_weights_file", "published_hash", "build_random_model", "state_dict_mismatch",
+    "archive_limit",
 ]
 
 WEIGHTS_ENV = "EMLIB_WEIGHTS"
@@ -53,6 +59,11 @@ _CONTAINERS = ("state_dict", "model", "module", "teacher")
 #: torch.hub's convention: the hex after the last '-' of a published file name starts its SHA-256.
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle protocol 2 + torch's legacy magic number
+#: A checkpoint may hold this many times the backbone's float32 tensors (a training checkpoint: teacher,
+#: student and their optimiser state), plus :data:`_ARCHIVE_SLACK` bytes, before its archive is refused.
+ARCHIVE_FACTOR = 4
+_ARCHIVE_SLACK = 64_000_000
+_UNKNOWN_SIZE_LIMIT = 24_000_000_000  # a spec with size_mb=0: about 4 x the largest registered backbone
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,21 @@ def build_random_model(spec: BackboneSpec) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
+def archive_limit(spec: BackboneSpec) -> int:
+    """The most bytes a zip checkpoint of ``spec`` may inflate to: :data:`ARCHIVE_FACTOR` times its
+    ``size_mb`` (float32 tensors) plus 64 MB; 24 GB when the size is unknown.
+
+    Examples
+    --------
+    >>> spec = BackboneSpec("x", "dinov2", "a", "t", 14, 384, 12, (0, 0, 0), (1, 1, 1), "mean_patch", "l", size_mb=88)
+    >>> archive_limit(spec)
+    416000000
+    """
+    if spec.size_mb <= 0:
+        return _UNKNOWN_SIZE_LIMIT
+    return ARCHIVE_FACTOR * spec.size_mb * 1_000_000 + _ARCHIVE_SLACK
+
+
 def checkpoint_format(path: str | Path) -> str | None:
     """The format of a weights file judged from its first bytes: one of :data:`FORMATS`, or None.
 
@@ -292,10 +318,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     ------
     WeightsError
         A file that is neither safetensors nor a torch checkpoint loadable with
-        ``torch.load(weights_only=True)`` (a pickle with code in it is refused, never run), or one
-        that holds no tensors.
+        ``torch.load(weights_only=True)`` (a pickle with code in it is refused, never run), one
+        that holds no tensors, or a path that is not a regular file (checked before it is opened).
     """
     path = Path(path)
+    problem = weights_file_problem(path)
+    if problem:
+        raise WeightsError(f"weights file {path} {problem}; give the path of the weights file itself.")
     kind = checkpoint_format(path)
     if kind is None:
         raise WeightsError(
@@ -418,10 +447,15 @@ def load_weights_file(spec: BackboneSpec, path: str | Path) -> nn.Module:
     Raises
     ------
     WeightsError
-        The file cannot be read, or its tensors do not fit: one sentence naming the file, the
+        The file cannot be read, is a zip archive declaring more than :func:`archive_limit` bytes
+        (refused before inflating), or its tensors do not fit: one sentence naming the file, the
         backbone and the first missing/unexpected keys.
     """
     path = Path(path)
+    problem = weights_file_problem(path)
+    if problem:
+        raise WeightsError(f"weights file {path} for {spec.name} {problem}; give the path of the weights file itself.")
+    check_archive(path, archive_limit(spec), backbone=spec.name)
     sd = read_checkpoint(path)
     model = build_random_model(spec)
     converted = convert_state_dict(spec, model, sd)

@@ -7,8 +7,11 @@ HTTP server that answers as the Hugging Face hub does (files, 404 EntryNotFound,
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +21,8 @@ import torch
 from emlib.errors import WeightsError
 from emlib.models import create_backbone, get_backbone_spec
 from emlib.models import hub as hubmod
+from emlib.models import network as netmod
+from emlib.models import weightfile
 from emlib.models.hub import fetch_weights, find_weights, offline_reason, select_backbones, weights_status
 from emlib.testing import DEFAULT_BACKBONES, LocalHub
 from safetensors.torch import save_file
@@ -164,6 +169,7 @@ def test_offline_and_missing_fails_in_seconds_in_the_words_of_each_interface(emp
 
 
 def test_the_folders_looked_in_are_named(empty_offline, tmp_path, monkeypatch):
+    (tmp_path / "w").mkdir()  # a folder that does not exist is refused (test_emlib_weights_must_name_a_folder)
     monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "w"))
     with pytest.raises(WeightsError) as info:
         find_weights("openclip_vitb16")
@@ -179,13 +185,13 @@ def test_an_unreachable_endpoint_is_offline_without_the_flag(monkeypatch):
     for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
-    real, calls = hubmod.socket.create_connection, []
+    real, calls = netmod.socket.create_connection, []
 
     def create_connection(address, timeout=None, *args, **kwargs):
         calls.append((address, timeout))
         return real(address, timeout, *args, **kwargs)
 
-    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
+    monkeypatch.setattr(netmod.socket, "create_connection", create_connection)
     hubmod._probe.cache_clear()
     try:
         assert offline_reason() == "127.0.0.1 cannot be reached"
@@ -211,7 +217,7 @@ def test_an_endpoint_that_never_answers_is_offline_after_the_probe_time(monkeypa
         release.wait()  # never answers until the test ends
         raise OSError("released")
 
-    monkeypatch.setattr(hubmod.socket, "create_connection", create_connection)
+    monkeypatch.setattr(netmod.socket, "create_connection", create_connection)
     monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.05)  # the wait is PROBE_SECONDS (+ 0.5 s), whatever its value
     hubmod._probe.cache_clear()
     try:
@@ -355,3 +361,305 @@ def test_select_and_status(offline_hub, tmp_path):
     assert rows.loc["openclip_vitb16", "about"] == "about 598 MB"
     assert (rows.loc["dinov3_vitl16", "present"], rows.loc["dinov3_vitl16", "where"]) == (False, "missing")
     assert (rows.loc["dinov3_vitl16", "sha256"], rows.loc["dinov3_vitl16", "licence"]) == ("8aa4cbdd", "dinov3-license (gated)")
+
+
+# ---- what is found is checked: the hash is the file's own, and not a folder, a FIFO or a bomb ----
+
+
+@pytest.fixture()
+def hash_cache(tmp_path, monkeypatch):
+    """SHA-256s remembered in a file of this test only."""
+    path = tmp_path / "sha256-cache" / "weights-sha256.json"
+    monkeypatch.setattr(weightfile, "SHA256_CACHE", path)
+    return path
+
+
+@pytest.fixture()
+def own_hf_cache(local_hub, tmp_path, monkeypatch, hash_cache):
+    """A copy of the local hub's Hugging Face cache (to damage), active, with an empty torch.hub folder."""
+    copy = LocalHub(tmp_path / "copy", local_hub.backbones, local_hub.seed)
+    shutil.copytree(local_hub.root / "huggingface", copy.root / "huggingface", symlinks=True)
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    with copy.activate():
+        yield copy
+
+
+def _snapshot(hub: LocalHub, repo: str, filename: str = "model.safetensors") -> Path:
+    folder = Path(hub.env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return next(folder.glob("*")) / filename
+
+
+def test_the_label_carries_the_files_own_sha256_computed_once(own_hf_cache, hash_cache, monkeypatch):
+    import hashlib
+
+    link = _snapshot(own_hf_cache, "timm/vit_small_patch14_dinov2.lvd142m")
+    own = hashlib.sha256(link.read_bytes()).hexdigest()
+    computed = []
+    real = weightfile.file_sha256
+    monkeypatch.setattr(weightfile, "file_sha256", lambda path: computed.append(path) or real(path))
+    source = find_weights("dinov2_vits14")
+    assert source.origin == "hf-cache" and source.sha256() == own == link.resolve().name
+    assert source.label().endswith(f"model.safetensors sha256:{own[:12]}")
+    assert len(computed) == 1  # once: then remembered on disk, by path, size, mtime_ns and inode
+    assert hash_cache.is_file() and own in hash_cache.read_text()
+    find_weights("dinov2_vits14").label()
+    assert len(computed) == 1
+    os.utime(link.resolve(), ns=(time.time_ns(), time.time_ns()))  # touched: hashed again
+    assert find_weights("dinov2_vits14").sha256() == own and len(computed) == 2
+
+
+@pytest.mark.parametrize("damage", ["flipped", "replaced"])
+def test_a_hub_blob_whose_content_is_not_its_name_is_refused(own_hf_cache, damage, capsys):
+    from emlib.cli import main
+
+    link = _snapshot(own_hf_cache, "timm/vit_small_patch14_dinov2.lvd142m")
+    blob = link.resolve()
+    data = bytearray(blob.read_bytes())
+    if damage == "flipped":
+        data[-1] ^= 0xFF  # one bit pattern in the last tensor: still a valid safetensors file
+    else:  # another valid weights file of the same architecture under this blob's name
+        data = bytearray(_snapshot(own_hf_cache, "timm/vit_small_patch14_reg4_dinov2.lvd142m").read_bytes())
+    blob.write_bytes(bytes(data))
+    before = blob.read_bytes()
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        create_backbone("dinov2_vits14")
+    assert time.monotonic() - start < 10
+    head = (re.escape(f"the Hugging Face cache file {link} of dinov2_vits14 is damaged or was replaced (its SHA-256 is ")
+            + "[0-9a-f]{12}" + re.escape(f"..., not the {blob.name[:12]}... of the hub's file it is named by); delete {blob} "
+                                         f"and {link} "))
+    assert re.fullmatch(head + r"and run emlib\.fetch_weights\(\['dinov2_vits14'\]\) \(or copy the file again from a "
+                        r"machine with internet\)\.", str(info.value))
+    assert main(["weights", "check", "dinov2_vits14"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch("dinov2_vits14: " + head + r"and run `emlib weights fetch dinov2_vits14`.*\.", out[0])
+    assert blob.read_bytes() == before  # nothing deleted or rewritten
+
+
+def test_emlib_weights_must_name_a_folder(empty_offline, tmp_path, monkeypatch, capsys):
+    from emlib.cli import main
+
+    file = tmp_path / "dinov2_vits14_pretrain.pth"
+    file.write_bytes(b"x")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(file))
+    with pytest.raises(WeightsError) as info:
+        find_weights("dinov2_vits14")
+    assert str(info.value) == (f"EMLIB_WEIGHTS={file} is a file, not the folder of weights files it must name; set "
+                               f"EMLIB_WEIGHTS to the folder that holds it ({tmp_path}), or pass the file as weights=PATH.")
+    assert main(["weights", "fetch", "dinov2_vits14"]) == 2
+    assert capsys.readouterr().err == (f"emlib: error: EMLIB_WEIGHTS={file} is a file, not the folder of weights files it "
+                                       f"must name; set EMLIB_WEIGHTS to the folder that holds it ({tmp_path}), or give "
+                                       "the file as `--weights NAME=FILE`.\n")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path / "missing"))
+    with pytest.raises(WeightsError, match=rf"^EMLIB_WEIGHTS={tmp_path / 'missing'} does not exist, so it names no folder "
+                                           r"of weights files; fix the path, create the folder .* or unset EMLIB_WEIGHTS "
+                                           r"to use the hubs' caches\.$"):
+        create_backbone("dinov2_vits14")
+    assert not (tmp_path / "missing").exists()  # nothing created
+
+
+def test_a_folder_given_as_weights_says_it_is_a_folder(empty_offline, tmp_path, capsys):
+    from emlib.cli import main
+
+    folder = tmp_path / "dinov2"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(WeightsError) as info:
+        find_weights("dinov2_vits14", folder)
+    assert str(info.value) == (f"weights file {folder} for dinov2_vits14 is a folder, not a file; pass the weights file "
+                               f"itself as weights=PATH (e.g. {folder / 'model.safetensors'}).")
+    assert main(["weights", "check", "--weights", f"dinov2_vits14={folder}"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"dinov2_vits14: weights file {folder} for dinov2_vits14 is a folder, not a file; give the weights file itself to "
+        f"--weights dinov2_vits14=FILE (e.g. {folder / 'model.safetensors'}).")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_what_is_in_emlib_weights_but_no_file_is_refused_not_skipped(offline_hub, tmp_path, monkeypatch, kind):
+    """A FIFO would block a reader; both would otherwise be skipped for another copy (torch.hub's) without a word."""
+    path = tmp_path / "dinov2_vits14" / "model.safetensors"
+    path.parent.mkdir()
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("EMLIB_WEIGHTS", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=rf"^the weights file {path} of dinov2_vits14 in \$EMLIB_WEIGHTS is .*; put the "
+                                           r"weights file itself there or remove that entry\.$"):
+        create_backbone("dinov2_vits14")
+    assert time.monotonic() - start < 5
+
+
+def test_a_zip_bomb_given_to_grid_ends_before_any_work(tiny_root, tmp_path, monkeypatch, capsys):
+    import emlib.grid.runner as runner
+    from emlib.cli import main
+
+    from .test_weightfile import zip_bomb
+
+    root, _ = tiny_root
+    bomb = zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    out = tmp_path / "runs"
+    start = time.monotonic()
+    assert main(["grid", "--profile", "smoke", "--out", str(out), "--root", str(root), "--weights",
+                 f"dinov2_vits14={bomb}", "--quiet"]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err == (f"emlib: error: {bomb} is a zip archive whose 1 member would inflate to 0.5 GB, more than the 0.4 GB a "
+                   "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the file the "
+                   "hub or the publisher serves.\n")
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+# ---- a network that accepts and never answers: one sentence in seconds, blaming the network ---------
+
+
+@pytest.fixture()
+def stalled_server():
+    """The port of a local server that accepts every connection and never answers (a stuck proxy or hub)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture()
+def online_empty(tmp_path, monkeypatch):
+    """Online (HF_HUB_OFFLINE unset), no proxy, empty caches, no $EMLIB_WEIGHTS; the probe forgotten before and after."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    with LocalHub(tmp_path / "empty", ()).activate() as empty:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        hubmod._probe.cache_clear()
+        yield empty
+    hubmod._probe.cache_clear()
+
+
+def test_an_endpoint_that_accepts_and_never_answers_is_offline(online_empty, stalled_server, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    for scheme in ("http", "https"):  # a HEAD / without an answer, a TLS handshake without an answer
+        hubmod._probe.cache_clear()
+        monkeypatch.setattr(constants, "ENDPOINT", f"{scheme}://127.0.0.1:{stalled_server}")
+        start = time.monotonic()
+        assert offline_reason() == "127.0.0.1 accepted a connection but did not answer within 0.3 s"
+        assert time.monotonic() - start < 2
+
+
+def test_a_proxy_that_never_answers_is_offline_and_ends_fetch_in_seconds(online_empty, stalled_server, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{stalled_server}")
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    downloads = []
+    monkeypatch.setattr(hubmod, "_download", lambda spec, **kw: downloads.append(spec.name))
+    reason = f"the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection but did not answer within 0.3 s"
+    start = time.monotonic()
+    assert offline_reason() == reason
+    with pytest.raises(WeightsError) as info:
+        fetch_weights(["dinov2_vits14"])
+    assert time.monotonic() - start < 3 and downloads == []
+    assert str(info.value).startswith(f"cannot download the weights of dinov2_vits14: the hub cannot be used ({reason}); "
+                                      "fix the proxy in HTTPS_PROXY (or unset it), or run emlib.fetch_weights(")
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")  # a proxy the endpoint bypasses is not probed
+    hubmod._probe.cache_clear()
+    assert hubmod.proxy_for("https://huggingface.co") == ""
+
+
+def test_emlib_weights_fetch_behind_a_stalled_proxy_ends_in_seconds(online_empty, stalled_server, tmp_path):
+    """The whole command in a subprocess (default PROBE_SECONDS): one sentence, exit 2, seconds after start-up."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in {"EMLIB_WEIGHTS", "HF_HUB_OFFLINE", "NO_PROXY", "no_proxy"}}
+    env |= {k: v for k, v in online_empty.env.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HTTPS_PROXY": f"http://127.0.0.1:{stalled_server}", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import emlib.cli"], env=env, check=True)
+    startup = time.monotonic() - start
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "emlib.cli", "weights", "fetch", "dinov2_vits14"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"emlib: error: cannot download the weights of dinov2_vits14: the hub cannot be used "
+                                  f"(the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection but did "
+                                  "not answer within 3 s); fix the proxy in HTTPS_PROXY (or unset it), or run `emlib weights fetch "
+                                  "dinov2_vits14` on a machine with internet")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert elapsed - startup < 2 * hubmod.PROBE_SECONDS + 5  # the probe's two waits, not minutes
+    assert not any(Path(online_empty.env["HF_HUB_CACHE"]).rglob("*.incomplete"))
+
+
+def test_emlib_grid_behind_a_stalled_proxy_ends_before_any_work(online_empty, stalled_server, tiny_root, tmp_path,
+                                                                monkeypatch, capsys):
+    import emlib.grid.runner as runner
+    from emlib.cli import main
+
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{stalled_server}")
+    monkeypatch.setattr(hubmod, "PROBE_SECONDS", 0.3)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    out = tmp_path / "runs"
+    start = time.monotonic()
+    assert main(["grid", "--profile", "quick", "--out", str(out), "--root", str(tiny_root[0]), "--quiet"]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert (f"and the hub cannot be used (the proxy 127.0.0.1:{stalled_server} set in HTTPS_PROXY accepted a connection "
+            "but did not answer within 0.3 s); fix the proxy in HTTPS_PROXY (or unset it), or run `emlib weights fetch "
+            "dinov2_vits14` where there is internet") in err
+    assert err.count("\n") == 1
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+class _StallsOnFiles(_Hub):
+    """Answers the probe (``HEAD /``) at once, then stalls on every file of the hub."""
+
+    def _answer(self, body: bool) -> None:
+        if self.path == "/":
+            self._error(404, "EntryNotFound")
+        else:
+            time.sleep(3)
+
+
+def test_a_download_that_stalls_after_the_probe_blames_the_network_in_seconds(online_empty, monkeypatch):
+    from huggingface_hub import constants
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StallsOnFiles)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hubmod, "DOWNLOAD_SECONDS", 0.5)
+    try:
+        assert offline_reason() is None  # the probe is answered
+        start = time.monotonic()
+        with pytest.raises(WeightsError) as info:
+            fetch_weights(["dinov2_vits14"], progress=False)
+        assert time.monotonic() - start < 5
+    finally:
+        server.shutdown()
+    msg = str(info.value)
+    assert msg.startswith("the network failed while downloading model.safetensors from timm/vit_small_patch14_dinov2.lvd142m "
+                          "for dinov2_vits14 (")
+    assert msg.endswith(", after at most 0.5 s without an answer); check the connection, and run it again (finished files "
+                        "are kept).") and "\n" not in msg
+

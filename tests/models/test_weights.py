@@ -6,7 +6,10 @@ exercised through the local hub in tests/models/test_hub.py.
 
 from __future__ import annotations
 
+import os
 import pickle
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from emlib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weights import (
     BackboneSpec,
+    archive_limit,
     build_random_model,
     checkpoint_format,
     convert_state_dict,
@@ -26,9 +30,11 @@ from emlib.models.weights import (
     read_checkpoint,
     state_dict_mismatch,
 )
+from emlib.models.weightfile import check_archive
 from emlib.testing import clip_shapes, meta_dinov2_state_dict, meta_dinov3_state_dict, model_shapes
 
 from ._meta_dinov2 import MetaDinoViT
+from .test_weightfile import zip_bomb
 
 torch.set_num_threads(1)
 
@@ -53,6 +59,53 @@ def test_published_hash_comes_from_the_publishers_name_only():
     assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth") == "8aa4cbdd"
     assert published_hash(spec, "dinov3_vitl16_pretrain_lvd1689m.pth") == ""  # another name promises nothing
     assert published_hash(get_backbone_spec("dinov2_vits14"), "dinov2_vits14_pretrain.pth") == ""  # Meta gives none
+
+
+# ---- what is not a regular file, and archives that would inflate too far (emlib.models.weightfile) --
+
+
+@pytest.mark.parametrize("where", ["fifo", "/dev/zero", "folder"])
+def test_a_fifo_a_device_or_a_folder_is_refused_before_it_is_opened(tmp_path: Path, where: str):
+    path = Path(where) if where.startswith("/") else tmp_path / where
+    if where == "fifo":
+        os.mkfifo(path)  # open() on it would block until a writer comes
+    elif where == "folder":
+        path.mkdir()
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=rf"^weights file {path} for dinov2_vits14 is .*, not a .*; give the path of the "
+                                           r"weights file itself\.$"):
+        load_weights_file(get_backbone_spec("dinov2_vits14"), path)
+    with pytest.raises(WeightsError, match=rf"^weights file {path} is .*; give the path of the weights file itself\.$"):
+        read_checkpoint(path)
+    assert time.monotonic() - start < 5
+
+
+def test_archive_limit_is_tied_to_the_backbones_size():
+    assert archive_limit(get_backbone_spec("dinov2_vits14")) == 4 * 88_000_000 + 64_000_000
+    assert archive_limit(get_backbone_spec("dinov2_vitl14")) == 4 * 1217_000_000 + 64_000_000
+    assert archive_limit(_spec()) == 24_000_000_000  # size unknown
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_inflating(tmp_path: Path, monkeypatch):
+    bomb = zip_bomb(tmp_path / "bomb.pth", 512 << 20)
+    assert bomb.stat().st_size < 2_000_000 and checkpoint_format(bomb) == "torch-zip"
+    with zipfile.ZipFile(bomb) as archive:  # a real archive: it does inflate to zeros
+        assert archive.open("archive/data/0").read(1000) == bytes(1000)
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load ran on a zip bomb")
+
+    monkeypatch.setattr(torch, "load", never)
+    spec = get_backbone_spec("dinov2_vits14")
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        load_weights_file(spec, bomb)
+    assert time.monotonic() - start < 5
+    assert str(info.value) == (f"{bomb} is a zip archive whose 1 member would inflate to 0.5 GB, more than the 0.4 GB a "
+                               "checkpoint of dinov2_vits14 can need, so it was not opened (it may be a zip bomb); use the "
+                               "file the hub or the publisher serves.")
+    assert checkpoint_format(bomb) == "torch-zip"  # within what a ViT-L checkpoint can need:
+    check_archive(bomb, archive_limit(get_backbone_spec("dinov2_vitl14")), backbone="dinov2_vitl14")
 
 
 # ---- reading by content ----------------------------------------------------------------------

@@ -52,10 +52,8 @@ def decode_image(path: Path, hint: str = "replace it with the official file") ->
                     img = img.convert("L")
                 arr = np.asarray(img)
     except Exception as err:  # noqa: BLE001 - any decoder failure means the same to the user
-        raise DataError(
-            f"cannot decode {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
-            f"{hint}"
-        ) from None
+        detail = (str(err).splitlines() or ["no detail"])[0].replace(f"'{path}'", "the file")
+        raise DataError(f"cannot decode {path} ({type(err).__name__}: {detail}); {hint}") from None
     if arr.dtype != np.uint8:
         raise DataError(f"{path} holds {arr.dtype} pixels, expected uint8 (8-bit); {hint}")
     return arr

@@ -179,12 +179,12 @@ def check_file(path: Path, hint: str) -> os.stat_result:
         if err.errno == errno.ELOOP:
             what = "a symbolic link that loops back on itself"
         elif os.path.islink(path):
-            what = f"a symbolic link to {os.readlink(path)}, which does not exist"
+            what = f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
         elif err.errno == errno.ENOENT:
             what = "missing"
         else:
             what = f"unreadable ({err.strerror})"
-        raise DataError(f"{path} is {what}, not an image file; replace it with the official file ({hint})") from None
+        raise DataError(f"{path} is {what}; replace it with the official file ({hint})") from None
     mode = info.st_mode
     if stat.S_ISREG(mode):
         return info

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from emlib.data.decode import decode_image, decode_label, pixel_sha256, to_mask, volume_sha256
-from emlib.data.integrity import examine, judge, save_checks
+from emlib.data.integrity import SliceFacts, examine, judge, save_checks
 from emlib.data.layout import data_root, dataset_dir, fix_hint, modified_allowed
 from emlib.data.pairing import check_pairing, slice_pairs
 from emlib.data.sources import get_source
@@ -77,6 +79,19 @@ class Volume:
 # ----------------------------------------------------------------------------- fingerprint
 
 
+def _examine_all(name: str, files: list[tuple[Path, bool]], hint: str) -> dict[Path, SliceFacts]:
+    """:func:`~emlib.data.integrity.examine` of every (path, is_label), on a few threads (decoders release the GIL).
+
+    The first file in the given order that fails raises; files not started yet are skipped.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+    try:
+        facts = pool.map(lambda job: examine(job[0], hint, name=name, label=job[1]), files)
+        return dict(zip((path for path, _ in files), facts))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def data_fingerprint(
     name: str, split: str, *, root: str | os.PathLike[str] | None = None, allow_modified: bool | None = None,
 ) -> str:
@@ -113,24 +128,26 @@ def data_fingerprint(
     pairs = slice_pairs(name, split, root)
     folder, hint = dataset_dir(name, root), fix_hint(name, root)
     allow = modified_allowed(allow_modified)
-    digest, modified, shapes = hashlib.sha256(), False, set()
+    jobs = [(image, label) for _, image, label in pairs]
     try:
-        for _, image, label in pairs:
-            shape = None
-            for path, is_label in ((image, False), (label, True)):
-                if path is None:
-                    continue
-                rel = path.relative_to(folder).as_posix()
-                facts = examine(path, hint, name=name, label=is_label)
-                if shape is not None and facts.shape != shape:
-                    raise ShapeError(f"mask {path} has shape {facts.shape} but image {image} has {shape}; "
-                                     "replace the mismatched file with the official one")
-                modified |= not judge(name, folder, rel, facts, hint, allow=allow)
-                shape = facts.shape
-                digest.update(f"{rel}\t{facts.sha256}\n".encode())
-            shapes.add(shape)
+        found = _examine_all(name, [(path, is_label) for image, label in jobs
+                                    for path, is_label in ((image, False), (label, True)) if path is not None], hint)
     finally:
         save_checks()
+    digest, modified, shapes = hashlib.sha256(), False, set()
+    for image, label in jobs:
+        shape = None
+        for path in (image, label):
+            if path is None:
+                continue
+            facts, rel = found[path], path.relative_to(folder).as_posix()
+            if shape is not None and facts.shape != shape:
+                raise ShapeError(f"mask {path} has shape {facts.shape} but image {image} has {shape}; "
+                                 "replace the mismatched file with the official one")
+            modified |= not judge(name, folder, rel, facts, hint, allow=allow)
+            shape = facts.shape
+            digest.update(f"{rel}\t{facts.sha256}\n".encode())
+        shapes.add(shape)
     if len(shapes) > 1:
         raise ShapeError(f"{name} {split} mixes slice shapes {sorted(shapes)}; every slice must have one shape ({hint})")
     return ("modified:" if modified else "") + digest.hexdigest()

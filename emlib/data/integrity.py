@@ -9,8 +9,8 @@ unless modified data is allowed (``$EMLIB_ALLOW_MODIFIED_DATA``, ``emlib grid --
 label that decodes to an empty mask where the official one has foreground is always refused, and a
 file that holds the official content of another name (swapped splits, renamed slices) too.
 
-What a file decodes to is measured once and remembered under its path while its size,
-modification time and inode stay the same: in memory, and in a small JSON file
+What a file decodes to is measured once and remembered under its real path (a symbolic link's
+target) while its size, modification time and inode stay the same: in memory, and in a small JSON file
 (``slice-checks.json`` in ``$EMLIB_CACHE_DIR``, else the user cache folder ``pooch.os_cache("emlib")``),
 so the second check of a copy, in any process, costs a ``stat`` per file. The file holds measured
 hashes, not verdicts (those come from the registry each time); a damaged one is ignored and rebuilt,
@@ -141,7 +141,7 @@ def examine(
         An image that is not a 2-D grey slice.
     """
     info = check_file(path, hint)
-    key, stamp = os.path.abspath(path), [info.st_size, info.st_mtime_ns, info.st_ino]
+    key, stamp = os.path.realpath(path), [info.st_size, info.st_mtime_ns, info.st_ino]  # a link: its target's
     entry = _entries().get(key)
     if entry is not None and entry.get("stat") == stamp and entry.get("label") == label:
         try:
@@ -235,9 +235,8 @@ def judge(name: str, folder: Path, rel: str, facts: SliceFacts, hint: str, *, al
     if allow:
         return False
     kind = "label" if facts.mask is not None else "slice"
-    why = (f"its mask has {facts.foreground:,} foreground pixels where the official one has {foreground:,}"
-           if facts.mask is not None and foreground is not None and facts.foreground != foreground
-           else "its pixels differ from the registry's SHA-256")
+    why = (f"its mask differs from the official one: {facts.foreground:,} foreground pixels, the official {foreground:,}"
+           if facts.mask is not None and foreground is not None else "its pixels differ from the registry's SHA-256")
     start = (f"{folder / rel} is not the official {title} {kind} {rel} ({why}), so a run on it would not use the "
              f"paper's data; restore the official file ({hint}), or ")
     end = "to use modified data, which the run's data fingerprint then records"

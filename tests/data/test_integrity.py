@@ -236,3 +236,14 @@ def test_grid_allow_modified_data_plans_runs_whose_data_fingerprint_says_modifie
     assert os.environ["EMLIB_ALLOW_MODIFIED_DATA"] == "1"  # for the run processes a launcher starts
     data = input_fingerprints(RunConfig(regime="unet"), root=staged_copy)["data"]
     assert data.startswith("modified:")
+
+
+def test_data_info_reads_modified_data_only_when_told(tiny_root, monkeypatch, capsys) -> None:
+    """The synthetic copy has the official names but not the official pixels."""
+    root, _ = tiny_root
+    monkeypatch.delenv("EMLIB_ALLOW_MODIFIED_DATA", raising=False)
+    assert main(["data", "info", "vnc", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not the official VNC" in err and "pass --allow-modified-data" in err
+    assert main(["data", "info", "vnc", "--root", str(root), "--allow-modified-data"]) == 0
+    assert "unlabelled" in capsys.readouterr().out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +77,7 @@ def check_cache_path() -> Path:
 _MEMORY: dict[str, dict] = {}
 _LOADED: set[str] = set()
 _NEW: dict[str, dict] = {}
+_LOAD_LOCK = threading.Lock()
 
 
 def _read_disk(path: Path) -> dict[str, dict]:
@@ -91,8 +93,10 @@ def _read_disk(path: Path) -> dict[str, dict]:
 def _entries() -> dict[str, dict]:
     path = str(check_cache_path())
     if path not in _LOADED:
-        _LOADED.add(path)
-        _MEMORY.update({k: v for k, v in _read_disk(Path(path)).items() if k not in _MEMORY})
+        with _LOAD_LOCK:  # the threads of one check wait for the file instead of measuring what it holds
+            if path not in _LOADED:
+                _MEMORY.update({k: v for k, v in _read_disk(Path(path)).items() if k not in _MEMORY})
+                _LOADED.add(path)
     return _MEMORY
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from emlib.book.commands import add_book_command
 from emlib.config import MIXED_TEST, PAIRINGS, REGIMES, TEST_LABELS, TRAIN_SETS, get_profile, grid_configs, list_profiles
 from emlib.data import PUBLISHED_SCRIPT, data_root, dataset_summary, fetch_dataset, list_datasets, pairing_audit, verify_dataset
+from emlib.data.layout import ENV_MODIFIED
 from emlib.errors import ConfigError, EmlibError, WeightsError
 from emlib.evaluation import scored_rows
 from emlib.grid.runner import grid_command, run_grid
@@ -30,7 +31,20 @@ from emlib.models.weights import load_weights_file
 __all__ = ["main", "build_parser"]
 
 
+def _allow_modified(args: argparse.Namespace) -> None:
+    """``--allow-modified-data``: for this process and the run processes it starts (local, slurm launchers)."""
+    if getattr(args, "allow_modified_data", False):
+        os.environ[ENV_MODIFIED] = "1"
+
+
+def _add_allow_modified(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-modified-data", action="store_true",
+                        help="read slices whose pixels are not the official ones (your own edits or data in the "
+                        "official layout); the data fingerprint of each run then says modified")
+
+
 def _data_info(args: argparse.Namespace) -> int:
+    _allow_modified(args)
     table = dataset_summary(root=args.root, datasets=args.datasets)
     print(f"data root: {data_root(args.root)}")
     with pd.option_context("display.width", 120):
@@ -54,6 +68,7 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _data_audit(args: argparse.Namespace) -> int:
+    _allow_modified(args)
     audit = pairing_audit(root=args.root)
     print(f"data root: {data_root(args.root)}")
     print(f"The published paired set, as {PUBLISHED_SCRIPT} composes it from these files")
@@ -80,6 +95,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     audit = data_sub.add_parser("audit", help="how the authors' published paired set pairs images with labels, "
                                 "and the IoU_fg a perfect model scores against it")
     audit.add_argument("--root", default=None, help=root_help)
+    _add_allow_modified(audit)
     audit.set_defaults(func=_data_audit)
     for action, (help_text, func) in commands.items():
         cmd = data_sub.add_parser(action, help=help_text)
@@ -89,6 +105,8 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--force", action="store_true", help="download again even if present")
         if action == "verify":
             cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+        if action == "info":
+            _add_allow_modified(cmd)
         cmd.set_defaults(func=func)
 
 
@@ -187,6 +205,7 @@ def _add_weights_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _grid(args: argparse.Namespace) -> int:
+    _allow_modified(args)
     prof = get_profile(args.profile, dry_run=args.dry_run)  # --dry-run: quick -> quick-dry
     out = args.out or f"runs/{prof.name}"
     if args.remedies and args.launcher != "inline":
@@ -273,6 +292,7 @@ def _add_grid_command(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--profile", choices=list_profiles(), default="smoke")
     grid.add_argument("--out", default=None, help="output folder (default: runs/<profile>)")
     grid.add_argument("--root", default=None, help="data root (default: $EMLIB_DATA or the download cache)")
+    _add_allow_modified(grid)
     grid.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the profile's)")
     grid.add_argument("--backbone", choices=list_backbones(), default=None, help="train only this backbone (default: the profile's)")
     grid.add_argument("--regime", choices=REGIMES, action="append", default=None, help="only this regime (repeatable)")

@@ -81,14 +81,17 @@ def input_fingerprints(
     Every run is tested on both datasets (and a paired run trains on both), so the data part covers
     the train and test splits of both. Raises DataError for missing or misplaced data and
     WeightsError for a missing weights file (offline: nothing to load and nothing to download),
-    before any work. With ``expect_weights=False`` (``emlib grid --plan`` / ``--status``, which load
+    before any work; every slice is checked to be the official one (``modified:`` starts the data
+    fingerprint where modified data is allowed and read). With ``expect_weights=False`` (``emlib grid --plan`` / ``--status``, which load
     nothing) hub weights not fetched yet are named as they will be once fetched.
     """
-    data = hashlib.sha256()
+    data, modified = hashlib.sha256(), False
     for name in list_datasets():
         for split in ("train", "test"):
-            data.update(f"{name}/{split}:{data_fingerprint(name, split, root=root)}\n".encode())
-    return {"data": data.hexdigest(), "weights": _weights_id(cfg, expect_weights=expect_weights)}
+            fingerprint = data_fingerprint(name, split, root=root)
+            modified |= fingerprint.startswith("modified:")  # allowed, and recorded in the run's fingerprint
+            data.update(f"{name}/{split}:{fingerprint}\n".encode())
+    return {"data": ("modified:" if modified else "") + data.hexdigest(), "weights": _weights_id(cfg, expect_weights=expect_weights)}
 
 
 def inputs_digest(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, expect_weights: bool = True) -> str:

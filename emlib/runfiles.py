@@ -72,6 +72,8 @@ __all__ = [
     "write_atomic",
     "write_json",
     "write_table",
+    "ENV_CACHE",
+    "user_cache_file",
 ]
 
 CONFIG = "config.json"
@@ -402,3 +404,25 @@ def _same_file(handle: Any, path: Path) -> bool:
         return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
     except FileNotFoundError:
         return False
+
+
+ENV_CACHE = "EMLIB_CACHE_DIR"  # where emlib keeps what it measured once (slice checks, weights hashes)
+
+
+def user_cache_file(name: str) -> Path:
+    """The file ``name`` in ``$EMLIB_CACHE_DIR``, else in the user cache folder (``pooch.os_cache("emlib")``).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["EMLIB_CACHE_DIR"] = "/tmp/emlib-cache"
+    >>> user_cache_file("slice-checks.json").as_posix()
+    '/tmp/emlib-cache/slice-checks.json'
+    >>> del os.environ["EMLIB_CACHE_DIR"]
+    """
+    folder = os.environ.get(ENV_CACHE)
+    if not folder:
+        import pooch
+
+        folder = pooch.os_cache("emlib")
+    return Path(folder).expanduser() / name

@@ -39,6 +39,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return SmokeBookScheduling(config, log)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_checks(tmp_path_factory: pytest.TempPathFactory):
+    """The tests' data copies are synthetic (official names, other pixels): modified data is allowed
+    (``EMLIB_ALLOW_MODIFIED_DATA=1``; tests of the refusal unset it), and the slice checks are cached in a
+    folder of this session (``EMLIB_CACHE_DIR``), not the user's; subprocesses inherit both."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMLIB_ALLOW_MODIFIED_DATA", "1")
+        mp.setenv("EMLIB_CACHE_DIR", str(tmp_path_factory.mktemp("emlib-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo."""

@@ -16,7 +16,8 @@ import pandas as pd
 
 from emlib.data.layout import fix_hint
 from emlib.data.pairing import published_labels, slice_pairs
-from emlib.data.read import decode_image, to_mask
+from emlib.data.decode import decode_label
+from emlib.data.sources import get_source
 
 __all__ = ["AUDIT_SCOPES", "pairing_audit", "pairing_table"]
 
@@ -44,13 +45,13 @@ def pairing_table(name: str, split: str, root: str | os.PathLike[str] | None = N
     """
     correct = slice_pairs(name, split, root)
     published = published_labels(correct)  # what slice_pairs(..., pairing="published") gives, without listing again
-    hint = fix_hint(name, root)
+    hint, src = fix_hint(name, root), get_source(name)
     rows = []
     for (slice_id, image, true), (_, _, given) in zip(correct, published):
         if true is None or given is None:
             continue
-        own = to_mask(decode_image(true, hint))
-        other = own if given == true else to_mask(decode_image(given, hint))
+        own = decode_label(true, src.labels, hint, title=src.title)[1]
+        other = own if given == true else decode_label(given, src.labels, hint, title=src.title)[1]
         inter, union = int(np.logical_and(own, other).sum()), int(np.logical_or(own, other).sum())
         rows.append({"dataset": name, "split": split, "slice_id": slice_id, "image": image.name,
                      "true_label": true.name, "published_label": given.name, "right": given == true,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emlib.data.layout import ENV_DATA, check_layout, data_root, fix_hint, official_slices, partner
-from emlib.data.read import decode_image, pixel_sha256
+from emlib.data.decode import decode_image, pixel_sha256
 from emlib.data.sources import DatasetSource, get_source, pixel_registry
 from emlib.errors import ChecksumError, ConfigError, DataError
 from emlib.runfiles import file_sha256

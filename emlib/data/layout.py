@@ -13,7 +13,9 @@ into it), otherwise a per-user cache folder (``pooch.os_cache("emlib")``) that
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from emlib.data.sources import get_source, pixel_registry
@@ -21,16 +23,48 @@ from emlib.errors import DataError
 
 __all__ = [
     "ENV_DATA",
+    "ENV_MODIFIED",
+    "check_file",
     "check_layout",
     "data_root",
     "dataset_dir",
     "fix_hint",
+    "modified_allowed",
     "official_slices",
     "partner",
 ]
 
 #: Environment variable naming a local copy of the data root (never downloaded into).
 ENV_DATA = "EMLIB_DATA"
+#: Environment variable that, set to 1, lets runs read slices whose pixels are not the official ones
+#: (``emlib grid --allow-modified-data`` sets it); their data fingerprint then says ``modified``.
+ENV_MODIFIED = "EMLIB_ALLOW_MODIFIED_DATA"
+
+
+def modified_allowed(allow: bool | None = None) -> bool:
+    """Whether slices that differ from the official pixels may be read: ``allow``, else ``$EMLIB_ALLOW_MODIFIED_DATA``.
+
+    Examples
+    --------
+    >>> modified_allowed(True), modified_allowed(False)
+    (True, False)
+    """
+    if allow is not None:
+        return bool(allow)
+    return os.environ.get(ENV_MODIFIED, "").strip().lower() in ("1", "true", "yes")
+
+
+def _is_env_copy(root: str | os.PathLike[str] | None) -> bool:
+    """True when ``root`` is (or defaults to) the copy named by EMLIB_DATA."""
+    env = os.environ.get(ENV_DATA)
+    if not env:
+        return False
+    if root is None:
+        return True
+    try:
+        return Path(root).expanduser().resolve() == Path(env).expanduser().resolve()
+    except OSError:  # pragma: no cover - a path that cannot be resolved is not the copy
+        return False
 
 
 def fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
@@ -54,7 +88,7 @@ def fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
     'run `emlib data download vnc --root /data --force`'
     """
     env = os.environ.get(ENV_DATA)
-    if root is None and env:
+    if _is_env_copy(root):  # also when a caller passes the EMLIB_DATA folder itself as root
         return (
             f"EMLIB_DATA points at {env}, a local copy that emlib never downloads into, so put the official files "
             f"there, or unset EMLIB_DATA and run `emlib data download {name}`"
@@ -116,6 +150,51 @@ def check_layout(name: str, root: str | os.PathLike[str] | None) -> Path:
     return folder
 
 
+def check_file(path: Path, hint: str) -> os.stat_result:
+    """The ``stat`` of a slice file, refused unless it is a regular file (a symlink to one is fine); opens nothing.
+
+    A named pipe or a device (``/dev/zero``) would block or never end a read, a folder or a broken
+    link cannot be read: each is one sentence naming what the path is, before anything opens it.
+
+    Parameters
+    ----------
+    path : Path
+        Where a slice should be.
+    hint : str
+        End of the error sentence (:func:`fix_hint`).
+
+    Returns
+    -------
+    os.stat_result
+        Of the file (of the link's target for a symlink).
+
+    Raises
+    ------
+    DataError
+        The path is missing, a broken or looping link, or not a regular file.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            what = "a symbolic link that loops back on itself"
+        elif os.path.islink(path):
+            what = f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        elif err.errno == errno.ENOENT:
+            what = "missing"
+        else:
+            what = f"unreadable ({err.strerror})"
+        raise DataError(f"{path} is {what}; replace it with the official file ({hint})") from None
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return info
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO), which a read would wait on forever"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    what = next((kind for test, kind in kinds if test(mode)), "not a regular file")
+    target = f" (a symbolic link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise DataError(f"{path}{target} is {what}, not an image file; replace it with the official file ({hint})")
+
+
 def official_slices(name: str, folder: Path, sub: str, suffixes: tuple[str, ...], hint: str) -> list[Path]:
     """The image files of ``folder/sub``, each one an official slice of the registry (a stray file raises DataError).
 
@@ -140,7 +219,7 @@ def official_slices(name: str, folder: Path, sub: str, suffixes: tuple[str, ...]
     Raises
     ------
     DataError
-        A slice file is not official, or there are none.
+        A slice file is not official or not a regular file (:func:`check_file`), or there are none.
     """
     official = {rel for rel in pixel_registry(name) if rel.rsplit("/", 1)[0] == sub}
     found = sorted(p for p in (folder / sub).iterdir() if p.suffix.lower() in suffixes)
@@ -157,6 +236,8 @@ def official_slices(name: str, folder: Path, sub: str, suffixes: tuple[str, ...]
         )
     if not found:
         raise DataError(f"{folder / sub} holds no {'/'.join(suffixes)} slices; {hint}")
+    for path in found:
+        check_file(path, hint)
     return found
 
 

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from emlib.config import PAIRINGS
-from emlib.data.layout import check_layout, fix_hint, official_slices
+from emlib.data.layout import check_file, check_layout, fix_hint, official_slices
 from emlib.data.sources import VNC_TEST_SLICES, get_source
 from emlib.errors import ConfigError, DataError
 from emlib.validation import check_choice
@@ -56,8 +56,9 @@ def _lucchi_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, 
     pairs = []
     for index, image in sorted(found):
         label = out_dir / f"{index}.png"
-        if not label.is_file():
+        if not os.path.lexists(label):
             raise DataError(f"image {image.name} has no label {label}; restore that file ({hint})")
+        check_file(label, hint)
         pairs.append((image.stem, image, label))
     return pairs
 
@@ -79,8 +80,9 @@ def _vnc_pairs(folder: Path, split: str, hint: str) -> list[tuple[str, Path, Pat
             pairs.append((image.stem, image, None))
             continue
         mask = folder / "stack1" / "mitochondria" / f"{image.stem}.png"
-        if not mask.is_file():
+        if not os.path.lexists(mask):
             raise DataError(f"VNC slice {image.name} has no mask {mask}; restore that file ({hint})")
+        check_file(mask, hint)
         pairs.append((image.stem, image, mask))
     return pairs
 

@@ -2,7 +2,8 @@
 
 Each dataset is kept in the folder layout of its official archive under one *data root*
 (:mod:`emlib.data.layout` says where that is and checks the layout). This module pairs each
-split's images with their labels, decodes them and stacks them into a :class:`Volume`.
+split's images with their labels, decodes them (:mod:`emlib.data.decode`), checks that each is the
+official slice (:mod:`emlib.data.integrity`) and stacks them into a :class:`Volume`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,25 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from emlib.data.layout import data_root, dataset_dir, fix_hint
+from emlib.data.decode import decode_image, decode_label, pixel_sha256, to_mask, volume_sha256
+from emlib.data.integrity import SliceFacts, examine, judge, save_checks
+from emlib.data.layout import data_root, dataset_dir, fix_hint, modified_allowed
 from emlib.data.pairing import check_pairing, slice_pairs
-from emlib.data.sources import get_source, pixel_registry
-from emlib.errors import ConfigError, DataError, ShapeError
-from emlib.runfiles import file_sha256
+from emlib.data.sources import get_source
+from emlib.errors import ConfigError, ShapeError
 
 __all__ = [
     "Volume",
     "data_fingerprint",
     "decode_image",
+    "decode_label",
     "load_volume",
     "pixel_sha256",
     "read_volume",
@@ -72,127 +76,81 @@ class Volume:
         return int(self.images.shape[0])
 
 
-# ----------------------------------------------------------------------------- decoding
+# ----------------------------------------------------------------------------- fingerprint
 
 
-def decode_image(path: Path, hint: str = "replace it with the official file") -> np.ndarray:
-    """Decode one image file to a uint8 array in its own mode (RGBA stays (H, W, 4)).
+def _examine_all(name: str, files: list[tuple[Path, bool]], hint: str) -> dict[Path, SliceFacts]:
+    """:func:`~emlib.data.integrity.examine` of every (path, is_label), on a few threads (decoders release the GIL).
+
+    The first file in the given order that fails raises; files not started yet are skipped.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+    try:
+        facts = pool.map(lambda job: examine(job[0], hint, name=name, label=job[1]), files)
+        return dict(zip((path for path, _ in files), facts))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def data_fingerprint(
+    name: str, split: str, *, root: str | os.PathLike[str] | None = None, allow_modified: bool | None = None,
+) -> str:
+    """SHA-256 of one split's files (official name and bytes of every image and label): equal only for equal data.
+
+    Checks, before any work, every file a run reads from the split: the layout as :func:`read_volume`
+    does (missing folders or labels, stray files, paths that are not regular files), that each file
+    decodes (8-bit, labels in their dataset's encoding, one shape), and that each is the official
+    slice (:mod:`emlib.data.integrity`), refusing files that hold the official content of another name
+    (swapped ``Train_*``/``Test_*`` folders). What each file holds is measured once and remembered
+    while it keeps its size, time and inode (also on disk), so a second call costs a ``stat`` per file.
 
     Parameters
     ----------
-    path : Path
-        A ``.tif``/``.tiff`` (read with tifffile) or any image Pillow reads.
-    hint : str, default="replace it with the official file"
-        End of the error sentence.
+    name : {'lucchi_pp', 'vnc'}
+    split : str
+    root : path, default=None
+        Data root; None uses ``$EMLIB_DATA`` or the download cache.
+    allow_modified : bool, default=None
+        Accept slices that are not the official ones; None reads ``$EMLIB_ALLOW_MODIFIED_DATA``.
 
     Returns
     -------
-    ndarray of dtype uint8
-        (H, W) for grey images, (H, W, C) for colour ones.
+    str
+        64 hex digits; ``modified:`` and 64 hex digits when some slice is not the official one.
 
     Raises
     ------
     DataError
-        The file cannot be decoded, or its pixels are not uint8.
-    """
-    from PIL import Image
-
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            with Image.open(path) as img:
-                if img.mode == "1":
-                    img = img.convert("L")
-                arr = np.asarray(img)
-    except Exception as err:  # noqa: BLE001 - any decoder failure means the same to the user
-        raise DataError(
-            f"cannot decode {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
-            f"{hint}"
-        ) from None
-    if arr.dtype != np.uint8:
-        raise DataError(f"{path} holds {arr.dtype} pixels, expected uint8; {hint}")
-    return arr
-
-
-def to_mask(arr: np.ndarray) -> np.ndarray:
-    """Label image (H, W) or (H, W, C) uint8 -> bool mask, channel 0, ``> 127``."""
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return arr > 127
-
-
-def pixel_sha256(arr: np.ndarray) -> str:
-    """SHA-256 of the C-order bytes of ``arr`` (the checksum convention of the staged README).
-
-    Examples
-    --------
-    >>> pixel_sha256(np.zeros((2, 2), np.uint8))[:12]
-    'df3f619804a9'
-    """
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
-
-
-def volume_sha256(arr: np.ndarray) -> str:
-    """SHA-256 of a whole (Z, H, W) volume; bool masks hash as {0, 1} uint8."""
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    return pixel_sha256(arr)
-
-
-# ----------------------------------------------------------------------------- pairing
-
-@lru_cache(maxsize=None)
-def _official_paths(name: str) -> dict[str, str]:
-    """Pixel or file SHA-256 of every upstream image and label -> its path in the official layout."""
-    out = {}
-    for rel, (pixels, file_sha) in pixel_registry(name).items():
-        out[pixels] = out[file_sha] = rel
-    return out
-
-
-def _check_place(name: str, folder: Path, rel: str, sha: str, hint: str) -> None:
-    """Refuse a file that holds the official content of another file (swapped splits, renamed slices)."""
-    other = _official_paths(name).get(sha)
-    if other is None or other == rel:
-        return  # the official content for this name, or not official data at all (a synthetic copy)
-    here, there = rel.rsplit("/", 1)[0], other.rsplit("/", 1)[0]
-    what = (
-        f"the folders {here} and {there} are swapped, so rename them back"
-        if here != there else f"slices in {here} were renamed, so give every file its official name"
-    )
-    raise DataError(f"{folder / rel} holds the official pixels of {other}: {what} (or {hint})")
-
-
-_FIRST_PIXELS: dict[str, str] = {}  # file SHA-256 -> pixel SHA-256 of the first image of a split
-
-
-def data_fingerprint(name: str, split: str, *, root: str | os.PathLike[str] | None = None) -> str:
-    """SHA-256 of one split's files (official name and bytes of every image and label): equal only for equal data.
-
-    Checks the layout as :func:`read_volume` does (missing folders or labels, stray files) and
-    refuses files that hold the official content of another name (swapped ``Train_*``/``Test_*``
-    folders), all without decoding more than the split's first image. File hashes are remembered
-    while the files keep their size and time, so a second call costs a ``stat`` per file.
+        Missing, misplaced, undecodable or (unless allowed) modified files.
+    ShapeError
+        Slices of one split differ in shape, or a label's shape differs from its image's.
     """
     pairs = slice_pairs(name, split, root)
     folder, hint = dataset_dir(name, root), fix_hint(name, root)
-    digest = hashlib.sha256()
-    for _, *paths in pairs:
-        for path in paths:
+    allow = modified_allowed(allow_modified)
+    jobs = [(image, label) for _, image, label in pairs]
+    try:
+        found = _examine_all(name, [(path, is_label) for image, label in jobs
+                                    for path, is_label in ((image, False), (label, True)) if path is not None], hint)
+    finally:
+        save_checks()
+    digest, modified, shapes = hashlib.sha256(), False, set()
+    for image, label in jobs:
+        shape = None
+        for path in (image, label):
             if path is None:
                 continue
-            rel, sha = path.relative_to(folder).as_posix(), file_sha256(path)
-            _check_place(name, folder, rel, sha, hint)
-            digest.update(f"{rel}\t{sha}\n".encode())
-    first = pairs[0][1]
-    sha = file_sha256(first)
-    if sha not in _FIRST_PIXELS:  # a re-encoded official file: its pixels, not its bytes, are in the registry
-        _FIRST_PIXELS[sha] = pixel_sha256(decode_image(first, hint))
-    _check_place(name, folder, first.relative_to(folder).as_posix(), _FIRST_PIXELS[sha], hint)
-    return digest.hexdigest()
+            facts, rel = found[path], path.relative_to(folder).as_posix()
+            if shape is not None and facts.shape != shape:
+                raise ShapeError(f"mask {path} has shape {facts.shape} but image {image} has {shape}; "
+                                 "replace the mismatched file with the official one")
+            modified |= not judge(name, folder, rel, facts, hint, allow=allow)
+            shape = facts.shape
+            digest.update(f"{rel}\t{facts.sha256}\n".encode())
+        shapes.add(shape)
+    if len(shapes) > 1:
+        raise ShapeError(f"{name} {split} mixes slice shapes {sorted(shapes)}; every slice must have one shape ({hint})")
+    return ("modified:" if modified else "") + digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -206,6 +164,7 @@ def read_volume(
     slices: Sequence[int] | int | None = None,
     with_masks: bool = True,
     pairing: str = "correct",
+    allow_modified: bool | None = None,
 ) -> Volume:
     """Read one split of a dataset as a (Z, H, W) uint8 stack with bool masks.
 
@@ -227,6 +186,9 @@ def read_volume(
     pairing : {'correct', 'published'}, default='correct'
         Which labels the images get: their own, or those the authors' published script gives them
         (:mod:`emlib.data.pairing`; only Lucchi++ labels move).
+    allow_modified : bool, default=None
+        Accept slices that are not the official ones (:mod:`emlib.data.integrity`); None reads
+        ``$EMLIB_ALLOW_MODIFIED_DATA``.
 
     Returns
     -------
@@ -238,7 +200,8 @@ def read_volume(
     ConfigError
         Unknown dataset or split.
     DataError
-        Data missing, wrong layout, or an unreadable file.
+        Data missing, wrong layout, an unreadable file, a label outside its encoding, or (unless
+        allowed) a slice that is not the official one.
     ShapeError
         An image and its mask differ in shape, or slices differ in shape.
     """
@@ -254,21 +217,27 @@ def read_volume(
                 raise ConfigError(
                     f"slices={list(slices)} is out of range for {name} {split}, which has {len(pairs)} slices"
                 ) from None
+    allow = modified_allowed(allow_modified)
+    src = get_source(name)
     images, masks = [], []
-    for slice_id, image_path, mask_path in pairs:
-        image = decode_image(image_path, hint)
-        if image.ndim != 2:
-            raise ShapeError(f"{image_path} has shape {image.shape}, expected a 2-D grey slice")
-        _check_place(name, folder, image_path.relative_to(folder).as_posix(), pixel_sha256(image), hint)
-        images.append(image)
-        if with_masks and mask_path is not None:
-            mask = to_mask(decode_image(mask_path, hint))
-            if mask.shape != image.shape:
-                raise ShapeError(
-                    f"mask {mask_path} has shape {mask.shape} but image {image_path} has {image.shape}; "
-                    "replace the mismatched file with the official one"
-                )
-            masks.append(mask)
+    try:
+        for slice_id, image_path, mask_path in pairs:
+            image = decode_image(image_path, hint)
+            facts = examine(image_path, hint, arrays=(image, None))
+            judge(name, folder, image_path.relative_to(folder).as_posix(), facts, hint, allow=allow)
+            images.append(image)
+            if with_masks and mask_path is not None:
+                raw, mask = decode_label(mask_path, src.labels, hint, title=src.title)
+                if mask.shape != image.shape:
+                    raise ShapeError(
+                        f"mask {mask_path} has shape {mask.shape} but image {image_path} has {image.shape}; "
+                        "replace the mismatched file with the official one"
+                    )
+                facts = examine(mask_path, hint, name=name, label=True, arrays=(raw, mask))
+                judge(name, folder, mask_path.relative_to(folder).as_posix(), facts, hint, allow=allow)
+                masks.append(mask)
+    finally:
+        save_checks()
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise ShapeError(f"{name} {split} mixes slice shapes {sorted(shapes)}; every slice must have one shape")
@@ -290,19 +259,21 @@ def read_volume(
 
 @lru_cache(maxsize=4)
 def _cached_volume(name: str, split: str, root: str, slices: tuple[int, ...] | int | None, fingerprint: str,
-                   pairing: str) -> Volume:
-    return read_volume(name, split, root=root, slices=slices, pairing=pairing)
+                   pairing: str, allow: bool) -> Volume:
+    return read_volume(name, split, root=root, slices=slices, pairing=pairing, allow_modified=allow)
 
 
 def load_volume(
     name: str, split: str, *, root: str | os.PathLike[str] | None = None, slices: Sequence[int] | int | None = None,
-    pairing: str = "correct",
+    pairing: str = "correct", allow_modified: bool | None = None,
 ) -> Volume:
     """:func:`read_volume` with an in-memory cache of the last few volumes (arrays are read-only).
 
-    The cache is keyed on :func:`data_fingerprint`, so a file changed on disk is read again.
+    The cache is keyed on :func:`data_fingerprint`, so a file changed on disk is read again; that
+    also checks every slice of the split before any is read (:mod:`emlib.data.integrity`).
     """
     key = slices if slices is None or isinstance(slices, int) else tuple(slices)
     check_pairing(pairing)
-    fingerprint = data_fingerprint(name, split, root=root)
-    return _cached_volume(name, split, str(data_root(root)), key, fingerprint, pairing)
+    allow = modified_allowed(allow_modified)
+    fingerprint = data_fingerprint(name, split, root=root, allow_modified=allow)
+    return _cached_volume(name, split, str(data_root(root)), key, fingerprint, pairing, allow)

@@ -2,8 +2,9 @@
 
 Two public EM mitochondria datasets, each described by a frozen :class:`DatasetSource` in
 :data:`DATASETS` (official URL, archive checksum, folder layout, voxel size, splits, citation,
-licence), plus the packaged pixel SHA-256 registry of every upstream image
-(``emlib/data/registry/<name>.tsv``). Reading lives in :mod:`emlib.data.read`, downloading and
+licence, how its labels are encoded), plus the packaged registry of every upstream image
+(``emlib/data/registry/<name>.tsv``: the pixel and file SHA-256 of each, and for the labels of the
+staged copy the SHA-256 of the mask they decode to and its foreground pixel count). Reading lives in :mod:`emlib.data.read`, downloading and
 checking in :mod:`emlib.data.fetch`.
 
 Lucchi++ (Lucchi et al. 2012, labels by Casser et al. 2020): FIB-SEM of mouse CA1 hippocampus,
@@ -23,8 +24,10 @@ from emlib.errors import ConfigError
 __all__ = [
     "DATASETS",
     "DatasetSource",
+    "LabelEncoding",
     "VNC_TEST_SLICES",
     "get_source",
+    "label_registry",
     "list_datasets",
     "list_splits",
     "pixel_registry",
@@ -35,6 +38,30 @@ __all__ = [
 #: training; the 3 left over are slices 00, 03 and 08 (see ``test_vnc_split_is_the_authors_seed_42_shuffle``
 #: in tests/data/test_sources.py, which recomputes it).
 VNC_TEST_SLICES: tuple[int, ...] = (0, 3, 8)
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """How a dataset's label files encode the mask (:func:`emlib.data.read.decode_label` reads them so).
+
+    Background is 0 and foreground is ``foreground`` in the official files; a 0/1 export (foreground
+    1) reads the same. Any other value set is refused, except for a share of at most
+    ``stray_fraction`` of the pixels with values between 0 and 255 (annotation anti-aliasing), which
+    are foreground above 127.
+
+    Attributes
+    ----------
+    channel : int, default=0
+        Channel that holds the mask in a colour label (Lucchi++ ``Test_Out`` is RGBA with R=G=B).
+    foreground : int, default=255
+        Foreground value of the official files.
+    stray_fraction : float, default=0.0
+        Largest share of pixels that may hold other values (VNC: at most 0.005 % per official mask).
+    """
+
+    channel: int = 0
+    foreground: int = 255
+    stray_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,8 @@ class DatasetSource:
         Folders a copy may hold only some slices of (whole slices, image and label together), as the
         staged Lucchi++ copy holds only the even training slices; every other folder that exists must
         be complete (:func:`~emlib.data.fetch.verify_dataset`).
+    labels : LabelEncoding
+        How its label files encode the mask.
     """
 
     name: str
@@ -83,6 +112,7 @@ class DatasetSource:
     license: str = ""
     required: tuple[str, ...] = field(default=())
     partial: tuple[str, ...] = field(default=())
+    labels: LabelEncoding = field(default=LabelEncoding())
 
 
 DATASETS: dict[str, DatasetSource] = {
@@ -117,6 +147,7 @@ DATASETS: dict[str, DatasetSource] = {
         citation="Gerhard et al., figshare 2013, doi:10.6084/m9.figshare.856713",
         license="CC BY-NC-SA 3.0 (non-commercial; cite Gerhard et al.)",
         required=("stack1/raw", "stack1/mitochondria"),
+        labels=LabelEncoding(stray_fraction=0.001),  # 279 anti-aliased pixels over 20 masks, at most 51 in one
     ),
 }
 
@@ -163,6 +194,34 @@ def pixel_registry(name: str) -> dict[str, tuple[str, str]]:
     >>> len(pixel_registry("vnc")), "stack1/mitochondria/05.png" in pixel_registry("vnc")
     (60, True)
     """
+    return {row[0]: (row[1], row[2]) for row in _registry_rows(name)}
+
+
+@lru_cache(maxsize=None)
+def label_registry(name: str) -> dict[str, tuple[str, int]]:
+    """What the official labels decode to, for the labels of the staged copy.
+
+    Parameters
+    ----------
+    name : str
+        Dataset.
+
+    Returns
+    -------
+    dict of str to (str, int)
+        Label file (relative to the layout folder) -> (SHA-256 of its mask as {0, 1} uint8 bytes,
+        foreground pixel count). Labels the registry lists without them (Lucchi++'s odd training
+        slices, not staged) are left out.
+
+    Examples
+    --------
+    >>> label_registry("vnc")["stack1/mitochondria/00.png"][1]
+    77490
+    """
+    return {row[0]: (row[3], int(row[4])) for row in _registry_rows(name) if len(row) > 4 and row[3]}
+
+
+@lru_cache(maxsize=None)
+def _registry_rows(name: str) -> tuple[list[str], ...]:
     text = resources.files("emlib.data").joinpath("registry", get_source(name).registry).read_text()
-    rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
-    return {row[0]: (row[1], row[2]) for row in rows}
+    return tuple(line.split("\t") for line in text.splitlines()[1:] if line.strip())

@@ -24,10 +24,8 @@ import threading
 import zipfile
 from pathlib import Path
 
-import pooch
-
 from emlib.errors import WeightsError, short_reason
-from emlib.runfiles import file_sha256
+from emlib.runfiles import file_sha256, user_cache_file
 
 __all__ = ["SHA256_CACHE", "weights_file_problem", "check_archive", "weights_sha256"]
 
@@ -103,7 +101,7 @@ def check_archive(path: str | os.PathLike[str], limit: int, *, backbone: str) ->
 
 
 def _sha256_cache_file() -> Path:
-    return SHA256_CACHE if SHA256_CACHE is not None else Path(pooch.os_cache("emlib")) / "weights-sha256.json"
+    return SHA256_CACHE if SHA256_CACHE is not None else user_cache_file("weights-sha256.json")
 
 
 def _known_hashes(cache: Path) -> dict[str, list]:

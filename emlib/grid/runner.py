@@ -428,7 +428,7 @@ def read_results(out_dir: str | os.PathLike[str], *, data_fingerprint: str | Non
         raise DataError(f"no finished runs in {out_dir}; run `emlib grid --profile smoke --out {out_dir}` first")
     frame = pd.DataFrame(rows)
     counts = frame.groupby("data_fingerprint", sort=False).run_id.nunique()
-    found = ", ".join(f"{fp[:12]} ({n} runs)" for fp, n in counts.items())
+    found = ", ".join(f"{_short(fp)} ({n} runs)" for fp, n in counts.items())
     if data_fingerprint is not None:
         frame = frame[frame.data_fingerprint.astype(str).str.startswith(data_fingerprint)]
         if frame.empty:
@@ -440,6 +440,12 @@ def read_results(out_dir: str | os.PathLike[str], *, data_fingerprint: str | Non
                         f"{found}), whose rows are not mixed; pass data_fingerprint= one of these to read_results, or move "
                         "the other data's run folders out")
     return frame
+
+
+def _short(fingerprint: str) -> str:
+    """A data fingerprint cut to 12 hex digits, keeping its ``modified:`` mark."""
+    mark, _, digest = str(fingerprint).rpartition(":")
+    return f"{mark}:{digest[:12]}" if mark else digest[:12]
 
 
 def grid_command(

@@ -29,7 +29,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from emlib.paths import pin_env_paths
+
 __version__ = "0.1.0"
+
+# $EMLIB_DATA, $EMLIB_WEIGHTS and $EMLIB_CACHE_DIR mean what they meant where this process was started: made
+# absolute against its cwd now, before anything changes folder, and so exported to every subprocess it starts.
+pin_env_paths()
 
 #: Public name -> the module that defines it (one place per concept).
 _API: dict[str, tuple[str, ...]] = {
@@ -88,6 +94,7 @@ _API: dict[str, tuple[str, ...]] = {
         "PAPER_CLAIMS", "PAPER_BACKBONE", "PaperClaim", "compare_with_paper", "book_vs_paper_numbers", "FIG2_BASELINES",
         "fig2_baselines", "fig2_comparison",
     ),
+    "emlib.paths": ("user_path", "env_path"),
     "emlib.protocol": ("PROTOCOL_ITEMS", "ProtocolItem", "protocol_table"),
     "emlib.viz": (
         "format_title", "plot_embedding_pca", "plot_pca_side_by_side", "plot_patch_pca", "plot_iou_matrix",

@@ -27,6 +27,7 @@ from emlib.grid.remedies import REMEDIES, run_alignment_grid
 from emlib.models import list_backbones
 from emlib.models.hub import fetch_weights, find_weights, select_backbones, weights_status
 from emlib.models.weights import load_weights_file
+from emlib.paths import user_path
 
 __all__ = ["main", "build_parser"]
 
@@ -134,6 +135,33 @@ def weights_argument(values: Sequence[str] | None) -> str | dict[str, str] | Non
             raise ConfigError(f"--weights {value} does not say which backbone it is for; give one --weights NAME=FILE "
                               f"per backbone, e.g. --weights {list_backbones()[0]}={value}")
     return pairs
+
+
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """``--root``, ``--out`` and the files of ``--weights`` made absolute against the cwd (in place), so they
+    name the same folders in the run processes a launcher starts elsewhere.
+
+    Examples
+    --------
+    >>> args = absolute_paths(argparse.Namespace(root="/data/../data", out=None, weights=["dinov2_vits14=/x/./w.pth"]))
+    >>> args.root, args.out, args.weights
+    ('/data', None, ['dinov2_vits14=/x/w.pth'])
+    """
+    for name in ("root", "out"):
+        if getattr(args, name, None):
+            setattr(args, name, str(user_path(getattr(args, name))))
+    if getattr(args, "weights", None):
+        args.weights = [_absolute_weights(value) for value in args.weights]
+    return args
+
+
+def _absolute_weights(value: str) -> str:
+    """One ``--weights`` value, ``NAME=FILE`` or ``FILE``, with its file absolute (anything else as given, for
+    :func:`weights_argument` to name in its error)."""
+    name, sep, path = value.partition("=")
+    if sep and name in list_backbones():
+        return f"{name}={user_path(path)}" if path else value
+    return value if sep else str(user_path(value))
 
 
 def _weights_selection(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
@@ -345,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emlib`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     try:
         return int(args.func(args))
     except EmlibError as err:  # in command-line words where the error has them (--weights, not weights=)

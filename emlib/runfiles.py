@@ -45,6 +45,7 @@ import torch
 
 from emlib.config import RunConfig
 from emlib.errors import ConfigError, DataError, StorageError, short_reason
+from emlib.paths import env_path
 
 try:
     import fcntl
@@ -420,8 +421,8 @@ def user_cache_file(name: str) -> Path:
     '/tmp/emlib-cache/slice-checks.json'
     >>> del os.environ["EMLIB_CACHE_DIR"]
     """
-    folder = os.environ.get(ENV_CACHE)
-    if not folder:
+    folder = env_path(ENV_CACHE)
+    if folder is None:
         import pooch
 
         folder = pooch.os_cache("emlib")

@@ -52,8 +52,9 @@ def _data_checks(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo."""
-    path = Path(os.environ.get("EMLIB_DATA") or REPO.parent / "shared" / "data")
+    """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo; absolute (a
+    relative ``$EMLIB_DATA`` against the cwd pytest was started in), so symlinks to it hold from any folder."""
+    path = Path(os.path.abspath(os.environ.get("EMLIB_DATA") or REPO.parent / "shared" / "data"))
     if not (path / "lucchi_pp").is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"staged data not found at {path}; CI must set EMLIB_DATA")

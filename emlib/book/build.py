@@ -46,6 +46,7 @@ from emlib.config import Profile, get_profile
 from emlib.errors import WeightsError
 from emlib.models.hub import find_weights
 from emlib.models.weights import WEIGHTS_ENV
+from emlib.paths import user_path
 
 __all__ = ["STATIC_DIR", "TIMINGS", "OUT_MARKER", "BuildReport", "build_book", "check_chapter_weights", "check_out",
            "write_timings", "timings_markdown"]
@@ -157,7 +158,7 @@ def check_chapter_weights(root: Path, chapters: Sequence[str], profile: Profile 
     saved = os.environ.get(WEIGHTS_ENV)
     try:
         if params.get("weights_dir"):
-            os.environ[WEIGHTS_ENV] = str(Path(str(params["weights_dir"])).expanduser())
+            os.environ[WEIGHTS_ENV] = str(user_path(str(params["weights_dir"])))
         find_weights(backbone)
     except WeightsError as err:
         why = err.why.rstrip(".")

@@ -18,6 +18,7 @@ from emlib.book.repository import BookSource, resolve_source
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.toc import find_root
 from emlib.errors import ConfigError, EmlibError
+from emlib.paths import user_path
 
 __all__ = ["add_book_command", "main"]
 
@@ -39,6 +40,32 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+#: The chapter parameters that name an input folder: a relative one given with ``-p`` means a folder below the
+#: cwd of the command, not of the chapter's kernel. (``out_dir`` is the build's own: a relative one resolves
+#: against the book root, ``--out`` or the repository, so a build never writes its runs elsewhere.)
+PATH_PARAMETERS: tuple[str, ...] = ("data_dir", "weights_dir")
+
+
+def absolute_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the folders of :data:`PATH_PARAMETERS` made absolute against the cwd (other values as given).
+
+    Examples
+    --------
+    >>> import os
+    >>> absolute_params({"data_dir": "data", "seed": 1})["data_dir"] == os.path.join(os.getcwd(), "data")
+    True
+    >>> absolute_params({"data_dir": None, "weights_dir": 3, "out_dir": "runs"})
+    {'data_dir': None, 'weights_dir': 3, 'out_dir': 'runs'}
+    """
+    return {key: str(user_path(value)) if key in PATH_PARAMETERS and isinstance(value, str) and value else value
+            for key, value in params.items()}
+
+
+def _optional_path(value: str | None) -> Path | None:
+    """A folder given on the command line, absolute against the cwd; None when not given."""
+    return user_path(value) if value else None
+
+
 def _print_check(report: CheckReport) -> int:
     for line in report.failures():
         print(f"  {line}")
@@ -48,11 +75,11 @@ def _print_check(report: CheckReport) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     report = build_book(
-        args.root,
+        _optional_path(args.root),
         profile=args.profile,
         only=args.only,
-        out=args.out,
-        parameters=_parse_params(args.param),
+        out=_optional_path(args.out),
+        parameters=absolute_params(_parse_params(args.param)),
         strict=not args.no_strict,
         check=args.check,
         chromium=args.chromium,
@@ -71,15 +98,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    root = Path(args.root) if args.root else (None if args.html else find_root())
-    return _print_check(check_book(args.html, root=root, chromium=args.chromium))
+    root = _optional_path(args.root) or (None if args.html else find_root())
+    return _print_check(check_book(_optional_path(args.html), root=root, chromium=args.chromium))
 
 
 def _export(args: argparse.Namespace) -> int:
-    root = Path(args.root).resolve() if args.root else find_root()
+    root = user_path(args.root).resolve() if args.root else find_root()
     book_source = resolve_source(root, repository=args.repository, commit=args.commit)
-    written = export_notebooks(args.dest, root, book_source=book_source, profile=args.profile, only=args.only,
-                               executed=args.executed)
+    written = export_notebooks(user_path(args.dest), root, book_source=book_source, profile=args.profile,
+                               only=args.only, executed=_optional_path(args.executed))
     for path in written:
         print(path)
     print(f"{len(written)} notebooks install {book_source.requirement} and start with profile {args.profile!r}")

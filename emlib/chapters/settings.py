@@ -21,8 +21,10 @@ import torch
 
 from emlib.config import BUILD_ENV, DRY_RUN_LABEL, SEED_RANGE, Profile, RunConfig, get_profile, grid_configs
 from emlib.data import data_root, fetch_dataset, protocol_size
+from emlib.data.layout import ENV_DATA
 from emlib.device import resolve_device
 from emlib.errors import ConfigError
+from emlib.paths import env_path, user_path
 from emlib.validation import check_field
 from emlib.grid.runner import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, image_set_split, latent_report, load_backbone_for_latents
@@ -145,7 +147,7 @@ class ChapterSettings:
             return str(path) if self.live or not Path(path).is_absolute() else f"a local folder (parameter {parameter})"
 
         data_default = str(data_root(None)) if self.live else (
-            "a local copy ($EMLIB_DATA)" if os.environ.get("EMLIB_DATA") else "downloaded into the user cache")
+            "a local copy ($EMLIB_DATA)" if env_path(ENV_DATA) is not None else "downloaded into the user cache")
         rows = [
             ("profile", f"{self.profile.name}: {self.profile.description}"),
             ("runs", self.profile.summary()),
@@ -188,9 +190,10 @@ def chapter_settings(
     backbone : str, default=None
         None takes the profile's backbone.
     data_dir : path, default=None
-        None: ``$EMLIB_DATA`` if set, else the download cache (see :func:`ensure_data`).
+        None: ``$EMLIB_DATA`` if set, else the download cache (see :func:`ensure_data`). A relative
+        folder (given, or in ``$EMLIB_DATA``) is made absolute against the cwd (see :mod:`emlib.paths`).
     weights_dir : path, default=None
-        A folder of weight files; when given it is exported as ``$EMLIB_WEIGHTS`` for this process,
+        A folder of weight files, made absolute; when given it is exported as ``$EMLIB_WEIGHTS`` for this process,
         which is where :func:`emlib.models.create_backbone` looks.
     device : str, default='auto'
         ``auto`` picks CUDA when available (Colab GPU runtime), else CPU. The chapter's runs run there
@@ -214,13 +217,15 @@ def chapter_settings(
     get_backbone_spec(name)  # unknown names fail here, with the list of known ones
     if seed is not None:
         check_field("seed", seed, "int", SEED_RANGE)  # 32-bit, as a RunConfig seed
+    data_dir = user_path(data_dir) if data_dir is not None else None  # against the cwd where they are given
+    weights_dir = user_path(weights_dir) if weights_dir is not None else None
     if weights_dir is not None:
-        os.environ[WEIGHTS_ENV] = str(Path(weights_dir).expanduser())
+        os.environ[WEIGHTS_ENV] = str(weights_dir)
     return ChapterSettings(
         profile=prof,
         backbone=name,
-        data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
-        weights_dir=Path(weights_dir).expanduser() if weights_dir is not None else None,
+        data_dir=data_dir,
+        weights_dir=weights_dir,
         device=str(resolve_device(device)),
         seeds=prof.seeds if seed is None else (seed,),
         out_dir=Path(out_dir),

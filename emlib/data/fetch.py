@@ -21,6 +21,7 @@ from emlib.data.layout import ENV_DATA, check_layout, data_root, fix_hint, offic
 from emlib.data.decode import decode_image, pixel_sha256
 from emlib.data.sources import DatasetSource, get_source, pixel_registry
 from emlib.errors import ChecksumError, ConfigError, DataError
+from emlib.paths import env_path
 from emlib.runfiles import file_sha256
 
 __all__ = ["VerifyReport", "fetch_dataset", "verify_dataset"]
@@ -138,10 +139,10 @@ def fetch_dataset(
     import pooch
 
     src = source or get_source(name)
-    if root is None and os.environ.get(ENV_DATA):
+    if root is None and env_path(ENV_DATA) is not None:
         if force:
             raise ConfigError(
-                f"EMLIB_DATA points at {os.environ[ENV_DATA]}, a local copy that emlib never downloads into; "
+                f"EMLIB_DATA points at {env_path(ENV_DATA)}, a local copy that emlib never downloads into; "
                 f"to download {src.title}, unset EMLIB_DATA or pass --root with another folder"
             )
         return check_layout(name, None)

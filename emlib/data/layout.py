@@ -20,6 +20,7 @@ from pathlib import Path
 
 from emlib.data.sources import get_source, pixel_registry
 from emlib.errors import DataError
+from emlib.paths import env_path, user_path
 
 __all__ = [
     "ENV_DATA",
@@ -56,13 +57,13 @@ def modified_allowed(allow: bool | None = None) -> bool:
 
 def _is_env_copy(root: str | os.PathLike[str] | None) -> bool:
     """True when ``root`` is (or defaults to) the copy named by EMLIB_DATA."""
-    env = os.environ.get(ENV_DATA)
-    if not env:
+    env = env_path(ENV_DATA)
+    if env is None:
         return False
     if root is None:
         return True
     try:
-        return Path(root).expanduser().resolve() == Path(env).expanduser().resolve()
+        return user_path(root).resolve() == env.resolve()
     except OSError:  # pragma: no cover - a path that cannot be resolved is not the copy
         return False
 
@@ -87,7 +88,7 @@ def fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
     >>> fix_hint("vnc", "/data")
     'run `emlib data download vnc --root /data --force`'
     """
-    env = os.environ.get(ENV_DATA)
+    env = env_path(ENV_DATA)
     if _is_env_copy(root):  # also when a caller passes the EMLIB_DATA folder itself as root
         return (
             f"EMLIB_DATA points at {env}, a local copy that emlib never downloads into, so put the official files "
@@ -99,12 +100,13 @@ def fix_hint(name: str, root: str | os.PathLike[str] | None) -> str:
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$EMLIB_DATA``, else the user cache folder."""
+    """The data root: ``root`` if given, else ``$EMLIB_DATA``, else the user cache folder; absolute (a relative
+    ``root`` against the cwd, ``$EMLIB_DATA`` as :func:`emlib.paths.env_path` reads it)."""
     if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(ENV_DATA)
-    if env:
-        return Path(env).expanduser()
+        return user_path(root)
+    env = env_path(ENV_DATA)
+    if env is not None:
+        return env
     import pooch
 
     return Path(pooch.os_cache("emlib"))

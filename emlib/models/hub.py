@@ -50,6 +50,7 @@ from emlib.models.network import network_failure, probe, proxy_for, proxy_variab
 from emlib.models.registry import get_backbone_spec, list_backbones
 from emlib.models.weightfile import check_archive, weights_file_problem, weights_sha256
 from emlib.models.weights import WEIGHTS_ENV, BackboneSpec, archive_limit, published_hash
+from emlib.paths import env_path
 
 __all__ = [
     "WeightsSource", "WeightsMissing", "PROBE_SECONDS", "find_weights", "fetch_weights", "weights_status",
@@ -159,10 +160,10 @@ def _probe(endpoint: str, proxy: str = "") -> str | None:
 
 def _weights_folder() -> Path | None:
     """``$EMLIB_WEIGHTS`` as a folder, None when unset; anything but a folder is one sentence, never ignored."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if not env:
+    folder = env_path(WEIGHTS_ENV)
+    if folder is None:
         return None
-    folder = Path(env).expanduser()
+    env = str(folder)
     try:
         mode = folder.stat().st_mode
     except OSError:
@@ -206,7 +207,7 @@ def _hf_cached(spec: BackboneSpec) -> tuple[str, Path] | None:
 
 def _looked(spec: BackboneSpec) -> str:
     """The places :func:`find_weights` looked in, for messages (the files under ``$EMLIB_WEIGHTS/NAME`` in braces)."""
-    env = os.environ.get(WEIGHTS_ENV)
+    env = env_path(WEIGHTS_ENV)
     places = [] if env else [f"${WEIGHTS_ENV} (not set)"]
     folder = Path(env or ".").expanduser() / spec.name
     in_folder = [p.name for o, p in _local_candidates(spec) if o == WEIGHTS_ENV and p.parent == folder]

@@ -36,6 +36,7 @@ from emlib.book.parameters import PROFILE_PARAMETER, chapter_parameters, check_i
 from emlib.book.repository import NOTEBOOKS_BRANCH, BookSource, resolve_source
 from emlib.book.toc import BookError
 from emlib.config import BUILD_ENV, Profile, get_profile
+from emlib.paths import pin_env_paths
 
 __all__ = [
     "PLOTLY_RENDERER",
@@ -329,6 +330,7 @@ def execute_chapter(
         progress = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1)  # + papermill's cell
     options = _papermill_options(params, cwd=cwd, timeout=timeout, progress=progress)
     papermill_engines.register("emlib", _progress_engine())
+    pin_env_paths()  # the kernel runs in ``cwd``: a relative $EMLIB_DATA reaches it as the folder meant here
     try:
         with _environ(PLOTLY_RENDERER=plotly_renderer, **{BUILD_ENV: "1"}):
             pm.execute_notebook(nb, str(output), **options)

@@ -27,6 +27,7 @@ import pandas as pd
 from emlib.config import RunConfig
 from emlib.data.pairing import slice_pairs
 from emlib.errors import ConfigError
+from emlib.paths import pin_env_paths
 from emlib.grid.runner import METRICS, check_out_dir, merged_table, read_table, run_folder, run_one, saved_rows
 from emlib.preflight import check_run
 from emlib.runfiles import CHECKPOINT, ERROR_LOG, write_table
@@ -220,6 +221,7 @@ def _executor(launcher: str, folder: Path, jobs: int, slurm: SlurmOptions | None
     submitit = _submitit()
     if submitit is None:
         raise ConfigError(INSTALL.format(launcher))
+    pin_env_paths()  # the jobs start elsewhere (a node, submitit's folder): $EMLIB_DATA etc. reach them absolute
     if launcher == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=(slurm or SlurmOptions()).time)

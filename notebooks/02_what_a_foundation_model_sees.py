@@ -29,7 +29,7 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    EMLIB = "emlib @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
+    EMLIB = "emlib-vfm @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
     from emlib import colab_setup
 

@@ -11,7 +11,7 @@ Every chapter starts with a "Colab only" code cell. In the source it installs th
 
 .. code-block:: python
 
-    EMLIB = "emlib @ git+https://github.com/<repository>@main"  # `emlib book export` pins it
+    EMLIB = "emlib-vfm @ git+https://github.com/<repository>@main"  # `emlib book export` pins it
     ...
     colab_setup("quick")  # the GPU, the data and the profile's weights, with progress bars
 
@@ -39,7 +39,7 @@ from emlib.config import get_profile
 __all__ = ["INSTALL_LINE", "SETUP_CALL", "PROFILE_LINE", "pin_notebook", "export_notebooks"]
 
 #: The install line of a chapter's first code cell (the requirement is group 2).
-INSTALL_LINE = re.compile(r'^(\s*EMLIB = )"(emlib @ git\+[^"]+)"', re.M)
+INSTALL_LINE = re.compile(r'^(\s*EMLIB = )"(emlib-vfm @ git\+[^"]+)"', re.M)
 #: The call that prepares the Colab session, with its profile (group 2).
 SETUP_CALL = re.compile(r'^(\s*colab_setup\()"([\w-]+)"', re.M)
 #: The profile parameter of a chapter's parameters cell (group 2).
@@ -72,13 +72,13 @@ def pin_notebook(nb: Any, book_source: BookSource, *, profile: str = "quick", na
     Raises
     ------
     BookError
-        The first code cell has no ``EMLIB = "emlib @ git+..."`` line or ``colab_setup("...")`` call,
+        The first code cell has no ``EMLIB = "emlib-vfm @ git+..."`` line or ``colab_setup("...")`` call,
         or the second code cell no ``profile = "..."`` line.
     """
     get_profile(profile)  # an unknown profile fails here, with the list of known ones
     code = _code_cells(nb)
     first, params = (code + [None, None])[:2]
-    checks = [(first, INSTALL_LINE, 'EMLIB = "emlib @ git+..."', "first"),
+    checks = [(first, INSTALL_LINE, 'EMLIB = "emlib-vfm @ git+..."', "first"),
               (first, SETUP_CALL, 'colab_setup("PROFILE")', "first"),
               (params, PROFILE_LINE, 'profile = "PROFILE"', "second (parameters)")]
     for cell, pattern, what, which in checks:

@@ -45,6 +45,9 @@ __all__ = [
 
 #: Placeholder used only when no repository can be derived (no argument, no Actions run, no GitHub origin).
 FALLBACK_REPOSITORY = "emlib-book/emlib"
+#: The distribution name of this project (pyproject.toml): PyPI's ``emlib`` is an unrelated project, so every
+#: install names this one from the repository (``emlib-vfm @ git+...``); the package is still ``import emlib``.
+DISTRIBUTION = "emlib-vfm"
 #: What a Colab notebook installs when no commit is known.
 DEFAULT_BRANCH = "main"
 #: Branch to which the workflow publishes the chapters as ``.ipynb`` for Colab.
@@ -82,7 +85,7 @@ class BookSource:
     >>> src.url, src.online_edition
     ('https://github.com/Someone/emlib', 'https://someone.github.io/emlib/')
     >>> src.requirement
-    'emlib @ git+https://github.com/Someone/emlib@0123abc'
+    'emlib-vfm @ git+https://github.com/Someone/emlib@0123abc'
     >>> src.colab_url("01_data")
     'https://colab.research.google.com/github/Someone/emlib/blob/notebooks/book/chapters/01_data.ipynb'
     """
@@ -111,8 +114,8 @@ class BookSource:
 
     @property
     def requirement(self) -> str:
-        """The pip requirement of the Colab install (``emlib @ git+<url>@<commit>``)."""
-        return f"emlib @ git+{self.install_url or self.url}@{self.ref}"
+        """The pip requirement of the Colab install (``emlib-vfm @ git+<url>@<commit>``: :data:`DISTRIBUTION`)."""
+        return f"{DISTRIBUTION} @ git+{self.install_url or self.url}@{self.ref}"
 
     def colab_url(self, name: str, *, branch: str = NOTEBOOKS_BRANCH, folder: str = CHAPTER_DIR) -> str:
         """Colab address of chapter ``name`` as published on ``branch`` (the theme's launch button builds the same)."""

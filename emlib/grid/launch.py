@@ -36,7 +36,8 @@ __all__ = ["LAUNCHERS", "COSTS", "SlurmOptions", "RunJob", "plan", "run_status",
 
 LAUNCHERS = ("inline", "local", "slurm")
 COSTS = Path(__file__).with_name("costs.csv")
-INSTALL = 'the {} launcher needs submitit; install it with pip install "emlib[cluster]"'
+INSTALL = ('the {} launcher needs submitit; install it with pip install -e ".[cluster]" in the clone of this '
+           'repository (the distribution is emlib-vfm)')
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SlurmOptions:
 
 
 def _submitit():
-    """The submitit module, imported here and only here because it is an optional extra (emlib[cluster])."""
+    """The submitit module, imported here and only here because it is an optional extra (emlib-vfm[cluster])."""
     try:
         import submitit  # noqa: PLC0415 - optional dependency: the one lazy import of the package
     except ImportError:

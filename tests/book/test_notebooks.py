@@ -45,7 +45,7 @@ def test_notebook_conventions(source: Path) -> None:
     assert HIDDEN & set(colab.metadata.get("tags", [])), "the Colab cell must be hidden in the book"
     install = INSTALL_LINE.search(colab.source)
     assert install and install.group(2) == BookSource(FALLBACK_REPOSITORY).requirement, \
-        'first code cell: EMLIB = "emlib @ git+...@main", the line `emlib book export` pins'
+        'first code cell: EMLIB = "emlib-vfm @ git+...@main", the line `emlib book export` pins'
     assert SETUP_CALL.search(colab.source), 'first code cell: colab_setup("quick") (the GPU, the data, the weights)'
     guarded = colab.source.split('if "google.colab" in sys.modules:', 1)[-1]
     assert "pip" in guarded and all(line.startswith("    ") for line in guarded.splitlines() if line.strip()), \

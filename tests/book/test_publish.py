@@ -49,7 +49,7 @@ def test_export_pins_every_chapter_to_the_repository_and_commit(tmp_path: Path) 
     for path in written:
         nb = nbformat.read(path, as_version=4)
         first, params = _code(nb)[:2]
-        assert f'EMLIB = "emlib @ git+https://github.com/Org/emlib@{SHA}"' in first.source, path.stem
+        assert f'EMLIB = "emlib-vfm @ git+https://github.com/Org/emlib@{SHA}"' in first.source, path.stem
         assert FALLBACK_REPOSITORY not in path.read_text(), f"{path.stem}: the placeholder survived the export"
         assert SETUP_CALL.search(first.source).group(2) == "quick" and PROFILE_LINE.search(params.source).group(2) == "quick"
         assert nb.metadata["emlib"] == {"repository": "Org/emlib", "commit": SHA, "profile": "quick",
@@ -88,7 +88,7 @@ def test_a_chapter_without_the_colab_cell_stops_the_export_before_anything_is_wr
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell('import emlib'),
                 nbformat.v4.new_code_cell('profile = "smoke"')]
-    with pytest.raises(BookError, match=r"chapter 99_x has no EMLIB = \"emlib @ git\+...\" line in its first code cell"):
+    with pytest.raises(BookError, match=r"chapter 99_x has no EMLIB = \"emlib-vfm @ git\+...\" line in its first code cell"):
         pin_notebook(nb, ORG, name="99_x")
     with pytest.raises(BookError, match=r"--only names \['99_nope'\]"):
         export_notebooks(tmp_path, REPO, book_source=ORG, only=["99_nope"])
@@ -100,7 +100,7 @@ def test_export_command_takes_repository_commit_and_profile(tmp_path: Path, caps
             "--commit", SHA, "--profile", "paper"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"1 notebooks install emlib @ git+https://github.com/Org/emlib@{SHA} and start with profile 'paper'" in out
+    assert f"1 notebooks install emlib-vfm @ git+https://github.com/Org/emlib@{SHA} and start with profile 'paper'" in out
     nb = nbformat.read(tmp_path / "book" / "chapters" / "01_data.ipynb", as_version=4)
     assert 'colab_setup("paper")' in _code(nb)[0].source and 'profile = "paper"' in _code(nb)[1].source
     assert main(["export", str(tmp_path), "--root", str(REPO), "--repository", "nope"]) == 2
@@ -218,7 +218,7 @@ nb.cells.insert(0, nbformat.v4.new_code_cell(
 nb.cells.append(nbformat.v4.new_code_cell(
     "import importlib.metadata, json, emlib\\n"
     "print('REPORT ' + json.dumps({'file': emlib.__file__, 'python': sys.executable, 'device': settings.device,"
-    " 'direct_url': json.loads(importlib.metadata.distribution('emlib').read_text('direct_url.json'))}))"))
+    " 'direct_url': json.loads(importlib.metadata.distribution('emlib-vfm').read_text('direct_url.json'))}))"))
 client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": sys.argv[3]}})
 try:
     client.execute()
@@ -256,7 +256,7 @@ def test_colab_first_cell_installs_the_pinned_commit_then_the_chapter_runs_on_th
     errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert proc.returncode == 0 and not errors, f"{errors or proc.stderr[-3000:]}"
     first = _code(nb)[1]  # after the test's Colab cell
-    assert INSTALL_LINE.search(first.source).group(2) == f"emlib @ git+file://localhost{clone}@{sha}"
+    assert INSTALL_LINE.search(first.source).group(2) == f"emlib-vfm @ git+file://localhost{clone}@{sha}"
     printed = _outputs(first)
     assert "GPU: none; on Colab choose Runtime > Change runtime type > GPU" in printed
     for name in ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16"):  # one backbone per family, from the hub

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from emlib.book.repository import (
+    DISTRIBUTION,
     BUILD_CONFIG,
     FALLBACK_REPOSITORY,
     NOTEBOOKS_BRANCH,
@@ -72,13 +74,13 @@ def test_a_local_clone_is_installed_from_its_folder_at_its_head(tmp_path: Path) 
     for text in (str(tmp_path / "clone"), (tmp_path / "clone").as_uri()):
         src = resolve_source(repository=text, environ={"GITHUB_SHA": SHA})
         assert src.repository == "Fork/emlib" and src.commit == sha
-        assert src.requirement == f"emlib @ git+file://localhost{(tmp_path / 'clone').resolve()}@{sha}"
+        assert src.requirement == f"emlib-vfm @ git+file://localhost{(tmp_path / 'clone').resolve()}@{sha}"
 
 
 def test_addresses_derive_from_the_repository() -> None:
     src = BookSource("Some-Org/emlib", commit=SHA)
     assert src.url == "https://github.com/Some-Org/emlib" and src.online_edition == "https://some-org.github.io/emlib/"
-    assert src.requirement == f"emlib @ git+https://github.com/Some-Org/emlib@{SHA}"
+    assert src.requirement == f"emlib-vfm @ git+https://github.com/Some-Org/emlib@{SHA}"
     assert src.colab_url("03_x").endswith(f"/github/Some-Org/emlib/blob/{NOTEBOOKS_BRANCH}/book/chapters/03_x.ipynb")
     assert BookSource("me/me.github.io").online_edition == "https://me.github.io/"
     with pytest.raises(ConfigError, match=r"commit 'a b' is not a commit hash"):
@@ -112,3 +114,38 @@ def test_the_repository_is_typed_in_nowhere_but_the_fallback() -> None:
             if owner in line and not (name.startswith("notebooks/") and line.strip().startswith("EMLIB = ")):
                 offenders.append(f"{name}:{number}: {line.strip()[:80]}")
     assert not offenders, f"the repository is typed in (derive it with emlib.book.repository): {offenders}"
+
+
+#: Where install lines live: the README, the book's pages and chapters, the package's messages, CI and conda.
+_INSTALL_SOURCES = ("README.md", "environment.yml", "notebooks/*.py", "book/**/*.md", "emlib/**/*.py", ".ci/*",
+                    ".github/**/*.yml")
+#: ``pip install`` and what follows on the line, up to the end of its code span (a backtick).
+_PIP_INSTALL = re.compile(r"pip install\b[^`\n]*")
+#: The bare index name ``emlib`` as a requirement: ``emlib``, ``"emlib[cluster]"``, ``emlib==1``, ``emlib @ ...``.
+_BARE_EMLIB = re.compile(r"""(?:^|[\s"'])emlib(?:\[[^\]]*\])?(?=$|[\s"'<>=!~@;])""")
+#: A direct reference under the old name, wherever it is written (a Colab cell keeps it in a variable).
+_OLD_DIRECT = re.compile(r"(?<![\w-])emlib(?:\[[^\]]*\])?\s*@\s*git\+")
+
+
+def _install_texts() -> dict[str, str]:
+    files = sorted({p for pattern in _INSTALL_SOURCES for p in REPO.glob(pattern) if p.is_file()})
+    return {str(p.relative_to(REPO)): p.read_text(errors="replace") for p in files}
+
+
+def test_the_distribution_is_not_the_unrelated_emlib_on_the_index() -> None:
+    """PyPI's ``emlib`` is another project: pyproject names :data:`DISTRIBUTION`, the package and command stay."""
+    pyproject = (REPO / "pyproject.toml").read_text()  # read as text: tomllib is Python 3.11+
+    assert re.search(r'^name = "([^"]+)"', pyproject, re.M).group(1) == DISTRIBUTION != "emlib"
+    assert re.search(r'^\[project.scripts\]\nemlib = "emlib.cli:main"$', pyproject, re.M)
+    assert _BARE_EMLIB.search('pip install "emlib[cluster]"'[len("pip install"):])  # the test sees the old line
+    assert _OLD_DIRECT.search('EMLIB = "emlib @ git+https://github.com/o/r@main"')
+
+
+def test_no_install_line_names_the_bare_index_package_emlib() -> None:
+    texts = _install_texts()
+    assert "README.md" in texts and "book/cluster.md" in texts and "emlib/grid/launch.py" in texts
+    bare = [f"{name}: {line.group(0)}" for name, text in texts.items() for line in _PIP_INSTALL.finditer(text)
+            if _BARE_EMLIB.search(line.group(0)[len("pip install"):])]
+    old = [f"{name}: {m.group(0)}" for name, text in texts.items() for m in _OLD_DIRECT.finditer(text)]
+    assert not bare and not old, bare + old
+    assert any(f'"{DISTRIBUTION}[cluster] @ git+' in text for text in texts.values())  # without a clone

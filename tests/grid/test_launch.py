@@ -169,7 +169,7 @@ def test_launchers_without_submitit_say_how_to_install_it(tiny, tiny_root, tmp_p
     _profile(tiny, monkeypatch)
     monkeypatch.setattr(launch_mod, "_submitit", lambda: None)
     assert main(_argv(tmp_path / "runs", root, "--launcher", "local")) == 2
-    assert 'install it with pip install "emlib[cluster]"' in capsys.readouterr().err
+    assert 'install it with pip install -e ".[cluster]" in the clone' in capsys.readouterr().err
 
 
 def test_slurm_launcher_off_a_cluster_is_one_sentence(tiny, tiny_root, tmp_path: Path, monkeypatch, capsys) -> None:

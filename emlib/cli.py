@@ -24,7 +24,7 @@ from emlib.evaluation import scored_rows
 from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.grid.remedies import REMEDIES, run_alignment_grid
-from emlib.lab import env_lines, pack, unpack
+from emlib.lab import env_lines, pack_lab, unpack_lab
 from emlib.models import list_backbones
 from emlib.models.hub import fetch_weights, find_weights, select_backbones, weights_status
 from emlib.models.weights import load_weights_file
@@ -206,14 +206,14 @@ def _add_weights_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _lab_pack(args: argparse.Namespace) -> int:
-    contents = pack(args.archive, data=args.data, include_data=not args.no_data, backbones=args.backbone,
+    contents = pack_lab(args.archive, data=args.data, include_data=not args.no_data, backbones=args.backbone,
                     profile=args.profile, include_weights=not args.no_weights, runs=args.runs or ())
     print(f"packed {contents.summary()}")
     return 0
 
 
 def _lab_unpack(args: argparse.Namespace) -> int:
-    contents = unpack(args.archive, args.into)
+    contents = unpack_lab(args.archive, args.into)
     print(f"unpacked {contents.summary()} into {contents.root}; every SHA-256 matches the manifest")
     lines = env_lines(contents)
     if lines:

@@ -1,6 +1,6 @@
 """A lab without internet: data, weights and finished runs in one archive (``emlib lab pack|unpack``).
 
-:func:`pack` writes one tar archive (``.tar``, or gzip-compressed for ``.tar.gz``/``.tgz``) holding
+:func:`pack_lab` writes one tar archive (``.tar``, or gzip-compressed for ``.tar.gz``/``.tgz``) holding
 
 - ``data/``: the data root (``$EMLIB_DATA``, or ``--data DIR``), as staged;
 - ``weights/NAME/<file>``: each backbone's weights file, wherever :func:`emlib.models.hub.find_weights`
@@ -9,7 +9,7 @@
 - ``runs/<folder name>/``: finished grid run folders (``--runs DIR``);
 - ``emlib-lab.json``, the manifest: the SHA-256 and size of every file, and what each part is.
 
-:func:`unpack` checks every member before writing anything (a regular file or folder listed in the
+:func:`unpack_lab` checks every member before writing anything (a regular file or folder listed in the
 manifest, a relative path that stays inside ``--into``: no links, devices or ``..``), writes each
 file while hashing it, refuses one whose SHA-256 differs from the manifest, and returns the lines to
 set (``EMLIB_DATA=...``, ``EMLIB_WEIGHTS=...``). Nothing is unpickled: files are bytes here.
@@ -35,11 +35,11 @@ from emlib.errors import EmlibError, WeightsError
 from emlib.models.hub import find_weights, select_backbones
 from emlib.models.weights import WEIGHTS_ENV
 
-__all__ = ["MANIFEST", "FORMAT", "LabArchiveError", "LabContents", "pack", "unpack", "env_lines"]
+__all__ = ["MANIFEST", "FORMAT", "LabArchiveError", "LabContents", "pack_lab", "unpack_lab", "env_lines"]
 
 #: The manifest's name inside the archive (its last member).
 MANIFEST = "emlib-lab.json"
-#: The manifest's ``format`` field; :func:`unpack` refuses any other.
+#: The manifest's ``format`` field; :func:`unpack_lab` refuses any other.
 FORMAT = "emlib-lab/1"
 _PARTS = ("data", "weights", "runs")
 _CHUNK = 1 << 20
@@ -52,13 +52,13 @@ class LabArchiveError(EmlibError):
 
 @dataclass
 class LabContents:
-    """What an archive holds, or what :func:`unpack` wrote.
+    """What an archive holds, or what :func:`unpack_lab` wrote.
 
     Attributes
     ----------
     archive : Path
     root : Path or None
-        The folder unpacked into (None for :func:`pack`'s result).
+        The folder unpacked into (None for :func:`pack_lab`'s result).
     data : bool
         The archive holds a data root (``data/``).
     weights : dict of str to str
@@ -153,7 +153,7 @@ def _check_sources(data: Path | None, runs: Sequence[Path]) -> None:
                               f"runs/<its name>")
 
 
-def pack(
+def pack_lab(
     archive: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None, include_data: bool = True,
     backbones: Sequence[str] | None = None, profile: str | None = None, include_weights: bool = True,
     runs: Sequence[str | os.PathLike[str]] = (),
@@ -298,7 +298,7 @@ def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path, exp
     part.replace(target)
 
 
-def unpack(archive: str | os.PathLike[str], into: str | os.PathLike[str]) -> LabContents:
+def unpack_lab(archive: str | os.PathLike[str], into: str | os.PathLike[str]) -> LabContents:
     """Unpack a lab archive into the folder ``into`` (new or empty), verifying every file's SHA-256.
 
     Returns
@@ -339,7 +339,7 @@ def unpack(archive: str | os.PathLike[str], into: str | os.PathLike[str]) -> Lab
 
 
 def env_lines(contents: LabContents) -> list[str]:
-    """The ``export`` lines that point emlib at what :func:`unpack` wrote (data, weights), offline."""
+    """The ``export`` lines that point emlib at what :func:`unpack_lab` wrote (data, weights), offline."""
     if contents.root is None:
         return []
     lines = [f"export {ENV_DATA}={contents.root / 'data'}"] if contents.data else []

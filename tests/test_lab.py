@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from emlib.cli import main
-from emlib.lab import MANIFEST, LabArchiveError, env_lines, pack, unpack
+from emlib.lab import MANIFEST, LabArchiveError, env_lines, pack_lab, unpack_lab
 from emlib.models import create_backbone
 from emlib.testing import write_local_hub
 
@@ -59,12 +59,12 @@ def test_pack_then_unpack_gives_a_hub_that_loads_pretrained_offline(small_hub, t
         if where == "hf-cache":  # the torch.hub folder elsewhere: the Hugging Face cache's file is packed
             monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch"))
             monkeypatch.setattr(torch.hub, "_hub_dir", None)
-        packed = pack(archive, data=_data(tmp_path / "data"), backbones=[NAME], runs=[_runs(tmp_path / "runs")])
+        packed = pack_lab(archive, data=_data(tmp_path / "data"), backbones=[NAME], runs=[_runs(tmp_path / "runs")])
     hub_file = "dinov2_vits14_pretrain.pth" if where == "torch.hub" else "model.safetensors"
     assert packed.weights == {NAME: f"weights/{NAME}/{hub_file}"} and packed.data and packed.runs == ["quick"]
     assert packed.files == 4
     _empty_hubs(tmp_path, monkeypatch)
-    contents = unpack(archive, tmp_path / "lab")
+    contents = unpack_lab(archive, tmp_path / "lab")
     lab = tmp_path / "lab"
     assert (lab / "data" / "lucchi_pp" / "Train_In" / "mask0000.png").read_bytes() == b"\x89PNG fake pixels"
     assert json.loads((lab / "runs" / "quick" / "frozen-dinov2_vits14-seed0" / "result.json").read_text()) == {"iou_fg": 0.5}
@@ -100,14 +100,14 @@ def _tar(path: Path, members: dict[str, bytes], *, manifest: dict | None = None,
 def test_a_path_escaping_the_folder_is_refused_before_anything_is_written(tmp_path, name):
     archive = _tar(tmp_path / "bad.tar", {"data/ok.txt": b"ok", name: b"evil"})
     with pytest.raises(LabArchiveError, match="outside the folder"):
-        unpack(archive, tmp_path / "into" / "lab")
+        unpack_lab(archive, tmp_path / "into" / "lab")
     assert not (tmp_path / "into").exists() and not (tmp_path / "evil.txt").exists()
 
 
 def test_a_link_member_is_refused(tmp_path):
     archive = _tar(tmp_path / "link.tar", {"data/ok.txt": b"ok"}, links={"data/passwd": "/etc/passwd"})
     with pytest.raises(LabArchiveError, match="a link"):
-        unpack(archive, tmp_path / "lab")
+        unpack_lab(archive, tmp_path / "lab")
     assert not (tmp_path / "lab").exists()
 
 
@@ -117,7 +117,7 @@ def test_a_file_changed_after_packing_is_refused_and_not_left(tmp_path):
         manifest = json.loads(tar.extractfile(MANIFEST).read())
     archive = _tar(tmp_path / "bad.tar", {"data/a.txt": b"tampered"}, manifest=manifest)
     with pytest.raises(LabArchiveError, match="damaged"):
-        unpack(archive, tmp_path / "lab")
+        unpack_lab(archive, tmp_path / "lab")
     assert not list((tmp_path / "lab").rglob("a.txt*"))
 
 
@@ -126,37 +126,37 @@ def test_a_file_the_manifest_does_not_list_or_lacks_is_refused(tmp_path):
     with tarfile.open(good) as tar:
         manifest = json.loads(tar.extractfile(MANIFEST).read())
     with pytest.raises(LabArchiveError, match="does not list"):
-        unpack(_tar(tmp_path / "extra.tar", {"data/a.txt": b"a", "data/b.txt": b"b"}, manifest=manifest), tmp_path / "l1")
+        unpack_lab(_tar(tmp_path / "extra.tar", {"data/a.txt": b"a", "data/b.txt": b"b"}, manifest=manifest), tmp_path / "l1")
     with pytest.raises(LabArchiveError, match="lacks 1 files"):
-        unpack(_tar(tmp_path / "short.tar", {}, manifest=manifest), tmp_path / "l2")
+        unpack_lab(_tar(tmp_path / "short.tar", {}, manifest=manifest), tmp_path / "l2")
 
 
 def test_not_a_lab_archive_and_a_used_folder_are_one_sentence(tmp_path):
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(LabArchiveError, match="not a tar archive"):
-        unpack(tmp_path / "junk.tar", tmp_path / "lab")
+        unpack_lab(tmp_path / "junk.tar", tmp_path / "lab")
     with tarfile.open(tmp_path / "plain.tar", "w") as tar:
         tar.add(__file__, arcname="data/x.py")
     with pytest.raises(LabArchiveError, match=f"holds no {MANIFEST}"):
-        unpack(tmp_path / "plain.tar", tmp_path / "lab")
+        unpack_lab(tmp_path / "plain.tar", tmp_path / "lab")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "mine.txt").write_text("x")
     with pytest.raises(LabArchiveError, match="not a new or empty folder"):
-        unpack(tmp_path / "plain.tar", tmp_path / "used")
+        unpack_lab(tmp_path / "plain.tar", tmp_path / "used")
 
 
 def test_pack_refuses_an_existing_archive_a_bad_suffix_and_missing_named_weights(tmp_path, monkeypatch):
     (tmp_path / "old.tar").write_text("x")
     with pytest.raises(LabArchiveError, match="already exists"):
-        pack(tmp_path / "old.tar", data=_data(tmp_path / "d"))
+        pack_lab(tmp_path / "old.tar", data=_data(tmp_path / "d"))
     with pytest.raises(LabArchiveError, match="does not end in .tar"):
-        pack(tmp_path / "lab.zip", data=tmp_path / "d")
+        pack_lab(tmp_path / "lab.zip", data=tmp_path / "d")
     _empty_hubs(tmp_path, monkeypatch)
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
     with pytest.raises(LabArchiveError, match=f"cannot pack the weights of {NAME}.*emlib weights fetch {NAME}"):
-        pack(tmp_path / "lab.tar", data=tmp_path / "d", backbones=[NAME])
+        pack_lab(tmp_path / "lab.tar", data=tmp_path / "d", backbones=[NAME])
     assert not (tmp_path / "lab.tar").exists()
-    packed = pack(tmp_path / "lab.tar.gz", data=tmp_path / "d")  # none named: the backbones without weights are left out
+    packed = pack_lab(tmp_path / "lab.tar.gz", data=tmp_path / "d")  # none named: the backbones without weights are left out
     assert packed.weights == {} and packed.files == 2
 
 

@@ -14,6 +14,9 @@ missing weights (:func:`check_chapter_weights`); an ``--out`` that holds files e
 or lies in the book's sources (:func:`check_out`). A build with ``--out`` writes only there: its
 chapters' runs too (``out_dir`` resolves under ``--out``).
 
+With ``--edition student`` the executed chapters lose every ``{solution}`` block before the HTML is
+built (:mod:`emlib.book.edition`); the default, ``answer-key``, keeps them in dropdowns.
+
 3. runs ``jupyter-book build`` with execution off (the book never runs code itself) on a copy of
    ``_config.yml`` naming the repository the book comes from (:mod:`emlib.book.repository`), and
 4. with ``--check`` opens every page in headless Chromium (:func:`emlib.book.check.check_book`).

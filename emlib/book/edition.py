@@ -86,7 +86,9 @@ def strip_solutions(text: str) -> tuple[str, int]:
 def strip_notebook_solutions(path: str | Path) -> int:
     """Cut the solutions out of the Markdown cells of the notebook at ``path`` (rewritten in place); how many.
 
-    A Markdown cell left empty is removed. Code cells and outputs are untouched.
+    A Markdown cell left empty is removed. Every string of the notebook's metadata is stripped too:
+    papermill records the notebook it was given (``metadata.papermill.input_path``), Markdown cells
+    included. Code cells and outputs are untouched.
     """
     import nbformat  # lazy: a [book] dependency
 
@@ -103,10 +105,25 @@ def strip_notebook_solutions(path: str | Path) -> int:
             if cut and not cell.source.strip():
                 continue
         cells.append(cell)
+    nb.metadata, in_metadata = _strip_strings(nb.metadata)
+    total += in_metadata
     if total:
         nb.cells = cells
         nbformat.write(nb, path)
     return total
+
+
+def _strip_strings(value: Any) -> tuple[Any, int]:
+    """``value`` (JSON-like) with :func:`strip_solutions` applied to every string that holds a solution; how many."""
+    if isinstance(value, str):
+        return strip_solutions(value) if "{solution}" in value else (value, 0)
+    if isinstance(value, dict):
+        pairs = {k: _strip_strings(v) for k, v in value.items()}
+        return type(value)({k: v for k, (v, _) in pairs.items()}), sum(n for _, n in pairs.values())
+    if isinstance(value, list):
+        pairs = [_strip_strings(v) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    return value, 0
 
 
 def edition_sphinx_config(edition: str) -> dict[str, Any]:

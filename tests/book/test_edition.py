@@ -77,10 +77,12 @@ def test_a_notebook_is_rewritten_without_solutions_and_without_the_cells_left_em
         nbformat.v4.new_markdown_cell(":::{solution} ex-a\nonly an answer\n:::"),
         nbformat.v4.new_code_cell("x = ':::{solution} in code stays'"),
     ])
+    nb.metadata["papermill"] = {"input_path": {"cells": [{"source": ":::{solution} ex-a\nin the metadata\n:::\n"}]}}
     path = tmp_path / "ch.ipynb"
     nbformat.write(nb, path)
-    assert strip_notebook_solutions(path) == 2
+    assert strip_notebook_solutions(path) == 3
     cells = nbformat.read(path, as_version=4).cells
+    assert "in the metadata" not in path.read_text() and "answer" not in path.read_text().replace("in code stays", "")
     assert [c.cell_type for c in cells] == ["markdown", "code"]
     assert "answer" not in cells[0].source and "{exercise}" in cells[0].source
     assert "in code stays" in cells[1].source
@@ -105,3 +107,26 @@ def test_the_edition_option_defaults_to_the_answer_key_and_refuses_others(capsys
         parser.parse_args(["build", "--edition", "teacher"])
     with pytest.raises(ConfigError, match="--edition student"):
         check_edition("teacher")
+
+
+def _solution_lines(text: str) -> list[str]:
+    """Plain-prose lines of the solutions in ``text`` (rendered as they are: no markup to escape)."""
+    bodies = re.findall(r"^:::\{solution\}.*?\n(.*?)^:::\s*$", text, flags=re.M | re.S)
+    return [line for body in bodies for line in body.splitlines() if len(line) > 20 and re.fullmatch(r"[A-Za-z ,.]+", line)]
+
+
+@pytest.mark.slow
+def test_a_student_build_of_one_chapter_shows_its_exercises_and_none_of_its_solutions(tmp_path, shared_data, monkeypatch):
+    from emlib.book import build_book
+
+    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
+    report = build_book(REPO, profile="smoke", out=tmp_path / "book", only=["01_data"], edition="student", progress=False)
+    html = (report.html_dir / "book" / "chapters" / "01_data.html").read_text()
+    source = _markdown(REPO / "notebooks" / "01_data.py")
+    lines = _solution_lines(source)
+    assert lines, "the chapter's solutions have prose lines to look for"
+    assert not [line for line in lines if line in html]
+    for label in re.findall(r"^:label: (ex-\S+)", source, flags=re.M):
+        assert f'id="{label}"' in html
+    offered = list(report.html_dir.rglob("01_data.ipynb"))  # the notebook the page offers for download
+    assert offered and all("{solution}" not in p.read_text() for p in offered)

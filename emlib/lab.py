@@ -143,9 +143,12 @@ def _members(data: Path | None, weights: dict[str, Path], runs: Sequence[Path]) 
 
 
 def _check_sources(data: Path | None, runs: Sequence[Path]) -> None:
-    for label, folder in ([("--data", data)] if data else []) + [("--runs", r) for r in runs]:
-        if not folder.is_dir():
-            raise LabArchiveError(f"{label} {folder} is not a folder; pass the folder itself")
+    if data is not None and not data.is_dir():
+        raise LabArchiveError(f"the data root {data} is not a folder; pass --data DIR (data= in Python), set "
+                              f"{ENV_DATA}, or leave the data out with --no-data")
+    for run in runs:
+        if not run.is_dir():
+            raise LabArchiveError(f"--runs {run} is not a folder; pass a folder of grid runs, e.g. runs/quick")
     names = [r.name for r in runs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -151,6 +151,10 @@ def test_pack_refuses_an_existing_archive_a_bad_suffix_and_missing_named_weights
         pack_lab(tmp_path / "old.tar", data=_data(tmp_path / "d"))
     with pytest.raises(LabArchiveError, match="does not end in .tar"):
         pack_lab(tmp_path / "lab.zip", data=tmp_path / "d")
+    with pytest.raises(LabArchiveError, match="data root .* is not a folder.*--no-data"):
+        pack_lab(tmp_path / "lab.tar", data=tmp_path / "nowhere")
+    with pytest.raises(LabArchiveError, match="--runs .* is not a folder"):
+        pack_lab(tmp_path / "lab.tar", data=tmp_path / "d", runs=[tmp_path / "nowhere"])
     _empty_hubs(tmp_path, monkeypatch)
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
     with pytest.raises(LabArchiveError, match=f"cannot pack the weights of {NAME}.*emlib weights fetch {NAME}"):

@@ -63,6 +63,7 @@ _API: dict[str, tuple[str, ...]] = {
         "DomainFiLM", "DomainAwareHead", "DomainSegmentationModel", "extract_embeddings", "extract_token_maps",
     ),
     "emlib.models.hub": ("WeightsSource", "find_weights", "fetch_weights", "weights_status"),
+    "emlib.lab": ("LabContents", "pack_lab", "unpack_lab"),
     "emlib.diagnostics": (
         "frechet_distance", "frechet_distance_from_stats", "bootstrap_frechet", "linear_probe", "protocol_probe",
         "pca_embed", "patch_pca_rgb", "token_separability", "downsample_mask_to_grid", "domain_report",

@@ -1,5 +1,5 @@
-"""Command-line interface: ``emlib data info|verify|download|audit``, ``emlib grid``, ``emlib weights list|check|fetch``
-and ``emlib book``.
+"""Command-line interface: ``emlib data info|verify|download|audit``, ``emlib grid``, ``emlib weights list|check|fetch``,
+``emlib lab pack|unpack`` and ``emlib book``.
 
 Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the file system
 (a full disk, a folder without permission) is printed as one sentence on stderr with exit status
@@ -24,6 +24,7 @@ from emlib.evaluation import scored_rows
 from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
 from emlib.grid.remedies import REMEDIES, run_alignment_grid
+from emlib.lab import env_lines, pack_lab, unpack_lab
 from emlib.models import list_backbones
 from emlib.models.hub import fetch_weights, find_weights, select_backbones, weights_status
 from emlib.models.weights import load_weights_file
@@ -232,6 +233,45 @@ def _add_weights_command(sub: argparse._SubParsersAction) -> None:
         cmd.set_defaults(func=func, weights=None)
 
 
+def _lab_pack(args: argparse.Namespace) -> int:
+    contents = pack_lab(args.archive, data=args.data, include_data=not args.no_data, backbones=args.backbone,
+                    profile=args.profile, include_weights=not args.no_weights, runs=args.runs or ())
+    print(f"packed {contents.summary()}")
+    return 0
+
+
+def _lab_unpack(args: argparse.Namespace) -> int:
+    contents = unpack_lab(args.archive, args.into)
+    print(f"unpacked {contents.summary()} into {contents.root}; every SHA-256 matches the manifest")
+    lines = env_lines(contents)
+    if lines:
+        print("set these (e.g. in ~/.bashrc) so that emlib uses them, offline:")
+        print("\n".join(lines))
+    for name in contents.runs:
+        print(f"finished runs: {contents.root / 'runs' / name} (pass it as `emlib grid --out`, which skips finished runs)")
+    return 0
+
+
+def _add_lab_command(sub: argparse._SubParsersAction) -> None:
+    lab = sub.add_parser("lab", help="carry data, weights and finished runs to a lab without internet, in one archive")
+    lab_sub = lab.add_subparsers(dest="action", required=True)
+    p = lab_sub.add_parser("pack", help="write ARCHIVE (.tar, .tar.gz) with the data, the weights here and run folders")
+    p.add_argument("archive", metavar="ARCHIVE")
+    p.add_argument("--data", default=None, help="data root to pack (default: $EMLIB_DATA or the download cache)")
+    p.add_argument("--no-data", action="store_true", help="pack no data")
+    p.add_argument("--backbone", action="append", default=None, choices=list_backbones(),
+                   help="pack this backbone's weights (repeatable; default: every backbone whose weights are here)")
+    p.add_argument("--profile", choices=list_profiles(), default=None, help="pack the weights of this profile's backbones")
+    p.add_argument("--no-weights", action="store_true", help="pack no weights")
+    p.add_argument("--runs", action="append", default=None, metavar="DIR",
+                   help="a folder of finished grid runs, e.g. runs/quick (repeatable)")
+    p.set_defaults(func=_lab_pack)
+    u = lab_sub.add_parser("unpack", help="unpack ARCHIVE, verify every SHA-256, print the variables to set")
+    u.add_argument("archive", metavar="ARCHIVE")
+    u.add_argument("--into", required=True, metavar="DIR", help="a new or empty folder")
+    u.set_defaults(func=_lab_unpack)
+
+
 def _grid(args: argparse.Namespace) -> int:
     _allow_modified(args)
     prof = get_profile(args.profile, dry_run=args.dry_run)  # --dry-run: quick -> quick-dry
@@ -367,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_grid_command(sub)
     _add_weights_command(sub)
+    _add_lab_command(sub)
     add_book_command(sub)
     return parser
 

@@ -14,6 +14,9 @@ missing weights (:func:`check_chapter_weights`); an ``--out`` that holds files e
 or lies in the book's sources (:func:`check_out`). A build with ``--out`` writes only there: its
 chapters' runs too (``out_dir`` resolves under ``--out``).
 
+With ``--edition student`` the executed chapters lose every ``{solution}`` block before the HTML is
+built (:mod:`emlib.book.edition`); the default, ``answer-key``, keeps them in dropdowns.
+
 3. runs ``jupyter-book build`` with execution off (the book never runs code itself) on a copy of
    ``_config.yml`` naming the repository the book comes from (:mod:`emlib.book.repository`), and
 4. with ``--check`` opens every page in headless Chromium (:func:`emlib.book.check.check_book`).
@@ -37,6 +40,7 @@ from typing import Any, TypeVar
 from plotly.offline import get_plotlyjs
 
 from emlib.book.check import CHROMIUM, CheckReport, check_book
+from emlib.book.edition import DEFAULT_EDITION, check_edition, edition_sphinx_config, strip_notebook_solutions
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
 from emlib.book.parameters import ChapterParameter, chapter_parameters, check_parameters, parameters_for
 from emlib.book.repository import BookSource, resolve_source, write_book_config
@@ -345,6 +349,7 @@ def build_book(
     dry_run: bool = False,
     repository: str | None = None,
     commit: str | None = None,
+    edition: str = DEFAULT_EDITION,
 ) -> BuildReport:
     """Execute the chapters and build the HTML book; optionally run the browser check.
 
@@ -382,6 +387,9 @@ def build_book(
         The repository (``OWNER/NAME``) the badges, banners and theme buttons link to, and the
         commit recorded with it; None derives them (``$GITHUB_REPOSITORY``/``$GITHUB_SHA``, else
         the clone's ``origin``/``HEAD``: :func:`~emlib.book.repository.resolve_source`).
+    edition : {'answer-key', 'student'}, default='answer-key'
+        ``student``: every ``{solution}`` block is cut out of the executed chapters and Sphinx hides
+        any left (:mod:`emlib.book.edition`); ``answer-key``: solutions in dropdowns, as online.
 
     Returns
     -------
@@ -394,6 +402,7 @@ def build_book(
         declares or of another type, missing weights, an ``out`` that is not new, empty or emlib's.
     """
     prof = get_profile(profile, dry_run=dry_run)  # resolved once; the object travels
+    check_edition(edition)
     root = find_root() if root is None else Path(root).resolve()
     book_source = resolve_source(root, repository=repository, commit=commit)
     chapters = list_chapters(root, only=only)
@@ -408,12 +417,16 @@ def build_book(
     notebooks, timings = _execute_chapters(
         root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source
     )
+    if edition == "student":
+        for path in notebooks.values():
+            strip_notebook_solutions(path)
     _write_static(book_root)
     write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters})
     toc = write_toc_subset(book_root, chapters) if only else None
     _, timings["jupyter-book build"] = _timed(
         say, "jupyter-book build (execution off) ...",
-        lambda: _jupyter_book(book_root, toc, strict=strict, config=write_book_config(book_root, book_source)),
+        lambda: _jupyter_book(book_root, toc, strict=strict, config=write_book_config(
+            book_root, book_source, sphinx_config=edition_sphinx_config(edition))),
     )
     report = BuildReport(book_root, book_root / "_build" / "html", chapters, notebooks, timings, book_source=book_source)
     if check:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emlib.book.build import build_book
+from emlib.book.edition import DEFAULT_EDITION, EDITIONS
 from emlib.book.publish import export_notebooks
 from emlib.book.repository import BookSource, resolve_source
 from emlib.book.check import CHROMIUM, CheckReport, check_book
@@ -86,6 +87,7 @@ def _build(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         repository=args.repository,
         commit=args.commit,
+        edition=args.edition,
     )
     print(report.summary())
     if report.book_source is not None:
@@ -142,6 +144,9 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
                         "the profile is --profile")
     b.add_argument("--dry-run", action="store_true",
                    help="the profile's dry run (quick, paper): every code path at a small size, for CI on a local hub")
+    b.add_argument("--edition", choices=EDITIONS, default=DEFAULT_EDITION,
+                   help="answer-key: each solution in a dropdown under its exercise (the online book); "
+                        "student: no solution anywhere in the pages or their notebooks (default: answer-key)")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--chromium", default=CHROMIUM, help=f"Chromium for --check (default: {CHROMIUM})")
     b.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")

@@ -95,7 +95,7 @@ settings
 # - **Histogram matching** maps each grey level through the two cumulative distributions (CDFs) so
 #   the whole histogram follows the reference. On uint8 stacks this is a 256-entry lookup table
 #   (`histogram_match`); the CDFs then agree up to the mass of a single grey level.
-# - **CLAHE** (contrast-limited adaptive histogram equalisation, Zuiderveld 1994) equalises each
+# - **CLAHE** (contrast-limited adaptive histogram equalisation {cite:p}`zuiderveld1994clahe,pizer1987adaptive`) equalises each
 #   slice locally, in tiles, with a cap on the contrast gain. It needs no reference: both datasets are
 #   pushed towards the same "flat" local histogram. It comes from scikit-image.
 # - **Resampling** brings both datasets to one physical pixel size: VNC's 4.6 nm pixels become 5 nm
@@ -142,13 +142,13 @@ plot_slice_browser(np.stack([v[0] for v in versions.values()]), np.stack([vnc.ma
 #
 # - **Per-dataset feature standardisation** (`DomainFeatureNorm`) keeps a running mean and
 #   variance of every feature channel *per dataset* and standardises each item's features with the
-#   statistics of its own dataset, as AdaBN does with batch-norm statistics (Li et al., 2016). At test
+#   statistics of its own dataset, as AdaBN does with batch-norm statistics {cite:p}`li2018adabn`. At test
 #   time the test set's domain id picks the statistics (0 for Lucchi++, 1 for VNC); a dataset never
 #   seen in training is standardised with its own test statistics.
-# - **FiLM** (feature-wise linear modulation, Perez et al., 2018; `DomainFiLM`) learns a
+# - **FiLM** (feature-wise linear modulation {cite:p}`perez2018film`; `DomainFiLM`) learns a
 #   per-dataset scale and shift of every channel, $\gamma_d \odot x + \beta_d$, starting from the
 #   identity.
-# - **CORAL** (Sun & Saenko, 2016; `coral_loss`) adds a loss that pulls the covariance
+# - **CORAL** {cite:p}`sun2016return,sun2016deepcoral` (`coral_loss`) adds a loss that pulls the covariance
 #   matrices of the two datasets' features together:
 #   $\ell_\text{CORAL} = \lVert C_\text{Lucchi++} - C_\text{VNC} \rVert_F^2 / (4 d^2)$, zero when the
 #   covariances agree, weighted by `coral_weight`. It acts on the output of the head's first layer

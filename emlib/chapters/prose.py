@@ -25,14 +25,14 @@ from emlib.train import epoch_order
 
 __all__ = ["head_sentence", "backbone_passes", "cache_sentence", "prediction_sentence", "fd_interval_sentence"]
 
-_DECONV = ("a 1 x 1 convolution to {width} channels (`head_channels`), four up-blocks that each double the grid "
+_DECONV = ("a 1 x 1 convolution to {width} channels (head_channels), four up-blocks that each double the grid "
            "(transposed convolution, then a 3 x 3 convolution), and a 1 x 1 classifier with two outputs "
            "(background, mitochondria), resized to the input size")
 
 
 def _profiles_with_head(head: str) -> str:
     names = [name for name, prof in PROFILES.items() if prof.base.head == head]
-    return " and ".join(f"`{n}`" for n in names) if names else "no built-in"
+    return " and ".join(names) if names else "no built-in"
 
 
 def head_sentence(cfg: RunConfig, *, embed_dim: int) -> str:
@@ -51,12 +51,12 @@ def head_sentence(cfg: RunConfig, *, embed_dim: int) -> str:
     True
     """
     if cfg.head == "deconv":
-        return (f"This page's head is `SegHeadDeconv` (`head=\"deconv\"`, the authors' head): on the "
+        return (f"This page's head is SegHeadDeconv (the config's head is deconv: the authors' head): on the "
                 f"{embed_dim}-number tokens, " + _DECONV.format(width=cfg.head_channels) + ".")
-    return (f"This page's head is the linear head (`head=\"linear\"`, `LinearHead`): one 1 x 1 convolution from the "
+    return (f"This page's head is the linear head (the config's head is linear: LinearHead): one 1 x 1 convolution from the "
             f"{embed_dim}-number tokens to two outputs (background, mitochondria), resized bilinearly to the input size. "
-            f"The authors' head, `SegHeadDeconv` (`head=\"deconv\"`, the {_profiles_with_head('deconv')} profiles), "
-            "adds " + _DECONV.format(width="`head_channels`").replace(" (`head_channels`)", "") + ".")
+            f"The authors' head, SegHeadDeconv (head deconv, the {_profiles_with_head('deconv')} profiles), "
+            "adds " + _DECONV.format(width="head_channels").replace(" (head_channels)", "") + ".")
 
 
 def backbone_passes(cfg: RunConfig, n_items: int) -> list[int]:
@@ -96,12 +96,12 @@ def cache_sentence(cfg: RunConfig, n_items: int) -> str:
         return f"This run has no feature cache, so the backbone runs on all {per_epoch} training {kind} of every epoch."
     if per_epoch == n_items:
         return (f"Each epoch uses all {n_items} training {kind}, so the backbone runs in the first epoch only: "
-                "the later epochs read stored tokens, and the `seconds` column shows the gap.")
+                "the later epochs read stored tokens, and the seconds column shows the gap.")
     later = passes[1:]
     share = sum(later) / max(per_epoch * len(later), 1)
     text = (f"Each epoch draws {per_epoch} of the {n_items} training {kind}, so the backbone runs on every {kind[:-1]} "
             f"no earlier epoch drew: {', '.join(map(str, passes))} {kind} in the successive epochs "
-            "(the `backbone passes` column).")
+            "(the backbone passes column).")
     if share >= 0.5:
         return text + (" Most draws are new, so the cache saves little here and the later epochs are not much "
                        "faster than the first; it pays off when the same items come back, as with whole slices.")
@@ -142,7 +142,7 @@ def prediction_sentence(predicted: Mapping[str, Any], *, pretrained: bool) -> st
     if pretrained:
         return text + " The overlays show where this frozen model segments well and where it fails."
     return text + (" With random weights the backbone's tokens carry no learned features, so whatever structure the "
-                   "masks show is what the head could fit to an untrained backbone: it says nothing about foundation models.")
+                   "predicted masks show is what the head could fit to an untrained backbone: it says nothing about foundation models.")
 
 
 def fd_interval_sentence(report: pd.DataFrame, *, n_boot: int) -> str:

@@ -24,7 +24,7 @@ def test_head_sentence_follows_the_configured_head() -> None:
     deconv = head_sentence(RunConfig(head="deconv", head_channels=96), embed_dim=384)
     assert linear != deconv
     assert linear.startswith("This page's head is the linear head") and "LinearHead" in linear
-    assert deconv.startswith("This page's head is `SegHeadDeconv`") and "96 channels" in deconv
+    assert deconv.startswith("This page's head is SegHeadDeconv") and "96 channels" in deconv
     assert "LinearHead" not in deconv and "96" not in linear
     assert "384-number tokens" in linear and "384-number tokens" in deconv
     # the profiles: smoke trains the linear head, quick and paper the authors' head at their widths
@@ -122,3 +122,14 @@ def test_remedy_papers_are_in_the_bibliography_and_cited() -> None:
 def test_chapters_glue_the_sentences_they_quote(stem: str, name: str) -> None:
     text = (ROOT / "notebooks" / f"{stem}.py").read_text(encoding="utf-8")
     assert f"{{glue:text}}`{name}`" in text and f"glue_facts({name}=" in text
+
+
+def test_sentences_are_plain_text_for_glue() -> None:
+    """``{glue:text}`` inserts text, not Markdown: a backtick would show as a backtick."""
+    smoke = get_profile("smoke").base
+    mask = np.zeros((1, 4, 4), bool)
+    sentences = [head_sentence(smoke, embed_dim=384), head_sentence(get_profile("paper").base, embed_dim=1024),
+                 cache_sentence(smoke, 1000), cache_sentence(RunConfig(samples_per_epoch=None, augment=False), 5),
+                 prediction_sentence({"vnc": _result(mask, mask)}, pretrained=False),
+                 fd_interval_sentence(_report(), n_boot=20)]
+    assert all("`" not in s and '"' not in s for s in sentences)

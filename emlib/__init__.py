@@ -89,6 +89,9 @@ _API: dict[str, tuple[str, ...]] = {
         "MissingWeightsNote", "token_pca",
     ),
     "emlib.chapters.pages": ("page_facts", "glue_facts"),
+    "emlib.chapters.prose": (
+        "head_sentence", "backbone_passes", "cache_sentence", "prediction_sentence", "fd_interval_sentence",
+    ),
     "emlib.chapters.remedy_effects": ("input_remedy_effects", "feature_remedy_effects"),
     "emlib.chapters.colab": ("ColabSession", "colab_setup", "colab_backbones", "gpu_line"),
     "emlib.paper": (

@@ -285,7 +285,7 @@ def _latent_claim(claim: PaperClaim, latents: pd.DataFrame | None) -> dict:
     if claim.claim_id.startswith("fd"):
         value, low, high = float(row["fd"]), float(row["fd_low"]), float(row["fd_high"])
         rel = value / claim.paper_value - 1.0
-        method = row.get("fd_interval", "bootstrap interval")
+        method = row.get("fd_interval", "interval")
         slices = row.get("slices", f"{row['n_a']} vs {row['n_b']} slices")
         out.update(value=value, ci_low=low, ci_high=high, rel_diff=rel, holds=bool(low <= claim.paper_value <= high),
                    detail=(f"FD {value:.2f} ({rel:+.1%} against the paper's {claim.paper_value}), {method} "

@@ -56,7 +56,7 @@ from emlib.runstate import save_checkpoint as _save_checkpoint
 from emlib.runstate import trainable_state as _trainable_state
 from emlib.stopping import TrainingDiverged, best_epoch, check_loss, should_stop
 
-__all__ = ["BuiltModel", "TrainedModel", "build_model", "build_train_dataset", "fit", "load_trained", "seed_everything"]
+__all__ = ["BuiltModel", "TrainedModel", "build_model", "build_train_dataset", "epoch_order", "fit", "load_trained", "seed_everything"]
 
 
 @dataclass(frozen=True)
@@ -323,15 +323,29 @@ def _forward(
     return logits, masks, valid, domains
 
 
+def epoch_order(cfg: RunConfig, n_items: int, epoch: int) -> np.ndarray:
+    """The training items of one epoch, in the order :func:`fit` visits them.
+
+    Without augmentation an epoch takes ``samples_per_epoch`` of the ``n_items`` items (all of them
+    when None), a permutation seeded by ``(seed, epoch)``; with augmentation every item is new, so
+    all are taken.
+
+    Examples
+    --------
+    >>> len(epoch_order(RunConfig(samples_per_epoch=4, augment=False), 10, 0))
+    4
+    """
+    per_epoch = min(cfg.samples_per_epoch or n_items, n_items) if not cfg.augment else n_items
+    return np.random.default_rng((cfg.seed, epoch)).permutation(n_items)[:per_epoch]
+
+
 def _train_epoch(loop: _Loop, epoch: int, *, progress: bool) -> dict:
     """One epoch: batches in the order of ``(seed, epoch)``; returns the history row."""
     t0 = time.perf_counter()
     cfg, dataset, device = loop.cfg, loop.dataset, loop.device
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    n_items = len(dataset)
-    per_epoch = min(cfg.samples_per_epoch or n_items, n_items) if not cfg.augment else n_items
-    order = np.random.default_rng((cfg.seed, epoch)).permutation(n_items)[:per_epoch]
+    order = epoch_order(cfg, len(dataset), epoch)
     loop.model.train()
     if cfg.regime == "frozen":
         loop.model.backbone.eval()  # type: ignore[union-attr]

@@ -52,9 +52,10 @@ out_dir = "runs"
 # %%
 import pandas as pd
 
-from emlib import (build_model, chapter_command, chapter_configs, chapter_runs, chapter_settings,
-                   count_parameters, ensure_data, evaluate_both, get_profile, glue_facts, grid_dir, load_trained,
-                   page_facts, plot_slice_overlay, scored_rows, SegHeadDeconv, show_table)
+from emlib import (backbone_passes, build_model, build_train_dataset, cache_sentence, chapter_command,
+                   chapter_configs, chapter_runs, chapter_settings, count_parameters, ensure_data, evaluate_both,
+                   get_backbone_spec, get_profile, glue_facts, grid_dir, head_sentence, load_trained, page_facts, plot_slice_overlay,
+                   prediction_sentence, scored_rows, SegHeadDeconv, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -66,16 +67,15 @@ settings
 # ## The model: backbone, then head
 #
 # A ViT cuts the image into 14 x 14-pixel patches and returns one token (a vector of `embed_dim`
-# numbers) per patch, so a crop of side $s$ becomes an $s/14 \times s/14$ grid of tokens. The head, `SegHeadDeconv`
-# (the authors' head), maps that grid back to pixels: a 1 x 1 convolution to `base_ch` channels, four
-# up-blocks that each double the grid (transposed convolution, then a 3 x 3 convolution), and a 1 x 1
-# classifier with two outputs (background, mitochondria), resized to the input size.
+# numbers) per patch, so a crop of side $s$ becomes an $s/14 \times s/14$ grid of tokens. The head maps
+# that grid back to pixels; which head a run builds is its `RunConfig`'s `head`.
 #
 # `build_model` assembles a run's model from its `RunConfig`; `count_parameters` counts what trains.
 
 # %%
 cfg = chapter_configs(settings, regimes=("frozen",), train_sets=("lucchi_pp",))[0]
 built = build_model(cfg)  # the model, and the patch size and normalisation of its inputs
+glue_facts(head=head_sentence(cfg, embed_dim=built.model.backbone.embed_dim))  # the sentence below, from the config
 model = built.model
 counts = pd.DataFrame({"backbone": count_parameters(model.backbone), "head": count_parameters(model.head),
                        "whole model": count_parameters(model)}).T
@@ -84,16 +84,22 @@ show_table(counts, index=True, formats={"trainable": "{:,}", "total": "{:,}", "t
            caption=f"Parameters of the frozen model ({cfg.backbone}, patch {built.patch_size}): trainable and total")
 
 # %% [markdown]
-# Every backbone parameter is frozen, so the head is all that learns. The profile sets the head's
-# width (`head_channels`); the authors use 512 channels on the 1024-dimensional tokens of ViT-L/14.
-# The same count for that head, built without any weights:
+# {glue:text}`head`
+#
+# Every backbone parameter is frozen, so the head is all that learns. The profile sets the head
+# (`head`) and, for `SegHeadDeconv`, its width (`head_channels`). The same count for the `paper`
+# profile's head on the tokens of its backbone, built without any weights:
 
 # %%
-paper_head = SegHeadDeconv(1024, base_ch=get_profile("paper").base.head_channels)
-pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_channels,
+paper = get_profile("paper").base
+paper_dim = get_backbone_spec(paper.backbone).embed_dim
+paper_head = SegHeadDeconv(paper_dim, base_ch=paper.head_channels)
+pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head,
+                               cfg.head_channels if cfg.head == "deconv" else "none (linear)",
                                count_parameters(model.head)["total"]],
-              "paper": [get_profile("paper").base.backbone, 1024, 512, count_parameters(paper_head)["total"]]},
-             index=["backbone", "token size", "head width", "head parameters"])
+              "paper": [paper.backbone, paper_dim, paper.head, paper.head_channels,
+                        count_parameters(paper_head)["total"]]},
+             index=["backbone", "token size", "head", "head width", "head parameters"])
 
 # %% [markdown]
 # ## Why frozen runs can cache features
@@ -101,7 +107,7 @@ pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head_
 # With a frozen backbone, the tokens of a given crop are the same in every epoch: no weight of the
 # backbone changes. `emlib.train.fit` therefore computes them once (`emlib.cache.FeatureCache`, keyed
 # by the backbone, its weights and the training items) and afterwards feeds the stored tokens straight to the
-# head, so only the first epoch pays for the backbone. This only works when the same crop comes back:
+# head, so the backbone runs only on items no earlier epoch drew. This only helps when the same crop comes back:
 # random augmentation or a LoRA adapter (next chapter) changes the tokens, and then nothing can be
 # cached.
 #
@@ -131,13 +137,17 @@ show_table(results.pivot_table(index="train_set", columns="test_set", values="io
            caption="IoU_fg: training set (rows) x test set (columns)", weights_label=settings.weights_label)
 
 # %% [markdown]
-# The loss per epoch shows the cache at work in the `seconds` column: the first epoch runs the backbone,
-# later ones read stored tokens (on the smoke profile both are short, so the gap is small).
+# The loss per epoch, with the time each epoch took (`seconds`) and how many training items the
+# backbone computed in it (`backbone passes`, from `backbone_passes`: the items no earlier epoch drew).
+# On this page: {glue:text}`cache`
 
 # %%
 run_dir = grid_dir(settings) / results["run_id"].iloc[0]
-show_table(pd.read_csv(run_dir / "history.csv"), caption=f"Loss per epoch of {results['run_id'].iloc[0]}",
-           weights_label=settings.weights_label)
+n_items = len(build_train_dataset(cfg, patch_size=built.patch_size, mean=built.mean, std=built.std,
+                                  root=settings.data_dir))
+glue_facts(cache=cache_sentence(cfg, n_items))
+history = pd.read_csv(run_dir / "history.csv").assign(**{"backbone passes": backbone_passes(cfg, n_items)})
+show_table(history, caption=f"Loss per epoch of {results['run_id'].iloc[0]}", weights_label=settings.weights_label)
 
 # %% [markdown]
 # ## Looking at the predictions
@@ -150,21 +160,21 @@ show_table(pd.read_csv(run_dir / "history.csv"), caption=f"Loss per epoch of {re
 # %%
 trained = load_trained(run_dir, device=settings.device)
 _, predicted = evaluate_both(trained, root=settings.data_dir, keep_predictions=True)
+glue_facts(predictions=prediction_sentence(predicted, pretrained=settings.pretrained))
 for test_set, res in predicted.items():
     plot_slice_overlay(res.images[0], res.masks[0], res.predictions[0],
                        title=f"frozen, trained on {cfg.train_set}, tested on {test_set} (slice {res.slice_ids[0]})",
                        weights_label=settings.weights_label).show()
 
 # %% [markdown]
-# With random weights the head has nothing meaningful to read, and it typically predicts one class
-# everywhere: all background (IoU_fg 0) or all foreground (IoU_fg close to the foreground fraction).
-# With pretrained weights the same cells show where a frozen model segments well and where it fails.
+# What this page's predictions look like, over all evaluated slices: {glue:text}`predictions`
 #
 # ## Summary
 #
-# - Frozen regime: the backbone never changes; only the head (`SegHeadDeconv`) trains, a small share
-#   of the model's parameters.
-# - Because the backbone is frozen, its tokens can be computed once per crop and cached.
+# - Frozen regime: the backbone never changes; only the head (`SegHeadDeconv` for the authors, the
+#   profile's `head` here) trains, a small share of the model's parameters.
+# - Because the backbone is frozen, its tokens can be computed once per crop and cached; the cache saves
+#   time when the same crops come back in later epochs.
 # - Every model is tested on both test sets; the off-diagonal cells are the cross-dataset test.
 #
 # ## Exercises
@@ -172,17 +182,17 @@ for test_set, res in predicted.items():
 # :::{exercise}
 # :label: ex-frozen-linear-head
 #
-# `RunConfig` also offers `head="linear"`: a single 1 x 1 convolution on the tokens, upsampled
-# bilinearly. Build that model for the same configuration and compare its trainable parameters with
-# the `SegHeadDeconv` head.
+# `RunConfig` offers two heads: `head="deconv"` (`SegHeadDeconv`) and `head="linear"` (a single 1 x 1
+# convolution on the tokens, upsampled bilinearly). Build the model for the same configuration with the
+# head this page did *not* use (`cfg.head` says which it used) and compare the two heads' trainable parameters.
 # :::
 #
 # :::{solution} ex-frozen-linear-head
 # :class: dropdown
 #
 # ```python
-# linear = build_model(cfg.replace(head="linear")).model
-# count_parameters(linear.head), count_parameters(model.head)
+# other = build_model(cfg.replace(head="linear" if cfg.head == "deconv" else "deconv")).model
+# count_parameters(other.head), count_parameters(model.head)
 # ```
 #
 # A linear head has `embed_dim * 2 + 2` parameters (two output classes), far fewer than the

@@ -59,7 +59,7 @@ from emlib import (PAPER_CLAIMS, bootstrap_frechet, chapter_command, chapter_con
                    dataset_embeddings, dataset_tokens, ensure_data, frechet_distance, grid_dir, latent_diagnostics,
                    linear_probe, load_backbone_for_latents, pca_embed, plot_grouped_bars, plot_pca_side_by_side,
                    protocol_probe, run_folder, token_separability_table, transfer_auroc)
-from emlib import glue_facts, page_facts, show_table
+from emlib import fd_interval_sentence, glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -118,12 +118,12 @@ plot_pca_side_by_side(panels["frozen"], panels["lora"], subplot_titles=("frozen 
 # $$ \mathrm{FD} = \lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\!\left(\Sigma_a + \Sigma_b
 #    - 2 (\Sigma_a \Sigma_b)^{1/2}\right). $$
 #
-# The paper gives one number per model. `bootstrap_frechet`, which `latent_report` calls, also
-# recomputes the distance on {glue:text}`n_boot` random halves of each dataset's slices (drawn
-# without replacement); the spread of those values gives an interval that shows how much the number
-# would move with other slices of the same size.
+# The paper gives one number per model. `bootstrap_frechet`, which `latent_report` calls, adds an
+# interval that shows how much the number would move with other slices of the same size; the
+# `fd_interval` column names its method. On this page: {glue:text}`fd_interval_method`
 
 # %%
+glue_facts(fd_interval_method=fd_interval_sentence(report, n_boot=n_boot))  # from the report's fd_interval column
 show_table(report, ["adapter", "fd", "fd_low", "fd_high", "fd_interval"], decimals=2,
            caption="Fréchet distance between Lucchi++ and VNC embeddings, with its interval",
            weights_label=settings.weights_label)
@@ -295,7 +295,7 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 #
 # - Image embeddings (mean patch token per slice) of Lucchi++ and VNC, frozen and with the paired
 #   LoRA adapter, cached in the grid folder.
-# - PCA, Fréchet distance with a resampling interval, and a linear probe with cross-validation and a
+# - PCA, Fréchet distance with a half-sample subsampling interval, and a linear probe with cross-validation and a
 #   permutation control, beside the authors' single 80/20 split.
 # - With fewer slices than dimensions (the paper's 20 VNC slices in 1024 dimensions; here
 #   {glue:text}`embedding_slices` in {glue:text}`embed_dim`) the covariance is rank-deficient: FD

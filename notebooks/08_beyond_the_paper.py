@@ -95,7 +95,7 @@ settings
 # - **Histogram matching** maps each grey level through the two cumulative distributions (CDFs) so
 #   the whole histogram follows the reference. On uint8 stacks this is a 256-entry lookup table
 #   (`histogram_match`); the CDFs then agree up to the mass of a single grey level.
-# - **CLAHE** (contrast-limited adaptive histogram equalisation, Zuiderveld 1994) equalises each
+# - **CLAHE** (contrast-limited adaptive histogram equalisation {cite:p}`zuiderveld1994clahe,pizer1987adaptive`) equalises each
 #   slice locally, in tiles, with a cap on the contrast gain. It needs no reference: both datasets are
 #   pushed towards the same "flat" local histogram. It comes from scikit-image.
 # - **Resampling** brings both datasets to one physical pixel size: VNC's 4.6 nm pixels become 5 nm
@@ -142,13 +142,13 @@ plot_slice_browser(np.stack([v[0] for v in versions.values()]), np.stack([vnc.ma
 #
 # - **Per-dataset feature standardisation** (`DomainFeatureNorm`) keeps a running mean and
 #   variance of every feature channel *per dataset* and standardises each item's features with the
-#   statistics of its own dataset, as AdaBN does with batch-norm statistics (Li et al., 2016). At test
+#   statistics of its own dataset, as AdaBN does with batch-norm statistics {cite:p}`li2018adabn`. At test
 #   time the test set's domain id picks the statistics (0 for Lucchi++, 1 for VNC); a dataset never
 #   seen in training is standardised with its own test statistics.
-# - **FiLM** (feature-wise linear modulation, Perez et al., 2018; `DomainFiLM`) learns a
+# - **FiLM** (feature-wise linear modulation {cite:p}`perez2018film`; `DomainFiLM`) learns a
 #   per-dataset scale and shift of every channel, $\gamma_d \odot x + \beta_d$, starting from the
 #   identity.
-# - **CORAL** (Sun & Saenko, 2016; `coral_loss`) adds a loss that pulls the covariance
+# - **CORAL** {cite:p}`sun2016return,sun2016deepcoral` (`coral_loss`) adds a loss that pulls the covariance
 #   matrices of the two datasets' features together:
 #   $\ell_\text{CORAL} = \lVert C_\text{Lucchi++} - C_\text{VNC} \rVert_F^2 / (4 d^2)$, zero when the
 #   covariances agree, weighted by `coral_weight`. It acts on the output of the head's first layer
@@ -207,7 +207,8 @@ latents = remedy_latents(results, grid, profile=settings.profile, root=settings.
                          device=settings.device, seed=settings.seed)
 summary = alignment_summary(results, latents=latents)
 print("the same runs from a shell:", chapter_command(settings, regimes=regimes, remedies=True))
-show_table(summary, ["regime", "remedy", "kind", "iou_fg_lucchi_pp", "iou_fg_vnc", "gap_closed", "fd", "probe_auroc"],
+show_table(summary, ["regime", "remedy", "kind", "iou_fg_lucchi_pp", "iou_fg_vnc", "in_domain_iou_fg", "cross_domain_iou_fg",
+                    "gap_closed", "fd", "probe_auroc", "latent_space"],
            caption="Remedies for paired training", formats={"fd": "{:.2f}"})
 
 # %% [markdown]
@@ -226,8 +227,9 @@ show_table(summary, ["regime", "remedy", "kind", "iou_fg_lucchi_pp", "iou_fg_vnc
 # on: the frozen backbone, or the backbone with the run's own LoRA adapter, fed with the slices after
 # the run's input alignment. `latent_space` says what was measured. Feature-level remedies
 # (feature norm, FiLM, CORAL, one head per dataset) act *after* the backbone, so for a frozen run
-# their embeddings are the baseline's and so are their FD and AUROC; the column says "not measured"
-# rather than pretend the distance changed. With LoRA the adapter was trained alongside the remedy,
+# their embeddings are the baseline's: their `fd` and `probe_auroc` are left empty (and they have no
+# bar or point in the figures below), and `latent_space` says "not measured" rather than pretend the
+# distance changed. With LoRA the adapter was trained alongside the remedy,
 # so the numbers can move, but they still describe the backbone's output, not the head's input.
 # The embeddings use the profile's `embedding_slices` and `embedding_long_edge` and are cached in
 # the grid folder (`embeddings/`), shared with chapter 6.
@@ -252,8 +254,8 @@ plot_remedy_scatter(summary, weights_label=settings.weights_label)
 #
 # On the smoke profile: none can be said. The backbone has random weights, each run trains for
 # {glue:text}`training` and is tested on {glue:text}`testing`. Models this undertrained
-# tend to predict (almost) every pixel as one class, so many rows coincide, and where rows differ the
-# difference is noise; `gap_closed` is then a ratio of noise, or empty. The table and the figure are
+# can predict (almost) every pixel as one class (the results mark such runs `degenerate`), so rows may
+# coincide, and where rows differ the difference is noise; `gap_closed` is then a ratio of noise, or empty. The table and the figure are
 # there to show that every remedy runs end to end and where its numbers will appear. The same holds
 # for `fd` and `probe_auroc`: a random-weights backbone embeds {glue:text}`embedding_slices`
 # downscaled slices per dataset, so

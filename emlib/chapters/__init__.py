@@ -5,5 +5,7 @@
 * :mod:`emlib.chapters.backbones` -- what a backbone sees: inputs, backbones side by side (a missing one
   left out with a note), token pictures.
 * :mod:`emlib.chapters.pages` -- the numbers a chapter's prose quotes, glued from the configuration.
+* :mod:`emlib.chapters.prose` -- the sentences that depend on the profile or the run (head, feature cache,
+  predictions, FD interval), composed from the config or the results.
 * :mod:`emlib.chapters.colab` -- what a chapter's first cell calls on Colab.
 """

@@ -46,6 +46,7 @@ __all__ = [
     "run_alignment_grid",
     "alignment_summary",
     "remedy_latent_space",
+    "remedy_measured",
     "remedy_latents",
 ]
 
@@ -200,7 +201,8 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg", latents: 
     With ``latents`` (the table of :func:`remedy_latents`) three more columns follow: ``fd`` (Fréchet
     distance between the two datasets' image embeddings), ``probe_auroc`` (cross-validated linear
     probe) and ``latent_space`` (which embeddings were measured); seeds are averaged, rows without a
-    measurement stay empty.
+    measurement stay empty, and so do rows whose remedy the embeddings cannot show (``measured`` False:
+    a feature-level remedy on a frozen backbone, whose embeddings are the baseline's).
     """
     need = {"remedy", "regime", "train_set", "test_set", "in_domain", value}
     missing = sorted(need - set(results.columns))
@@ -245,6 +247,9 @@ def alignment_summary(results: pd.DataFrame, *, value: str = "iou_fg", latents: 
         per = latents.groupby(["regime", "remedy"], sort=False).agg(
             fd=("fd", "mean"), probe_auroc=("probe_auroc", "mean"), latent_space=("latent_space", "first")
         )
+        if "measured" in latents:  # a remedy the embeddings cannot show gets no number, not the baseline's
+            unseen = ~latents.groupby(["regime", "remedy"], sort=False)["measured"].all().astype(bool)
+            per.loc[unseen, ["fd", "probe_auroc"]] = np.nan
         table = table.merge(per.reset_index(), on=["regime", "remedy"], how="left")
     return table
 
@@ -269,19 +274,32 @@ def remedy_latent_space(cfg: RunConfig) -> str:
         text += f" of {cfg.input_alignment}-aligned inputs"
         if cfg.input_alignment != "clahe":
             text += f" (reference {cfg.alignment_reference})"
-    after = [
-        name
-        for name, on in (
-            ("feature norm", cfg.feature_norm), ("FiLM", cfg.film), ("CORAL", cfg.coral_weight > 0),
-            ("one head per domain", cfg.heads_per_domain),
-        )
-        if on
-    ]
+    after = _after_backbone(cfg)
     if after:
         verb = "act" if len(after) > 1 else "acts"
         text += f" ({' + '.join(after)} {verb} after the backbone: not measured"
         text += "; the adapter was trained with it)" if cfg.regime == "lora" else ")"
     return text
+
+
+def _after_backbone(cfg: RunConfig) -> list[str]:
+    """The run's remedies that act after the backbone (on the head's input), by name."""
+    flags = (("feature norm", cfg.feature_norm), ("FiLM", cfg.film), ("CORAL", cfg.coral_weight > 0),
+             ("one head per domain", cfg.heads_per_domain))
+    return [name for name, on in flags if on]
+
+
+def remedy_measured(cfg: RunConfig) -> bool:
+    """Whether the backbone embeddings of a run can show its remedy (False: a frozen run whose remedies act after it).
+
+    Examples
+    --------
+    >>> remedy_measured(RunConfig(regime="frozen", train_set="paired", film=True))
+    False
+    >>> remedy_measured(RunConfig(regime="lora", train_set="paired", film=True))
+    True
+    """
+    return cfg.regime == "lora" or not _after_backbone(cfg)
 
 
 def remedy_latents(
@@ -329,7 +347,8 @@ def remedy_latents(
     DataFrame
         One row per run: ``regime, remedy, run_id, fd`` (raw embeddings, rank-deficient covariances
         allowed as the authors did), ``probe_auroc`` (mean over the folds of
-        :func:`emlib.diagnostics.linear_probe`, no permutation control), ``latent_space``,
+        :func:`emlib.diagnostics.linear_probe`, no permutation control), ``latent_space``, ``measured``
+        (:func:`remedy_measured`: False where the embeddings are the baseline's, as for FiLM on a frozen backbone),
         ``adapter, n_lucchi_pp, n_vnc, weights_label``; also written to
         ``out_dir/alignment_latents.csv``. Pass it to :func:`alignment_summary` (``latents=``).
     """
@@ -358,7 +377,7 @@ def remedy_latents(
             cache_dir=cache_dir, progress=progress,
         ).embeddings
         rows.append({"regime": regime, "remedy": remedy, "run_id": run_id, **_separation(emb, n_splits=n_splits, seed=seed),
-                     "latent_space": remedy_latent_space(cfg), "adapter": adapter, "n_lucchi_pp": len(emb["lucchi_pp"]),
+                     "latent_space": remedy_latent_space(cfg), "measured": remedy_measured(cfg), "adapter": adapter, "n_lucchi_pp": len(emb["lucchi_pp"]),
                      "n_vnc": len(emb["vnc"]), "weights_label": net.weights_label})
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,8 @@ def parse_bibliography(text: str) -> dict[str, Reference]:
         venue = next((fields[k] for k in ("journal", "booktitle", "publisher", "howpublished") if k in fields), "")
         link = f"https://doi.org/{fields['doi']}" if "doi" in fields else fields.get("url", "")
         authors = (", ".join(full[:-1]) + " and " + full[-1]) if len(full) > 1 else "".join(full)
-        parts = [f"{authors} ({year}).", f"{_plain(fields.get('title', key))}."]
+        title = _plain(fields.get("title", key))
+        parts = [f"{authors} ({year}).", title if title.endswith((".", "?", "!")) else f"{title}."]
         parts += [f"*{_plain(venue)}*."] if venue else []
         parts += [link] if link else []
         refs[key] = Reference(key=key, authors=last, year=year, text=" ".join(parts))

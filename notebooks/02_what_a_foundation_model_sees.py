@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   emlib:
+#     colab_setup:
+#       families: true
 #   jupytext:
 #     formats: py:percent
 #   kernelspec:
@@ -21,19 +24,6 @@
 # This chapter follows one EM slice into such a model: how it is resized and cut into patches, how grey
 # values are normalised, and what the output **patch tokens** look like when their first three
 # principal components are painted as colours, the picture that made DINO famous.
-
-# %% tags=["hide-input"]
-# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    EMLIB = "emlib-vfm @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
-    from emlib import colab_setup
-
-    colab_setup("quick", families=True)  # the GPU, the data, one backbone per family with progress bars
 
 # %% tags=["parameters"]
 profile = "smoke"               # smoke (CPU, random weights), quick or paper

@@ -22,19 +22,6 @@
 # {glue:text}`training`). With random weights the matrix only shows that every run and every cell is
 # there; the `quick` profile gives the real picture.
 
-# %% tags=["hide-input"]
-# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    EMLIB = "emlib-vfm @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
-    from emlib import colab_setup
-
-    colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
-
 # %% tags=["parameters"]
 profile = "smoke"               # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
 backbone: str | None = None     # None: the profile's backbone

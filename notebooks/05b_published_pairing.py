@@ -23,19 +23,6 @@
 # {glue:text}`training`). The audit below reads only the data files, so its counts and bounds are the
 # same for every profile; the training results are those of this profile.
 
-# %% tags=["hide-input"]
-# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    EMLIB = "emlib-vfm @ git+https://github.com/emlib-book/emlib@main"  # `emlib book export` pins the commit
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
-    from emlib import colab_setup
-
-    colab_setup("quick")  # the GPU (device="auto" uses it), the data and the weights, with progress bars
-
 # %% tags=["parameters"]
 profile = "smoke"               # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
 backbone: str | None = None     # None: the profile's backbone

@@ -23,8 +23,8 @@ one ``_toc.yml`` line.** ``python -m emlib.book build --profile smoke`` (or ``em
 
 A failing cell stops the build with one line naming the chapter, the cell and where the partial
 notebook is. Colab opens notebooks, not ``.py`` files: the workflow publishes ``.ipynb`` copies
-whose first cell installs emlib at the commit the book was built from (``python -m emlib.book
-export``) to the ``notebooks`` branch at the same paths the book pages have, so both the badge and
+whose first code cell, added by the export, installs emlib at the commit the book was built from
+and whose Markdown holds no MyST (``python -m emlib.book export``) to the ``notebooks`` branch at the same paths the book pages have, so both the badge and
 the theme's Colab launch button open them. The repository in every link is derived, never typed in.
 
 - :mod:`emlib.book.toc`: the book root, the table of contents and its chapters;
@@ -32,7 +32,8 @@ the theme's Colab launch button open them. The repository in every link is deriv
 - :mod:`emlib.book.parameters`: the ``-p`` values, checked against each chapter's parameters cell before anything runs;
 - :mod:`emlib.book.build`: the whole build;
 - :mod:`emlib.book.repository`: the repository and commit the book comes from (links, buttons, Colab pins);
-- :mod:`emlib.book.publish`: the export of unexecuted notebooks for Colab, their install pinned;
+- :mod:`emlib.book.publish`: the export of the chapters for Colab, their install pinned;
+- :mod:`emlib.book.myst`: the book's MyST as Markdown Jupyter renders (glue, citations, terms, solutions);
 - :mod:`emlib.book.check`: the browser check;
 - :mod:`emlib.book.sphinx`: the Sphinx extension listed in ``_config.yml``;
 - :mod:`emlib.book.commands`: ``python -m emlib.book`` and ``emlib book``.

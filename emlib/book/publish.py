@@ -7,20 +7,26 @@ The repository and commit come from :func:`~emlib.book.repository.resolve_source
 (``--repository OWNER/NAME --commit SHA``; the workflow passes ``${{ github.repository }}`` and
 ``${{ github.sha }}``).
 
-Every chapter starts with a "Colab only" code cell. In the source it installs the default branch:
+The chapter sources carry no Colab cell: the export inserts one, before the parameters cell, that
+installs emlib at the pinned commit (:attr:`~emlib.book.repository.BookSource.requirement`) and
+prepares the session (:func:`~emlib.chapters.colab.colab_setup`):
 
 .. code-block:: python
 
-    EMLIB = "emlib-vfm @ git+https://github.com/<repository>@main"  # `emlib book export` pins it
+    EMLIB = "emlib-vfm @ git+https://github.com/<repository>@<commit>"
     ...
     colab_setup("quick")  # the GPU, the data and the profile's weights, with progress bars
 
-The export rewrites that ``EMLIB = ...`` line with the pinned requirement
-(:attr:`~emlib.book.repository.BookSource.requirement`), and sets the profile of the Colab session,
-in ``colab_setup(...)`` and in the parameters cell, to ``profile`` (``quick`` by default: what the
-online edition shows). A chapter whose first cell lacks these lines stops the export, so nothing
-unpinned is ever published. With ``executed=`` (``--executed book/chapters``, what the workflow
-publishes) the chapters come with the outputs of the book's build; without it, unexecuted.
+A chapter whose header metadata holds ``emlib: {colab_setup: {families: true}}`` fetches one backbone
+per family too. The profile of the Colab session, in ``colab_setup(...)`` and in the parameters cell,
+is ``profile`` (``quick`` by default: what the online edition shows); a chapter without a parameters
+cell stops the export, so nothing unpinned is ever published.
+
+The Markdown cells are rewritten from MyST into what Jupyter renders (:mod:`emlib.book.myst`): glued
+values from the executed chapter, citations as plain text with a references cell at the end, terms
+as links to the online glossary, exercises as headings and solutions collapsed. With ``executed=``
+(``--executed book/chapters``, what the workflow publishes) the chapters come with the outputs and
+glued values of the book's build; without it, unexecuted (a glued value shows its name).
 """
 
 from __future__ import annotations
@@ -32,31 +38,77 @@ from pathlib import Path
 from typing import Any
 
 from emlib.book.execute import read_notebook_source
+from emlib.book.myst import MystContext, MystError, cited_keys, myst_to_markdown, parse_bibliography, references_markdown
 from emlib.book.repository import BookSource, resolve_source
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters
 from emlib.config import get_profile
 
-__all__ = ["INSTALL_LINE", "SETUP_CALL", "PROFILE_LINE", "pin_notebook", "export_notebooks"]
+__all__ = ["INSTALL_LINE", "SETUP_CALL", "PROFILE_LINE", "COLAB_TAG", "colab_cell", "pin_notebook", "read_glue",
+           "read_bibliography", "markdown_for_colab", "export_notebooks"]
 
-#: The install line of a chapter's first code cell (the requirement is group 2).
+#: The install line of the Colab cell (the requirement is group 2).
 INSTALL_LINE = re.compile(r'^(\s*EMLIB = )"(emlib-vfm @ git\+[^"]+)"', re.M)
 #: The call that prepares the Colab session, with its profile (group 2).
 SETUP_CALL = re.compile(r'^(\s*colab_setup\()"([\w-]+)"', re.M)
 #: The profile parameter of a chapter's parameters cell (group 2).
 PROFILE_LINE = re.compile(r'^(profile\s*=\s*)"([\w-]+)"', re.M)
+#: The tag of the Colab cell the export inserts.
+COLAB_TAG = "colab-install"
+#: The MIME prefix of glued values (MyST-NB's, the one :func:`emlib.chapters.pages.glue_facts` writes).
+GLUE_PREFIX = "application/papermill.record/"
+#: The glossary page of the book, relative to the online edition.
+GLOSSARY_PAGE = "book/glossary.html"
+
+_COLAB_SOURCE = """\
+# Colab only: install emlib at the commit this book was built from (nothing happens anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    EMLIB = "{requirement}"  # the commit this notebook was exported from
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", EMLIB], check=True)
+    from emlib import colab_setup
+
+    colab_setup("{profile}"{options})  # the GPU (device="auto" uses it), the data and the weights, with progress bars
+"""
 
 
-def _code_cells(nb: Any) -> list[Any]:
-    return [c for c in nb.cells if c.get("cell_type") == "code"]
+def _tagged(cell: Any, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def colab_cell(book_source: BookSource, *, profile: str = "quick", families: bool = False) -> Any:
+    """The Colab cell the export puts before a chapter's parameters cell: the pinned install, then the setup.
+
+    Parameters
+    ----------
+    book_source : BookSource
+        Repository and commit to install (its :attr:`~BookSource.requirement`).
+    profile : str, default='quick'
+        The profile ``colab_setup`` prepares.
+    families : bool, default=False
+        Fetch one backbone per family too (``colab_setup(..., families=True)``).
+
+    Returns
+    -------
+    nbformat.NotebookNode
+        A code cell tagged :data:`COLAB_TAG` and ``hide-input``.
+    """
+    import nbformat  # lazy: nbformat comes with the [book] extra
+
+    options = ", families=True" if families else ""
+    source = _COLAB_SOURCE.format(requirement=book_source.requirement, profile=profile, options=options)
+    return nbformat.v4.new_code_cell(source.rstrip("\n"), metadata={"tags": [COLAB_TAG, "hide-input"]})
 
 
 def pin_notebook(nb: Any, book_source: BookSource, *, profile: str = "quick", name: str = "chapter") -> Any:
-    """Pin the Colab install of a chapter notebook to ``book_source`` and set its Colab profile (in place).
+    """Insert the pinned Colab cell before a chapter's parameters cell and set its Colab profile (in place).
 
     Parameters
     ----------
     nb : nbformat.NotebookNode
-        A chapter read by :func:`~emlib.book.execute.read_notebook_source`.
+        A chapter read by :func:`~emlib.book.execute.read_notebook_source` (or executed by the build).
     book_source : BookSource
         Repository and commit to install (its :attr:`~BookSource.requirement`).
     profile : str, default='quick'
@@ -72,29 +124,76 @@ def pin_notebook(nb: Any, book_source: BookSource, *, profile: str = "quick", na
     Raises
     ------
     BookError
-        The first code cell has no ``EMLIB = "emlib-vfm @ git+..."`` line or ``colab_setup("...")`` call,
-        or the second code cell no ``profile = "..."`` line.
+        The chapter has no parameters cell with a ``profile = "..."`` line.
     """
     get_profile(profile)  # an unknown profile fails here, with the list of known ones
-    code = _code_cells(nb)
-    first, params = (code + [None, None])[:2]
-    checks = [(first, INSTALL_LINE, 'EMLIB = "emlib-vfm @ git+..."', "first"),
-              (first, SETUP_CALL, 'colab_setup("PROFILE")', "first"),
-              (params, PROFILE_LINE, 'profile = "PROFILE"', "second (parameters)")]
-    for cell, pattern, what, which in checks:
-        if cell is None or not pattern.search(cell.source):
-            raise BookError(
-                f"chapter {name} has no {what} line in its {which} code cell, so its Colab install cannot be "
-                f"pinned; start the chapter with the Colab cell of the other chapters"
-            )
-    first.source = INSTALL_LINE.sub(lambda m: f'{m.group(1)}"{book_source.requirement}"', first.source, count=1)
-    first.source = SETUP_CALL.sub(lambda m: f'{m.group(1)}"{profile}"', first.source, count=1)
+    params = next((c for c in nb.cells if c.get("cell_type") == "code" and _tagged(c, "parameters")), None)
+    if params is None or not PROFILE_LINE.search(params.source):
+        raise BookError(
+            f'chapter {name} has no parameters cell with a profile = "PROFILE" line, so its Colab profile cannot be '
+            f'set; start the chapter\'s code with the parameters cell of the other chapters (tags=["parameters"])'
+        )
+    meta = dict(nb.metadata.get("emlib", {}))
+    families = bool(meta.get("colab_setup", {}).get("families", False))
+    nb.cells = [c for c in nb.cells if not _tagged(c, COLAB_TAG)]  # exported twice: one Colab cell
+    nb.cells.insert(nb.cells.index(params), colab_cell(book_source, profile=profile, families=families))
     params.source = PROFILE_LINE.sub(lambda m: f'{m.group(1)}"{profile}"', params.source, count=1)
-    for cell in code:  # an executed chapter also has papermill's cell with the parameters of its build
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+    for cell in nb.cells:  # an executed chapter also has papermill's cell with the parameters of its build
+        if cell.get("cell_type") == "code" and _tagged(cell, "injected-parameters"):
             cell.source = PROFILE_LINE.sub(lambda m: f'{m.group(1)}"{profile}"', cell.source, count=1)
-    nb.metadata["emlib"] = {"repository": book_source.repository, "commit": book_source.commit,
+    nb.metadata["emlib"] = {**meta, "repository": book_source.repository, "commit": book_source.commit,
                             "profile": profile, "requirement": book_source.requirement}
+    return nb
+
+
+def read_glue(nb: Any) -> dict[str, str]:
+    """The values an executed chapter glued (``text/plain`` of each ``scrapbook`` record), by name.
+
+    A chapter records them with :func:`~emlib.chapters.pages.glue_facts` or ``myst_nb.glue``; an
+    unexecuted chapter has none.
+    """
+    values = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            record = out.get("metadata", {}).get("scrapbook", {})
+            prefix = record.get("mime_prefix", GLUE_PREFIX)
+            text = out.get("data", {}).get(f"{prefix}text/plain")
+            if record.get("name") and text is not None:
+                values[record["name"]] = "".join(text) if isinstance(text, list) else str(text)
+    return values
+
+
+def read_bibliography(root: Path) -> dict[str, Any]:
+    """Every entry of the book's ``bibtex_bibfiles`` (``_config.yml``), by key."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text()) if (root / "_config.yml").is_file() else {}
+    refs: dict[str, Any] = {}
+    for bib in (config or {}).get("bibtex_bibfiles", []):
+        refs.update(parse_bibliography((root / bib).read_text(encoding="utf-8")))
+    return refs
+
+
+def markdown_for_colab(nb: Any, context: MystContext, *, name: str = "chapter") -> Any:
+    """Rewrite a chapter's Markdown cells from MyST into what Jupyter renders, and end it with its references.
+
+    Raises
+    ------
+    BookError
+        MyST the export cannot convert (a citation missing from the bibliography), naming the chapter.
+    """
+    import nbformat
+
+    markdown = [c for c in nb.cells if c.get("cell_type") == "markdown"]
+    keys = cited_keys("\n".join(c.source for c in markdown))
+    try:
+        for cell in markdown:
+            cell.source = myst_to_markdown(cell.source, context)
+    except MystError as err:
+        raise BookError(f"chapter {name}: {err}") from None
+    references = references_markdown(keys, context.references)
+    if references:
+        nb.cells.append(nbformat.v4.new_markdown_cell(references, metadata={"tags": ["references"]}))
     return nb
 
 
@@ -141,6 +240,7 @@ def export_notebooks(
     book_source = book_source or resolve_source(base)
     get_profile(profile)
     chapters = list_chapters(base, only=only)
+    references = read_bibliography(base)
     notebooks = {}
     if executed is not None:
         missing = [name for name in chapters if not (Path(executed) / f"{name}.ipynb").is_file()]
@@ -152,6 +252,9 @@ def export_notebooks(
             nb = read_notebook_source(base / SOURCE_DIR / f"{name}.py")
         else:
             nb = nbformat.read(Path(executed) / f"{name}.ipynb", as_version=4)
+        context = MystContext(glue=read_glue(nb), references=references,
+                              glossary_url=book_source.online_edition + GLOSSARY_PAGE)
+        nb = markdown_for_colab(nb, context, name=name)
         notebooks[name] = pin_notebook(nb, book_source, profile=profile, name=name)
         if gpu:
             nb.metadata["accelerator"] = "GPU"

@@ -1,7 +1,8 @@
 """What a chapter's first cell calls on Colab: the GPU line, then the data and weights, with progress bars.
 
-Every chapter starts with a "Colab only" cell that installs emlib at the commit the book was built
-from (:mod:`emlib.book.publish` pins it) and then calls :func:`colab_setup`:
+Every chapter exported for Colab starts with a "Colab only" cell, which the export inserts
+(:func:`emlib.book.publish.colab_cell`; the chapter sources carry none): it installs emlib at the
+commit the book was built from and then calls :func:`colab_setup`:
 
 1. it says which device ``device="auto"`` will use: the GPU's name, or how to get one on Colab;
 2. it downloads both datasets into the user cache with progress bars (nothing when they are there

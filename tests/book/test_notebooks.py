@@ -14,13 +14,11 @@ import pytest
 
 from emlib.book import BuildReport
 from emlib.book.execute import read_notebook_source
-from emlib.book.publish import INSTALL_LINE, SETUP_CALL
-from emlib.book.repository import FALLBACK_REPOSITORY, BookSource
+from emlib.book.publish import INSTALL_LINE
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 PARAMETERS = {"profile", "backbone", "data_dir", "weights_dir", "device", "seed", "out_dir"}
-HIDDEN = {"hide-input", "remove-input", "remove-cell", "hide-cell"}
 #: Figure titles with these words show model outputs, so on the smoke profile they must say "random weights".
 MODEL_WORDS = ("token", "embedding", "prediction", "predicted", "iou", "pca", "probe", "fréchet")
 
@@ -40,17 +38,10 @@ def test_notebook_conventions(source: Path) -> None:
     nb = read_notebook_source(source)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "first cell: the title"
-    colab, params = code[0], code[1]
-    assert "google.colab" in colab.source and "sys.modules" in colab.source, "first code cell: the Colab setup"
-    assert HIDDEN & set(colab.metadata.get("tags", [])), "the Colab cell must be hidden in the book"
-    install = INSTALL_LINE.search(colab.source)
-    assert install and install.group(2) == BookSource(FALLBACK_REPOSITORY).requirement, \
-        'first code cell: EMLIB = "emlib-vfm @ git+...@main", the line `emlib book export` pins'
-    assert SETUP_CALL.search(colab.source), 'first code cell: colab_setup("quick") (the GPU, the data, the weights)'
-    guarded = colab.source.split('if "google.colab" in sys.modules:', 1)[-1]
-    assert "pip" in guarded and all(line.startswith("    ") for line in guarded.splitlines() if line.strip()), \
-        "the install and the setup run on Colab only"
-    assert "parameters" in params.metadata.get("tags", []), "second code cell: papermill parameters"
+    params = code[0]
+    assert not [c for c in code if "google.colab" in c.source or INSTALL_LINE.search(c.source)], \
+        "no Colab cell in the source: `emlib book export` inserts it, pinned (emlib.book.publish.colab_cell)"
+    assert "parameters" in params.metadata.get("tags", []), "first code cell: papermill parameters"
     names = set(re.findall(r"^(\w+)\s*(?::[^=\n]*)?=", params.source, flags=re.M))  # `seed: int | None = None` too
     assert PARAMETERS <= names, f"parameters cell lacks {sorted(PARAMETERS - names)}"
     assert re.search(r'^profile\s*=\s*"smoke"', params.source, flags=re.M), "default profile must be smoke"

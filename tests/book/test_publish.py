@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,8 @@ import yaml
 
 from emlib.book import main
 from emlib.book.execute import read_notebook_source
-from emlib.book.publish import INSTALL_LINE, PROFILE_LINE, SETUP_CALL, export_notebooks, pin_notebook
+from emlib.book.publish import (COLAB_TAG, GLUE_PREFIX, INSTALL_LINE, PROFILE_LINE, SETUP_CALL, export_notebooks,
+                                pin_notebook)
 from emlib.book.repository import FALLBACK_REPOSITORY, BookSource
 from emlib.book.toc import SOURCE_DIR, BookError, list_chapters
 from emlib.config import BUILD_ENV
@@ -52,12 +54,46 @@ def test_export_pins_every_chapter_to_the_repository_and_commit(tmp_path: Path) 
         assert f'EMLIB = "emlib-vfm @ git+https://github.com/Org/emlib@{SHA}"' in first.source, path.stem
         assert FALLBACK_REPOSITORY not in path.read_text(), f"{path.stem}: the placeholder survived the export"
         assert SETUP_CALL.search(first.source).group(2) == "quick" and PROFILE_LINE.search(params.source).group(2) == "quick"
-        assert nb.metadata["emlib"] == {"repository": "Org/emlib", "commit": SHA, "profile": "quick",
-                                        "requirement": ORG.requirement}
+        recorded = {"repository": "Org/emlib", "commit": SHA, "profile": "quick", "requirement": ORG.requirement}
+        assert recorded.items() <= nb.metadata["emlib"].items()
+        assert COLAB_TAG in first.metadata["tags"] and "parameters" in params.metadata["tags"]
+        assert ("families=True" in first.source) == (path.stem == COLAB_CHAPTER), path.stem
         assert nb.metadata["accelerator"] == "GPU" and nb.metadata["kernelspec"]["name"] == "python3"
         assert not any(c.get("outputs") for c in _code(nb))
     source = read_notebook_source(REPO / SOURCE_DIR / f"{written[0].stem}.py")
-    assert SETUP_CALL.search(_code(source)[0].source)  # the source itself is left as it was
+    assert not any(SETUP_CALL.search(c.source) for c in _code(source))  # the source carries no Colab cell
+
+
+#: What Jupyter would show as raw MyST: a role (``{name}`...```) or a directive fence (``:::`` or ```` ```{ ````).
+MYST_SYNTAX = re.compile(r"\{[\w:.-]+\}`|^\s*(?::::|```\{)", re.M)
+
+
+def test_exported_notebooks_hold_no_myst_and_end_with_their_references(tmp_path: Path) -> None:
+    written = export_notebooks(tmp_path, REPO, book_source=ORG)
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+        left = [m.group(0) for text in markdown for m in MYST_SYNTAX.finditer(text)]
+        assert not left, f"{path.stem}: MyST left in the export: {left[:5]}"
+        text = "\n".join(markdown)
+        assert "### Exercise 1" in text and "<details>\n<summary>Solution</summary>" in text, path.stem
+        assert "<details open" not in text
+    chapter = nbformat.read(written[0], as_version=4)
+    assert chapter.cells[-1].source.startswith("## References")
+    assert "Fuster-Barceló, C. and Uhlmann, V. (2026)." in chapter.cells[-1].source
+    text = "\n".join(c.source for c in chapter.cells if c.cell_type == "markdown")
+    assert "(Fuster-Barceló and Uhlmann 2026)" in text
+    lora = nbformat.read(next(p for p in written if p.stem == "04_lora"), as_version=4)
+    assert "[LoRA](https://org.github.io/emlib/book/glossary.html#term-lora)" in "\n".join(c.source for c in lora.cells)
+
+
+def test_nbconvert_shows_the_solutions_of_an_exported_notebook_collapsed(tmp_path: Path) -> None:
+    nbconvert = pytest.importorskip("nbconvert")
+    [path] = export_notebooks(tmp_path, REPO, book_source=ORG, only=["01_data"])
+    html, _ = nbconvert.HTMLExporter().from_filename(str(path))
+    assert html.count("<details>") >= 3 and "<summary>Solution</summary>" in html
+    assert not re.search(r"<details[^>]*\bopen\b", html), "solutions must start collapsed"
+    assert "{cite:" not in html and ":::{" not in html
 
 
 def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path: Path) -> None:
@@ -69,8 +105,12 @@ def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path:
     nb = read_notebook_source(REPO / SOURCE_DIR / f"{name}.py")
     code = _code(nb)
     injected = nbformat.v4.new_code_cell('profile = "smoke"\n', metadata={"tags": ["injected-parameters", "remove-cell"]})
-    nb.cells.insert(nb.cells.index(code[1]) + 1, injected)
+    nb.cells.insert(nb.cells.index(code[0]) + 1, injected)  # papermill puts it after the parameters cell
     code[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a result of the build\n")]
+    glued = nbformat.v4.new_output("display_data", data={f"{GLUE_PREFIX}text/plain": "'forty-two'"},
+                                   metadata={"scrapbook": {"name": "answer", "mime_prefix": GLUE_PREFIX}})
+    code[-1].outputs.append(glued)
+    nb.cells.append(nbformat.v4.new_markdown_cell("The build glued {glue:text}`answer`; unknown: {glue:text}`nope`."))
     nbformat.write(nb, built / f"{name}.ipynb")
 
     with pytest.raises(BookError, match="no executed notebook .* build the book first"):
@@ -82,14 +122,21 @@ def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path:
     cells = _code(out)
     assert f"@{SHA}" in cells[0].source and "a result of the build" in str(cells[-1].outputs)
     assert [PROFILE_LINE.search(c.source).group(2) for c in cells[1:3]] == ["quick", "quick"]
+    assert COLAB_TAG in cells[0].metadata["tags"] and len([c for c in cells if COLAB_TAG in c.metadata.get("tags", [])]) == 1
+    glue_cell = next(c for c in out.cells if c.source.startswith("The build glued"))
+    assert glue_cell.source == "The build glued forty-two; unknown: `nope`."
 
 
-def test_a_chapter_without_the_colab_cell_stops_the_export_before_anything_is_written(tmp_path: Path) -> None:
+def test_a_chapter_without_a_parameters_cell_stops_the_export_before_anything_is_written(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell('import emlib'),
-                nbformat.v4.new_code_cell('profile = "smoke"')]
-    with pytest.raises(BookError, match=r"chapter 99_x has no EMLIB = \"emlib-vfm @ git\+...\" line in its first code cell"):
+                nbformat.v4.new_code_cell('profile = "smoke"')]  # not tagged: papermill would not set it
+    with pytest.raises(BookError, match=r'chapter 99_x has no parameters cell with a profile = "PROFILE" line'):
         pin_notebook(nb, ORG, name="99_x")
+    nb.cells[2].metadata["tags"] = ["parameters"]
+    pin_notebook(pin_notebook(nb, ORG, name="99_x"), ORG, profile="paper", name="99_x")  # pinned twice: one Colab cell
+    assert [COLAB_TAG in c.metadata.get("tags", []) for c in nb.cells] == [False, False, True, False]
+    assert 'colab_setup("paper")' in nb.cells[2].source and nb.cells[3].source == 'profile = "paper"'
     with pytest.raises(BookError, match=r"--only names \['99_nope'\]"):
         export_notebooks(tmp_path, REPO, book_source=ORG, only=["99_nope"])
     assert not any(tmp_path.iterdir())

@@ -305,7 +305,7 @@ def _timed(say: Callable[..., None], message: str, step: Callable[[], _T]) -> tu
 
 def _execute_chapters(
     root: Path, book_root: Path, chapters: Sequence[str], *, profile: Profile,
-    parameters: Mapping[str, Mapping[str, Any]], progress: bool, book_source: BookSource,
+    parameters: Mapping[str, Mapping[str, Any]], progress: bool, book_source: BookSource, solutions: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Execute each chapter into ``book_root/book/chapters`` (``parameters``: each chapter's own): the notebooks,
     and the seconds of each (``execute <name>``)."""
@@ -325,6 +325,7 @@ def _execute_chapters(
             cwd=root,
             progress=counter if progress else False,
             book_source=book_source,
+            solutions=solutions,
         )
         timings[f"execute {name}"] = time.perf_counter() - t0
     return notebooks, timings
@@ -344,6 +345,7 @@ def build_book(
     dry_run: bool = False,
     repository: str | None = None,
     commit: str | None = None,
+    solutions: bool = False,
 ) -> BuildReport:
     """Execute the chapters and build the HTML book; optionally run the browser check.
 
@@ -381,6 +383,10 @@ def build_book(
         The repository (``OWNER/NAME``) the badges, banners and theme buttons link to, and the
         commit recorded with it; None derives them (``$GITHUB_REPOSITORY``/``$GITHUB_SHA``, else
         the clone's ``origin``/``HEAD``: :func:`~emlib.book.repository.resolve_source`).
+    solutions : bool, default=False
+        Also run every exercise solution's code, in its chapter's kernel after the chapter's last cell
+        (:mod:`emlib.book.exercises`); a failing one fails the build, naming the exercise. The pages
+        are the same either way (the solution cells are not kept). The test suite's smoke build does this.
 
     Returns
     -------
@@ -405,7 +411,8 @@ def build_book(
         _stage(root, book_root)
     say = print if progress else _quiet
     notebooks, timings = _execute_chapters(
-        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source
+        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source,
+        solutions=solutions,
     )
     _write_static(book_root)
     write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters})

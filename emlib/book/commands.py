@@ -59,6 +59,7 @@ def _build(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         repository=args.repository,
         commit=args.commit,
+        solutions=args.solutions,
     )
     print(report.summary())
     if report.book_source is not None:
@@ -116,6 +117,8 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dry-run", action="store_true",
                    help="the profile's dry run (quick, paper): every code path at a small size, for CI on a local hub")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
+    b.add_argument("--solutions", action="store_true",
+                   help="also run every exercise solution's code after its chapter (the pages stay the same)")
     b.add_argument("--chromium", default=CHROMIUM, help=f"Chromium for --check (default: {CHROMIUM})")
     b.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     b.add_argument("--root", default=None, help="repository root (default: found from the current folder)")

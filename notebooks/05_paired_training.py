@@ -181,7 +181,7 @@ for test_set, res in predicted.items():
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Balanced paired training
 # :label: ex-paired-balance
 #
 # Train the paired LoRA run with `balance=True` and add its in-domain IoU_fg to the comparison above.
@@ -204,7 +204,7 @@ for test_set, res in predicted.items():
 # is what the latent diagnostics of the next chapter measure. Only a pretrained profile answers this.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Does the U-Net collapse too?
 # :label: ex-paired-unet
 #
 # Does the U-Net trained from scratch also lose in-domain IoU_fg when trained paired? Compute the same

@@ -215,7 +215,14 @@ for test_set, res in predicted.items():
 # :class: dropdown
 #
 # ```python
-# u = results[results["in_domain"] & (results["regime"] == "unet")]
+# from emlib import run_one
+#
+# u = results[results["regime"] == "unet"]
+# if u.empty:  # a profile whose grid has no U-Net (paper: the authors trained none): train it here
+#     u = scored_rows(pd.concat([run_one(c.replace(regime="unet"), grid_dir(settings), root=settings.data_dir,
+#                                        profile=settings.profile.name, progress=False)
+#                                for c in chapter_configs(settings, regimes=("lora",))]))
+# u = u[u["in_domain"]]
 # u.assign(trained_on=u["train_set"].where(u["train_set"] == "paired", "single dataset")
 #          ).pivot_table(index="test_set", columns="trained_on", values="iou_fg")
 # ```

@@ -25,7 +25,7 @@ from typing import Any
 from emlib.book.toc import SOURCE_DIR, BookError, list_chapters
 
 __all__ = ["Exercise", "EXERCISE_METADATA", "SOLUTION_TAG", "SOLUTIONS_METADATA", "parse_exercises",
-           "chapter_exercises", "book_exercises", "solution_cells", "exercise_list"]
+           "chapter_exercises", "book_exercises", "solution_cells", "exercise_list", "exercises_markdown"]
 
 #: Tag of the solution cells :func:`solution_cells` makes (removed from the executed chapter).
 SOLUTION_TAG = "exercise-solution"
@@ -190,3 +190,18 @@ def exercise_list(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     return [{"chapter": ex.chapter, "label": ex.label, "title": ex.title, "practises": ex.practises,
              "difficulty": ex.difficulty, "runs_code": bool(ex.code)} for ex in book_exercises(root)]
+
+
+def _chapter_number(name: str) -> str:
+    m = re.match(r"0*(\d+[a-z]?)_", name)
+    return m.group(1) if m else "appendix"
+
+
+def exercises_markdown(root: str | os.PathLike[str]) -> str:
+    """The teacher's table of the book's exercises as MyST Markdown (a ``{ref}`` to each, chapter, difficulty
+    in stars, what it practises), from :func:`exercise_list`."""
+    lines = ["| exercise | chapter | difficulty | practises |", "|---|---|---|---|"]
+    for row in exercise_list(root):
+        stars = "★" * (row["difficulty"] or 0) or "?"
+        lines.append(f"| {{ref}}`{row['label']}` | {_chapter_number(row['chapter'])} | {stars} | {row['practises']} |")
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from emlib.book.exercises import (
     book_exercises,
     chapter_exercises,
     exercise_list,
+    exercises_markdown,
     parse_exercises,
     solution_cells,
 )
@@ -140,3 +141,11 @@ def test_every_solution_runs_on_the_smoke_build(smoke_book: BuildReport) -> None
         if ran != expected:
             missing[name] = sorted(set(expected) - set(ran))
     assert not missing, f"solutions not run by the smoke build: {missing}"
+
+
+def test_exercises_markdown_is_one_table_row_per_exercise_with_stars() -> None:
+    table = exercises_markdown(REPO).splitlines()
+    assert len(table) == 2 + len(EXERCISE_METADATA)
+    assert "| {ref}`ex-lora-rank` | 4 | ★★★ |" in "\n".join(table)
+    assert any(line.startswith("| {ref}`ex-pairing-audit-train` | 5b | ★ |") for line in table)
+    assert any(line.startswith("| {ref}`ex-protocol-profiles` | appendix |") for line in table)

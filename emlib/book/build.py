@@ -38,6 +38,7 @@ from plotly.offline import get_plotlyjs
 
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
+from emlib.book.exercises import solution_cells
 from emlib.book.parameters import ChapterParameter, chapter_parameters, check_parameters, parameters_for
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
@@ -316,7 +317,9 @@ def _execute_chapters(
         t0 = time.perf_counter()
         say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile.name}) ...", flush=True)
         source = root / SOURCE_DIR / f"{name}.py"
-        counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
+        nb = read_notebook_source(source)
+        extra = len(solution_cells(nb, chapter=name)) if solutions else 0  # the solutions run after the chapter
+        counter = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1 + extra)
         notebooks[name] = execute_chapter(
             source,
             book_root / CHAPTER_DIR / f"{name}.ipynb",

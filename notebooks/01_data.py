@@ -225,7 +225,7 @@ test, [f"{i:02d}" for i in VNC_TEST_SLICES]
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Foreground per slice
 # :label: ex-data-fg-per-slice
 #
 # The foreground fraction in the summary is an average over a split. Compute it per slice for the
@@ -250,7 +250,7 @@ test, [f"{i:02d}" for i in VNC_TEST_SLICES]
 # with its spread, rather than as one exact number.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Pair the Lucchi++ files yourself
 # :label: ex-data-pairing
 #
 # Write the correct pairing of Lucchi++ test images and labels with only `pathlib` and `re`, and
@@ -272,7 +272,7 @@ test, [f"{i:02d}" for i in VNC_TEST_SLICES]
 # `mask0000.png -> 0.png`, `mask0001.png -> 1.png`, ... in slice order, the same order as `slice_ids`.
 # :::
 #
-# :::{exercise}
+# :::{exercise} What one patch covers
 # :label: ex-data-fov
 #
 # A ViT-S/14 reads 14 x 14-pixel patches. How many nanometres does one patch cover in each dataset, and

@@ -191,7 +191,7 @@ if not backbones:
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Tokens and memory at the paper's resolution
 # :label: ex-sees-memory
 #
 # How many tokens does a VNC slice give a ViT-L/14 at the paper's resolution, and how much memory does
@@ -207,7 +207,7 @@ if not backbones:
 # Attention cost grows with the square of the token count, so the patch size matters even more there.
 # :::
 #
-# :::{exercise}
+# :::{exercise} One PCA per dataset
 # :label: ex-sees-separate-pca
 #
 # Fit the PCA separately for each dataset (one `patch_pca_rgb` call per view) and compare with the joint
@@ -239,7 +239,7 @@ if not backbones:
 # palettes, becomes invisible.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Look at pretrained features
 # :label: ex-sees-quick
 #
 # Run this chapter with `profile = "quick"` (on Colab with a GPU runtime, or anywhere with internet

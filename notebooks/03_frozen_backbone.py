@@ -166,7 +166,7 @@ for test_set, res in predicted.items():
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} A linear head
 # :label: ex-frozen-linear-head
 #
 # `RunConfig` offers two heads: `head="deconv"` (`SegHeadDeconv`) and `head="linear"` (a single 1 x 1
@@ -187,7 +187,7 @@ for test_set, res in predicted.items():
 # smoothed), which is why the authors' head adds up-sampling blocks.
 # :::
 #
-# :::{exercise}
+# :::{exercise} IoU from pixel counts
 # :label: ex-frozen-fp-fn
 #
 # Count TP, FP and FN pixels of the predictions above for each test set and recompute IoU_fg from them

@@ -151,7 +151,7 @@ show_table(results.pivot_table(index=["regime", "train_set"], columns="test_set"
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Count the LoRA parameters
 # :label: ex-lora-count
 #
 # Check the "LoRA matrices" count of the table with the formula $6rd$ per block. The backbone module
@@ -172,7 +172,7 @@ show_table(results.pivot_table(index=["regime", "train_set"], columns="test_set"
 # fraction of its roughly 300 million parameters.
 # :::
 #
-# :::{exercise}
+# :::{exercise} A lower LoRA rank
 # :label: ex-lora-rank
 #
 # Train a LoRA run with rank 4 instead of 16 (same scale $\alpha / r = 2$) on Lucchi++ and compare its

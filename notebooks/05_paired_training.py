@@ -168,7 +168,7 @@ for test_set, res in predicted.items():
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Balanced paired training
 # :label: ex-paired-balance
 #
 # Train the paired LoRA run with `balance=True` and add its in-domain IoU_fg to the comparison above.
@@ -191,7 +191,7 @@ for test_set, res in predicted.items():
 # is what the latent diagnostics of the next chapter measure. Only a pretrained profile answers this.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Does the U-Net collapse too?
 # :label: ex-paired-unet
 #
 # Does the U-Net trained from scratch also lose in-domain IoU_fg when trained paired? Compute the same
@@ -202,7 +202,14 @@ for test_set, res in predicted.items():
 # :class: dropdown
 #
 # ```python
-# u = results[results["in_domain"] & (results["regime"] == "unet")]
+# from emlib import run_one
+#
+# u = results[results["regime"] == "unet"]
+# if u.empty:  # a profile whose grid has no U-Net (paper: the authors trained none): train it here
+#     u = scored_rows(pd.concat([run_one(c.replace(regime="unet"), grid_dir(settings), root=settings.data_dir,
+#                                        profile=settings.profile.name, progress=False)
+#                                for c in chapter_configs(settings, regimes=("lora",))]))
+# u = u[u["in_domain"]]
 # u.assign(trained_on=u["train_set"].where(u["train_set"] == "paired", "single dataset")
 #          ).pivot_table(index="test_set", columns="trained_on", values="iou_fg")
 # ```

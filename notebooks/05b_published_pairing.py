@@ -162,7 +162,7 @@ show_table(scored_table("published", ("lucchi_pp", "mixed")), weights_label=sett
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Audit the training pairs
 # :label: ex-pairing-audit-train
 #
 # Which training slices of the staged copy does the published set pair right? Use `pairing_table`.

@@ -296,7 +296,7 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} VNC stack 2
 # :label: ex-latents-stack2
 #
 # The paper's Fig. 4 uses VNC stack 2 (the 20 unlabelled slices) instead of stack 1. Recompute the
@@ -318,7 +318,7 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 # embedding space; differences in the FD of the size of the interval are noise.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Fréchet distance and sample size
 # :label: ex-latents-nslices
 #
 # How does the FD depend on the number of slices? Subsample Lucchi++ to 20 slices (like VNC) several
@@ -339,7 +339,7 @@ plot_grouped_bars(bars, x="dataset", y="AUROC", color="probe", facet="adapter", 
 # spread of these values next to the full-set FD shows how much of the number is sampling.
 # :::
 #
-# :::{exercise}
+# :::{exercise} One probe for both datasets
 # :label: ex-latents-joint-probe
 #
 # Paired training fits one head on both datasets. Fit one foreground probe on the frozen tokens of

@@ -157,7 +157,7 @@ show_table(table, ["claim_id", "detail", "reproduce"], caption="How each verdict
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} The paired claim per regime
 # :label: ex-paper-per-regime
 #
 # The claim "paired training lowers in-domain IoU_fg" is checked on the mean over frozen and LoRA.
@@ -177,7 +177,7 @@ show_table(table, ["claim_id", "detail", "reproduce"], caption="How each verdict
 # the paired claim gets one verdict per regime.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Verdicts robust to seeds
 # :label: ex-paper-seeds
 #
 # The paper uses 5 seeds. With several seeds in the results table, how would you make the

@@ -283,7 +283,7 @@ plot_remedy_scatter(summary, weights_label=settings.weights_label)
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Combine two remedies
 # :label: ex-beyond-combine
 #
 # Combine the two remedies that closed the largest share of the gap on your profile (for example
@@ -309,7 +309,7 @@ plot_remedy_scatter(summary, weights_label=settings.weights_label)
 # combination with the sum of the two single remedies.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Scan the CORAL weight
 # :label: ex-beyond-coral-weight
 #
 # `coral_weight=1.0` is a starting point, not a tuned value. Train the CORAL remedy with weights 0.1,
@@ -334,7 +334,7 @@ plot_remedy_scatter(summary, weights_label=settings.weights_label)
 # that both losses have the same size at the end of training.
 # :::
 #
-# :::{exercise}
+# :::{exercise} Fréchet distance after standardisation
 # :label: ex-beyond-fd
 #
 # Measure the Fréchet distance between Lucchi++ and VNC patch features before and after per-dataset

@@ -62,7 +62,7 @@ table["match"].value_counts().rename_axis("match").reset_index(name="items")
 #
 # ## Exercises
 #
-# :::{exercise}
+# :::{exercise} Read the profiles
 # :label: ex-protocol-profiles
 #
 # Which items does the `quick` profile change, and why is each change needed for a free Colab GPU?

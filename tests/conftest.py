@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 #: The test modules that read the session's one smoke build of the book (``smoke_book``, tests/book/conftest.py).
-SMOKE_BOOK_MODULES: tuple[str, ...] = ("tests/book/test_build.py", "tests/book/test_check.py", "tests/book/test_notebooks.py")
+SMOKE_BOOK_MODULES: tuple[str, ...] = ("tests/book/test_build.py", "tests/book/test_check.py", "tests/book/test_notebooks.py",
+                                     "tests/book/test_exercises.py")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -29,6 +29,7 @@ the theme's Colab launch button open them. The repository in every link is deriv
 
 - :mod:`emlib.book.toc`: the book root, the table of contents and its chapters;
 - :mod:`emlib.book.execute`: one chapter executed with papermill and post-processed, the Colab badge;
+- :mod:`emlib.book.exercises`: the chapters' exercises and solutions (run by ``--solutions``), the teacher's list;
 - :mod:`emlib.book.parameters`: the ``-p`` values, checked against each chapter's parameters cell before anything runs;
 - :mod:`emlib.book.build`: the whole build;
 - :mod:`emlib.book.repository`: the repository and commit the book comes from (links, buttons, Colab pins);
@@ -56,6 +57,7 @@ from emlib.book.execute import (
     profile_banner_markdown,
     read_notebook_source,
 )
+from emlib.book.exercises import Exercise, book_exercises, exercise_list, exercises_markdown
 from emlib.book.publish import export_notebooks, pin_notebook
 from emlib.book.repository import FALLBACK_REPOSITORY, NOTEBOOKS_BRANCH, BookSource, resolve_source, write_book_config
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, toc_docnames
@@ -87,6 +89,10 @@ __all__ = [
     "postprocess_notebook",
     "build_book",
     "BuildReport",
+    "Exercise",
+    "book_exercises",
+    "exercise_list",
+    "exercises_markdown",
     "export_notebooks",
     "pin_notebook",
     "check_book",

@@ -42,6 +42,7 @@ from plotly.offline import get_plotlyjs
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.edition import DEFAULT_EDITION, check_edition, edition_sphinx_config, strip_notebook_solutions
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
+from emlib.book.exercises import solution_cells
 from emlib.book.parameters import ChapterParameter, chapter_parameters, check_parameters, parameters_for
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
@@ -310,7 +311,7 @@ def _timed(say: Callable[..., None], message: str, step: Callable[[], _T]) -> tu
 
 def _execute_chapters(
     root: Path, book_root: Path, chapters: Sequence[str], *, profile: Profile,
-    parameters: Mapping[str, Mapping[str, Any]], progress: bool, book_source: BookSource,
+    parameters: Mapping[str, Mapping[str, Any]], progress: bool, book_source: BookSource, solutions: bool = False,
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Execute each chapter into ``book_root/book/chapters`` (``parameters``: each chapter's own): the notebooks,
     and the seconds of each (``execute <name>``)."""
@@ -321,7 +322,9 @@ def _execute_chapters(
         t0 = time.perf_counter()
         say(f"[{i}/{len(chapters)}] executing {SOURCE_DIR}/{name}.py (profile {profile.name}) ...", flush=True)
         source = root / SOURCE_DIR / f"{name}.py"
-        counter = CellProgress(name, sum(c.cell_type == "code" for c in read_notebook_source(source).cells) + 1)
+        nb = read_notebook_source(source)
+        extra = len(solution_cells(nb, chapter=name)) if solutions else 0  # the solutions run after the chapter
+        counter = CellProgress(name, sum(c.cell_type == "code" for c in nb.cells) + 1 + extra)
         notebooks[name] = execute_chapter(
             source,
             book_root / CHAPTER_DIR / f"{name}.ipynb",
@@ -330,6 +333,7 @@ def _execute_chapters(
             cwd=root,
             progress=counter if progress else False,
             book_source=book_source,
+            solutions=solutions,
         )
         timings[f"execute {name}"] = time.perf_counter() - t0
     return notebooks, timings
@@ -350,6 +354,7 @@ def build_book(
     repository: str | None = None,
     commit: str | None = None,
     edition: str = DEFAULT_EDITION,
+    solutions: bool = False,
 ) -> BuildReport:
     """Execute the chapters and build the HTML book; optionally run the browser check.
 
@@ -390,6 +395,10 @@ def build_book(
     edition : {'answer-key', 'student'}, default='answer-key'
         ``student``: every ``{solution}`` block is cut out of the executed chapters and Sphinx hides
         any left (:mod:`emlib.book.edition`); ``answer-key``: solutions in dropdowns, as online.
+    solutions : bool, default=False
+        Also run every exercise solution's code, in its chapter's kernel after the chapter's last cell
+        (:mod:`emlib.book.exercises`); a failing one fails the build, naming the exercise. The pages
+        are the same either way (the solution cells are not kept). The test suite's smoke build does this.
 
     Returns
     -------
@@ -415,7 +424,8 @@ def build_book(
         _stage(root, book_root)
     say = print if progress else _quiet
     notebooks, timings = _execute_chapters(
-        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source
+        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source,
+        solutions=solutions,
     )
     if edition == "student":
         for path in notebooks.values():

@@ -88,6 +88,7 @@ def _build(args: argparse.Namespace) -> int:
         repository=args.repository,
         commit=args.commit,
         edition=args.edition,
+        solutions=args.solutions,
     )
     print(report.summary())
     if report.book_source is not None:
@@ -148,6 +149,8 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
                    help="answer-key: each solution in a dropdown under its exercise (the online book); "
                         "student: no solution anywhere in the pages or their notebooks (default: answer-key)")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
+    b.add_argument("--solutions", action="store_true",
+                   help="also run every exercise solution's code after its chapter (the pages stay the same)")
     b.add_argument("--chromium", default=CHROMIUM, help=f"Chromium for --check (default: {CHROMIUM})")
     b.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     b.add_argument("--root", default=None, help="repository root (default: found from the current folder)")

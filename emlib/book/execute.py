@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from emlib.book.exercises import SOLUTION_TAG, SOLUTIONS_METADATA, solution_cells
 from emlib.book.parameters import PROFILE_PARAMETER, chapter_parameters, check_injection, check_parameters
 from emlib.book.repository import NOTEBOOKS_BRANCH, BookSource, resolve_source
 from emlib.book.toc import BookError
@@ -48,6 +49,7 @@ __all__ = [
     "read_notebook_source",
     "execute_chapter",
     "postprocess_notebook",
+    "strip_solutions",
 ]
 
 #: Plotly renderer for the papermill kernel: the JSON for Jupyter plus HTML for the static book.
@@ -254,6 +256,13 @@ def _papermill_options(
 def _cell_failure(err: Any, partial: Any, *, name: str, source: Path, output: Path) -> BookError:
     """The one-line error of a failed cell: chapter, cell number in the source (``partial``: the partial notebook
     or None), the cell's first line, the error and where the partial notebook is."""
+    failed = next((c for c in (partial.cells if partial is not None else [])
+                   if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+    label = failed.get("metadata", {}).get("emlib_exercise") if failed is not None else None
+    if label:
+        evalue = " ".join(str(err.evalue).split())
+        return BookError(f"chapter {name}: the solution of exercise {label} ({source}) failed: {err.ename}: "
+                         f"{evalue[:300]}; partial notebook: {output}")
     number = _source_cell_number(partial, err.cell_index) if partial is not None else err.cell_index
     first = next((line for line in (err.source or "").splitlines() if line.strip()), "")
     evalue = " ".join(str(err.evalue).split())
@@ -274,6 +283,7 @@ def execute_chapter(
     timeout: int | None = 1800,
     progress: CellProgress | bool = False,
     book_source: BookSource | None = None,
+    solutions: bool = False,
 ) -> Path:
     """Run one chapter with papermill (``-p profile <profile>``) and post-process the result.
 
@@ -299,6 +309,10 @@ def execute_chapter(
         Report each code cell as it starts (True: a :class:`CellProgress` on stdout).
     book_source : BookSource, default=None
         The repository the badge and banner link to; None derives it (:func:`resolve_source`).
+    solutions : bool, default=False
+        Also run the code of the chapter's exercise solutions, after its last cell
+        (:func:`emlib.book.exercises.solution_cells`); the executed notebook records them
+        (:func:`strip_solutions`) but does not keep their cells.
 
     Returns
     -------
@@ -308,8 +322,8 @@ def execute_chapter(
     Raises
     ------
     BookError
-        A cell failed: one line with the chapter, the cell number in the source, the error and
-        the path of the partial notebook.
+        A cell failed: one line with the chapter, the cell number in the source (or the exercise
+        whose solution failed), the error and the path of the partial notebook.
     ConfigError
         A parameter the chapter does not declare, or of another type (before the kernel starts).
     """
@@ -322,6 +336,8 @@ def execute_chapter(
     source, output = Path(source), Path(output)
     nb = read_notebook_source(source)
     name = source.stem
+    if solutions:
+        nb.cells.extend(solution_cells(nb, chapter=name))
     params = {PROFILE_PARAMETER: prof.name, **(parameters or {})}
     check_parameters(parameters or {}, {name: chapter_parameters(nb)}, profile=prof.name)  # before the kernel starts
     check_injection(params, chapter=name)
@@ -340,11 +356,25 @@ def execute_chapter(
     except Exception as err:  # noqa: BLE001 - kernel start failures, bad parameters, ...
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         raise BookError(f"chapter {name} could not be executed ({reason}); source: {source}") from None
-    executed = nbformat.read(output, as_version=4)
+    executed = strip_solutions(nbformat.read(output, as_version=4))
     nbformat.write(postprocess_notebook(executed, name, profile=prof, book_source=book_source), output)
     if progress:
         progress.done()
     return output
+
+
+def strip_solutions(nb: Any) -> Any:
+    """Remove the exercise-solution cells from an executed chapter (returns ``nb``, changed in place).
+
+    What ran stays in ``nb.metadata["emlib_solutions"]``: one ``{"label", "seconds"}`` per cell, in order.
+    """
+    ran = [c for c in nb.cells if SOLUTION_TAG in c.get("metadata", {}).get("tags", [])]
+    if ran:
+        nb.metadata[SOLUTIONS_METADATA] = [
+            {"label": c.metadata.get("emlib_exercise", ""),
+             "seconds": round(float(c.metadata.get("papermill", {}).get("duration") or 0.0), 2)} for c in ran]
+        nb.cells = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    return nb
 
 
 _PLOTLY_BUNDLE = re.compile(r"\*\s*plotly\.js v\d")

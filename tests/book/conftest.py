@@ -27,14 +27,15 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, smoke_runs: Path) -> BuildReport:
     """The whole book, smoke profile, built out of tree (the repository is not touched), browser-checked
-    when Chromium and playwright are here (``report.check``, else None)."""
+    when Chromium and playwright are here (``report.check``, else None), every exercise solution run after
+    its chapter (``solutions=True``: a broken solution fails the build)."""
     out = tmp_path_factory.mktemp("book")
     runs = smoke_runs
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EMLIB_DATA", str(shared_data))
         try:
             return build_book(REPO, profile="smoke", out=out, parameters={"out_dir": str(runs)}, check=HAS_BROWSER,
-                              progress=False)
+                              progress=False, solutions=True)
         except BookError as err:
             failure = str(err)  # one line naming the chapter, the cell and the partial notebook
     pytest.fail(f"the smoke book did not build: {failure}", pytrace=False)

@@ -48,6 +48,9 @@ __all__ = ["INSTALL_LINE", "SETUP_CALL", "PROFILE_LINE", "COLAB_TAG", "colab_cel
 
 #: The install line of the Colab cell (the requirement is group 2).
 INSTALL_LINE = re.compile(r'^(\s*EMLIB = )"(emlib-vfm @ git\+[^"]+)"', re.M)
+#: A folder parameter papermill injected for the build (``out_dir``, ``data_dir``, ``weights_dir``, ``cache_dir``):
+#: dropped from an exported chapter, whose parameters cell then gives the reader's own defaults.
+BUILD_PATH_LINE = re.compile(r'^(?:out_dir|data_dir|weights_dir|cache_dir)\s*=.*\n?', re.M)
 #: The call that prepares the Colab session, with its profile (group 2).
 SETUP_CALL = re.compile(r'^(\s*colab_setup\()"([\w-]+)"', re.M)
 #: The profile parameter of a chapter's parameters cell (group 2).
@@ -141,6 +144,7 @@ def pin_notebook(nb: Any, book_source: BookSource, *, profile: str = "quick", na
     for cell in nb.cells:  # an executed chapter also has papermill's cell with the parameters of its build
         if cell.get("cell_type") == "code" and _tagged(cell, "injected-parameters"):
             cell.source = PROFILE_LINE.sub(lambda m: f'{m.group(1)}"{profile}"', cell.source, count=1)
+            cell.source = BUILD_PATH_LINE.sub("", cell.source)  # the builder's folders mean nothing on Colab
     nb.metadata["emlib"] = {**meta, "repository": book_source.repository, "commit": book_source.commit,
                             "profile": profile, "requirement": book_source.requirement}
     return nb

@@ -98,13 +98,14 @@ def test_nbconvert_shows_the_solutions_of_an_exported_notebook_collapsed(tmp_pat
 
 def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path: Path) -> None:
     """What the workflow publishes (`--executed book/chapters`): the build's outputs, the install pinned, the
-    profile of papermill's injected cell set too; a chapter not built yet stops the export in one sentence."""
+    profile of papermill's injected cell set too and
+    its folders dropped (the reader's defaults apply); a chapter not built yet stops the export in one sentence."""
     name = list_chapters(REPO)[0]
     built = tmp_path / "built"
     built.mkdir()
     nb = read_notebook_source(REPO / SOURCE_DIR / f"{name}.py")
     code = _code(nb)
-    injected = nbformat.v4.new_code_cell('profile = "smoke"\n', metadata={"tags": ["injected-parameters", "remove-cell"]})
+    injected = nbformat.v4.new_code_cell('profile = "smoke"\nout_dir = "/tmp/the-builder/runs"\nseed = 3\n', metadata={"tags": ["injected-parameters", "remove-cell"]})
     nb.cells.insert(nb.cells.index(code[0]) + 1, injected)  # papermill puts it after the parameters cell
     code[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a result of the build\n")]
     glued = nbformat.v4.new_output("display_data", data={f"{GLUE_PREFIX}text/plain": "'forty-two'"},
@@ -122,6 +123,7 @@ def test_export_of_executed_chapters_keeps_their_outputs_and_pins_them(tmp_path:
     cells = _code(out)
     assert f"@{SHA}" in cells[0].source and "a result of the build" in str(cells[-1].outputs)
     assert [PROFILE_LINE.search(c.source).group(2) for c in cells[1:3]] == ["quick", "quick"]
+    assert "the-builder" not in cells[2].source and "seed = 3" in cells[2].source, "the builder's folders are dropped"
     assert COLAB_TAG in cells[0].metadata["tags"] and len([c for c in cells if COLAB_TAG in c.metadata.get("tags", [])]) == 1
     glue_cell = next(c for c in out.cells if c.source.startswith("The build glued"))
     assert glue_cell.source == "The build glued forty-two; unknown: `nope`."

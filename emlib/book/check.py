@@ -143,9 +143,10 @@ LAYOUT_JS = r"""() => {
     const text = (el.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 50);
     return `<${el.tagName.toLowerCase()}${cls ? '.' + cls : ''}> "${text}"`;
   };
-  // boxes meant to scroll sideways: the book's table boxes and code blocks (not the theme's generic
+  // boxes meant to scroll sideways: the book's table boxes, code blocks, tables and display maths
+  // that the book's CSS lets scroll (not the theme's generic
   // output box, which would hide a clipped table behind a scroll bar)
-  const scrolls = el => el.matches('.emlib-scroll, pre, div.highlight') &&
+  const scrolls = el => el.matches('.emlib-scroll, pre, div.highlight, table, mjx-container') &&
     ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
   // 1. horizontal overflow: an element past the column's edges that no fitting scroll box holds
   const reported = new Set();
@@ -218,10 +219,15 @@ LAYOUT_JS = r"""() => {
   // 6. the page no wider than the window (a reader would scroll sideways)
   const iw = window.innerWidth, sw = document.documentElement.scrollWidth;
   if (sw > iw + 1) {
+    const clipped = el => {   // inside a box that scrolls or clips: it widens no page
+      for (let a = el.parentElement; a && a !== document.body; a = a.parentElement)
+        if (getComputedStyle(a).overflowX !== 'visible') return true;
+      return false;
+    };
     const culprits = [...document.body.querySelectorAll('*')].filter(el => {
       const r = el.getBoundingClientRect();
       const p = el.parentElement && el.parentElement.getBoundingClientRect();
-      return r.width > 0 && r.right > iw + 1 && (!p || p.right <= iw + 1);
+      return r.width > 0 && r.right > iw + 1 && (!p || p.right <= iw + 1) && !clipped(el);
     });
     problems.push(`page wider than the window (${sw} px in ${iw} px)` +
                   (culprits.length ? `: ${culprits.slice(0, 3).map(describe).join(', ')}` : ''));

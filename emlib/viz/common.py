@@ -57,8 +57,9 @@ def format_title(title: str, weights_label: str | None) -> str:
 
 #: Name of the "random weights" annotation (what :func:`figure_badges` and the book's checks look for).
 BADGE_NAME = "emlib-badge"
-#: Characters per title line: a title line fits the book's column (about 750 px).
-TITLE_WIDTH = 58
+#: Characters per title line: a title line fits a phone's column (390 px window, about 350 px of
+#: figure), so no title runs past the figure's edge on a phone.
+TITLE_WIDTH = 40
 #: Pixels of the badge's own row at the top of a figure (the title starts below it).
 BADGE_ROW = 24
 #: Characters of panel titles side by side that fit a phone's column (390 px viewport).

@@ -84,48 +84,99 @@ def _chapter_title(source: Path) -> str:
     return source.stem
 
 
-def write_timings(book_root: Path, root: Path, profile: str, seconds: Mapping[str, float]) -> Path:
+def _machine_key(profile: str, machine: Mapping[str, Any]) -> str:
+    """The key of a full build's record: its profile and machine (``smoke on 2-core CPU``)."""
+    return f"{profile} on {_where(machine)}"
+
+
+def _where(machine: Mapping[str, Any]) -> str:
+    return f"{machine['gpu']} GPU" if machine.get("gpu") else f"{machine['cores']}-core CPU"
+
+
+def write_timings(book_root: Path, root: Path, profile: str, seconds: Mapping[str, float], *,
+                  partial: str | None = None) -> Path:
     """Record this build's seconds per chapter in ``book/chapters/timings.json`` (and ``timings.md``).
 
-    Chapters not executed by this build (``--only``) keep the seconds of an earlier build on the
-    same profile and machine, marked as such; the Markdown table is what the instructor's guide shows.
+    The file keeps the last **full** build per profile and machine (``"full"``, each with its date
+    and machine): a build of every chapter that trained its own runs. A ``partial`` build (a reason
+    such as ``"--only"`` or ``"reused runs"``) never overwrites those, since its seconds say little
+    of what a fresh build costs; it is kept as ``"latest"`` and shown only while its profile and
+    machine have no full build, chapters it did not execute keeping the seconds of an earlier
+    partial build there (marked as such). The Markdown table is what the instructor's guide shows.
+
+    Parameters
+    ----------
+    book_root, root : Path
+        Where the build writes (``book/chapters/timings.json``), and the repository (chapter titles).
+    profile : str
+    seconds : dict of str to float
+        Chapter name -> seconds its execution took.
+    partial : str, default=None
+        Why this build is not a full one; None when it is.
+
+    Returns
+    -------
+    Path
+        The JSON record.
     """
     path = book_root / TIMINGS
     machine = _machine()
     old = json.loads(path.read_text()) if path.is_file() else {}
-    same = old.get("profile") == profile and old.get("machine") == machine
+    builds = dict(old.get("full") or {}) if "full" in old else {}
+    latest = old.get("latest") or {}
+    same = latest.get("profile") == profile and latest.get("machine") == machine and partial is not None
     chapters = {name: {"title": _chapter_title(root / SOURCE_DIR / f"{name}.py"), "seconds": None, "earlier": False}
                 for name in list_chapters(root)}
-    for name, entry in (old.get("chapters") or {}).items() if same else ():
+    for name, entry in (latest.get("chapters") or {}).items() if same else ():
         if name in chapters and entry.get("seconds") is not None:
             chapters[name].update(seconds=entry["seconds"], earlier=True)
     for name, sec in seconds.items():
         chapters[name].update(seconds=round(float(sec), 1), earlier=False)
-    data = {"profile": profile, "machine": machine, "date": time.strftime("%Y-%m-%d"), "chapters": chapters}
+    record = {"profile": profile, "machine": machine, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "partial": partial, "chapters": chapters}
+    if partial is None:
+        builds[_machine_key(profile, machine)] = record
+    data = {"full": builds, "latest": record}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     path.with_suffix(".md").write_text(timings_markdown(data))
     return path
 
 
-def timings_markdown(data: Mapping[str, Any]) -> str:
-    """The timings table of the instructor's guide, from :func:`write_timings`' record."""
-    machine = data["machine"]
-    where = f"{machine['gpu']} GPU" if machine.get("gpu") else f"{machine['cores']}-core CPU"
-    t4 = "T4" in str(machine.get("gpu") or "")
-    head = f"`{data['profile']}` profile, {where} (s)"
+def _timings_table(record: Mapping[str, Any]) -> str:
+    """One build's table: seconds per chapter on its profile and machine, and the Colab T4 column."""
+    machine = record["machine"]
+    t4 = "T4" in str(machine.get("gpu") or "") and record["profile"] == "quick"
+    head = f"`{record['profile']}` profile, {_where(machine)} (s)"
     lines = [f"| chapter | {head} | Colab T4, `quick` profile (s) |", "|---|---:|---:|"]
     total = 0.0
-    for name, entry in data["chapters"].items():
+    for entry in record["chapters"].values():
         sec = entry.get("seconds")
         total += sec or 0.0
         shown = "not built yet" if sec is None else f"{sec:.0f}" + (" (earlier build)" if entry.get("earlier") else "")
-        other = shown if (t4 and data["profile"] == "quick") else "not measured yet"
-        lines.append(f"| {entry['title']} | {shown} | {other} |")
-    other = f"{total:.0f}" if (t4 and data["profile"] == "quick") else "not measured yet"
-    lines.append(f"| **all chapters** | **{total:.0f}** | {other} |")
-    return (f"Measured by the build of {data['date']} (`python -m emlib.book build --profile {data['profile']}`), "
-            "seconds to execute each chapter, training included:\n\n" + "\n".join(lines) + "\n")
+        lines.append(f"| {entry['title']} | {shown} | {shown if t4 else 'not measured yet'} |")
+    lines.append(f"| **all chapters** | **{total:.0f}** | {f'{total:.0f}' if t4 else 'not measured yet'} |")
+    return "\n".join(lines) + "\n"
+
+
+def timings_markdown(data: Mapping[str, Any]) -> str:
+    """The timings tables of the instructor's guide, from :func:`write_timings`' record.
+
+    One table per full build (profile and machine), each headed with its date; the latest build
+    when it was partial and its profile and machine have no full build yet, saying so.
+    """
+    command = "python -m emlib.book build --profile {}"
+    parts = []
+    for key, record in sorted((data.get("full") or {}).items()):
+        parts.append(f"Measured by the full build of {record['date']} on a {_where(record['machine'])} "
+                     f"(`{command.format(record['profile'])}`), seconds to execute each chapter, training "
+                     f"included:\n\n" + _timings_table(record))
+    latest = data.get("latest")
+    if latest and latest.get("partial") and _machine_key(latest["profile"], latest["machine"]) not in (data.get("full") or {}):
+        parts.append(f"No full `{latest['profile']}` build on a {_where(latest['machine'])} yet; the partial build "
+                     f"of {latest['date']} ({latest['partial']}), so these seconds understate a fresh build:\n\n"
+                     + _timings_table(latest))
+    return "\n".join(parts) if parts else "No build has measured the chapters yet.\n"
 
 
 def _write_static(book_root: Path) -> Path:
@@ -259,6 +310,23 @@ def _chapter_parameters(
             chosen[OUT_DIR_PARAMETER] = str(folder if folder.is_absolute() else book_root / folder)
         per_chapter[name] = chosen
     return per_chapter
+
+
+def _found_runs(per_chapter: Mapping[str, Mapping[str, Any]], declared: Mapping[str, Mapping[str, ChapterParameter]],
+                *, cwd: Path) -> bool:
+    """Whether the chapters' run folders (``out_dir``) already hold a finished run (a ``metrics.json``).
+
+    Chapters read finished runs back instead of training them, so a build that starts with one
+    measures less than a fresh build does: :func:`write_timings` keeps it apart from full builds.
+    """
+    for name, params in per_chapter.items():
+        if OUT_DIR_PARAMETER not in declared.get(name, {}):
+            continue
+        folder = Path(str(params.get(OUT_DIR_PARAMETER, declared[name][OUT_DIR_PARAMETER].default))).expanduser()
+        folder = folder if folder.is_absolute() else cwd / folder
+        if folder.is_dir() and next(folder.rglob("metrics.json"), None) is not None:
+            return True
+    return False
 
 
 def _stage(root: Path, out: Path) -> None:
@@ -423,6 +491,7 @@ def build_book(
     if out:
         _stage(root, book_root)
     say = print if progress else _quiet
+    reused = _found_runs(per_chapter, declared, cwd=root)  # before the chapters train: a build that reuses runs is no full timing
     notebooks, timings = _execute_chapters(
         root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source,
         solutions=solutions,
@@ -431,7 +500,8 @@ def build_book(
         for path in notebooks.values():
             strip_notebook_solutions(path)
     _write_static(book_root)
-    write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters})
+    write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters},
+                  partial="--only" if only else ("reused runs" if reused else None))
     toc = write_toc_subset(book_root, chapters) if only else None
     _, timings["jupyter-book build"] = _timed(
         say, "jupyter-book build (execution off) ...",

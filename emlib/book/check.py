@@ -9,6 +9,16 @@ its column unless it sits in a box meant to scroll sideways (a code block, the b
 ``.emlib-scroll``) that fits; a table hidden behind the theme's output scroll bar fails. No
 plotly title, legend, slider or annotation outside its figure, every formula rendered by MathJax,
 and no output text cut short with "..." by code (pandas' column width, for instance).
+
+Every page is checked at a phone's width and a laptop's (:data:`VIEWPORTS`, 390 and 1280 px),
+with a screenshot at each (``<page>-390.png``, ``<page>-1280.png``). At both, no page may be wider
+than the window (``document.documentElement.scrollWidth > innerWidth``: the reader would scroll
+sideways), and no plotly figure may have its "random weights" badge, its title, its panel titles
+or its legend over one another. The figures are checked in the page, where plotly has drawn them
+at the width the reader gets, rather than from the Python figure, whose text sizes are only known
+once a browser lays them out: the badge and panel titles are the SVG's annotations, told apart
+through the figure's own layout (the badge's name, :data:`emlib.viz.common.BADGE_NAME`; a panel
+title sits above the plots), and two of them meet when their bounding boxes overlap.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import functools
 import http.server
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 from emlib.book.toc import BookError, find_root, toc_docnames
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "LAYOUT_JS", "PageReport", "CheckReport", "check_book"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "LAYOUT_JS", "VIEWPORTS", "PageReport", "CheckReport", "check_book"]
 
 #: Headless Chromium from Debian's package, and the flags this machine needs.
 CHROMIUM = "/usr/bin/chromium"
@@ -40,6 +50,8 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+#: The window widths every page is checked at (a phone, a laptop), and their heights, in CSS pixels.
+VIEWPORTS: dict[int, int] = {390: 844, 1280: 900}
 
 
 @dataclass
@@ -53,6 +65,7 @@ class PageReport:
     figures: int = 0
     figures_rendered: int = 0
     screenshot: Path | None = None
+    screenshots: dict[int, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -130,9 +143,10 @@ LAYOUT_JS = r"""() => {
     const text = (el.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 50);
     return `<${el.tagName.toLowerCase()}${cls ? '.' + cls : ''}> "${text}"`;
   };
-  // boxes meant to scroll sideways: the book's table boxes and code blocks (not the theme's generic
+  // boxes meant to scroll sideways: the book's table boxes, code blocks, tables and display maths
+  // that the book's CSS lets scroll (not the theme's generic
   // output box, which would hide a clipped table behind a scroll bar)
-  const scrolls = el => el.matches('.emlib-scroll, pre, div.highlight') &&
+  const scrolls = el => el.matches('.emlib-scroll, pre, div.highlight, table, mjx-container') &&
     ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
   // 1. horizontal overflow: an element past the column's edges that no fitting scroll box holds
   const reported = new Set();
@@ -176,6 +190,48 @@ LAYOUT_JS = r"""() => {
   // 3. maths rendered by MathJax
   const raw = [...article.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
   if (raw.length) problems.push(`${raw.length} formulas not rendered (raw TeX): ${describe(raw[0])}`);
+  // 5. plotly: the "random weights" badge over no title, no title over another (the figure title,
+  //    the panel titles of make_subplots, the legend); the badge and panel titles are annotations,
+  //    told apart by the figure's own layout (its annotation name, a panel title sits above the plots)
+  const meets = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  for (const fig of article.querySelectorAll('.plotly-graph-div')) {
+    if (!fig.querySelector('.main-svg')) continue;
+    const anns = (fig.layout && fig.layout.annotations) || [];
+    const name = ((fig.querySelector('.gtitle') || {}).textContent || fig.id).slice(0, 50);
+    const parts = [];
+    const add = (what, el) => {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0) parts.push([what, el, r]);
+    };
+    for (const t of fig.querySelectorAll('.gtitle')) add('title', t);
+    for (const l of fig.querySelectorAll('.legend')) add('legend', l);
+    for (const g of fig.querySelectorAll('.annotation')) {
+      const a = anns[Number(g.getAttribute('data-index'))] || {};
+      if (a.name === 'emlib-badge') add('badge', g);
+      else if (a.yref === 'paper' && (a.y === undefined ? 0 : a.y) >= 1) add('panel title', g);
+    }
+    for (let i = 0; i < parts.length; i++) for (let j = i + 1; j < parts.length; j++) {
+      const [wa, ea, ra] = parts[i], [wb, eb, rb] = parts[j];
+      if (wa === 'legend' && wb === 'legend') continue;
+      if (meets(ra, rb)) problems.push(`plotly ${wa} over ${wb} in "${name}": ${describe(ea)} / ${describe(eb)}`);
+    }
+  }
+  // 6. the page no wider than the window (a reader would scroll sideways)
+  const iw = window.innerWidth, sw = document.documentElement.scrollWidth;
+  if (sw > iw + 1) {
+    const clipped = el => {   // inside a box that scrolls or clips: it widens no page
+      for (let a = el.parentElement; a && a !== document.body; a = a.parentElement)
+        if (getComputedStyle(a).overflowX !== 'visible') return true;
+      return false;
+    };
+    const culprits = [...document.body.querySelectorAll('*')].filter(el => {
+      const r = el.getBoundingClientRect();
+      const p = el.parentElement && el.parentElement.getBoundingClientRect();
+      return r.width > 0 && r.right > iw + 1 && (!p || p.right <= iw + 1) && !clipped(el);
+    });
+    problems.push(`page wider than the window (${sw} px in ${iw} px)` +
+                  (culprits.length ? `: ${culprits.slice(0, 3).map(describe).join(', ')}` : ''));
+  }
   // 4. output text cut short with "..." by code
   for (const el of article.querySelectorAll('.cell_output td, .cell_output th, .cell_output pre, .cell_output li, .plotly-graph-div text')) {
     const t = (el.textContent || '').trim();
@@ -264,45 +320,57 @@ def _wait_until_rendered(page: Any, timeout_ms: int, browser_error: type[Excepti
         page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
 
 
-def _inspect(page: Any, rep: PageReport, *, base: str, html: Path, shots: Path, cache: dict[Path, str], layout: bool) -> None:
-    """The checks of a loaded page (layout, figures, images, links) into ``rep``, and its screenshots."""
+def _inspect(
+    page: Any, rep: PageReport, *, base: str, html: Path, shots: Path, cache: dict[Path, str], layout: bool, width: int,
+    first: bool,
+) -> None:
+    """The checks of a page loaded ``width`` px wide into ``rep``, and its screenshots (``<page>-<width>.png``).
+
+    The layout is checked at every width (its problems name the width); figures, images and links
+    do not depend on it, so they are checked on the ``first`` width only.
+    """
     if layout:
-        rep.errors += [f"layout: {p}" for p in page.evaluate(LAYOUT_JS)]
-    rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
-    for src in page.evaluate(_BROKEN_IMAGES_JS):
-        if src.startswith(base) or src.startswith("data:"):
-            rep.errors.append(f"image did not load: {src[:120]}")
-        else:
-            rep.external.append(src)
-    rep.errors += _check_links(page.evaluate(_LINKS_JS), base, html, cache)
+        rep.errors += [f"layout at {width} px: {p}" for p in page.evaluate(LAYOUT_JS)]
+    if first:
+        rep.figures, rep.figures_rendered = page.evaluate(_FIGURES_JS)
+        for src in page.evaluate(_BROKEN_IMAGES_JS):
+            if src.startswith(base) or src.startswith("data:"):
+                rep.errors.append(f"image did not load: {src[:120]}")
+            else:
+                rep.external.append(src)
+        rep.errors += _check_links(page.evaluate(_LINKS_JS), base, html, cache)
     name = Path(rep.docname).name
-    rep.screenshot = shots / f"{name}.png"
-    page.screenshot(path=str(rep.screenshot), full_page=True)
+    shot = rep.screenshots[width] = shots / f"{name}-{width}.png"
+    rep.screenshot = shot  # the last (widest) one
+    page.screenshot(path=str(shot), full_page=True)
     if rep.figures:
-        first = page.locator(".plotly-graph-div").first
-        first.scroll_into_view_if_needed()
-        first.screenshot(path=str(shots / f"{name}-figure.png"))
+        fig = page.locator(".plotly-graph-div").first
+        fig.scroll_into_view_if_needed()
+        fig.screenshot(path=str(shots / f"{name}-figure-{width}.png"))
 
 
 def _check_page(
-    context: Any, doc: str, *, base: str, html: Path, shots: Path, cache: dict[Path, str], timeout_ms: int,
-    layout: bool, browser_error: type[Exception],
+    contexts: Mapping[int, Any], doc: str, *, base: str, html: Path, shots: Path, cache: dict[Path, str],
+    timeout_ms: int, layout: bool, browser_error: type[Exception],
 ) -> PageReport:
-    """Open page ``doc`` in a new tab of ``context`` and report what is wrong with it."""
+    """Open page ``doc`` in a new tab of each of ``contexts`` (width -> browser context) and report what is wrong."""
     rep = PageReport(doc, base + f"{doc}.html")
     if not (html / f"{doc}.html").is_file():
         rep.errors.append(f"page missing: {doc}.html was not built")
         return rep
-    page = context.new_page()
-    _listen(page, rep, base)
-    try:
-        page.goto(rep.url, wait_until="load", timeout=timeout_ms)
-        _wait_until_rendered(page, timeout_ms, browser_error)
-        _inspect(page, rep, base=base, html=html, shots=shots, cache=cache, layout=layout)
-    except browser_error as err:
-        rep.errors.append(f"browser error: {str(err).splitlines()[0][:300]}")
-    finally:
-        page.close()
+    for k, (width, context) in enumerate(contexts.items()):
+        page = context.new_page()
+        if k == 0:
+            _listen(page, rep, base)
+        try:
+            page.goto(rep.url, wait_until="load", timeout=timeout_ms)
+            _wait_until_rendered(page, timeout_ms, browser_error)
+            _inspect(page, rep, base=base, html=html, shots=shots, cache=cache, layout=layout, width=width,
+                     first=k == 0)
+        except browser_error as err:
+            rep.errors.append(f"browser error at {width} px: {str(err).splitlines()[0][:300]}")
+        finally:
+            page.close()
     rep.external = sorted(set(rep.external))
     return rep
 
@@ -316,15 +384,18 @@ def check_book(
     chromium: str = CHROMIUM,
     timeout_ms: int = 30_000,
     layout: bool = True,
+    widths: Sequence[int] = tuple(VIEWPORTS),
 ) -> CheckReport:
     """Open every page of the table of contents in headless Chromium and report what is wrong.
 
     The built HTML is served on 127.0.0.1; requests to other hosts are blocked, so the check
     runs offline and lists them as external instead. A page fails on a JavaScript error (console
     error or uncaught exception), a local resource that fails to load, a broken internal link or
-    anchor, a local image that did not load, or a plotly figure without its SVG. One screenshot
-    per page goes to ``screenshots_dir`` (``<book root>/_build/screenshots``), plus one of the
-    first figure of each page that has one (``<page>-figure.png``).
+    anchor, a local image that did not load, or a plotly figure without its SVG, and on any layout
+    problem (:data:`LAYOUT_JS`) at any of ``widths``: each page is opened in a window as wide as a
+    phone and one as wide as a laptop. One screenshot per page and width goes to ``screenshots_dir``
+    (``<book root>/_build/screenshots/<page>-<width>.png``), plus one of the first figure of each
+    page that has one (``<page>-figure-<width>.png``).
 
     Parameters
     ----------
@@ -341,7 +412,9 @@ def check_book(
         How long a page may take to load and render its figures.
     layout : bool, default=True
         Run the layout assertions of :data:`LAYOUT_JS` (overflow, clipped plotly parts, raw TeX,
-        text cut short with "...").
+        text cut short with "...", a badge or title over another title, a page wider than the window).
+    widths : sequence of int, default=(390, 1280)
+        Window widths in CSS pixels (:data:`VIEWPORTS`), narrowest first.
 
     Returns
     -------
@@ -360,20 +433,22 @@ def check_book(
         browser = pw.chromium.launch(
             executable_path=chromium, headless=True, args=[f for f in CHROMIUM_FLAGS if f != "--headless"]
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-
         def route(r: Any) -> None:  # only the local server and data: URLs; every other host is blocked
             if r.request.url.startswith(base) or r.request.url.startswith("data:"):
                 r.continue_()
             else:
                 r.abort()
 
-        context.route("**/*", route)
+        contexts = {}
+        for width in sorted(widths):
+            contexts[width] = browser.new_context(viewport={"width": width, "height": VIEWPORTS.get(width, 900)})
+            contexts[width].route("**/*", route)
         pages = [
-            _check_page(context, doc, base=base, html=html, shots=shots, cache=cache, timeout_ms=timeout_ms,
+            _check_page(contexts, doc, base=base, html=html, shots=shots, cache=cache, timeout_ms=timeout_ms,
                         layout=layout, browser_error=PlaywrightError)
             for doc in ["index", *docs]
         ]
-        context.close()
+        for context in contexts.values():
+            context.close()
         browser.close()
     return CheckReport(html, pages, shots)

@@ -57,8 +57,15 @@ def format_title(title: str, weights_label: str | None) -> str:
 
 #: Name of the "random weights" annotation (what :func:`figure_badges` and the book's checks look for).
 BADGE_NAME = "emlib-badge"
-#: Characters per title line: a title line fits the book's column (about 750 px) next to the badge.
-TITLE_WIDTH = 58
+#: Characters per title line: a title line fits a phone's column (390 px window, about 350 px of
+#: figure), so no title runs past the figure's edge on a phone.
+TITLE_WIDTH = 40
+#: Pixels of the badge's own row at the top of a figure (the title starts below it).
+BADGE_ROW = 24
+#: Characters of panel titles side by side that fit a phone's column (390 px viewport).
+PHONE_TITLE_WIDTH = 28
+#: Characters per line of a panel title, at least (a long word is never broken).
+PANEL_TITLE_MIN = 10
 
 
 def wrap_title(title: str, width: int = TITLE_WIDTH) -> str:
@@ -87,8 +94,10 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
     title : str
         Wrapped to :data:`TITLE_WIDTH` characters per line; the top margin grows with the lines.
     weights_label : str or None
-        A label with "random" in it adds the badge (an annotation named :data:`BADGE_NAME`, top
-        right, above the plot).
+        A label with "random" in it adds the badge (an annotation named :data:`BADGE_NAME`) on a
+        row of its own at the top right of the figure, above the title: the top margin grows by
+        :data:`BADGE_ROW` pixels and the title moves down by as much, so no title, however long
+        or however narrow the page, runs under the badge.
     legend : {'top', 'right', 'none'}, default='top'
         A horizontal legend above the plot (under the title), or a vertical one right of the plot
         (figures with panel titles), the margin growing to hold it; 'none' leaves plotly's.
@@ -104,9 +113,11 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
     """
     text = wrap_title(title)
     n_lines = text.count("<br>") + 1 if text else 0
-    pad = 10 if n_lines <= 1 else 22  # plotly lifts titles of several lines by about 12 px
-    panel_titles = any(a.name != BADGE_NAME and a.yref == "paper" and (a.y or 0) >= 1 for a in fig.layout.annotations)
-    top = pad + 21 * max(n_lines, 1) + (30 if legend == "top" else 0) + (24 if panel_titles else 0) + 10
+    badge = _is_random(weights_label) and BADGE_NAME not in {a.name for a in fig.layout.annotations}
+    pad = (10 if n_lines <= 1 else 22) + (BADGE_ROW if badge else 0)  # plotly lifts titles of several lines ~12 px
+    panel_lines = _wrap_panel_titles(fig)
+    top = (pad + 21 * max(n_lines, 1) + (30 if legend == "top" else 0) + (18 * panel_lines + 6 if panel_lines else 0)
+           + 10)
     fig.update_layout(title=dict(text=text, x=0, xanchor="left", xref="container", y=1, yanchor="top",
                                  yref="container", pad=dict(t=pad, l=10), font=dict(size=15)),
                       template="plotly_white", margin=dict(t=top, l=60, r=20, b=50))
@@ -118,12 +129,42 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
         fig.update_layout(height=height)
     if layout:
         fig.update_layout(**layout)
-    if _is_random(weights_label) and BADGE_NAME not in {a.name for a in fig.layout.annotations}:
+    if badge:
         margin_top = fig.layout.margin.t if fig.layout.margin.t is not None else top
         fig.add_annotation(name=BADGE_NAME, text=str(weights_label), xref="paper", yref="paper", x=1, y=1,
-                           xanchor="right", yanchor="bottom", yshift=max(margin_top - 26, 2), showarrow=False,
-                           bgcolor="#b3261e", font=dict(color="white", size=11), borderpad=3)
+                           xanchor="right", yanchor="bottom", yshift=max(margin_top - BADGE_ROW + 2, 2),
+                           showarrow=False, bgcolor="#b3261e", font=dict(color="white", size=11), borderpad=3)
     return fig
+
+
+def _panel_width(fig: Any) -> int:
+    """Characters per line of a panel title: the panels share :data:`PHONE_TITLE_WIDTH` characters."""
+    xaxes = [fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")]
+    domains = {tuple(round(float(v), 3) for v in (ax.domain or (0, 1))) for ax in xaxes}
+    return max(PANEL_TITLE_MIN, PHONE_TITLE_WIDTH // max(len(domains), 1))
+
+
+def _wrap_panel_titles(fig: Any) -> int:
+    """Wrap the panel titles of ``fig`` (``make_subplots`` annotations above the plots) to fit a phone.
+
+    Each panel gets an equal share of :data:`PHONE_TITLE_WIDTH` characters, so the titles of
+    neighbouring panels never overlap at phone width (390 px); the titles are set at 13 px.
+
+    Returns
+    -------
+    int
+        Lines of the tallest panel title (0 when the figure has none).
+    """
+    panels = [a for a in fig.layout.annotations if a.name != BADGE_NAME and a.yref == "paper" and (a.y or 0) >= 1]
+    if not panels:
+        return 0
+    width = _panel_width(fig)
+    lines = 1
+    for a in panels:
+        a.text = wrap_title(str(a.text or ""), width)
+        a.font = dict(size=13)
+        lines = max(lines, a.text.count("<br>") + 1)
+    return lines
 
 
 def figure_badges(fig: Any) -> list[str]:

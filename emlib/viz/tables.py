@@ -262,8 +262,8 @@ def plot_grouped_bars(
         fig.update_xaxes(title_text=None)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
-    finish_figure(fig, title, weights_label, legend="right" if facet else "top", barmode="group",
-                  legend_title_text=color)
+    # a legend right of the plot: above it, its entries wrap into rows on a phone and climb into the title
+    finish_figure(fig, title, weights_label, legend="right", barmode="group", legend_title_text=color)
     return fig
 
 

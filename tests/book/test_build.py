@@ -54,27 +54,69 @@ def test_chapter_pages_carry_the_profile_banner_and_no_local_paths(smoke_book: B
 
 
 def test_instructor_guide_shows_this_builds_timings(smoke_book: BuildReport) -> None:
-    record = json.loads((smoke_book.book_root / TIMINGS).read_text())
+    data = json.loads((smoke_book.book_root / TIMINGS).read_text())
+    record = data["latest"]
     assert record["profile"] == "smoke" and list(record["chapters"]) == smoke_book.chapters
+    assert record["partial"] is None and list(data["full"].values()) == [record]  # a fresh build of every chapter
     for name in smoke_book.chapters:
         measured = record["chapters"][name]["seconds"]
         assert measured == pytest.approx(smoke_book.timings[f"execute {name}"], abs=0.06)
     html = (smoke_book.html_dir / "book" / "instructors.html").read_text()
     first = record["chapters"][smoke_book.chapters[0]]
     assert first["title"] in html and f"{first['seconds']:.0f}" in html and "not measured yet" in html
+    assert "full build of " + record["date"] in html
 
 
 def test_timings_table_keeps_earlier_chapters_of_the_same_profile(tmp_path: Path) -> None:
     (tmp_path / "book" / "chapters").mkdir(parents=True)
     names = list_chapters(REPO)
-    write_timings(tmp_path, REPO, "smoke", {names[0]: 12.34})
-    write_timings(tmp_path, REPO, "smoke", {names[1]: 5.0})
-    record = json.loads((tmp_path / TIMINGS).read_text())["chapters"]
+    write_timings(tmp_path, REPO, "smoke", {names[0]: 12.34}, partial="--only")
+    write_timings(tmp_path, REPO, "smoke", {names[1]: 5.0}, partial="--only")
+    data = json.loads((tmp_path / TIMINGS).read_text())
+    record = data["latest"]["chapters"]
+    assert data["full"] == {}
     assert record[names[0]] == {**record[names[0]], "seconds": 12.3, "earlier": True}
     assert record[names[1]]["seconds"] == 5.0 and not record[names[1]]["earlier"]
     assert record[names[2]]["seconds"] is None
     table = (tmp_path / TIMINGS).with_suffix(".md").read_text()
     assert "12 (earlier build)" in table and "not built yet" in table and "not measured yet" in table
+    assert "No full `smoke` build" in table and "(--only)" in table
+
+
+def test_partial_or_reusing_builds_never_replace_the_last_full_build(tmp_path: Path) -> None:
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    names = list_chapters(REPO)
+    write_timings(tmp_path, REPO, "smoke", {n: 100.0 + i for i, n in enumerate(names)})
+    full = json.loads((tmp_path / TIMINGS).read_text())["full"]
+    write_timings(tmp_path, REPO, "smoke", {n: 1.0 for n in names}, partial="reused runs")
+    write_timings(tmp_path, REPO, "smoke", {names[0]: 2.0}, partial="--only")
+    data = json.loads((tmp_path / TIMINGS).read_text())
+    assert data["full"] == full and data["latest"]["partial"] == "--only"
+    (record,) = full.values()
+    assert record["chapters"][names[0]]["seconds"] == 100.0 and "date" in record and "cores" in record["machine"]
+    table = (tmp_path / TIMINGS).with_suffix(".md").read_text()
+    total = sum(100.0 + i for i in range(len(names)))
+    assert f"**{total:.0f}**" in table and "No full" not in table and f"full build of {record['date']}" in table
+    write_timings(tmp_path, REPO, "quick", {names[0]: 7.0})  # another profile: its own full record, both shown
+    data = json.loads((tmp_path / TIMINGS).read_text())
+    assert len(data["full"]) == 2 and "`quick` profile" in (tmp_path / TIMINGS).with_suffix(".md").read_text()
+
+
+def test_a_build_finds_the_runs_it_would_reuse(tmp_path: Path) -> None:
+    from emlib.book.build import _found_runs
+    from emlib.book.parameters import chapter_parameters
+    from emlib.book.toc import SOURCE_DIR
+    from emlib.book.execute import read_notebook_source
+
+    name = next(n for n in list_chapters(REPO)
+                if "out_dir" in chapter_parameters(read_notebook_source(REPO / SOURCE_DIR / f"{n}.py")))
+    declared = {name: chapter_parameters(read_notebook_source(REPO / SOURCE_DIR / f"{name}.py"))}
+    runs = tmp_path / "runs"
+    assert not _found_runs({name: {"out_dir": str(runs)}}, declared, cwd=tmp_path)
+    (runs / "smoke" / "run1").mkdir(parents=True)
+    assert not _found_runs({name: {}}, declared, cwd=tmp_path)  # the cell's default folder, no finished run yet
+    (runs / "smoke" / "run1" / "metrics.json").write_text("{}")
+    assert _found_runs({name: {"out_dir": str(runs)}}, declared, cwd=tmp_path)
 
 
 def test_no_smoke_run_predicts_one_class_everywhere(smoke_book: BuildReport, smoke_runs: Path) -> None:

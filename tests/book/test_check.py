@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from emlib.book import BuildReport
-from emlib.book.check import CHROMIUM, CHROMIUM_FLAGS, LAYOUT_JS, CheckReport, PageReport, _check_links, check_book
+from emlib.book.check import (CHROMIUM, CHROMIUM_FLAGS, LAYOUT_JS, VIEWPORTS, CheckReport, PageReport, _check_links,
+                              check_book)
 from emlib.book.toc import CHAPTER_DIR, BookError, toc_docnames
 
 from .conftest import HAS_BROWSER
@@ -23,6 +24,7 @@ def test_browser_check(smoke_book: BuildReport) -> None:
     for page in report.pages:
         assert not page.errors, page.errors
         assert page.screenshot is not None and page.screenshot.is_file() and page.screenshot.stat().st_size > 0
+        assert sorted(page.screenshots) == sorted(VIEWPORTS) and all(p.is_file() for p in page.screenshots.values())
     assert not [e for p in report.pages for e in p.errors if e.startswith("layout:")]  # no overflow, clipping, raw TeX
     chapters = [p for p in report.pages if p.docname.startswith(CHAPTER_DIR + "/")]
     assert chapters and all(p.figures_rendered == p.figures for p in chapters)
@@ -88,3 +90,23 @@ def test_layout_assertions_catch_overflow_raw_tex_and_cut_text() -> None:
            '<div class="legend" style="position: absolute; left: 250px; top: 20px; width: 200px; height: 20px">'
            'mask</div></div>')
     assert [p.split(":")[0] for p in _layout_problems(svg)] == ["plotly legend outside its figure \"\""]
+
+
+_FIGURE = """<div class="plotly-graph-div" id="f"><svg class="main-svg" width="500" height="300">
+<text class="gtitle" x="10" y="20" font-size="15">A long figure title that runs right</text>
+<g class="annotation" data-index="0"><rect x="{x}" y="5" width="100" height="20"></rect></g></svg></div>
+<script>document.getElementById('f').layout = {{annotations: [{{name: 'emlib-badge', yref: 'paper', y: 1}}]}};</script>"""
+
+
+def test_layout_assertions_catch_a_badge_over_a_title_and_a_page_too_wide() -> None:
+    if not HAS_BROWSER:
+        pytest.skip(f"needs {CHROMIUM} and playwright")
+    assert _layout_problems(_FIGURE.format(x=380)) == []  # the badge right of the title's end
+    over = _layout_problems(_FIGURE.format(x=100))
+    assert len(over) == 1 and over[0].startswith('plotly title over badge in "A long figure title')
+    wide = _layout_problems('<div style="width: 1500px">x</div>')
+    assert any(p.startswith("page wider than the window (") and "in 1000 px)" in p for p in wide)
+
+
+def test_every_width_has_its_screenshot_name() -> None:
+    assert sorted(VIEWPORTS) == [390, 1280]

@@ -25,3 +25,29 @@ def test_to_uint8_scales_floats_and_keeps_uint8():
     assert to_uint8(a) is a
     assert to_uint8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
     assert to_uint8(np.array([True, False])).tolist() == [255, 0]
+
+
+def test_the_badge_has_a_row_of_its_own_above_the_title() -> None:
+    import plotly.graph_objects as go
+
+    from emlib.viz.common import BADGE_NAME, BADGE_ROW, finish_figure
+
+    plain = finish_figure(go.Figure(), "PCA of slice embeddings (dinov2_vits14)", None)
+    badged = finish_figure(go.Figure(), "PCA of slice embeddings (dinov2_vits14)", "random weights")
+    (badge,) = [a for a in badged.layout.annotations if a.name == BADGE_NAME]
+    assert badged.layout.title.pad.t == plain.layout.title.pad.t + BADGE_ROW  # the title moves below the badge row
+    assert badged.layout.margin.t == plain.layout.margin.t + BADGE_ROW
+    assert badge.yanchor == "bottom" and badge.yshift >= badged.layout.margin.t - BADGE_ROW  # its bottom in that row
+
+
+def test_panel_titles_and_titles_wrap_to_a_phone() -> None:
+    from plotly.subplots import make_subplots
+
+    from emlib.viz.common import PHONE_TITLE_WIDTH, TITLE_WIDTH, finish_figure
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Fréchet distance", "probe score (0 to 1)"])
+    finish_figure(fig, "Fig. 1 numbers: the paper against this build, side by side", "random weights", legend="right")
+    panels = [a.text for a in fig.layout.annotations if a.name is None]
+    assert panels[0] == "Fréchet<br>distance" and "<br>" in panels[1]
+    assert all(len(line) <= PHONE_TITLE_WIDTH // 2 for p in panels for line in p.split("<br>"))
+    assert all(len(line) <= TITLE_WIDTH for line in fig.layout.title.text.split("<br>"))

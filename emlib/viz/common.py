@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
 import textwrap
 
 import numpy as np
 
 __all__ = [
     "DATASET_COLORS", "OVERLAY_COLORS", "RANDOM_SUFFIX", "BADGE_NAME", "TITLE_WIDTH", "format_title", "wrap_title",
-    "finish_figure", "figure_badges", "color_map", "unique_in_order", "to_uint8",
+    "finish_figure", "legend_rows", "figure_badges", "color_map", "unique_in_order", "to_uint8",
 ]
 
 
@@ -66,6 +67,14 @@ BADGE_ROW = 24
 PHONE_TITLE_WIDTH = 28
 #: Characters per line of a panel title, at least (a long word is never broken).
 PANEL_TITLE_MIN = 10
+#: Pixels a horizontal legend row has on a phone (390 px window: about 350 px of figure less margins).
+PHONE_LEGEND_WIDTH = 270
+#: Pixels of one more row of a horizontal legend.
+LEGEND_ROW = 20
+#: Characters per line of an x-axis title of a single panel at phone width.
+AXIS_TITLE_WIDTH = 34
+#: Pixels of one more line of an x-axis title.
+AXIS_TITLE_LINE = 16
 
 
 def wrap_title(title: str, width: int = TITLE_WIDTH) -> str:
@@ -116,8 +125,9 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
     badge = _is_random(weights_label) and BADGE_NAME not in {a.name for a in fig.layout.annotations}
     pad = (10 if n_lines <= 1 else 22) + (BADGE_ROW if badge else 0)  # plotly lifts titles of several lines ~12 px
     panel_lines = _wrap_panel_titles(fig)
-    top = (pad + 21 * max(n_lines, 1) + (30 if legend == "top" else 0) + (18 * panel_lines + 6 if panel_lines else 0)
-           + 10)
+    legend_title = layout.get("legend_title_text", fig.layout.legend.title.text)
+    legend_px = 30 + LEGEND_ROW * (legend_rows(fig, legend_title) - 1) if legend == "top" else 0
+    top = pad + 21 * max(n_lines, 1) + legend_px + (18 * panel_lines + 6 if panel_lines else 0) + 10
     fig.update_layout(title=dict(text=text, x=0, xanchor="left", xref="container", y=1, yanchor="top",
                                  yref="container", pad=dict(t=pad, l=10), font=dict(size=15)),
                       template="plotly_white", margin=dict(t=top, l=60, r=20, b=50))
@@ -129,12 +139,68 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
         fig.update_layout(height=height)
     if layout:
         fig.update_layout(**layout)
+    extra = _wrap_axis_titles(fig)
+    if extra:
+        fig.update_layout(margin=dict(b=(fig.layout.margin.b or 50) + AXIS_TITLE_LINE * extra))
     if badge:
         margin_top = fig.layout.margin.t if fig.layout.margin.t is not None else top
         fig.add_annotation(name=BADGE_NAME, text=str(weights_label), xref="paper", yref="paper", x=1, y=1,
                            xanchor="right", yanchor="bottom", yshift=max(margin_top - BADGE_ROW + 2, 2),
                            showarrow=False, bgcolor="#b3261e", font=dict(color="white", size=11), borderpad=3)
     return fig
+
+
+def _text_px(text: str, size: int = 12) -> float:
+    """About how many pixels ``text`` takes at font ``size`` (plotly's default sans-serif)."""
+    return 0.6 * size * len(text)
+
+
+def legend_rows(fig: Any, legend_title: str | None = None) -> int:
+    """Rows a horizontal legend of ``fig`` takes on a phone (at least 1).
+
+    Plotly lays a horizontal legend that does not fit in one row out as a grid of equal columns
+    (as wide as its widest entry) after the legend's title; :func:`finish_figure` keeps room for
+    as many rows as the legend takes at :data:`PHONE_LEGEND_WIDTH` pixels, so the legend never
+    grows into the title on a phone.
+
+    Examples
+    --------
+    >>> import plotly.graph_objects as go
+    >>> short = go.Figure([go.Scatter(name="Lucchi++"), go.Scatter(name="VNC")])
+    >>> legend_rows(short, "dataset")
+    1
+    >>> long = go.Figure([go.Scatter(name=f"{d} {part}") for d in ("Lucchi++", "VNC")
+    ...                   for part in ("mitochondria", "background")])
+    >>> legend_rows(long, "dataset")
+    4
+    """
+    names = [str(t.name) for t in fig.data if t.name and getattr(t, "showlegend", False) is not False]
+    if not names:
+        return 1
+    entries = [40 + _text_px(n) for n in names]
+    room = PHONE_LEGEND_WIDTH - (_text_px(str(legend_title)) + 10 if legend_title else 0)
+    if sum(entries) <= room:
+        return 1
+    columns = max(1, int(room // max(entries)))
+    return math.ceil(len(names) / columns)
+
+
+def _wrap_axis_titles(fig: Any) -> int:
+    """Wrap the x-axis titles of ``fig`` to fit a phone; returns the lines added to the tallest one.
+
+    A single panel's title gets :data:`AXIS_TITLE_WIDTH` characters per line; panels side by side
+    share them (never fewer than :data:`PANEL_TITLE_MIN`).
+    """
+    xaxes = [fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")]
+    domains = {tuple(round(float(v), 3) for v in (ax.domain or (0, 1))) for ax in xaxes}
+    width = max(PANEL_TITLE_MIN, AXIS_TITLE_WIDTH // max(len(domains), 1))
+    extra = 0
+    for ax in xaxes:
+        text = ax.title.text
+        if text and "<br>" not in text and len(text) > width:
+            ax.title.text = wrap_title(text, width)
+            extra = max(extra, ax.title.text.count("<br>"))
+    return extra
 
 
 def _panel_width(fig: Any) -> int:

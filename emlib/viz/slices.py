@@ -349,7 +349,7 @@ def plot_patch_grid(image: Any, patch_size: int, *, title: str = "", weights_lab
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=grid_line, hoverinfo="skip", showlegend=False))
     fig.update_xaxes(visible=False, range=[-0.5, w - 0.5])
     fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x")
-    finish_figure(fig, title, weights_label, legend="none", height=520, width=520)
+    finish_figure(fig, title, weights_label, legend="none", height=520)
     fig.update_layout(margin=dict(l=10, r=10, b=10))
     return fig
 

@@ -352,5 +352,5 @@ def plot_remedy_scatter(
     fig = px.scatter(points, x=x, y=mean, color="regime", symbol="kind", hover_name="remedy", hover_data=hover,
                      labels={x: axis.get(x, x), mean: f"mean {value} over {'both' if len(cols) == 2 else 'the'} test sets"},
                      template="plotly_white")
-    finish_figure(fig, title, weights_label, legend="right")
+    finish_figure(fig, title, weights_label)
     return fig

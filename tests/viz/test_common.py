@@ -51,3 +51,31 @@ def test_panel_titles_and_titles_wrap_to_a_phone() -> None:
     assert panels[0] == "Fréchet<br>distance" and "<br>" in panels[1]
     assert all(len(line) <= PHONE_TITLE_WIDTH // 2 for p in panels for line in p.split("<br>"))
     assert all(len(line) <= TITLE_WIDTH for line in fig.layout.title.text.split("<br>"))
+
+
+def test_a_legend_that_wraps_on_a_phone_gets_its_rows_above_the_plot() -> None:
+    import plotly.graph_objects as go
+
+    from emlib.viz.common import LEGEND_ROW, finish_figure
+
+    short = finish_figure(go.Figure([go.Scatter(name=n) for n in ("Lucchi++", "VNC")]), "Grey values", None,
+                          legend_title_text="dataset")
+    names = [f"{d} {part}" for d in ("Lucchi++", "VNC") for part in ("mitochondria", "background")]
+    long = finish_figure(go.Figure([go.Scatter(name=n) for n in names]), "Grey values", None,
+                         legend_title_text="dataset")
+    assert long.layout.margin.t == short.layout.margin.t + 3 * LEGEND_ROW  # four rows at phone width, not one
+
+
+def test_long_x_axis_titles_wrap_and_the_bottom_margin_grows() -> None:
+    import plotly.graph_objects as go
+
+    from emlib.viz.common import AXIS_TITLE_LINE, AXIS_TITLE_WIDTH, finish_figure
+
+    fig = go.Figure(go.Scatter(x=[1], y=[1]))
+    fig.update_layout(xaxis_title="Fréchet distance (Lucchi++ and VNC embeddings)")
+    plain = finish_figure(go.Figure(), "t", None, xaxis_title="grey value")
+    finish_figure(fig, "t", None)
+    lines = fig.layout.xaxis.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(line) <= AXIS_TITLE_WIDTH for line in lines)
+    assert fig.layout.margin.b == plain.layout.margin.b + AXIS_TITLE_LINE
+    assert plain.layout.xaxis.title.text == "grey value"

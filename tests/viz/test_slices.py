@@ -86,6 +86,7 @@ def test_plot_patch_grid_draws_one_line_per_cell_border():
     xs = list(fig.data[1].x)
     assert xs.count(None) == (42 // 14 + 1) + (28 // 14 + 1)  # vertical + horizontal lines
     assert fig.layout.title.text == "tokens" and figure_badges(fig) == RANDOM
+    assert fig.layout.width is None and fig.layout.yaxis.scaleanchor == "x"  # fits a phone's column, stays square
     with pytest.raises(ShapeError, match=r"\(H, W\)"):
         plot_patch_grid(np.zeros((2, 28, 28)), 14)
 

@@ -67,8 +67,9 @@ BADGE_ROW = 24
 PHONE_TITLE_WIDTH = 28
 #: Characters per line of a panel title, at least (a long word is never broken).
 PANEL_TITLE_MIN = 10
-#: Pixels a horizontal legend row has on a phone (390 px window: about 350 px of figure less margins).
-PHONE_LEGEND_WIDTH = 270
+#: Pixels a horizontal legend row has on a phone (390 px window: measured on the book's pages, from the
+#: legend title's left edge to the figure's right edge).
+PHONE_LEGEND_WIDTH = 310
 #: Pixels of one more row of a horizontal legend.
 LEGEND_ROW = 20
 #: Characters per line of an x-axis title of a single panel at phone width.
@@ -152,7 +153,7 @@ def finish_figure(fig: Any, title: str, weights_label: str | None, *, legend: st
 
 def _text_px(text: str, size: int = 12) -> float:
     """About how many pixels ``text`` takes at font ``size`` (plotly's default sans-serif)."""
-    return 0.6 * size * len(text)
+    return 0.46 * size * len(text)
 
 
 def legend_rows(fig: Any, legend_title: str | None = None) -> int:
@@ -178,7 +179,7 @@ def legend_rows(fig: Any, legend_title: str | None = None) -> int:
     if not names:
         return 1
     entries = [40 + _text_px(n) for n in names]
-    room = PHONE_LEGEND_WIDTH - (_text_px(str(legend_title)) + 10 if legend_title else 0)
+    room = PHONE_LEGEND_WIDTH - (_text_px(str(legend_title)) + 20 if legend_title else 0)
     if sum(entries) <= room:
         return 1
     columns = max(1, int(room // max(entries)))

@@ -79,3 +79,13 @@ def test_long_x_axis_titles_wrap_and_the_bottom_margin_grows() -> None:
     assert len(lines) == 2 and all(len(line) <= AXIS_TITLE_WIDTH for line in lines)
     assert fig.layout.margin.b == plain.layout.margin.b + AXIS_TITLE_LINE
     assert plain.layout.xaxis.title.text == "grey value"
+
+
+def test_legend_rows_match_what_a_phone_shows() -> None:
+    import plotly.graph_objects as go
+
+    from emlib.viz.common import legend_rows
+
+    # chapter 8's histogram legend: two columns of three rows on a 390 px page (screenshot of the smoke build)
+    names = ["Lucchi++", "VNC as is", "VNC standardise", "VNC histmatch", "VNC resample", "VNC clahe"]
+    assert legend_rows(go.Figure([go.Scatter(name=n) for n in names]), "dataset") == 3

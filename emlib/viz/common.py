@@ -192,11 +192,9 @@ def _wrap_axis_titles(fig: Any) -> int:
     A single panel's title gets :data:`AXIS_TITLE_WIDTH` characters per line; panels side by side
     share them (never fewer than :data:`PANEL_TITLE_MIN`).
     """
-    xaxes = [fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")]
-    domains = {tuple(round(float(v), 3) for v in (ax.domain or (0, 1))) for ax in xaxes}
-    width = max(PANEL_TITLE_MIN, AXIS_TITLE_WIDTH // max(len(domains), 1))
+    width = max(PANEL_TITLE_MIN, AXIS_TITLE_WIDTH // _panel_columns(fig))
     extra = 0
-    for ax in xaxes:
+    for ax in (fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")):
         text = ax.title.text
         if text and "<br>" not in text and len(text) > width:
             ax.title.text = wrap_title(text, width)
@@ -204,11 +202,15 @@ def _wrap_axis_titles(fig: Any) -> int:
     return extra
 
 
+def _panel_columns(fig: Any) -> int:
+    """Panels of ``fig`` side by side (distinct x-axis domains; at least 1)."""
+    xaxes = [fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")]
+    return max(len({tuple(round(float(v), 3) for v in (ax.domain or (0, 1))) for ax in xaxes}), 1)
+
+
 def _panel_width(fig: Any) -> int:
     """Characters per line of a panel title: the panels share :data:`PHONE_TITLE_WIDTH` characters."""
-    xaxes = [fig.layout[k] for k in fig.layout if str(k).startswith("xaxis")]
-    domains = {tuple(round(float(v), 3) for v in (ax.domain or (0, 1))) for ax in xaxes}
-    return max(PANEL_TITLE_MIN, PHONE_TITLE_WIDTH // max(len(domains), 1))
+    return max(PANEL_TITLE_MIN, PHONE_TITLE_WIDTH // _panel_columns(fig))
 
 
 def _wrap_panel_titles(fig: Any) -> int:

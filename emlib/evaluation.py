@@ -30,7 +30,7 @@ from emlib.data import (
 )
 from emlib.device import resolve_device
 from emlib.errors import DataError
-from emlib.featurestore import EVAL_OVERLAP, test_store
+from emlib.featurestore import EVAL_OVERLAP, window_store
 from emlib.metrics import PooledCounts
 from emlib.models import domain_index
 from emlib.plugins import Plugin, forward_kwargs, plugins_for, transform_volume
@@ -138,7 +138,7 @@ def _slice_predictor(
             return model.head(feats, tuple(x.shape[-2:]), **domain).float()
 
     def predict(x: torch.Tensor, z: int) -> torch.Tensor:
-        done = [z * x.shape[-2] * x.shape[-1]]  # the store's item of the next window (test_store's numbering)
+        done = [z * x.shape[-2] * x.shape[-1]]  # the store's item of the next window (window_store's numbering)
 
         def stored_fn(batch: torch.Tensor) -> torch.Tensor:
             done[0] += len(batch)
@@ -168,7 +168,7 @@ def evaluate(
 
     Profiles that train on crops predict with a sliding window of ``eval_window`` (else the
     training crop) and 25 % overlap. A frozen run's head reads the backbone tokens of each window (or
-    slice) from the feature store (:func:`emlib.featurestore.test_store`): computed by the first frozen
+    slice) from the feature store (:func:`emlib.featurestore.window_store`): computed by the first frozen
     run of the backbone evaluated on these slices, read back by every later one. In the protocol mode (``crop=None``) each slice is resized to
     the long side ``long_edge`` (sides floored to the patch size) and predicted in ONE forward pass
     of the whole slice, and masks are compared at that resized resolution, as the authors do.
@@ -196,7 +196,7 @@ def evaluate(
     vol, images, masks = _test_slices(trained, test_set, plugins, root)
     targets = {"correct": masks, "published": _published_masks(trained, test_set, plugins, root, vol, masks)}
     window = _window(cfg, trained.patch_size, *images.shape[1:])
-    store = test_store(
+    store = window_store(
         cfg, trained.model.backbone, test_set, slice_ids=vol.slice_ids, shape=images.shape[1:], window=window,
         mean=trained.mean, std=trained.std, patch_size=trained.patch_size, plugins=plugins, root=root, run_dir=trained.run_dir,
     ) if cfg.regime == "frozen" else None

@@ -37,7 +37,7 @@ from emlib.data import PairedDataset, pad_collate
 from emlib.plugins import Plugin, cache_parts
 from emlib.preflight import input_fingerprints
 
-__all__ = ["STORE_FOLDER", "EVAL_OVERLAP", "store_directory", "train_store", "training_stores", "stored_features", "test_store"]
+__all__ = ["STORE_FOLDER", "EVAL_OVERLAP", "store_directory", "tile_store", "training_stores", "stored_features", "window_store"]
 
 #: The folder of disk stores, inside the folder that holds the run folders.
 STORE_FOLDER = ".feature-cache"
@@ -68,7 +68,7 @@ def _token_parts(
     }
 
 
-def train_store(
+def tile_store(
     cfg: RunConfig, backbone: nn.Module, source: str, *, tile: tuple[int, int], n_items: int, part: str,
     mean: Sequence[float], std: Sequence[float], patch_size: int, plugins: list[Plugin],
     root: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None,
@@ -105,7 +105,7 @@ def train_store(
     return feature_store(backbone.eval(), key, directory=store_directory(cfg, run_dir))
 
 
-def test_store(
+def window_store(
     cfg: RunConfig, backbone: nn.Module, test_set: str, *, slice_ids: Sequence[str], shape: tuple[int, int],
     window: int | None, mean: Sequence[float], std: Sequence[float], patch_size: int, plugins: list[Plugin],
     root: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None,
@@ -139,7 +139,7 @@ def training_stores(
         return None
     names = dataset.names if isinstance(dataset, PairedDataset) else [cfg.train_set]
     return [
-        train_store(cfg, backbone, name, tile=source.tile, n_items=len(source), part=part, mean=mean, std=std,
+        tile_store(cfg, backbone, name, tile=source.tile, n_items=len(source), part=part, mean=mean, std=std,
                     patch_size=patch_size, plugins=plugins, root=root, run_dir=run_dir)
         for name, source in zip(names, _sources(dataset))
     ]

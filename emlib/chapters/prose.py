@@ -89,8 +89,8 @@ def cache_sentence(cfg: RunConfig, n_items: int) -> str:
 
     Examples
     --------
-    >>> cache_sentence(RunConfig(epochs=3, samples_per_epoch=None, augment=False), 5).split(":")[0]
-    'Each epoch uses all 5 training tiles, so the backbone runs in the first epoch only'
+    >>> cache_sentence(RunConfig(epochs=3, samples_per_epoch=None, augment=False), 5).split(",")[0]
+    'Each epoch uses all 5 training tiles'
     """
     kind = "tiles" if cfg.crop else "slices"
     passes = backbone_passes(cfg, n_items)

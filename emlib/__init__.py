@@ -12,7 +12,8 @@ subpackages hold the same names by floor, bottom to top:
 ``data``                    Lucchi++ and VNC: fetch, read, transforms, Datasets, input alignment
 ``models``                  backbones, weights, heads, LoRA, U-Net, per-domain modules
 ``diagnostics``             Fréchet distance, probes, token statistics (arrays only)
-``plugins``                 the plug-in points of training (the remedies)
+``plugins``, ``cache``,     the plug-in points of training (the remedies); the feature store of
+``featurestore``            frozen backbones and its keys
 ``train``, ``evaluation``,  the paper's loop; evaluation; slice embeddings
 ``latents``
 ``grid``                    the one runner and its results tables, launchers, the remedy grid
@@ -68,7 +69,9 @@ _API: dict[str, tuple[str, ...]] = {
         "frechet_distance", "frechet_distance_from_stats", "bootstrap_frechet", "linear_probe", "protocol_probe",
         "pca_embed", "patch_pca_rgb", "token_separability", "downsample_mask_to_grid", "domain_report",
     ),
+    "emlib.cache": ("FeatureCache", "feature_store", "clear_feature_stores"),
     "emlib.plugins": ("plugins_for", "training_foreground_fractions"),
+    "emlib.featurestore": ("tile_store", "window_store"),
     "emlib.train": ("TrainedModel", "BuiltModel", "fit", "load_trained", "build_model", "build_train_dataset"),
     "emlib.evaluation": ("EvalResult", "evaluate", "evaluate_both", "is_degenerate", "scored_rows"),
     "emlib.latents": (

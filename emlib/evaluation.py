@@ -23,12 +23,14 @@ import torch
 
 from tqdm.auto import tqdm
 
+from emlib.cache import FeatureCache
 from emlib.config import MIXED_TEST, SCORED_TEST_SETS, TEST_LABELS, TEST_SETS, RunConfig
 from emlib.data import (
     Volume, center_region, data_root, load_volume, normalize, protocol_size, resize_slice, select_test_slices,
 )
 from emlib.device import resolve_device
 from emlib.errors import DataError
+from emlib.featurestore import EVAL_OVERLAP, window_store
 from emlib.metrics import PooledCounts
 from emlib.models import domain_index
 from emlib.plugins import Plugin, forward_kwargs, plugins_for, transform_volume
@@ -118,24 +120,36 @@ def _window(cfg: RunConfig, patch_size: int, height: int, width: int) -> int | N
 
 def _slice_predictor(
     trained: TrainedModel, test_set: str, plugins: list[Plugin], device: torch.device, *, window: int | None,
-    batch_size: int,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Logits (K, H, W) on the CPU of one normalised slice (C, H, W): in one pass (``window=None``) or window by window."""
+    batch_size: int, store: FeatureCache | None = None,
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """Logits (K, H, W) on the CPU of one normalised slice (C, H, W), slice ``z`` of the test set: in one pass
+    (``window=None``) or window by window; with a ``store`` the head reads the tokens of each window from it."""
     cfg = trained.config
     model = trained.model.eval().to(device)
     use_amp = cfg.amp and device.type == "cuda"
     domain = forward_kwargs(plugins, domain_index(test_set))
 
-    def predict_fn(x: torch.Tensor) -> torch.Tensor:
+    def predict_fn(x: torch.Tensor, first: int | None = None) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            return model(x, **domain).float()
+            if store is None or first is None:
+                return model(x, **domain).float()
+            items = list(range(first, first + len(x)))
+            feats = store.get(items, lambda missing: x[[i - first for i in missing]], device, compute=model.backbone)
+            return model.head(feats, tuple(x.shape[-2:]), **domain).float()
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, z: int) -> torch.Tensor:
+        done = [z * x.shape[-2] * x.shape[-1]]  # the store's item of the next window (window_store's numbering)
+
+        def stored_fn(batch: torch.Tensor) -> torch.Tensor:
+            done[0] += len(batch)
+            return predict_fn(batch, done[0] - len(batch) if store is not None else None)
+
         if window is None:
             with torch.no_grad():
-                return predict_fn(x[None].to(device))[0].cpu()
+                return stored_fn(x[None].to(device))[0].cpu()
         return sliding_window_predict(
-            predict_fn, x, window=window, overlap=0.25, multiple=trained.patch_size, batch_size=batch_size, device=device
+            stored_fn, x, window=window, overlap=EVAL_OVERLAP, multiple=trained.patch_size, batch_size=batch_size,
+            device=device,
         )
 
     return predict
@@ -153,7 +167,9 @@ def evaluate(
     """Predict every selected test slice and pool the pixel counts.
 
     Profiles that train on crops predict with a sliding window of ``eval_window`` (else the
-    training crop) and 25 % overlap. In the protocol mode (``crop=None``) each slice is resized to
+    training crop) and 25 % overlap. A frozen run's head reads the backbone tokens of each window (or
+    slice) from the feature store (:func:`emlib.featurestore.window_store`): computed by the first frozen
+    run of the backbone evaluated on these slices, read back by every later one. In the protocol mode (``crop=None``) each slice is resized to
     the long side ``long_edge`` (sides floored to the patch size) and predicted in ONE forward pass
     of the whole slice, and masks are compared at that resized resolution, as the authors do.
 
@@ -180,16 +196,22 @@ def evaluate(
     vol, images, masks = _test_slices(trained, test_set, plugins, root)
     targets = {"correct": masks, "published": _published_masks(trained, test_set, plugins, root, vol, masks)}
     window = _window(cfg, trained.patch_size, *images.shape[1:])
-    predict = _slice_predictor(trained, test_set, plugins, device, window=window, batch_size=batch_size)
+    store = window_store(
+        cfg, trained.model.backbone, test_set, slice_ids=vol.slice_ids, shape=images.shape[1:], window=window,
+        mean=trained.mean, std=trained.std, patch_size=trained.patch_size, plugins=plugins, root=root, run_dir=trained.run_dir,
+    ) if cfg.regime == "frozen" else None
+    predict = _slice_predictor(trained, test_set, plugins, device, window=window, batch_size=batch_size, store=store)
     pooled = {labels: PooledCounts() for labels in TEST_LABELS}
     preds = np.zeros(images.shape, bool) if keep_predictions else None
     t0 = time.perf_counter()
     for z in tqdm(range(len(images)), desc=f"test {test_set}", disable=not progress, leave=False):
-        pred = predict(normalize(images[z], trained.mean, trained.std)[0]).argmax(0).numpy().astype(bool)
+        pred = predict(normalize(images[z], trained.mean, trained.std)[0], z).argmax(0).numpy().astype(bool)
         for labels, counts in pooled.items():
             counts.update(pred, targets[labels][z])
         if preds is not None:
             preds[z] = pred
+    if store is not None:
+        store.save()
     label_scores = {labels: counts.compute() for labels, counts in pooled.items()}
     return EvalResult(
         test_set=test_set,

@@ -2,8 +2,10 @@
 
 Three regimes share one loop:
 
-* ``frozen`` — backbone frozen, only the head learns; backbone features are cached
-  (:class:`~emlib.cache.FeatureCache`) so every epoch after the first skips the backbone.
+* ``frozen`` — backbone frozen, only the head learns. Its items are the fixed tiles of the training
+  slices (:class:`~emlib.data.TileDataset`; an epoch draws ``samples_per_epoch`` of them, seeded by
+  ``(seed, epoch)``), whose tokens come from the feature store (:mod:`emlib.featurestore`): computed
+  the first time any run of the backbone draws a tile, read back by every later epoch and run.
 * ``lora`` — LoRA adapters on every block's qkv and attention projection, plus the head.
 * ``unet`` — a small U-Net trained from scratch on the same tiles (the supervised context).
 
@@ -29,24 +31,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from emlib.cache import FeatureCache, cache_key
+from emlib.cache import FeatureCache
 from emlib.config import RunConfig
 from emlib.data import (
     IMAGENET_MEAN, IMAGENET_STD, CropDataset, PairedDataset, TileDataset, load_volume, pad_collate, validation_split,
 )
 from emlib.device import resolve_device
 from emlib.errors import ConfigError, DataError
+from emlib.featurestore import stored_features, training_stores
 from emlib.losses import segmentation_loss
 from emlib.models import (
     DOMAINS, SegmentationModel, UNet2d, apply_lora, count_parameters, create_backbone, create_head, domain_index,
     load_adapter, save_adapter,
 )
-from emlib.plugins import Plugin, cache_parts, forward_kwargs, plugin_loss, plugins_for, transform_volume
-from emlib.preflight import UNET_DEPTH, check_run, input_fingerprints
+from emlib.plugins import Plugin, forward_kwargs, plugin_loss, plugins_for, transform_volume
+from emlib.preflight import UNET_DEPTH, check_run
 from emlib.runfiles import (
     ADAPTER, CONFIG, ERROR_LOG, HISTORY, LEGACY_PICKLES, MODEL, load_state, read_history, read_run_config, save_state,
     write_atomic, write_table,
@@ -201,6 +203,15 @@ def build_train_dataset(
 ) -> torch.utils.data.Dataset:
     """Training items of a run: tiles (or random crops when ``augment``) of one or both datasets.
 
+    The tiles are a fixed grid of each training slice (:class:`~emlib.data.TileDataset`: non-overlapping,
+    the last row and column flush with the border; whole resized slices for ``crop=None``), and an epoch
+    draws ``samples_per_epoch`` of them (:func:`epoch_order`). That is the crop scheme of frozen runs
+    because the feature store can serve it: a tile is the same pixels in every epoch and every run, so
+    its tokens are computed once per backbone, weights, data and input transform
+    (:mod:`emlib.featurestore`). Random crops (``augment=True``) would give new pixels at every draw;
+    frozen runs keep the grid. On the smoke profile the store left IoU_fg as it was (24 scores of
+    frozen runs, 4 seeds: largest change 0.0002, from float16 test tokens; ``benchmarks/results/store_iou.csv``).
+
     With ``val_fraction > 0`` each dataset's training slices are split
     (:func:`~emlib.data.validation_split`, seeded by ``val_seed``); ``part='val'`` gives the held-out
     slices (never augmented).
@@ -252,29 +263,6 @@ def _check_cacheable(cfg: RunConfig) -> None:
                           "set augment=False or cache='none'")
 
 
-def _feature_cache(
-    cfg: RunConfig, built: BuiltModel, n_items: int, *, run_dir: str | os.PathLike[str] | None,
-    plugins: list[Plugin], root: str | os.PathLike[str] | None = None,
-) -> FeatureCache | None:
-    """The frozen backbone's feature cache (None for the other regimes or ``cache='none'``).
-
-    The disk copy's key holds the content of the weights and of the data (:func:`emlib.preflight.input_fingerprints`),
-    so another weights file, ``EMLIB_WEIGHTS`` or data copy never gets the features of the old one.
-    """
-    if cfg.regime != "frozen" or cfg.cache == "none":
-        return None
-    directory = (Path(run_dir).parent / ".feature-cache") if (cfg.cache == "disk" and run_dir) else None
-    key = cache_key(
-        backbone=cfg.backbone, weights=cfg.weights_label, weights_file=cfg.weights, train_set=cfg.train_set,
-        balance=cfg.balance, slices=cfg.train_slices, crop=cfg.crop, long_edge=cfg.long_edge, mean=built.mean,
-        std=built.std, seed=cfg.seed, n=n_items, **cache_parts(plugins),
-        **({"pos_interpolation": cfg.pos_interpolation} if cfg.pos_interpolation != "timm" else {}),
-        **({"validation": [cfg.val_fraction, cfg.val_seed]} if cfg.val_fraction else {}),
-        **({"inputs": input_fingerprints(cfg, root=root)} if directory is not None else {}),
-    )
-    return FeatureCache(built.model.backbone.eval(), key, directory=directory)  # type: ignore[union-attr]
-
-
 class _Loop:
     """What every epoch of :func:`fit` works with, made in an order that fixes the random draws."""
 
@@ -286,20 +274,34 @@ class _Loop:
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # clipped together
         self.optimizer = torch.optim.AdamW(_param_groups(cfg, self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-        self.cache = _feature_cache(cfg, built, len(self.dataset), run_dir=run_dir, plugins=plugins, root=root)
+        stores = {"run_dir": run_dir, "plugins": plugins, "root": root}
+        stores.update(mean=built.mean, std=built.std, patch_size=built.patch_size)
+        backbone = getattr(self.model, "backbone", None)
+        self.cache = training_stores(cfg, backbone, self.dataset, part="train", **stores)
         self.val_set = build_train_dataset(cfg, **inputs, root=root, plugins=plugins, part="val") if cfg.val_fraction else None
-        cached = self.cache is not None and self.val_set is not None
-        self.val_cache = FeatureCache(self.model.backbone.eval(), "validation") if cached else None  # type: ignore[union-attr]
+        self.val_cache = None if self.val_set is None else training_stores(cfg, backbone, self.val_set, part="val", **stores)
+        self.counted = {"hits": self.count("hits"), "misses": self.count("misses")}  # the stores may be warm
+
+    def count(self, what: str) -> int:
+        return sum(getattr(store, what) for store in (self.cache or []) + (self.val_cache or []))
+
+    def cache_stats(self) -> dict[str, int] | None:
+        """Training and validation items this run read from its stores (hits) and computed (misses)."""
+        return None if self.cache is None else {k: self.count(k) - v for k, v in self.counted.items()}
+
+    def save_stores(self) -> None:
+        for store in (self.cache or []) + (self.val_cache or []):
+            store.save()
 
 
 def _forward(
     cfg: RunConfig, model: nn.Module, dataset: torch.utils.data.Dataset, batch: list[int], *,
-    cache: FeatureCache | None, plugins: list[Plugin], device: torch.device,
+    cache: list[FeatureCache] | None, plugins: list[Plugin], device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The items ``batch`` of ``dataset`` through the model: (logits, masks, valid pixels or None, domain ids).
 
-    The U-Net sees the padded images, the head (cached) backbone features. In a padded batch (slices of different
-    sizes) cached features are computed at each item's own size (so they do not depend on the batch) and zero-padded.
+    The U-Net sees the padded images, the head the backbone's tokens (from the stores ``cache`` when given:
+    :func:`~emlib.featurestore.stored_features`).
     """
     items = [dataset[i] for i in batch]
     images, masks, valid = pad_collate(items)
@@ -308,15 +310,8 @@ def _forward(
     if cfg.regime == "unet":
         return model(images), masks, valid, domains
 
-    def inputs(missing: list[int]) -> torch.Tensor:
-        return pad_collate([dataset[j] for j in missing])[0]
-
-    if cache is not None and valid is None:
-        feats = cache.get(batch, inputs, device)
-    elif cache is not None:
-        parts = [cache.get([i], inputs, device) for i in batch]
-        h, w = max(f.shape[-2] for f in parts), max(f.shape[-1] for f in parts)
-        feats = torch.cat([F.pad(f, (0, w - f.shape[-1], 0, h - f.shape[-2])) for f in parts])
+    if cache is not None:
+        feats = stored_features(cache, dataset, batch, model.backbone, device)  # type: ignore[arg-type]
     else:
         feats = model.backbone(images)  # type: ignore[union-attr]
     logits = model.head(feats, tuple(images.shape[-2:]), **forward_kwargs(plugins, domains))  # type: ignore[union-attr]
@@ -350,7 +345,7 @@ def _train_epoch(loop: _Loop, epoch: int, *, progress: bool) -> dict:
     if cfg.regime == "frozen":
         loop.model.backbone.eval()  # type: ignore[union-attr]
     use_amp = cfg.amp and device.type == "cuda"
-    losses = []
+    losses, computed = [], loop.count("misses")
     batches = [[int(i) for i in order[i : i + cfg.batch_size]] for i in range(0, len(order), cfg.batch_size)]
     bar = tqdm(batches, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for batch in bar:
@@ -368,11 +363,14 @@ def _train_epoch(loop: _Loop, epoch: int, *, progress: bool) -> dict:
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    return {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+    row = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+    if cfg.regime == "frozen":  # the training items the backbone computed (the others came from the store)
+        row["backbone_passes"] = loop.count("misses") - computed if loop.cache is not None else len(order)
+    return row
 
 
 def _val_loss(
-    cfg: RunConfig, model: nn.Module, val_set: torch.utils.data.Dataset, *, cache: FeatureCache | None,
+    cfg: RunConfig, model: nn.Module, val_set: torch.utils.data.Dataset, *, cache: list[FeatureCache] | None,
     plugins: list[Plugin], device: torch.device,
 ) -> float:
     """Mean loss over the held-out slices (model in eval mode, no gradients), batches as in training."""
@@ -406,8 +404,7 @@ def _run_epochs(
             )
             if best_epoch(history) == len(history) - 1:
                 best = _trainable_state(loop.model)
-        if loop.cache is not None:
-            loop.cache.save()
+        loop.save_stores()
         if run_path is not None:
             _save_checkpoint(run_path, cfg, epoch, loop.model, loop.optimizer, loop.scaler, history, best)
         if on_epoch_end is not None:
@@ -426,6 +423,10 @@ def _save_model(run_path: Path, trained: TrainedModel) -> None:
         write_atomic(run_path / ADAPTER, lambda tmp: save_adapter(model.backbone, tmp))  # type: ignore[union-attr]
     write_table(run_path / HISTORY, trained.history)
     save_state(run_path / MODEL, {"digest": cfg.digest(), "trainable": _trainable_state(model)})
+
+
+def _history_columns(cfg: RunConfig, validated: bool) -> list[str]:
+    return ["epoch", "loss", "seconds"] + (["backbone_passes"] if cfg.regime == "frozen" else []) + (["val_loss"] if validated else [])
 
 
 def fit(
@@ -474,9 +475,9 @@ def fit(
     model, kept = built.model.eval(), best_epoch(history)
     trained = TrainedModel(
         model=model, config=cfg, patch_size=built.patch_size, mean=built.mean, std=built.std,
-        history=pd.DataFrame(history, columns=["epoch", "loss", "seconds"] + (["val_loss"] if loop.val_set is not None else [])),
+        history=pd.DataFrame(history, columns=_history_columns(cfg, loop.val_set is not None)),
         run_dir=run_path, parameters=count_parameters(model),
-        cache_stats=None if loop.cache is None else {"hits": loop.cache.hits, "misses": loop.cache.misses},
+        cache_stats=loop.cache_stats(),
         best_epoch=None if kept is None else int(history[kept]["epoch"]),
     )
     if run_path is not None:

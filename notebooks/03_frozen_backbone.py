@@ -91,12 +91,16 @@ pd.DataFrame({"this profile": [cfg.backbone, model.backbone.embed_dim, cfg.head,
 # %% [markdown]
 # ## Why frozen runs can cache features
 #
-# With a frozen backbone, the tokens of a given crop are the same in every epoch: no weight of the
-# backbone changes. `emlib.train.fit` therefore computes them once (`emlib.cache.FeatureCache`, keyed
-# by the backbone, its weights and the training items) and afterwards feeds the stored tokens straight to the
-# head, so the backbone runs only on items no earlier epoch drew. This only helps when the same crop comes back:
-# random augmentation or a LoRA adapter (next chapter) changes the tokens, and then nothing can be
-# cached.
+# With a frozen backbone, the tokens of a given crop are the same in every epoch, and in every frozen
+# run of that backbone: no weight of the backbone changes. A frozen run's training items are therefore
+# the fixed tiles of its training slices (each epoch draws some of them), and `emlib.train.fit` takes
+# their tokens from a feature store (`emlib.featurestore`, keyed on the backbone, the content of its
+# weights and of the data, the input transform and the tile size): a tile's tokens are computed the
+# first time any run draws it and fed straight to the head afterwards, in later epochs and in later runs
+# (other heads, the feature-level remedies of chapter 8, the paired run). The evaluation does the same
+# for the windows of the test slices. This only works when the same pixels come back: random crops
+# and augmentation, or a LoRA adapter (next chapter) changing the backbone, give new tokens every
+# time, and then nothing can be stored.
 #
 # ## Training one model per dataset
 #
@@ -125,7 +129,8 @@ show_table(results.pivot_table(index="train_set", columns="test_set", values="io
 
 # %% [markdown]
 # The loss per epoch, with the time each epoch took (`seconds`) and how many training items the
-# backbone computed in it (`backbone passes`, from `backbone_passes`: the items no earlier epoch drew).
+# backbone computed in it (`backbone passes`, counted by `fit`: at most the items no earlier epoch drew,
+# fewer when an earlier run of this backbone stored them).
 # On this page: {glue:text}`cache`
 
 # %%
@@ -133,7 +138,9 @@ run_dir = grid_dir(settings) / results["run_id"].iloc[0]
 n_items = len(build_train_dataset(cfg, patch_size=built.patch_size, mean=built.mean, std=built.std,
                                   root=settings.data_dir))
 glue_facts(cache=cache_sentence(cfg, n_items))
-history = pd.read_csv(run_dir / "history.csv").assign(**{"backbone passes": backbone_passes(cfg, n_items)})
+history = pd.read_csv(run_dir / "history.csv").rename(columns={"backbone_passes": "backbone passes"})
+if "backbone passes" not in history:  # a run trained before fit counted them: the count with an empty store
+    history["backbone passes"] = backbone_passes(cfg, n_items)
 show_table(history, caption=f"Loss per epoch of {results['run_id'].iloc[0]}", weights_label=settings.weights_label)
 
 # %% [markdown]
@@ -160,8 +167,8 @@ for test_set, res in predicted.items():
 #
 # - Frozen regime: the backbone never changes; only the head (`SegHeadDeconv` for the authors, the
 #   profile's `head` here) trains, a small share of the model's parameters.
-# - Because the backbone is frozen, its tokens can be computed once per crop and cached; the cache saves
-#   time when the same crops come back in later epochs.
+# - Because the backbone is frozen, its tokens can be computed once per tile and stored; the store saves
+#   time when the same tiles come back, in later epochs and in every later frozen run of the backbone.
 # - Every model is tested on both test sets; the off-diagonal cells are the cross-dataset test.
 #
 # ## Exercises

@@ -51,6 +51,17 @@ def _data_checks(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_feature_stores():
+    """Each test starts with no feature store in memory (a frozen run's tokens are shared by the runs of a
+    process: :func:`emlib.cache.feature_store`), so what one test trained never warms another's."""
+    from emlib.cache import clear_feature_stores
+
+    clear_feature_stores()
+    yield
+    clear_feature_stores()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The staged copy of both datasets: ``$EMLIB_DATA``, else ``../shared/data`` beside the repo; absolute (a

@@ -121,7 +121,8 @@ def test_paper_profile_paired_run_on_whole_slices(shared_data: Path, tmp_path: P
     # Lucchi++ (84x112) and VNC (112x112) slices in one batch of 2: padded, padding out of the loss
     cfg = small_paper(regime=regime, train_set="paired", batch_size=2)
     trained = fit(cfg, tmp_path / "run", root=shared_data, progress=False)
-    assert list(trained.history.columns) == ["epoch", "loss", "seconds", "val_loss"]
+    passes = ["backbone_passes"] if regime == "frozen" else []  # frozen runs count the training items the backbone computed
+    assert list(trained.history.columns) == ["epoch", "loss", "seconds", *passes, "val_loss"]
     assert np.isfinite(trained.history[["loss", "val_loss"]].to_numpy()).all()
     assert trained.best_epoch == int(trained.history["val_loss"].idxmin())
     table, results = evaluate_both(trained, root=shared_data)
@@ -132,13 +133,22 @@ def test_paper_profile_paired_run_on_whole_slices(shared_data: Path, tmp_path: P
 def test_whole_slice_evaluation_calls_the_model_once_per_slice(shared_data: Path) -> None:
     from emlib.evaluation import evaluate
 
-    trained = fit(small_paper(regime="frozen", train_set="vnc", epochs=1, val_fraction=0.0, patience=None),
-                  root=shared_data, progress=False)
+    cfg = small_paper(regime="frozen", train_set="vnc", epochs=1, val_fraction=0.0, patience=None)
+    trained = fit(cfg, root=shared_data, progress=False)
     calls = []
-    forward = trained.model.forward
-    trained.model.forward = lambda x, **kw: calls.append(tuple(x.shape)) or forward(x, **kw)
+    backbone = trained.model.backbone
+    forward = backbone.forward
+    backbone.forward = lambda x: calls.append(tuple(x.shape)) or forward(x)
     result = evaluate(trained, "lucchi_pp", root=shared_data)
     assert calls == [(1, 3, 84, 112)] * result.n_slices  # 768x1024 resized to a 112 long side, floored to 14
+    again = evaluate(trained, "lucchi_pp", root=shared_data)  # the test slices' tokens come from the store
+    assert len(calls) == result.n_slices and again.scores == result.scores
+    uncached = fit(cfg.replace(cache="none"), root=shared_data, progress=False)
+    model_calls = []
+    model_forward = uncached.model.forward
+    uncached.model.forward = lambda x, **kw: model_calls.append(tuple(x.shape)) or model_forward(x, **kw)
+    assert evaluate(uncached, "lucchi_pp", root=shared_data).scores == pytest.approx(result.scores, rel=1e-2)
+    assert model_calls == [(1, 3, 84, 112)] * result.n_slices  # without a store: backbone and head, one pass
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(tiny, shared_data: Path, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ this page's profile and runs did:
 
 * :func:`head_sentence` -- which segmentation head the run's config builds.
 * :func:`backbone_passes` and :func:`cache_sentence` -- how often a frozen run's first epochs and
-  the later ones run the backbone (the feature cache only saves the items that come back).
+  the later ones run the backbone (the feature store only saves the items that come back, in the run
+  or from an earlier run of the backbone).
 * :func:`prediction_sentence` -- what the predictions look like (one class everywhere, or not).
 * :func:`fd_interval_sentence` -- how the Fréchet distance's interval of a latent report was made.
 """
@@ -60,11 +61,13 @@ def head_sentence(cfg: RunConfig, *, embed_dim: int) -> str:
 
 
 def backbone_passes(cfg: RunConfig, n_items: int) -> list[int]:
-    """How many items the backbone computes in each epoch of a frozen run with a feature cache.
+    """How many items the backbone computes in each epoch of a frozen run whose feature store starts empty.
 
-    The cache stores each item's tokens the first time it is drawn (:func:`emlib.train.epoch_order`
+    The store keeps each item's tokens the first time it is drawn (:func:`emlib.train.epoch_order`
     says which items an epoch draws), so an epoch runs the backbone only on the items no earlier
-    epoch drew. Runs without a cache (other regimes, ``cache="none"``, augmentation) compute every item.
+    epoch drew; a run after others of the same backbone on the same tiles computes fewer (``fit``
+    counts them: the ``backbone_passes`` column of its history). Runs without a store (other
+    regimes, ``cache="none"``, augmentation) compute every item.
 
     Examples
     --------
@@ -82,30 +85,32 @@ def backbone_passes(cfg: RunConfig, n_items: int) -> list[int]:
 
 
 def cache_sentence(cfg: RunConfig, n_items: int) -> str:
-    """What the feature cache does for this run, per epoch, in words (from :func:`backbone_passes`).
+    """What the feature store does for this run, per epoch, in words (from :func:`backbone_passes`).
 
     Examples
     --------
-    >>> cache_sentence(RunConfig(epochs=3, samples_per_epoch=None, augment=False), 5).split(":")[0]
-    'Each epoch uses all 5 training tiles, so the backbone runs in the first epoch only'
+    >>> cache_sentence(RunConfig(epochs=3, samples_per_epoch=None, augment=False), 5).split(",")[0]
+    'Each epoch uses all 5 training tiles'
     """
     kind = "tiles" if cfg.crop else "slices"
     passes = backbone_passes(cfg, n_items)
     per_epoch = len(epoch_order(cfg, n_items, 0))
     if cfg.regime != "frozen" or cfg.cache == "none" or cfg.augment:
-        return f"This run has no feature cache, so the backbone runs on all {per_epoch} training {kind} of every epoch."
+        return f"This run has no feature store, so the backbone runs on all {per_epoch} training {kind} of every epoch."
+    earlier = f"and not at all on the {kind} an earlier run of this backbone stored (the backbone passes column counts them)"
     if per_epoch == n_items:
-        return (f"Each epoch uses all {n_items} training {kind}, so the backbone runs in the first epoch only: "
+        return (f"Each epoch uses all {n_items} training {kind}, so the backbone runs in the first epoch only, {earlier}: "
                 "the later epochs read stored tokens, and the seconds column shows the gap.")
     later = passes[1:]
     share = sum(later) / max(per_epoch * len(later), 1)
-    text = (f"Each epoch draws {per_epoch} of the {n_items} training {kind}, so the backbone runs on every {kind[:-1]} "
-            f"no earlier epoch drew: {', '.join(map(str, passes))} {kind} in the successive epochs "
-            "(the backbone passes column).")
+    text = (f"Each epoch draws {per_epoch} of the {n_items} training {kind}, so the backbone runs at most on every "
+            f"{kind[:-1]} no earlier epoch drew: {', '.join(map(str, passes))} {kind} in the successive epochs with an "
+            f"empty store, {earlier}.")
     if share >= 0.5:
-        return text + (" Most draws are new, so the cache saves little here and the later epochs are not much "
-                       "faster than the first; it pays off when the same items come back, as with whole slices.")
-    return text + " Most later draws come back from the cache, so the later epochs should be faster than the first."
+        return text + (" Most draws are new, so within one run the store saves little and the later epochs are not much "
+                       "faster than the first; it pays off when the same items come back: whole slices, or the later "
+                       f"frozen runs of this backbone on these {kind}.")
+    return text + " Most later draws come back from the store, so the later epochs should be faster than the first."
 
 
 def prediction_sentence(predicted: Mapping[str, Any], *, pretrained: bool) -> str:

@@ -63,7 +63,9 @@ def test_cache_sentence_says_what_the_first_and_later_epochs_do() -> None:
     assert "first epoch only" not in drawn and f"draws {smoke.samples_per_epoch} of the 1000" in drawn
     assert ", ".join(map(str, backbone_passes(smoke, 1000))) in drawn and "saves little" in drawn
     assert "should be faster" in cache_sentence(RunConfig(epochs=8, samples_per_epoch=8, augment=False), 10)
-    assert "no feature cache" in cache_sentence(smoke.replace(regime="lora"), 1000)
+    assert "no feature store" in cache_sentence(smoke.replace(regime="lora"), 1000)
+    # the tiles an earlier run stored are not computed again: the sentence says so, and points at the measured column
+    assert all("earlier run of this backbone stored" in s and "backbone passes column" in s for s in (whole, slices, drawn))
 
 
 def _result(pred: np.ndarray, mask: np.ndarray) -> SimpleNamespace:

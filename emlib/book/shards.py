@@ -89,7 +89,7 @@ def split_shares(seconds: Sequence[float], shards: int) -> list[list[int]]:
     Examples
     --------
     >>> split_shares([5, 1, 4, 3, 3], 2)
-    [[0, 3], [1, 2, 4]]
+    [[0, 4], [1, 2, 3]]
     >>> split_shares([1.0], 3)
     [[0], [], []]
     """

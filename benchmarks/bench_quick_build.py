@@ -1,8 +1,9 @@
 """What the quick profile's book build costs on this machine, measured piece by piece on the local hub.
 
 The online edition is the book built with the ``quick`` profile (pretrained ViT-S/14). Its chapters train
-every run of ``grid_configs("quick")`` plus the remedy grid of chapter 8 (``alignment_configs("quick")``),
-31 distinct runs, and evaluate each on both whole test sets (165 Lucchi++ and 20 VNC slices). On 2 CPU
+every run of ``grid_configs("quick")``, the published-pairing runs of chapter 5b and the remedy grid of
+chapter 8 (``alignment_configs("quick")``), 34 distinct runs (:func:`emlib.book.shards.book_runs`), and
+evaluate each on both whole test sets (165 Lucchi++ and 20 VNC slices). On 2 CPU
 cores that is hours, so this script measures the pieces through the real code path instead of the whole:
 
 1. per regime (frozen, LoRA, U-Net), one quick-profile run on Lucchi++ with ``pretrained=True`` read from a
@@ -36,7 +37,7 @@ import torch
 from _common import RESULTS, finish, machine_info, print_header, print_table, write_csv, write_json
 from emlib.config import get_profile, grid_configs
 from emlib.evaluation import evaluate_both
-from emlib.grid.remedies import alignment_configs
+from emlib.book.shards import book_runs as chapters_runs
 from emlib.testing import write_local_hub
 from emlib.train import fit
 
@@ -45,14 +46,15 @@ TEST_SLICES = {"lucchi_pp": 165, "vnc": 20}  # whole test sets, what every quick
 
 
 def book_runs() -> list:
-    """The distinct runs of the quick book: its grid and chapter 8's remedy grid (shared configs once)."""
-    configs, seen = [], set()
-    for cfg in [*grid_configs("quick"), *(c for _, c in alignment_configs("quick"))]:
-        key = cfg.digest()
-        if key not in seen:
-            seen.add(key)
-            configs.append(cfg)
-    return configs
+    """The distinct runs of the quick book: the runs its chapters train (:func:`emlib.book.shards.book_runs`, the
+    one list a sharded build splits), with the chapters' default parameters."""
+    return chapters_runs(REPO, profile="quick", check_weights=False).configs
+
+
+def measured_seconds(cfg, rates: dict) -> float:
+    """One run's seconds from the measured rates of its regime: epochs x epoch_s + the whole test sets x slice_s."""
+    r = rates[cfg.regime]
+    return cfg.epochs * r["epoch_s"] + sum(TEST_SLICES.values()) * r["slice_s"]
 
 
 def measure_regime(regime: str, *, epochs: int, eval_slices: int, work: Path, device: str = "cpu") -> dict:
@@ -101,8 +103,7 @@ def main() -> None:
     total = chapters_s
     counts = Counter(cfg.regime for cfg in runs)
     for cfg in runs:
-        r = rates[cfg.regime]
-        total += cfg.epochs * r["epoch_s"] + sum(TEST_SLICES.values()) * r["slice_s"]
+        total += measured_seconds(cfg, rates)
     print_table(rows, ["regime", "epochs", "epoch_s", "eval_slices", "slice_s", "weights"])
     summary = {"runs": dict(counts), "chapters_built": args.chapters, "chapters_s": chapters_s,
                "estimate_hours": total / 3600, "what": "estimate from measured rates: sum over the book's runs of "

@@ -87,6 +87,7 @@ _API: dict[str, tuple[str, ...]] = {
         "ChapterSettings", "chapter_settings", "ensure_data", "limit_cpu_threads", "physical_extent_table",
         "token_grid_table", "grid_dir", "chapter_configs", "chapter_command", "chapter_runs", "latent_diagnostics",
     ),
+    "emlib.chapters.runs": ("CHAPTER_RUNS", "book_configs"),
     "emlib.chapters.backbones": (
         "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "LoadedBackbones",
         "MissingWeightsNote", "token_pca",

@@ -32,6 +32,7 @@ the theme's Colab launch button open them. The repository in every link is deriv
 - :mod:`emlib.book.exercises`: the chapters' exercises and solutions (run by ``--solutions``), the teacher's list;
 - :mod:`emlib.book.parameters`: the ``-p`` values, checked against each chapter's parameters cell before anything runs;
 - :mod:`emlib.book.build`: the whole build;
+- :mod:`emlib.book.shards`: the build in shards (``--shard I/N`` trains a share of the runs, ``--merge`` builds from them);
 - :mod:`emlib.book.repository`: the repository and commit the book comes from (links, buttons, Colab pins);
 - :mod:`emlib.book.publish`: the export of the chapters for Colab, their install pinned;
 - :mod:`emlib.book.myst`: the book's MyST as Markdown Jupyter renders (glue, citations, terms, solutions);
@@ -60,6 +61,7 @@ from emlib.book.execute import (
 from emlib.book.exercises import Exercise, book_exercises, exercise_list, exercises_markdown
 from emlib.book.publish import export_notebooks, pin_notebook
 from emlib.book.repository import FALLBACK_REPOSITORY, NOTEBOOKS_BRANCH, BookSource, resolve_source, write_book_config
+from emlib.book.shards import ShardReport, book_runs, build_shard, merge_shards
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, toc_docnames
 
 __all__ = [
@@ -89,6 +91,10 @@ __all__ = [
     "postprocess_notebook",
     "build_book",
     "BuildReport",
+    "build_shard",
+    "merge_shards",
+    "book_runs",
+    "ShardReport",
     "Exercise",
     "book_exercises",
     "exercise_list",

@@ -54,7 +54,7 @@ from emlib.models.weights import WEIGHTS_ENV
 from emlib.paths import user_path
 
 __all__ = ["STATIC_DIR", "TIMINGS", "OUT_MARKER", "BuildReport", "build_book", "check_chapter_weights", "check_out",
-           "write_timings", "timings_markdown"]
+           "claim_out", "chapter_parameter_values", "write_timings", "timings_markdown"]
 
 _T = TypeVar("_T")
 
@@ -283,7 +283,7 @@ def check_out(root: Path, out: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _claim_out(out: Path) -> None:
+def claim_out(out: Path) -> None:
     """Create ``out`` with its :data:`OUT_MARKER` (so a later build may write there again)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def _claim_out(out: Path) -> None:
         raise BookError(f"--out {out} cannot be created ({err.strerror}); pass a folder you can write to") from None
 
 
-def _chapter_parameters(
+def chapter_parameter_values(
     declared: Mapping[str, Mapping[str, ChapterParameter]], parameters: Mapping[str, Any], *, root: Path,
     book_root: Path,
 ) -> dict[str, dict[str, Any]]:
@@ -331,7 +331,7 @@ def _found_runs(per_chapter: Mapping[str, Mapping[str, Any]], declared: Mapping[
 
 def _stage(root: Path, out: Path) -> None:
     """Copy the book's own files (config, toc, front matter) into ``out`` for an out-of-tree build."""
-    _claim_out(out)
+    claim_out(out)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, out / name)
     chapters = (root / CHAPTER_DIR).resolve()
@@ -487,7 +487,7 @@ def build_book(
     check_parameters(parameters or {}, declared, profile=prof.name)  # before any work: one sentence, in seconds
     check_chapter_weights(root, chapters, prof, parameters)
     book_root = check_out(root, out) if out else root
-    per_chapter = _chapter_parameters(declared, parameters or {}, root=root, book_root=book_root)
+    per_chapter = chapter_parameter_values(declared, parameters or {}, root=root, book_root=book_root)
     if out:
         _stage(root, book_root)
     say = print if progress else _quiet

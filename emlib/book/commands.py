@@ -16,6 +16,7 @@ from emlib.book.build import build_book
 from emlib.book.edition import DEFAULT_EDITION, EDITIONS
 from emlib.book.publish import export_notebooks
 from emlib.book.repository import BookSource, resolve_source
+from emlib.book.shards import build_shard, merge_shards, parse_shard
 from emlib.book.check import CHROMIUM, CheckReport, check_book
 from emlib.book.toc import find_root
 from emlib.errors import ConfigError, EmlibError
@@ -75,16 +76,25 @@ def _print_check(report: CheckReport) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    report = build_book(
+    common = {"profile": args.profile, "only": args.only, "out": _optional_path(args.out), "dry_run": args.dry_run}
+    if args.shard is not None:
+        if args.check or args.solutions:
+            raise ConfigError(f"--shard builds no page, so {'--check' if args.check else '--solutions'} has nothing to "
+                              "do; pass it to the --merge build instead")
+        parse_shard(args.shard)  # before the -p values are read: a bad --shard is the one sentence
+        shard = build_shard(_optional_path(args.root), shard=args.shard,
+                            parameters=absolute_params(_parse_params(args.param)), **common)
+        print(shard.summary())
+        return 0
+    build = merge_shards if args.merge is not None else build_book
+    report = build(
+        *([args.merge] if args.merge is not None else []),
         _optional_path(args.root),
-        profile=args.profile,
-        only=args.only,
-        out=_optional_path(args.out),
         parameters=absolute_params(_parse_params(args.param)),
+        **common,
         strict=not args.no_strict,
         check=args.check,
         chromium=args.chromium,
-        dry_run=args.dry_run,
         repository=args.repository,
         commit=args.commit,
         edition=args.edition,
@@ -148,6 +158,13 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--edition", choices=EDITIONS, default=DEFAULT_EDITION,
                    help="answer-key: each solution in a dropdown under its exercise (the online book); "
                         "student: no solution anywhere in the pages or their notebooks (default: answer-key)")
+    shards = b.add_mutually_exclusive_group()
+    shards.add_argument("--shard", default=None, metavar="I/N",
+                        help="train only share I of N of the chapters' runs (shares of about equal estimated cost) into "
+                             "the runs folder, with a manifest; builds no page (then --merge the N runs folders)")
+    shards.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="check the runs folders of the N shards, copy their runs into this build's runs folder, "
+                             "then build the book (the chapters read the runs back)")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--solutions", action="store_true",
                    help="also run every exercise solution's code after its chapter (the pages stay the same)")

@@ -150,8 +150,9 @@ def _cost_row(costs: pd.DataFrame, backbone: str, regime: str, batch: int) -> pd
     return rows.sort_values(["_gpu", "_gap"], ascending=[False, True]).iloc[0]
 
 
-def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None, costs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The runs of ``configs`` not yet finished in ``out``, with an estimate of their seconds and peak memory.
+def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str] | None, *, root=None,
+         costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The runs of ``configs`` not yet finished in ``out`` (None: every run), with an estimate of their seconds and peak memory.
 
     The estimate is epochs x training images / images_per_s of the regime (one pass for frozen runs,
     whose features are cached; + the test images at the frozen rate), from the row of ``costs.csv`` for the run's backbone, regime and nearest batch size,
@@ -163,8 +164,8 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str], *, root=None
     costs = read_costs() if costs is None else costs
     rows = []
     for cfg in configs:
-        run_dir = run_folder(cfg, out, root=root, expect_weights=False)  # loads nothing
-        if (run_dir / METRICS).is_file():
+        run_dir = run_folder(cfg, "." if out is None else out, root=root, expect_weights=False)  # loads nothing
+        if out is not None and (run_dir / METRICS).is_file():
             continue
         row = {"run": run_dir.name, "epochs": cfg.epochs, "train_images": _images(cfg, "train", root), "input": "",
                "seconds": float("nan"), "peak_memory_mb": float("nan"), "measured_on": "no measurement"}

@@ -256,3 +256,17 @@ def test_a_build_with_out_writes_only_there_its_runs_too(tmp_path: Path, monkeyp
                    parameters={"out_dir": str(tmp_path / "runs")})
     assert ran[-2] == ("01_data", {"out_dir": str(tmp_path / "runs")})
     assert not (REPO / "runs").exists() or sorted((REPO / "runs").iterdir()) == repo_runs
+
+
+def test_the_smoke_book_trains_every_run_of_book_runs(smoke_book: BuildReport, smoke_runs: Path, shared_data: Path,
+                                                       monkeypatch) -> None:
+    """Issue 21, item 3: the one list of the book's runs (emlib.chapters.runs.CHAPTER_RUNS), which a sharded build
+    trains, names runs the chapters train. (This build also runs the exercise solutions, some of which train runs
+    of their own, so it holds more; that a merged build trains nothing the shards did not is tests/book/test_shards.py's.)"""
+    from emlib.book.shards import book_runs
+
+    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
+    book = book_runs(REPO, profile="smoke", parameters={"out_dir": str(smoke_runs)}, check_weights=False)
+    trained = {p.parent.name for p in (smoke_runs / "smoke").glob("*/metrics.json")}
+    listed = set(book.folders())
+    assert len(listed) == len(book.configs) == 34 and listed <= trained, sorted(listed - trained)

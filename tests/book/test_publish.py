@@ -173,16 +173,31 @@ def _runs(job: dict) -> str:
 
 def test_workflow_tests_first_then_builds_then_publishes_from_the_default_branch_only(workflow: dict) -> None:
     jobs = workflow["jobs"]
-    assert set(jobs) == {"test", "build", "deploy", "publish-notebooks"}
-    assert jobs["build"]["needs"] == "test" and jobs["deploy"]["needs"] == "build"
+    assert set(jobs) == {"test", "shard", "build", "deploy", "publish-notebooks"}
+    assert jobs["shard"]["needs"] == "test" and jobs["build"]["needs"] == "shard" and jobs["deploy"]["needs"] == "build"
     assert set(jobs["publish-notebooks"]["needs"]) == {"build", "deploy"}
     for name in ("deploy", "publish-notebooks"):
         assert jobs[name]["if"] == DEFAULT_BRANCH_ONLY, f"{name} must run from the default branch only"
-    assert "if" not in jobs["test"] and "if" not in jobs["build"]  # every branch and pull request is tested and built
+    assert not {"if"} & (set(jobs["test"]) | set(jobs["shard"]) | set(jobs["build"]))  # every branch and PR is built
     assert "<!-- test-command -->" in _runs(jobs["test"])  # the README's test command, read as .ci/run reads it
     triggers = workflow[True]  # YAML reads a bare `on` as True
     assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
     assert "concurrency" in workflow and "github.ref" in workflow["concurrency"]["group"]
+
+
+def test_workflow_trains_the_shards_as_a_matrix_then_merges_checks_and_exports(workflow: dict) -> None:
+    """Issue 21, item 3: N shard jobs upload their runs folders; one job merges them, checks the pages and exports."""
+    shard, build = workflow["jobs"]["shard"], workflow["jobs"]["build"]
+    n = int(shard["env"]["SHARDS"])
+    assert shard["strategy"]["matrix"]["shard"] == list(range(1, n + 1)) and shard["strategy"]["fail-fast"] is False
+    assert 'python -m emlib.book build --profile quick --shard "${{ matrix.shard }}/$SHARDS"' in _runs(shard)
+    upload = next(s for s in shard["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert upload["with"]["name"] == "runs-shard-${{ matrix.shard }}" and upload["with"]["path"] == "runs"
+    download = next(s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/download-artifact"))
+    assert download["with"] == {"pattern": "runs-shard-*", "path": "shards"}
+    merge = " ".join(_runs(build).split())
+    assert "python -m emlib.book build --profile quick --merge shards/runs-shard-* --check" in merge
+    assert "--shard" not in _runs(build) and "--merge" not in _runs(shard)
 
 
 def test_workflow_derives_the_repository_and_pins_the_commit(workflow: dict) -> None:
@@ -197,25 +212,29 @@ def test_workflow_derives_the_repository_and_pins_the_commit(workflow: dict) -> 
 def test_workflow_permissions_are_per_job_and_minimal(workflow: dict) -> None:
     jobs = workflow["jobs"]
     assert workflow["permissions"] == {}
-    assert jobs["test"]["permissions"] == jobs["build"]["permissions"] == {"contents": "read"}
+    assert jobs["test"]["permissions"] == jobs["shard"]["permissions"] == jobs["build"]["permissions"] == {"contents": "read"}
     assert jobs["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
     assert jobs["publish-notebooks"]["permissions"] == {"contents": "write"}
 
 
 def test_workflow_installs_cpu_wheels_without_a_gpu_and_caches_downloads_and_runs(workflow: dict) -> None:
     assert workflow["env"]["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    for name in ("test", "build"):
+    for name in ("test", "shard", "build"):
         runs = _runs(workflow["jobs"][name])
         assert "nvidia-smi" in runs and '--index-url "$TORCH_CPU_INDEX"' in runs, f"{name}: no CPU wheels"
-    steps = workflow["jobs"]["build"]["steps"]
-    caches = {s["with"]["path"].strip(): s for s in steps if str(s.get("uses", "")).startswith("actions/cache/")}
-    assert "runs" in caches and any("huggingface" in p and "torch" in p and "emlib" in p for p in caches)
+    for name in ("shard", "build"):  # weights and data: restored from the cache, fetched where missing
+        steps = workflow["jobs"][name]["steps"]
+        caches = [s["with"]["path"].strip() for s in steps if str(s.get("uses", "")).startswith("actions/cache/")]
+        assert any("huggingface" in p and "torch" in p and "emlib" in p for p in caches), name
+        assert "emlib weights fetch --profile quick" in _runs(workflow["jobs"][name])
+    steps = workflow["jobs"]["shard"]["steps"]
+    caches = {s["with"]["path"].strip(): s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save")}
     restore = next(s for s in steps if s.get("id") == "runs")
-    assert restore["with"]["restore-keys"] == "${{ env.RUNS_KEY }}-"  # a partial build's runs carry over
+    assert restore["with"]["restore-keys"] == "${{ env.RUNS_KEY }}-"  # a shard's partial runs carry over
+    assert "matrix.shard" in next(s["run"] for s in steps if "RUNS_KEY=" in s.get("run", ""))  # each shard its own
     assert caches["runs"]["if"] == "always()"  # saved after a failure or a timeout too
-    build_step = next(s for s in steps if "emlib.book build" in s.get("run", ""))
-    assert build_step["timeout-minutes"] < workflow["jobs"]["build"]["timeout-minutes"]  # time left to save the runs
-    assert "emlib weights fetch --profile quick" in _runs(workflow["jobs"]["build"])
+    shard_step = next(s for s in steps if "emlib.book build" in s.get("run", ""))
+    assert shard_step["timeout-minutes"] < workflow["jobs"]["shard"]["timeout-minutes"]  # time left to save the runs
     assert all("hashFiles" not in str(job.get("env", {})) for job in workflow["jobs"].values())  # steps only
 
 

@@ -89,6 +89,7 @@ def _build(args: argparse.Namespace) -> int:
         commit=args.commit,
         edition=args.edition,
         solutions=args.solutions,
+        results=_optional_path(args.results),
     )
     print(report.summary())
     if report.book_source is not None:
@@ -148,6 +149,9 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--edition", choices=EDITIONS, default=DEFAULT_EDITION,
                    help="answer-key: each solution in a dropdown under its exercise (the online book); "
                         "student: no solution anywhere in the pages or their notebooks (default: answer-key)")
+    b.add_argument("--results", default=None, metavar="DIR",
+                   help="a results folder made elsewhere (emlib results export): chapters read its runs instead of "
+                        "training them, and their pages name its commit, weights and machine")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--solutions", action="store_true",
                    help="also run every exercise solution's code after its chapter (the pages stay the same)")

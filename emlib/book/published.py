@@ -27,13 +27,18 @@ from typing import Any
 
 from emlib.book.toc import SOURCE_DIR
 from emlib.chapters.published import LATENT_TABLES
-from emlib.config import Profile, grid_configs
+from emlib.config import PAIRINGS, Profile, grid_configs
 from emlib.grid.published import RESULTS_ENV, PublishedResults, read_published
 
-__all__ = ["SERVED_CALLS", "check_results", "served_chapters", "results_environment"]
+__all__ = ["SERVED_CALLS", "NEEDS_MODELS", "check_results", "served_chapters", "results_environment"]
 
 #: The calls of a chapter that a results folder answers (its runs' rows, its latent table) without weights.
 SERVED_CALLS = re.compile(r"\b(chapter_runs|latent_table)\(")
+#: Calls that read a run's trained model or build a backbone: a results folder holds neither, so a chapter making
+#: one is never served by it (it needs the weights, and trains what it loads).
+NEEDS_MODELS = re.compile(r"\b(load_trained|run_folder|run_one|run_configs|run_grid|fit|build_model|evaluate_both|"
+                          r"evaluate|run_embeddings|dataset_embeddings|dataset_tokens|load_backbones|backbone_view|"
+                          r"load_backbone_for_latents|create_backbone)\(")
 
 
 def check_results(results: str | os.PathLike[str], profile: Profile) -> PublishedResults:
@@ -54,24 +59,29 @@ def served_chapters(
     """The chapters that need no weights with ``published``: each call matching ``needs`` is one it serves.
 
     ``needs`` is the build's pattern of calls that train or embed (:data:`emlib.book.build._NEEDS_WEIGHTS`).
-    A chapter is served when its source calls nothing else of it and the folder holds every run of the
-    profile's grid with the chapter's backbone and seeds (``-p backbone``, ``-p seed``), and the latent
-    table of that backbone where the chapter reads it.
+    A chapter is served when its source calls nothing else of it nor of :data:`NEEDS_MODELS` (a trained
+    model, a backbone), and the folder holds every run of the
+    profile's grid with the chapter's backbone and seeds (``-p backbone``, ``-p seed``; every pairing when
+    the chapter names ``pairings``), and the latent table of that backbone where the chapter reads it.
     """
     params = dict(parameters or {})
     backbone = params.get("backbone") or profile.base.backbone
     seeds = None if params.get("seed") is None else (int(params["seed"]),)
-    configs = grid_configs(profile, backbone=backbone, seeds=seeds)
-    runs = all(published.run_dir(cfg, profile.name) is not None for cfg in configs)
+
+    def held(pairings: Sequence[str] | None) -> bool:
+        configs = grid_configs(profile, backbone=backbone, seeds=seeds, pairings=pairings)
+        return all(published.run_dir(cfg, profile.name) is not None for cfg in configs)
+
     latents = published.table(profile.name, LATENT_TABLES["book"])
     has_latents = latents is not None and set(latents.get("backbone", [])) == {backbone}
     served = []
     for name in chapters:
         text = (root / SOURCE_DIR / f"{name}.py").read_text()
         calls = set(SERVED_CALLS.findall(text))
-        if not calls or needs.search(SERVED_CALLS.sub("(", text)):
-            continue  # nothing it serves, or another call that needs weights
-        if runs and ("latent_table" not in calls or has_latents):
+        if not calls or needs.search(SERVED_CALLS.sub("(", text)) or NEEDS_MODELS.search(text):
+            continue  # nothing it serves, or another call that needs weights or a trained model
+        pairings = PAIRINGS if "pairings" in text else None  # a chapter that names pairings may ask for every one
+        if held(pairings) and ("latent_table" not in calls or has_latents):
             served.append(name)
     return served
 

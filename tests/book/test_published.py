@@ -1,0 +1,187 @@
+"""A book that renders from a results folder made elsewhere (emlib.book.published, emlib.chapters.published).
+
+The folder is the paper profile's DRY RUN (``paper-dry``: the pretrained code path on a local hub of
+random values), made once for the module with the chapter functions chapter 7 calls (the runs of
+its backbone and the latent diagnostics) and exported with :func:`emlib.grid.published.export_results`.
+Everything that reads it runs with NO weights on the machine (an empty, offline hub), so a chapter
+that trained instead of reading would fail:
+
+- the functions of chapter 7 read the runs and the latent table from the folder, and the note names
+  the commit, weights labels and machine;
+- chapter 7 executed with the folder (as ``build --results`` runs it) shows that note, no warning;
+- a folder whose runs were made at another commit, or data other than the data here, carries a
+  visible warning, on the executed page and in a one-chapter HTML build;
+- a bad folder is refused by the build before any work, in one sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from emlib.book import build as build_mod
+from emlib.book.commands import main as book_main
+from emlib.book.execute import execute_chapter
+from emlib.book.published import check_results, results_environment, served_chapters
+from emlib.book.toc import BookError
+from emlib.chapters.published import latent_table, published_note
+from emlib.chapters.settings import chapter_runs, chapter_settings, grid_dir, latent_diagnostics
+from emlib.config import get_profile
+from emlib.errors import ConfigError, DataError, WeightsError
+from emlib.grid.published import RESULTS_ENV, export_results, read_published
+from emlib.grid.runner import git_commit
+from emlib.models.hub import find_weights
+from emlib.testing import LocalHub
+
+REPO = Path(__file__).resolve().parents[2]
+CHAPTER = "07_results_vs_paper"
+BACKBONE = get_profile("paper-dry").base.backbone
+
+
+@pytest.fixture(scope="module")
+def made(local_hub: LocalHub, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The paper dry run's runs of chapter 7 (its backbone) and latent table, made on the hub, and their results folder."""
+    runs = tmp_path_factory.mktemp("paper-dry-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("EMLIB_WEIGHTS", raising=False)
+        mp.delenv(RESULTS_ENV, raising=False)
+        with local_hub.activate():
+            settings = chapter_settings("paper-dry", device="cpu", data_dir=shared_data, out_dir=runs)
+            rows = chapter_runs(settings)
+            latents, _ = latent_diagnostics(settings, n_boot=20)
+    folder = tmp_path_factory.mktemp("published") / "paper-dry-results"
+    export_results([runs / "paper-dry"], folder, machine="the test machine")
+    return {"runs": runs, "rows": rows, "latents": latents, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def elsewhere(made: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same runs as if made at another commit (their rows say 0000000), exported: a folder that does not match."""
+    grid = Path(shutil.copytree(made["runs"] / "paper-dry", tmp_path_factory.mktemp("old") / "paper-dry"))
+    for metrics in grid.glob("*/metrics.json"):
+        saved = json.loads(metrics.read_text())
+        saved["rows"] = [{**row, "git_commit": "0000000"} for row in saved["rows"]]
+        metrics.write_text(json.dumps(saved))
+    folder = tmp_path_factory.mktemp("published-old") / "old-results"
+    export_results([grid], folder)
+    return folder
+
+
+@pytest.fixture()
+def no_weights(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    """No weights anywhere (an empty hub, offline, no $EMLIB_WEIGHTS), the staged data; subprocesses inherit it."""
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
+    empty = LocalHub(root=tmp_path / "empty-hub", backbones=())
+    with empty.activate():
+        with pytest.raises(WeightsError):
+            find_weights(BACKBONE)  # the chapter could not train: whatever it shows was read
+        yield empty
+
+
+def _key(frame: pd.DataFrame) -> list[tuple]:
+    return sorted(zip(frame.run_id, frame.test_set, frame.test_labels, frame.iou_fg.round(12)))
+
+
+def test_chapter_functions_read_the_paper_dry_folder_without_weights(made: dict, no_weights, shared_data: Path,
+                                                                     tmp_path: Path) -> None:
+    settings = chapter_settings("paper-dry", device="cpu", data_dir=shared_data, out_dir=tmp_path / "runs",
+                                results_dir=made["folder"])
+    rows = chapter_runs(settings)
+    assert _key(rows) == _key(made["rows"]) and len(rows) == len(made["rows"])
+    assert not grid_dir(settings).exists()  # nothing trained here
+    assert chapter_runs(settings, regimes=("lora",), train_sets=("paired",)).regime.unique().tolist() == ["lora"]
+    latents = latent_table(settings)
+    assert latents.adapter.tolist() == made["latents"].adapter.tolist()
+    assert latents.fd.round(9).tolist() == made["latents"].fd.round(9).tolist()
+    note = published_note(settings)
+    assert note.matches, note.problems
+    text = note.text()
+    for shown in (f"commit: {git_commit()} (this book: {git_commit()})", "the test machine", "-core CPU",
+                  f"weights of {BACKBONE}: pretrained", "sha256:", f"{len(set(made['rows'].run_id))} runs of the `paper-dry`"):
+        assert shown in text, shown
+    assert note.remarks == [next(r for r in note.remarks if f"weights of {BACKBONE} are not on this machine" in r)]
+    assert ("published results", "paper-dry-results (runs found there are read, not trained)") in list(
+        settings.table().itertuples(index=False, name=None))
+    other = published_note(settings.__class__(**{**vars(settings), "data_dir": tmp_path}), commit="0000000")
+    assert len(other.problems) == 2 and "not at this book's commit 0000000" in other.problems[0]
+    assert "could not be fingerprinted" in other.problems[1]  # no data there: said, not skipped
+
+
+def test_a_folder_of_another_profile_is_one_sentence(made: dict, no_weights, shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"holds runs of the paper-dry profile\(s\), not 'quick-dry'; build with the "
+                                          r"profile it holds \(e.g. --profile paper --dry-run\)"):
+        chapter_settings("quick-dry", device="cpu", data_dir=shared_data, results_dir=made["folder"])
+
+
+def test_chapters_served_by_the_folder_need_no_weights(made: dict, no_weights, tmp_path: Path) -> None:
+    published = check_results(made["folder"], get_profile("paper-dry"))
+    chapters = ["03_frozen_backbone", "05b_published_pairing", "06_latent_diagnostics", CHAPTER]
+    needs = build_mod._NEEDS_WEIGHTS
+    assert served_chapters(REPO, chapters, published, get_profile("paper-dry"), {}, needs=needs) == [CHAPTER]
+    # another backbone's runs are not in the folder: the chapter trains them, so it needs their weights
+    assert served_chapters(REPO, [CHAPTER], published, get_profile("paper-dry"), {"backbone": "dinov2_vits14"},
+                           needs=needs) == []
+    with pytest.raises(BookError, match=r"^03_frozen_backbone train with dinov2_vits14_reg"):  # before any work
+        build_mod.build_book(REPO, profile="paper", dry_run=True, only=["03_frozen_backbone"], results=made["folder"],
+                             out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def _page_notes(notebook: Path) -> list[str]:
+    nb = nbformat.read(notebook, as_version=4)
+    return [str(out.get("data", {}).get("text/html", "")) for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", []) if "emlib-published" in str(out.get("data", {}).get("text/html", ""))]
+
+
+def test_chapter_7_executed_from_the_folder_names_its_provenance(made: dict, no_weights, tmp_path: Path) -> None:
+    out = tmp_path / "07.ipynb"
+    with results_environment(read_published(made["folder"])):
+        execute_chapter(REPO / "notebooks" / f"{CHAPTER}.py", out, profile="paper-dry", cwd=REPO,
+                        parameters={"out_dir": str(tmp_path / "runs"), "device": "cpu"})
+    (note,) = _page_notes(out)
+    assert 'class="admonition note emlib-published"' in note and "mismatch" not in note
+    assert f"commit: {git_commit()}" in note and "the test machine" in note and f"weights of {BACKBONE}" in note
+    assert not list((tmp_path / "runs" / "paper-dry").glob("*/metrics.json"))  # nothing trained
+    table = pd.read_csv(tmp_path / "runs" / "paper-dry" / "paper_comparison.csv")
+    assert set(table.claim_id) >= {"fd_frozen", "paired_collapses"}  # the comparison made from the folder's tables
+
+
+def test_a_folder_of_another_commit_carries_a_warning_on_the_built_page(elsewhere: Path, no_weights, tmp_path: Path) -> None:
+    env = {**os.environ, **no_weights.env}
+    cmd = [sys.executable, "-m", "emlib.book", "build", "--profile", "paper", "--dry-run", "--only", CHAPTER,
+           "--out", str(tmp_path / "book"), "--results", str(elsewhere), "-p", f"out_dir={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    page = (tmp_path / "book" / "_build" / "html" / "book" / "chapters" / f"{CHAPTER}.html").read_text()
+    assert "emlib-published-mismatch" in page and "Published results that do not match this book" in page
+    assert f"computed at commit 0000000, not at this book&#x27;s commit {git_commit()}" in page
+    assert "Dry run: numbers mean nothing" in page  # the dry run's banner stays
+    timings = json.loads((tmp_path / "book" / "book" / "chapters" / "timings.json").read_text())
+    assert timings["latest"]["partial"] == "--only"
+
+
+def test_a_bad_results_folder_ends_the_build_before_any_work(made: dict, no_weights, tmp_path: Path, capsys) -> None:
+    copy = Path(shutil.copytree(made["folder"], tmp_path / "copy"))
+    (next((copy / "paper-dry").glob("paired-lora-*")) / "adapter.safetensors").write_bytes(b"\0" * 8)  # weights
+    argv = ["build", "--profile", "paper", "--dry-run", "--only", CHAPTER, "--out", str(tmp_path / "book"), "--results"]
+    assert book_main([*argv, str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "adapter.safetensors, a weights or pickle file" in err and "delete" in err
+    assert book_main([*argv, str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder; pass the folder `emlib results export RUNS --into DIR` wrote" in capsys.readouterr().err
+    assert book_main(["build", "--profile", "quick", "--only", CHAPTER, "--out", str(tmp_path / "book"), "--results",
+                      str(made["folder"])]) == 2
+    assert "not 'quick'; build with the profile it holds (e.g. --profile paper --dry-run)" in capsys.readouterr().err
+    assert not (tmp_path / "book").exists()
+    with pytest.raises(DataError):
+        read_published(copy)

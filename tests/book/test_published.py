@@ -185,3 +185,14 @@ def test_a_bad_results_folder_ends_the_build_before_any_work(made: dict, no_weig
     assert not (tmp_path / "book").exists()
     with pytest.raises(DataError):
         read_published(copy)
+
+
+def test_results_environment_hands_the_folder_to_the_kernels_and_clears_one_not_asked_for(
+        made: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    published = read_published(made["folder"])
+    monkeypatch.setenv(RESULTS_ENV, "/somewhere/a/shell/left")
+    with results_environment(None):  # a build without --results: the chapters never read a folder unasked
+        assert RESULTS_ENV not in os.environ
+    with results_environment(published):
+        assert os.environ[RESULTS_ENV] == str(made["folder"].resolve())
+    assert os.environ[RESULTS_ENV] == "/somewhere/a/shell/left"

@@ -1,16 +1,15 @@
 """A book that renders from a results folder made elsewhere (emlib.book.published, emlib.chapters.published).
 
 The folder is the paper profile's DRY RUN (``paper-dry``: the pretrained code path on a local hub of
-random values), made once for the module with the chapter functions chapter 7 calls (the runs of
-its backbone and the latent diagnostics) and exported with :func:`emlib.grid.published.export_results`.
-Everything that reads it runs with NO weights on the machine (an empty, offline hub), so a chapter
-that trained instead of reading would fail:
+random values), made once per session with the chapter functions chapter 7 calls (the runs of its
+backbone and the latent diagnostics) and exported with :func:`emlib.grid.published.export_results`
+(``paper_dry_results``, tests/conftest.py). Everything that reads it runs with NO weights on the
+machine (``no_weights``: an empty, offline hub), so a chapter that trained instead of reading would
+fail (the chapter functions themselves: tests/chapters/test_published.py):
 
-- the functions of chapter 7 read the runs and the latent table from the folder, and the note names
-  the commit, weights labels and machine;
 - chapter 7 executed with the folder (as ``build --results`` runs it) shows that note, no warning;
-- a folder whose runs were made at another commit, or data other than the data here, carries a
-  visible warning, on the executed page and in a one-chapter HTML build;
+- a folder whose runs were made at another commit carries a visible warning on the page of a
+  one-chapter HTML build (``--results``; other data or weights: tests/grid/test_published.py);
 - a bad folder is refused by the build before any work, in one sentence.
 """
 
@@ -32,14 +31,10 @@ from emlib.book.commands import main as book_main
 from emlib.book.execute import execute_chapter
 from emlib.book.published import check_results, results_environment, served_chapters
 from emlib.book.toc import BookError
-from emlib.chapters.published import latent_table, published_note
-from emlib.chapters.settings import chapter_runs, chapter_settings, grid_dir, latent_diagnostics
 from emlib.config import get_profile
-from emlib.errors import ConfigError, DataError, WeightsError
+from emlib.errors import DataError
 from emlib.grid.published import RESULTS_ENV, export_results, read_published
 from emlib.grid.runner import git_commit
-from emlib.models.hub import find_weights
-from emlib.testing import LocalHub
 
 REPO = Path(__file__).resolve().parents[2]
 CHAPTER = "07_results_vs_paper"
@@ -47,25 +42,9 @@ BACKBONE = get_profile("paper-dry").base.backbone
 
 
 @pytest.fixture(scope="module")
-def made(local_hub: LocalHub, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The paper dry run's runs of chapter 7 (its backbone) and latent table, made on the hub, and their results folder."""
-    runs = tmp_path_factory.mktemp("paper-dry-runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("EMLIB_WEIGHTS", raising=False)
-        mp.delenv(RESULTS_ENV, raising=False)
-        with local_hub.activate():
-            settings = chapter_settings("paper-dry", device="cpu", data_dir=shared_data, out_dir=runs)
-            rows = chapter_runs(settings)
-            latents, _ = latent_diagnostics(settings, n_boot=20)
-    folder = tmp_path_factory.mktemp("published") / "paper-dry-results"
-    export_results([runs / "paper-dry"], folder, machine="the test machine")
-    return {"runs": runs, "rows": rows, "latents": latents, "folder": folder}
-
-
-@pytest.fixture(scope="module")
-def elsewhere(made: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def elsewhere(paper_dry_results: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same runs as if made at another commit (their rows say 0000000), exported: a folder that does not match."""
-    grid = Path(shutil.copytree(made["runs"] / "paper-dry", tmp_path_factory.mktemp("old") / "paper-dry"))
+    grid = Path(shutil.copytree(paper_dry_results["runs"] / "paper-dry", tmp_path_factory.mktemp("old") / "paper-dry"))
     for metrics in grid.glob("*/metrics.json"):
         saved = json.loads(metrics.read_text())
         saved["rows"] = [{**row, "git_commit": "0000000"} for row in saved["rows"]]
@@ -75,56 +54,8 @@ def elsewhere(made: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture()
-def no_weights(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch):
-    """No weights anywhere (an empty hub, offline, no $EMLIB_WEIGHTS), the staged data; subprocesses inherit it."""
-    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
-    monkeypatch.delenv(RESULTS_ENV, raising=False)
-    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
-    empty = LocalHub(root=tmp_path / "empty-hub", backbones=())
-    with empty.activate():
-        with pytest.raises(WeightsError):
-            find_weights(BACKBONE)  # the chapter could not train: whatever it shows was read
-        yield empty
-
-
-def _key(frame: pd.DataFrame) -> list[tuple]:
-    return sorted(zip(frame.run_id, frame.test_set, frame.test_labels, frame.iou_fg.round(12)))
-
-
-def test_chapter_functions_read_the_paper_dry_folder_without_weights(made: dict, no_weights, shared_data: Path,
-                                                                     tmp_path: Path) -> None:
-    settings = chapter_settings("paper-dry", device="cpu", data_dir=shared_data, out_dir=tmp_path / "runs",
-                                results_dir=made["folder"])
-    rows = chapter_runs(settings)
-    assert _key(rows) == _key(made["rows"]) and len(rows) == len(made["rows"])
-    assert not grid_dir(settings).exists()  # nothing trained here
-    assert chapter_runs(settings, regimes=("lora",), train_sets=("paired",)).regime.unique().tolist() == ["lora"]
-    latents = latent_table(settings)
-    assert latents.adapter.tolist() == made["latents"].adapter.tolist()
-    assert latents.fd.round(9).tolist() == made["latents"].fd.round(9).tolist()
-    note = published_note(settings)
-    assert note.matches, note.problems
-    text = note.text()
-    for shown in (f"commit: {git_commit()} (this book: {git_commit()})", "the test machine", "-core CPU",
-                  f"weights of {BACKBONE}: pretrained", "sha256:", f"{len(set(made['rows'].run_id))} runs of the `paper-dry`"):
-        assert shown in text, shown
-    assert note.remarks == [next(r for r in note.remarks if f"weights of {BACKBONE} are not on this machine" in r)]
-    assert ("published results", "paper-dry-results (runs found there are read, not trained)") in list(
-        settings.table().itertuples(index=False, name=None))
-    other = published_note(settings.__class__(**{**vars(settings), "data_dir": tmp_path}), commit="0000000")
-    assert len(other.problems) == 2 and "not at this book's commit 0000000" in other.problems[0]
-    assert "could not be fingerprinted" in other.problems[1]  # no data there: said, not skipped
-
-
-def test_a_folder_of_another_profile_is_one_sentence(made: dict, no_weights, shared_data: Path) -> None:
-    with pytest.raises(ConfigError, match=r"holds runs of the paper-dry profile\(s\), not 'quick-dry'; build with the "
-                                          r"profile it holds \(e.g. --profile paper --dry-run\)"):
-        chapter_settings("quick-dry", device="cpu", data_dir=shared_data, results_dir=made["folder"])
-
-
-def test_chapters_served_by_the_folder_need_no_weights(made: dict, no_weights, tmp_path: Path) -> None:
-    published = check_results(made["folder"], get_profile("paper-dry"))
+def test_chapters_served_by_the_folder_need_no_weights(paper_dry_results: dict, no_weights, tmp_path: Path) -> None:
+    published = check_results(paper_dry_results["folder"], get_profile("paper-dry"))
     chapters = ["03_frozen_backbone", "05b_published_pairing", "06_latent_diagnostics", CHAPTER]
     needs = build_mod._NEEDS_WEIGHTS
     assert served_chapters(REPO, chapters, published, get_profile("paper-dry"), {}, needs=needs) == [CHAPTER]
@@ -132,7 +63,7 @@ def test_chapters_served_by_the_folder_need_no_weights(made: dict, no_weights, t
     assert served_chapters(REPO, [CHAPTER], published, get_profile("paper-dry"), {"backbone": "dinov2_vits14"},
                            needs=needs) == []
     with pytest.raises(BookError, match=r"^03_frozen_backbone train with dinov2_vits14_reg"):  # before any work
-        build_mod.build_book(REPO, profile="paper", dry_run=True, only=["03_frozen_backbone"], results=made["folder"],
+        build_mod.build_book(REPO, profile="paper", dry_run=True, only=["03_frozen_backbone"], results=paper_dry_results["folder"],
                              out=tmp_path / "b", progress=False)
     assert not (tmp_path / "b").exists()
 
@@ -143,9 +74,9 @@ def _page_notes(notebook: Path) -> list[str]:
             for out in cell.get("outputs", []) if "emlib-published" in str(out.get("data", {}).get("text/html", ""))]
 
 
-def test_chapter_7_executed_from_the_folder_names_its_provenance(made: dict, no_weights, tmp_path: Path) -> None:
+def test_chapter_7_executed_from_the_folder_names_its_provenance(paper_dry_results: dict, no_weights, tmp_path: Path) -> None:
     out = tmp_path / "07.ipynb"
-    with results_environment(read_published(made["folder"])):
+    with results_environment(read_published(paper_dry_results["folder"])):
         execute_chapter(REPO / "notebooks" / f"{CHAPTER}.py", out, profile="paper-dry", cwd=REPO,
                         parameters={"out_dir": str(tmp_path / "runs"), "device": "cpu"})
     (note,) = _page_notes(out)
@@ -170,8 +101,8 @@ def test_a_folder_of_another_commit_carries_a_warning_on_the_built_page(elsewher
     assert timings["latest"]["partial"] == "--only"
 
 
-def test_a_bad_results_folder_ends_the_build_before_any_work(made: dict, no_weights, tmp_path: Path, capsys) -> None:
-    copy = Path(shutil.copytree(made["folder"], tmp_path / "copy"))
+def test_a_bad_results_folder_ends_the_build_before_any_work(paper_dry_results: dict, no_weights, tmp_path: Path, capsys) -> None:
+    copy = Path(shutil.copytree(paper_dry_results["folder"], tmp_path / "copy"))
     (next((copy / "paper-dry").glob("paired-lora-*")) / "adapter.safetensors").write_bytes(b"\0" * 8)  # weights
     argv = ["build", "--profile", "paper", "--dry-run", "--only", CHAPTER, "--out", str(tmp_path / "book"), "--results"]
     assert book_main([*argv, str(copy)]) == 2
@@ -180,7 +111,7 @@ def test_a_bad_results_folder_ends_the_build_before_any_work(made: dict, no_weig
     assert book_main([*argv, str(tmp_path / "nowhere")]) == 2
     assert "is not a folder; pass the folder `emlib results export RUNS --into DIR` wrote" in capsys.readouterr().err
     assert book_main(["build", "--profile", "quick", "--only", CHAPTER, "--out", str(tmp_path / "book"), "--results",
-                      str(made["folder"])]) == 2
+                      str(paper_dry_results["folder"])]) == 2
     assert "not 'quick'; build with the profile it holds (e.g. --profile paper --dry-run)" in capsys.readouterr().err
     assert not (tmp_path / "book").exists()
     with pytest.raises(DataError):
@@ -188,11 +119,11 @@ def test_a_bad_results_folder_ends_the_build_before_any_work(made: dict, no_weig
 
 
 def test_results_environment_hands_the_folder_to_the_kernels_and_clears_one_not_asked_for(
-        made: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    published = read_published(made["folder"])
+        paper_dry_results: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    published = read_published(paper_dry_results["folder"])
     monkeypatch.setenv(RESULTS_ENV, "/somewhere/a/shell/left")
     with results_environment(None):  # a build without --results: the chapters never read a folder unasked
         assert RESULTS_ENV not in os.environ
     with results_environment(published):
-        assert os.environ[RESULTS_ENV] == str(made["folder"].resolve())
+        assert os.environ[RESULTS_ENV] == str(paper_dry_results["folder"].resolve())
     assert os.environ[RESULTS_ENV] == "/somewhere/a/shell/left"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -61,6 +62,8 @@ _SKIPPED = ("embeddings", "features", "logs")
 #: Files that are weights or pickles: named as such when a results folder holds one.
 _WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".npz", ".npy")
 _MANIFEST_LIMIT = 64 << 20
+#: The provenance of a profile's runs in the manifest, checked against their rows when the folder is read.
+_PROVENANCE = ("runs", "commits", "machines", "weights_labels", "weights_fingerprints", "data_fingerprints")
 _EXPORT = "emlib results export RUNS --into DIR"
 
 
@@ -296,12 +299,19 @@ def read_published(folder: str | os.PathLike[str]) -> PublishedResults:
     manifest = _manifest(root)
     _check_files(root, manifest)
     results = PublishedResults(root, manifest)
-    for profile in results.profiles:  # every run's rows are records of this run (saved_rows' checks)
-        for run in results.record(profile)["runs"]:
-            try:
-                saved_rows(root / profile / run)
-            except DataError as err:
-                raise _refuse(root, f"holds a run whose rows cannot be read ({str(err).split(';')[0]})") from None
+    for profile in results.profiles:  # every run's rows are records of this run (saved_rows' checks) ...
+        record = results.record(profile)
+        try:
+            rows = pd.concat([saved_rows(root / profile / run) for run in record["runs"]], ignore_index=True)
+        except DataError as err:
+            raise _refuse(root, f"holds a run whose rows cannot be read ({str(err).split(';')[0]})") from None
+        name, recorded = _profile_record(root / profile, rows)
+        if name != profile:
+            raise _refuse(root, f"lists as {profile} runs whose rows say they are {name} runs (it was edited after export)")
+        for key in _PROVENANCE:  # ... and the provenance the notes show is what the rows say
+            if recorded[key] != record[key]:
+                raise _refuse(root, f"has a manifest whose {key.replace('_', ' ')} of {profile} are not those its runs' "
+                              "rows record (it was edited after export)")
     return results
 
 
@@ -360,7 +370,7 @@ class PublishedNote:
                f"(exported {self.created}), not trained by this build",
                f"commit: {', '.join(self.commits)} (this book: {self.commit_here})",
                f"machine: {', '.join(self.machines)}"]
-        out += [f"weights of {name}: {label}" for name, label in sorted(self.weights_labels.items())]
+        out += [f"weights of {name}: {_file_only(label)}" for name, label in sorted(self.weights_labels.items())]
         return out
 
     def text(self) -> str:
@@ -383,6 +393,23 @@ class PublishedNote:
         items += "".join(item(r) for r in self.remarks)
         return (f'<div class="admonition {kind} emlib-published"><p class="admonition-title">'
                 f'{html.escape(self.title())}</p><ul>{items}</ul></div>')
+
+
+#: The folder of a local weights file in a weights label (``from /home/me/.cache/torch/.../file.pth``): a page names the file only.
+_LOCAL_FOLDER = re.compile(r"from (/[^\s]*/)([^/\s]+)")
+
+
+def _file_only(label: str) -> str:
+    """A weights label with the folder of a local file left out.
+
+    Examples
+    --------
+    >>> _file_only("pretrained (lvd142m) from /home/me/w/dinov2.pth sha256:1a2b")
+    'pretrained (lvd142m) from dinov2.pth sha256:1a2b'
+    >>> _file_only("pretrained (lvd142m) from hf:timm/vit_small/model.safetensors sha256:1a2b")
+    'pretrained (lvd142m) from hf:timm/vit_small/model.safetensors sha256:1a2b'
+    """
+    return _LOCAL_FOLDER.sub(r"from \2", label)
 
 
 def _same_commit(a: str, b: str) -> bool:

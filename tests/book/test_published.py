@@ -74,7 +74,8 @@ def _page_notes(notebook: Path) -> list[str]:
             for out in cell.get("outputs", []) if "emlib-published" in str(out.get("data", {}).get("text/html", ""))]
 
 
-def test_chapter_7_executed_from_the_folder_names_its_provenance(paper_dry_results: dict, no_weights, tmp_path: Path) -> None:
+def test_chapter_7_executed_from_the_folder_names_its_provenance(paper_dry_results: dict, no_weights, local_hub,
+                                                                 tmp_path: Path) -> None:
     out = tmp_path / "07.ipynb"
     with results_environment(read_published(paper_dry_results["folder"])):
         execute_chapter(REPO / "notebooks" / f"{CHAPTER}.py", out, profile="paper-dry", cwd=REPO,
@@ -82,6 +83,7 @@ def test_chapter_7_executed_from_the_folder_names_its_provenance(paper_dry_resul
     (note,) = _page_notes(out)
     assert 'class="admonition note emlib-published"' in note and "mismatch" not in note
     assert f"commit: {git_commit()}" in note and "the test machine" in note and f"weights of {BACKBONE}" in note
+    assert "dinov2_vits14_reg4_pretrain.pth sha256:" in note and str(local_hub.root) not in note  # no local folder
     assert not list((tmp_path / "runs" / "paper-dry").glob("*/metrics.json"))  # nothing trained
     table = pd.read_csv(tmp_path / "runs" / "paper-dry" / "paper_comparison.csv")
     assert set(table.claim_id) >= {"fd_frozen", "paired_collapses"}  # the comparison made from the folder's tables

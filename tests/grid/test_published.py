@@ -130,8 +130,23 @@ def _a_pickle_listed(copy: Path) -> str:
     return "lists 'unit/rows.pkl', which is not a table or record inside it"
 
 
+def _claim_this_commit(copy: Path) -> str:
+    manifest = json.loads((copy / RESULTS_MANIFEST).read_text())
+    manifest["profiles"]["unit"]["commits"] = ["fedcba9"]  # the page would name a commit no run was made at
+    (copy / RESULTS_MANIFEST).write_text(json.dumps(manifest))
+    return "has a manifest whose commits of unit are not those its runs' rows record (it was edited after export)"
+
+
+def _claim_other_weights(copy: Path) -> str:
+    manifest = json.loads((copy / RESULTS_MANIFEST).read_text())
+    manifest["profiles"]["unit"]["weights_labels"]["dinov2_vits14"] = "pretrained (lvd142m)"
+    (copy / RESULTS_MANIFEST).write_text(json.dumps(manifest))
+    return "whose weights labels of unit are not those its runs' rows record"
+
+
 @pytest.mark.parametrize("damage", [_plant_weights, _change_a_table, _add_a_file, _drop_a_file, _break_the_manifest,
-                                    _other_format, _no_manifest, _a_pickle_listed])
+                                    _other_format, _no_manifest, _a_pickle_listed, _claim_this_commit,
+                                    _claim_other_weights])
 def test_a_bad_results_folder_is_one_sentence_naming_the_fix(damage, folder: Path, tmp_path: Path) -> None:
     copy = _copy(folder, tmp_path)
     expected = damage(copy)

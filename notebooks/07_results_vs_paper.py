@@ -74,7 +74,7 @@ show_table(pd.DataFrame([vars(c) for c in PAPER_CLAIMS]), ["claim_id", "what", "
 # not match this book:
 
 # %%
-results = scored_rows(chapter_runs(settings))
+results = scored_rows(chapter_runs(settings, published=True))  # published=True: from --results where it has them
 latents = latent_table(settings)
 published_note(settings)  # None (nothing shown) unless the runs come from a results folder
 

@@ -470,8 +470,9 @@ def build_book(
         (:mod:`emlib.book.exercises`); a failing one fails the build, naming the exercise. The pages
         are the same either way (the solution cells are not kept). The test suite's smoke build does this.
     results : path, default=None
-        A results folder made elsewhere (``emlib results export``): checked first, then the chapters read
-        the runs found there instead of training them, and their pages say so (:mod:`emlib.book.published`).
+        A results folder made elsewhere (``emlib results export``): checked first; the chapters that show
+        only tables (chapter 7) read the runs found there instead of training them, and say so on the page
+        (:mod:`emlib.book.published`).
 
     Returns
     -------

@@ -150,8 +150,8 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
                    help="answer-key: each solution in a dropdown under its exercise (the online book); "
                         "student: no solution anywhere in the pages or their notebooks (default: answer-key)")
     b.add_argument("--results", default=None, metavar="DIR",
-                   help="a results folder made elsewhere (emlib results export): chapters read its runs instead of "
-                        "training them, and their pages name its commit, weights and machine")
+                   help="a results folder made elsewhere (emlib results export): chapters that show only tables "
+                        "(07) read its runs instead of training them, and name its commit, weights and machine")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--solutions", action="store_true",
                    help="also run every exercise solution's code after its chapter (the pages stay the same)")

@@ -12,12 +12,14 @@ records, no weights). A build given that folder
    read, not trained, and its page shows :func:`~emlib.chapters.published.published_note`
    (commit, weights labels, machine, and a warning for each mismatch with this book);
 3. needs no weights for a chapter that trains only through calls the folder serves
-   (:func:`served_chapters`: ``chapter_runs`` and ``latent_table``, every run of the chapter's grid
-   and its latent table being in the folder).
+   (:func:`served_chapters`: ``chapter_runs(..., published=True)`` and ``latent_table``, every run of
+   the chapter's grid and its latent table being in the folder). A chapter that loads a trained model
+   (chapters 3-6) never reads the folder: it makes its own runs, with its weights.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,7 +62,7 @@ def served_chapters(
 
     ``needs`` is the build's pattern of calls that train or embed (:data:`emlib.book.build._NEEDS_WEIGHTS`).
     A chapter is served when its source calls nothing else of it nor of :data:`NEEDS_MODELS` (a trained
-    model, a backbone), and the folder holds every run of the
+    model, a backbone), passes ``published=True`` to each ``chapter_runs``, and the folder holds every run of the
     profile's grid with the chapter's backbone and seeds (``-p backbone``, ``-p seed``; every pairing when
     the chapter names ``pairings``), and the latent table of that backbone where the chapter reads it.
     """
@@ -78,12 +80,20 @@ def served_chapters(
     for name in chapters:
         text = (root / SOURCE_DIR / f"{name}.py").read_text()
         calls = set(SERVED_CALLS.findall(text))
-        if not calls or needs.search(SERVED_CALLS.sub("(", text)) or NEEDS_MODELS.search(text):
-            continue  # nothing it serves, or another call that needs weights or a trained model
+        if not calls or needs.search(SERVED_CALLS.sub("(", text)) or NEEDS_MODELS.search(text) or not _asks(text):
+            continue  # nothing it serves, another call that needs weights or a model, or runs it makes itself
         pairings = PAIRINGS if "pairings" in text else None  # a chapter that names pairings may ask for every one
         if held(pairings) and ("latent_table" not in calls or has_latents):
             served.append(name)
     return served
+
+
+def _asks(source: str) -> bool:
+    """Whether every ``chapter_runs`` call of a chapter's source passes ``published=True`` (reads the folder)."""
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", None)) == "chapter_runs"]
+    return all(any(k.arg == "published" and isinstance(k.value, ast.Constant) and k.value.value is True
+                   for k in call.keywords) for call in calls)
 
 
 @contextmanager

@@ -81,8 +81,9 @@ class ChapterSettings:
     live : bool
         True in a live Jupyter/Colab session, False while the book is being built.
     results : PublishedResults or None
-        A results folder made elsewhere (:mod:`emlib.grid.published`): the chapter's runs found
-        there are read, not trained; None: the chapter makes its own.
+        A results folder made elsewhere (:mod:`emlib.grid.published`), whose runs a chapter that
+        shows only their tables reads instead of training them (``chapter_runs(..., published=True)``);
+        None: every chapter makes its own.
     """
 
     profile: Profile
@@ -163,8 +164,6 @@ class ChapterSettings:
             ("device", self.device),
             ("seed" if len(self.seeds) == 1 else "seeds", ", ".join(map(str, self.seeds))),
             ("output folder", where(self.out_dir, "out_dir", "runs")),
-            *([("published results", f"{self.results.root.name} (runs found there are read, not trained)")]
-              if self.results is not None else []),
             ("slices shown", "all" if self.view_slices is None else str(self.view_slices)),
             (
                 "backbone input",
@@ -212,8 +211,8 @@ def chapter_settings(
     results_dir : path, default=None
         A results folder made elsewhere (``emlib results export``; a book build's ``--results``, which
         sets ``$EMLIB_RESULTS``): checked now (:func:`emlib.grid.published.read_published`; it must hold
-        the profile's runs), and the chapter's runs found there are read instead of trained. None:
-        ``$EMLIB_RESULTS`` if set.
+        the profile's runs), and ``chapter_runs(..., published=True)`` reads the runs found there instead
+        of training them. None: ``$EMLIB_RESULTS`` if set.
 
     Returns
     -------
@@ -390,18 +389,20 @@ def chapter_command(
 
 def chapter_runs(
     settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
-    pairings: Sequence[str] | None = None, progress: bool = False,
+    pairings: Sequence[str] | None = None, progress: bool = False, published: bool = False,
 ) -> pd.DataFrame:
     """Train (or read back) the runs of :func:`chapter_configs` in :func:`grid_dir`; the tidy results table.
 
-    Finished runs (their folder holds ``metrics.json``) are read, not retrained; so are the runs found in
-    the published results of ``settings.results`` (whose page shows :func:`emlib.chapters.published.published_note`).
+    Finished runs (their folder holds ``metrics.json``) are read, not retrained. With ``published=True``, so
+    are the runs found in the results folder ``settings.results`` (made elsewhere, without their models:
+    for a chapter that shows only their tables, and whose page shows
+    :func:`emlib.chapters.published.published_note`); the others are made here.
     """
     configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets, pairings=pairings)
     if not configs:
         raise ConfigError(f"profile {settings.profile.name!r} has no runs with regimes={regimes}, train_sets={train_sets}")
-    found, missing = (published_rows(settings.results, configs, settings.profile.name) if settings.results is not None
-                      else ({}, list(range(len(configs)))))
+    found, missing = (published_rows(settings.results, configs, settings.profile.name)
+                      if published and settings.results is not None else ({}, list(range(len(configs)))))
     made = run_configs([configs[i] for i in missing], grid_dir(settings), root=settings.data_dir, progress=progress,
                        profile=settings.profile.name) if missing else None
     if not found:

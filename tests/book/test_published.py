@@ -62,6 +62,15 @@ def test_chapters_served_by_the_folder_need_no_weights(paper_dry_results: dict, 
     # another backbone's runs are not in the folder: the chapter trains them, so it needs their weights
     assert served_chapters(REPO, [CHAPTER], published, get_profile("paper-dry"), {"backbone": "dinov2_vits14"},
                            needs=needs) == []
+    fake = tmp_path / "repo"
+    (fake / "notebooks").mkdir(parents=True)
+    sources = {"asks": "rows = chapter_runs(settings, regimes=('lora',), published=True)\nlatent_table(settings)\n",
+               "trains": "# reads `chapter_runs(settings, published=True)`, then\nrows = chapter_runs(settings)\n",
+               "loads": "rows = chapter_runs(settings, published=True)\nload_trained(run_dir)\n",
+               "embeds": "rows = chapter_runs(settings, published=True)\nlatent_diagnostics(settings)\n"}
+    for name, source in sources.items():
+        (fake / "notebooks" / f"{name}.py").write_text(source)
+    assert served_chapters(fake, list(sources), published, get_profile("paper-dry"), {}, needs=needs) == ["asks"]
     with pytest.raises(BookError, match=r"^03_frozen_backbone train with dinov2_vits14_reg"):  # before any work
         build_mod.build_book(REPO, profile="paper", dry_run=True, only=["03_frozen_backbone"], results=paper_dry_results["folder"],
                              out=tmp_path / "b", progress=False)

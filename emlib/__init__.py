@@ -79,6 +79,7 @@ _API: dict[str, tuple[str, ...]] = {
         "latent_report", "token_separability_table", "transfer_auroc", "IMAGE_SETS",
     ),
     "emlib.grid.runner": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
+    "emlib.grid.published": ("PublishedResults", "PublishedNote", "export_results", "read_published", "provenance_note"),
     "emlib.grid.remedies": (
         "REMEDIES", "alignment_configs", "remedy_config", "run_alignment_grid", "alignment_summary", "remedy_latent_space",
         "remedy_latents",
@@ -92,6 +93,7 @@ _API: dict[str, tuple[str, ...]] = {
         "crop_around_foreground", "backbone_view", "family_backbones", "load_backbones", "LoadedBackbones",
         "MissingWeightsNote", "token_pca",
     ),
+    "emlib.chapters.published": ("latent_table", "published_note"),
     "emlib.chapters.pages": ("page_facts", "glue_facts"),
     "emlib.chapters.prose": (
         "head_sentence", "backbone_passes", "cache_sentence", "prediction_sentence", "fd_interval_sentence",

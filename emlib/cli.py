@@ -1,5 +1,5 @@
 """Command-line interface: ``emlib data info|verify|download|audit``, ``emlib grid``, ``emlib weights list|check|fetch``,
-``emlib lab pack|unpack`` and ``emlib book``.
+``emlib lab pack|unpack``, ``emlib results export|check`` and ``emlib book``.
 
 Every user error (an :class:`~emlib.errors.EmlibError`) and every failure of the file system
 (a full disk, a folder without permission) is printed as one sentence on stderr with exit status
@@ -23,6 +23,7 @@ from emlib.errors import ConfigError, EmlibError, WeightsError
 from emlib.evaluation import scored_rows
 from emlib.grid.runner import grid_command, run_grid
 from emlib.grid.launch import LAUNCHERS, SlurmOptions, launch, plan, run_status
+from emlib.grid.published import export_results, provenance_note, read_published
 from emlib.grid.remedies import REMEDIES, run_alignment_grid
 from emlib.lab import env_lines, pack_lab, unpack_lab
 from emlib.models import list_backbones
@@ -272,6 +273,38 @@ def _add_lab_command(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=_lab_unpack)
 
 
+def _results_export(args: argparse.Namespace) -> int:
+    results = export_results(args.runs, args.into, machine=args.machine)
+    left = sum(r.get("left_out", 0) for r in results.manifest["profiles"].values())
+    print(f"exported {results.summary()}; {len(results.manifest['files'])} tables and records, every SHA-256 in "
+          f"{results.root.name}/emlib-results.json; {left} files left out (weights, caches, logs)")
+    print(f"build the book from it with `python -m emlib.book build --profile PROFILE --results {results.root}`")
+    return 0
+
+
+def _results_check(args: argparse.Namespace) -> int:
+    results = read_published(args.folder)
+    print(f"{results.summary()}; every file matches its SHA-256")
+    for profile in results.profiles:
+        print(provenance_note(results, profile, root=args.root).text())
+    return 0
+
+
+def _add_results_command(sub: argparse._SubParsersAction) -> None:
+    results = sub.add_parser("results", help="export finished runs' tables (no weights) for a book built elsewhere")
+    results_sub = results.add_subparsers(dest="action", required=True)
+    e = results_sub.add_parser("export", help="write a results folder: metrics, results tables, latent summaries and "
+                                              "provenance (commit, weights labels, machine); never weights")
+    e.add_argument("runs", nargs="+", metavar="RUNS", help="grid folders, one per profile, e.g. runs/paper")
+    e.add_argument("--into", required=True, metavar="DIR", help="a new or empty folder")
+    e.add_argument("--machine", default=None, help='words for where the runs ran, e.g. "SLURM cluster, A100 80GB"')
+    e.set_defaults(func=_results_export)
+    c = results_sub.add_parser("check", help="check a results folder (every SHA-256) and compare it with this checkout")
+    c.add_argument("folder", metavar="DIR")
+    c.add_argument("--root", default=None, help="data root to compare with (default: $EMLIB_DATA or the download cache)")
+    c.set_defaults(func=_results_check)
+
+
 def _grid(args: argparse.Namespace) -> int:
     _allow_modified(args)
     prof = get_profile(args.profile, dry_run=args.dry_run)  # --dry-run: quick -> quick-dry
@@ -408,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_command(sub)
     _add_weights_command(sub)
     _add_lab_command(sub)
+    _add_results_command(sub)
     add_book_command(sub)
     return parser
 

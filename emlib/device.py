@@ -4,11 +4,13 @@ before any work, naming the devices there are)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from emlib.errors import ConfigError
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["available_devices", "describe_device", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -82,3 +84,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise _missing(name, f"emlib runs on the CPU, CUDA GPUs or MPS, not {dev.type}")
     return dev
+
+
+def describe_device(device: str | torch.device = "cpu") -> str:
+    """The machine a run ran on, in words: the GPU's name (``NVIDIA A100-SXM4-80GB GPU``), else the CPU cores.
+
+    Written into every results row (the ``machine`` column), so results read elsewhere say where they were made.
+
+    Examples
+    --------
+    >>> describe_device("cpu").endswith("-core CPU")
+    True
+    """
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(dev)} GPU"
+    if dev.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{os.cpu_count() or 1}-core CPU"

@@ -35,7 +35,7 @@ from emlib.errors import EmlibError, WeightsError
 from emlib.models.hub import find_weights, select_backbones
 from emlib.models.weights import WEIGHTS_ENV
 
-__all__ = ["MANIFEST", "FORMAT", "LabArchiveError", "LabContents", "pack_lab", "unpack_lab", "env_lines"]
+__all__ = ["MANIFEST", "FORMAT", "LabArchiveError", "LabContents", "folder_files", "pack_lab", "unpack_lab", "env_lines"]
 
 #: The manifest's name inside the archive (its last member).
 MANIFEST = "emlib-lab.json"
@@ -101,7 +101,7 @@ class _Hashing:
         return chunk
 
 
-def _folder_files(folder: Path) -> Iterator[Path]:
+def folder_files(folder: Path) -> Iterator[Path]:
     """Regular files under ``folder`` (links to files followed; linked folders not entered), sorted."""
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -134,11 +134,11 @@ def _weights_files(backbones: Sequence[str] | None, profile: str | None) -> dict
 
 def _members(data: Path | None, weights: dict[str, Path], runs: Sequence[Path]) -> list[tuple[str, Path]]:
     """``(name in the archive, file)`` for every file to pack."""
-    members = [(f"data/{p.relative_to(data).as_posix()}", p) for p in _folder_files(data)] if data else []
+    members = [(f"data/{p.relative_to(data).as_posix()}", p) for p in folder_files(data)] if data else []
     for name, path in weights.items():
         members.append((f"weights/{name}/{path.name}", path))
     for run in runs:
-        members += [(f"runs/{run.name}/{p.relative_to(run).as_posix()}", p) for p in _folder_files(run)]
+        members += [(f"runs/{run.name}/{p.relative_to(run).as_posix()}", p) for p in folder_files(run)]
     return members
 
 

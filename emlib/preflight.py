@@ -29,7 +29,7 @@ from emlib.models import get_backbone_spec
 from emlib.models.hub import WeightsMissing, find_weights
 from emlib.models.lora import check_lora_rank
 
-__all__ = ["UNET_DEPTH", "check_run", "input_fingerprints", "inputs_digest"]
+__all__ = ["UNET_DEPTH", "check_run", "data_inputs_fingerprint", "input_fingerprints", "inputs_digest"]
 
 #: Pooling depth of the U-Net of the ``unet`` regime (its inputs' sides are multiples of ``2**UNET_DEPTH``).
 UNET_DEPTH = 3
@@ -85,13 +85,22 @@ def input_fingerprints(
     fingerprint where modified data is allowed and read). With ``expect_weights=False`` (``emlib grid --plan`` / ``--status``, which load
     nothing) hub weights not fetched yet are named as they will be once fetched.
     """
+    return {"data": data_inputs_fingerprint(root=root), "weights": _weights_id(cfg, expect_weights=expect_weights)}
+
+
+def data_inputs_fingerprint(*, root: str | os.PathLike[str] | None = None) -> str:
+    """The ``data`` part of :func:`input_fingerprints`: both datasets' train and test splits under ``root``.
+
+    The ``data_fingerprint`` column of every results row; ``modified:`` starts it where modified data is
+    allowed and read. Raises DataError for missing or misplaced data.
+    """
     data, modified = hashlib.sha256(), False
     for name in list_datasets():
         for split in ("train", "test"):
             fingerprint = data_fingerprint(name, split, root=root)
             modified |= fingerprint.startswith("modified:")  # allowed, and recorded in the run's fingerprint
             data.update(f"{name}/{split}:{fingerprint}\n".encode())
-    return {"data": ("modified:" if modified else "") + data.hexdigest(), "weights": _weights_id(cfg, expect_weights=expect_weights)}
+    return ("modified:" if modified else "") + data.hexdigest()
 
 
 def inputs_digest(cfg: RunConfig, *, root: str | os.PathLike[str] | None = None, expect_weights: bool = True) -> str:

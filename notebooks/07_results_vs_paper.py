@@ -22,7 +22,9 @@
 #
 # Everything in the table is computed from the runs of chapters 3-6 (reused from the grid folder) by
 # `emlib.paper.compare_with_paper`. On the smoke profile the backbone has **random weights**; the
-# verdicts then test the code path, not the paper.
+# verdicts then test the code path, not the paper. A book built with `--results DIR` reads the runs
+# from a results folder made elsewhere (the paper profile's, computed once on a GPU cluster and
+# exported with `emlib results export`); the page then says where they come from.
 
 # %% tags=["parameters"]
 profile = "smoke"               # smoke (CPU, random weights), quick (pretrained, Colab GPU) or paper
@@ -40,8 +42,8 @@ out_dir = "runs"
 import pandas as pd
 
 from emlib import (PAPER_CLAIMS, book_vs_paper_numbers, chapter_command, chapter_runs, chapter_settings,
-                   compare_with_paper, fig2_comparison, ensure_data, glue_facts, grid_dir, latent_diagnostics, page_facts,
-                   plot_grouped_bars, plot_paper_numbers, scored_rows, show_table)
+                   compare_with_paper, fig2_comparison, ensure_data, glue_facts, grid_dir, latent_table, page_facts,
+                   plot_grouped_bars, plot_paper_numbers, published_note, scored_rows, show_table)
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
                             device=device, seed=seed, out_dir=out_dir)
@@ -67,11 +69,16 @@ show_table(pd.DataFrame([vars(c) for c in PAPER_CLAIMS]), ["claim_id", "what", "
 #
 # The results table of the whole grid (every run is reused if an earlier chapter trained it; each test
 # set alone, true labels) and the latent diagnostics of chapter 6 (frozen backbone and paired LoRA
-# adapter; embeddings are cached):
+# adapter; embeddings are cached). With published results (`--results`), both are read from the
+# results folder, and a note says which commit, weights and machine made them, and what of it does
+# not match this book:
 
 # %%
-results = scored_rows(chapter_runs(settings))
-latents, _ = latent_diagnostics(settings)
+results = scored_rows(chapter_runs(settings, published=True))  # published=True: from --results where it has them
+latents = latent_table(settings)
+published_note(settings)  # None (nothing shown) unless the runs come from a results folder
+
+# %%
 print("the same runs from a shell:", chapter_command(settings))
 show_table(latents, ["adapter", "n_a", "n_b", "fd", "fd_low", "fd_high", "protocol_auroc", "probe_auroc"],
            caption=f"Latent diagnostics ({latents['backbone'].iloc[0]})", formats={"fd": "{:.2f}", "fd_low": "{:.2f}",
@@ -89,6 +96,7 @@ show_table(latents, ["adapter", "n_a", "n_b", "fd", "fd_low", "fd_high", "protoc
 
 # %%
 table = compare_with_paper(results, latents, profile=settings.profile.name)
+grid_dir(settings).mkdir(parents=True, exist_ok=True)  # a build that read every run from --results trained none here
 table.to_csv(grid_dir(settings) / "paper_comparison.csv", index=False)
 show_table(table, ["claim", "source", "paper_value", "book_value", "holds"], formats={"paper_value": "{:.2f}"},
            caption="The paper's claims against this build")

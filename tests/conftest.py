@@ -225,3 +225,47 @@ def offline_hub(local_hub, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
     with local_hub.activate():
         yield local_hub
+
+
+@pytest.fixture(scope="session")
+def paper_dry_results(local_hub, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The paper dry run's results folder (``paper-dry``, :mod:`emlib.grid.published`), made once per session.
+
+    The runs chapter 7 reads (its backbone's grid) and its latent table, made on the local hub with the
+    chapter functions, then exported: ``{"runs": grid's out_dir, "rows": their rows, "latents": the table,
+    "folder": the results folder}``. About a minute on 2 CPU cores.
+    """
+    from emlib.chapters.settings import chapter_runs, chapter_settings, latent_diagnostics
+    from emlib.grid.published import RESULTS_ENV, export_results
+
+    runs = tmp_path_factory.mktemp("paper-dry-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("EMLIB_WEIGHTS", raising=False)
+        mp.delenv(RESULTS_ENV, raising=False)
+        with local_hub.activate():
+            settings = chapter_settings("paper-dry", device="cpu", data_dir=shared_data, out_dir=runs)
+            rows = chapter_runs(settings)
+            latents, _ = latent_diagnostics(settings, n_boot=20)
+    folder = tmp_path_factory.mktemp("published") / "paper-dry-results"
+    export_results([runs / "paper-dry"], folder, machine="the test machine")
+    return {"runs": runs, "rows": rows, "latents": latents, "folder": folder}
+
+
+@pytest.fixture()
+def no_weights(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    """No weights anywhere (an empty hub, offline, no $EMLIB_WEIGHTS, no $EMLIB_RESULTS), the staged data; subprocesses
+    inherit it. Whatever a chapter shows there, it read: it could not have trained."""
+    from emlib.config import get_profile
+    from emlib.errors import WeightsError
+    from emlib.grid.published import RESULTS_ENV
+    from emlib.models.hub import find_weights
+    from emlib.testing import LocalHub
+
+    monkeypatch.delenv("EMLIB_WEIGHTS", raising=False)
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.setenv("EMLIB_DATA", str(shared_data))
+    empty = LocalHub(root=tmp_path / "empty-hub", backbones=())
+    with empty.activate():
+        with pytest.raises(WeightsError):
+            find_weights(get_profile("paper-dry").base.backbone)  # the chapter could not train: whatever it shows was read
+        yield empty

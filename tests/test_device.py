@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emlib.device import resolve_device
+from emlib.device import describe_device, resolve_device
 from emlib.errors import ConfigError
 
 
@@ -80,3 +80,12 @@ def test_grid_on_a_missing_device_fails_before_any_work(tiny, tiny_root, tmp_pat
     assert err.startswith("emlib: error: device='mps' was asked for but there is no Apple GPU (MPS) here; the devices "
                           "here are 'cpu'") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_describe_device_names_the_gpu_or_the_cpu_cores(monkeypatch) -> None:
+    monkeypatch.setattr("emlib.device.os.cpu_count", lambda: 16)
+    assert describe_device("cpu") == "16-core CPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert describe_device("cuda") == describe_device(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3 GPU"
+    assert describe_device("mps") == "Apple GPU (MPS)"

@@ -10,7 +10,7 @@ import torch
 
 from emlib.config import LoraSettings, RunConfig
 from emlib.errors import ConfigError, DataError, WeightsError
-from emlib.preflight import check_run, input_fingerprints
+from emlib.preflight import check_run, data_inputs_fingerprint, input_fingerprints
 from emlib.runfiles import file_sha256
 from emlib.testing import LocalHub
 
@@ -102,3 +102,12 @@ def test_weights_that_fail_their_checks_fail_the_fingerprints_before_any_work(ti
         blob.write_bytes(bytes(data))
         with pytest.raises(WeightsError, match=r"^the Hugging Face cache file .* of dinov2_vits14 is damaged or was replaced"):
             input_fingerprints(RunConfig(), root=root)
+
+
+def test_the_data_fingerprint_alone_is_the_data_part_of_a_runs_fingerprints(tiny_root, shared_data: Path) -> None:
+    root, _ = tiny_root
+    cfg = RunConfig(regime="unet", train_set="vnc")
+    assert data_inputs_fingerprint(root=root) == input_fingerprints(cfg, root=root)["data"]
+    assert data_inputs_fingerprint(root=root) != data_inputs_fingerprint(root=shared_data)
+    with pytest.raises(DataError):
+        data_inputs_fingerprint(root=root / "nothing here")

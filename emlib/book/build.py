@@ -44,6 +44,7 @@ from emlib.book.edition import DEFAULT_EDITION, check_edition, edition_sphinx_co
 from emlib.book.execute import CellProgress, execute_chapter, read_notebook_source
 from emlib.book.exercises import solution_cells
 from emlib.book.parameters import ChapterParameter, chapter_parameters, check_parameters, parameters_for
+from emlib.book.published import check_results, results_environment, served_chapters
 from emlib.book.repository import BookSource, resolve_source, write_book_config
 from emlib.book.sphinx import PARTIAL_ENV
 from emlib.book.toc import CHAPTER_DIR, SOURCE_DIR, BookError, find_root, list_chapters, write_toc_subset
@@ -192,7 +193,7 @@ def _write_static(book_root: Path) -> Path:
 
 #: Calls by which a chapter trains or embeds with its own backbone: without that backbone's weights it has
 #: nothing to show. (Chapter 2 only compares backbones; it leaves a missing one out, with a note on the page.)
-_NEEDS_WEIGHTS = re.compile(r"\b(chapter_runs|latent_diagnostics|load_backbone_for_latents|create_backbone|"
+_NEEDS_WEIGHTS = re.compile(r"\b(chapter_runs|latent_diagnostics|latent_table|load_backbone_for_latents|create_backbone|"
                             r"run_alignment_grid)\(")
 
 
@@ -423,6 +424,7 @@ def build_book(
     commit: str | None = None,
     edition: str = DEFAULT_EDITION,
     solutions: bool = False,
+    results: str | os.PathLike[str] | None = None,
 ) -> BuildReport:
     """Execute the chapters and build the HTML book; optionally run the browser check.
 
@@ -467,6 +469,10 @@ def build_book(
         Also run every exercise solution's code, in its chapter's kernel after the chapter's last cell
         (:mod:`emlib.book.exercises`); a failing one fails the build, naming the exercise. The pages
         are the same either way (the solution cells are not kept). The test suite's smoke build does this.
+    results : path, default=None
+        A results folder made elsewhere (``emlib results export``): checked first; the chapters that show
+        only tables (chapter 7) read the runs found there instead of training them, and say so on the page
+        (:mod:`emlib.book.published`).
 
     Returns
     -------
@@ -485,23 +491,26 @@ def build_book(
     chapters = list_chapters(root, only=only)
     declared = {name: chapter_parameters(read_notebook_source(root / SOURCE_DIR / f"{name}.py")) for name in chapters}
     check_parameters(parameters or {}, declared, profile=prof.name)  # before any work: one sentence, in seconds
-    check_chapter_weights(root, chapters, prof, parameters)
+    published = check_results(results, prof) if results is not None else None
+    served = served_chapters(root, chapters, published, prof, parameters, needs=_NEEDS_WEIGHTS) if published else []
+    check_chapter_weights(root, [c for c in chapters if c not in served], prof, parameters)
     book_root = check_out(root, out) if out else root
     per_chapter = chapter_parameter_values(declared, parameters or {}, root=root, book_root=book_root)
     if out:
         _stage(root, book_root)
     say = print if progress else _quiet
     reused = _found_runs(per_chapter, declared, cwd=root)  # before the chapters train: a build that reuses runs is no full timing
-    notebooks, timings = _execute_chapters(
-        root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source,
-        solutions=solutions,
-    )
+    with results_environment(published):
+        notebooks, timings = _execute_chapters(
+            root, book_root, chapters, profile=prof, parameters=per_chapter, progress=progress, book_source=book_source,
+            solutions=solutions,
+        )
     if edition == "student":
         for path in notebooks.values():
             strip_notebook_solutions(path)
     _write_static(book_root)
     write_timings(book_root, root, prof.name, {name: timings[f"execute {name}"] for name in chapters},
-                  partial="--only" if only else ("reused runs" if reused else None))
+                  partial="--only" if only else "published results" if published else "reused runs" if reused else None)
     toc = write_toc_subset(book_root, chapters) if only else None
     _, timings["jupyter-book build"] = _timed(
         say, "jupyter-book build (execution off) ...",

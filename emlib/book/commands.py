@@ -99,6 +99,7 @@ def _build(args: argparse.Namespace) -> int:
         commit=args.commit,
         edition=args.edition,
         solutions=args.solutions,
+        results=_optional_path(args.results),
     )
     print(report.summary())
     if report.book_source is not None:
@@ -165,6 +166,9 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
     shards.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="check the runs folders of the N shards, copy their runs into this build's runs folder, "
                              "then build the book (the chapters read the runs back)")
+    b.add_argument("--results", default=None, metavar="DIR",
+                   help="a results folder made elsewhere (emlib results export): chapters that show only tables "
+                        "(07) read its runs instead of training them, and name its commit, weights and machine")
     b.add_argument("--check", action="store_true", help="run the browser check after the build")
     b.add_argument("--solutions", action="store_true",
                    help="also run every exercise solution's code after its chapter (the pages stay the same)")

@@ -3,6 +3,8 @@
 * :mod:`emlib.chapters.settings` -- a chapter's parameters resolved against its profile, its data, its runs
   (grid runs, :mod:`emlib.grid`) and the latent diagnostics of chapter 6.
 * :mod:`emlib.chapters.runs` -- the runs the chapters train, as one list (a sharded build, the book's cost).
+* :mod:`emlib.chapters.published` -- results made elsewhere (``--results``): the latent table read from
+  them, and the page's note on where its numbers come from.
 * :mod:`emlib.chapters.backbones` -- what a backbone sees: inputs, backbones side by side (a missing one
   left out with a note), token pictures.
 * :mod:`emlib.chapters.pages` -- the numbers a chapter's prose quotes, glued from the configuration.

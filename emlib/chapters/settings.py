@@ -26,6 +26,7 @@ from emlib.device import resolve_device
 from emlib.errors import ConfigError
 from emlib.paths import env_path, user_path
 from emlib.validation import check_field
+from emlib.grid.published import RESULTS_ENV, PublishedResults, published_rows, read_published
 from emlib.grid.runner import grid_command, run_configs, run_folder
 from emlib.latents import dataset_embeddings, image_set_split, latent_report, load_backbone_for_latents
 from emlib.models import RANDOM_WEIGHTS_LABEL, WEIGHTS_ENV, get_backbone_spec
@@ -79,6 +80,10 @@ class ChapterSettings:
         Where chapters write run folders.
     live : bool
         True in a live Jupyter/Colab session, False while the book is being built.
+    results : PublishedResults or None
+        A results folder made elsewhere (:mod:`emlib.grid.published`), whose runs a chapter that
+        shows only their tables reads instead of training them (``chapter_runs(..., published=True)``);
+        None: every chapter makes its own.
     """
 
     profile: Profile
@@ -89,6 +94,7 @@ class ChapterSettings:
     seeds: tuple[int, ...]
     out_dir: Path
     live: bool
+    results: PublishedResults | None = None
 
     @property
     def seed(self) -> int:
@@ -180,6 +186,7 @@ def chapter_settings(
     device: str = "auto",
     seed: int | None = None,
     out_dir: str | os.PathLike[str] = "runs",
+    results_dir: str | os.PathLike[str] | None = None,
 ) -> ChapterSettings:
     """Resolve a chapter's papermill parameters against the profile.
 
@@ -201,6 +208,11 @@ def chapter_settings(
     seed : int or None, default=None
         The seed of the chapter's runs and of its own random draws; None: the profile's seeds.
     out_dir : path, default='runs'
+    results_dir : path, default=None
+        A results folder made elsewhere (``emlib results export``; a book build's ``--results``, which
+        sets ``$EMLIB_RESULTS``): checked now (:func:`emlib.grid.published.read_published`; it must hold
+        the profile's runs), and ``chapter_runs(..., published=True)`` reads the runs found there instead
+        of training them. None: ``$EMLIB_RESULTS`` if set.
 
     Returns
     -------
@@ -230,7 +242,18 @@ def chapter_settings(
         seeds=prof.seeds if seed is None else (seed,),
         out_dir=Path(out_dir),
         live=not os.environ.get(BUILD_ENV),
+        results=_published(results_dir, prof),
     )
+
+
+def _published(results_dir: str | os.PathLike[str] | None, profile: Profile) -> PublishedResults | None:
+    """The results folder given (or in ``$EMLIB_RESULTS``), checked to hold ``profile``'s runs; None when there is none."""
+    folder = user_path(results_dir) if results_dir else env_path(RESULTS_ENV)
+    if folder is None:
+        return None
+    results = read_published(folder)
+    results.record(profile.name)  # one sentence naming the profiles it holds
+    return results
 
 
 def ensure_data(settings: ChapterSettings, datasets: Sequence[str] = ("lucchi_pp", "vnc")) -> dict[str, Path]:
@@ -366,16 +389,27 @@ def chapter_command(
 
 def chapter_runs(
     settings: ChapterSettings, *, regimes: Sequence[str] | None = None, train_sets: Sequence[str] | None = None,
-    pairings: Sequence[str] | None = None, progress: bool = False,
+    pairings: Sequence[str] | None = None, progress: bool = False, published: bool = False,
 ) -> pd.DataFrame:
     """Train (or read back) the runs of :func:`chapter_configs` in :func:`grid_dir`; the tidy results table.
 
-    Finished runs (their folder holds ``metrics.json``) are read, not retrained.
+    Finished runs (their folder holds ``metrics.json``) are read, not retrained. With ``published=True``, so
+    are the runs found in the results folder ``settings.results`` (made elsewhere, without their models:
+    for a chapter that shows only their tables, and whose page shows
+    :func:`emlib.chapters.published.published_note`); the others are made here.
     """
     configs = chapter_configs(settings, regimes=regimes, train_sets=train_sets, pairings=pairings)
     if not configs:
         raise ConfigError(f"profile {settings.profile.name!r} has no runs with regimes={regimes}, train_sets={train_sets}")
-    return run_configs(configs, grid_dir(settings), root=settings.data_dir, progress=progress, profile=settings.profile.name)
+    found, missing = (published_rows(settings.results, configs, settings.profile.name)
+                      if published and settings.results is not None else ({}, list(range(len(configs)))))
+    made = run_configs([configs[i] for i in missing], grid_dir(settings), root=settings.data_dir, progress=progress,
+                       profile=settings.profile.name) if missing else None
+    if not found:
+        return made
+    for i in missing:  # each run's rows, in the order of the configs
+        found[i] = made[made.run_id.str.startswith((f"{configs[i].run_id}-", f"{configs[i].legacy_run_id}-"))]
+    return pd.concat([found[i] for i in range(len(configs))], ignore_index=True)
 
 
 def latent_diagnostics(

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emlib.config import DRY_RUN_SUFFIX, Profile, RunConfig, get_profile, grid_configs
-from emlib.device import resolve_device
+from emlib.device import describe_device, resolve_device
 from emlib.errors import ConfigError, DataError
 from emlib.evaluation import evaluate_both
 from emlib.preflight import check_run, input_fingerprints, inputs_digest
@@ -241,7 +241,7 @@ def _train_and_test(
     inputs = input_fingerprints(cfg, root=root)
     table = table.assign(
         run_id=run_dir.name, profile=profile, train_seconds=train_seconds, peak_memory_mb=_peak_memory_mb(device),
-        device=device.type, trainable_params=params.get("trainable"), total_params=params.get("total"),
+        device=device.type, machine=describe_device(device), trainable_params=params.get("trainable"), total_params=params.get("total"),
         git_commit=git_commit(), config_digest=cfg.digest(),
         final_loss=float(trained.history["loss"].iloc[-1]) if len(trained.history) else None,
         epochs_trained=len(trained.history), best_epoch=trained.best_epoch,

@@ -38,11 +38,13 @@ from _common import RESULTS, finish, machine_info, print_header, print_table, wr
 from emlib.config import get_profile, grid_configs
 from emlib.evaluation import evaluate_both
 from emlib.book.shards import book_runs as chapters_runs
+from emlib.book.shards import share_seconds
+from emlib.featurestore import store_group
 from emlib.testing import write_local_hub
 from emlib.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_SLICES = {"lucchi_pp": 165, "vnc": 20}  # whole test sets, what every quick run is evaluated on
+TEST_SLICES = {"lucchi_pp": 165, "vnc": 20}  # the whole test sets; a run evaluates eval_slices of each
 
 
 def book_runs() -> list:
@@ -51,10 +53,15 @@ def book_runs() -> list:
     return chapters_runs(REPO, profile="quick", check_weights=False).configs
 
 
+def test_slices(cfg) -> int:
+    """The test slices a run is evaluated on: ``eval_slices`` of each test set (all when None)."""
+    return sum(min(n, cfg.eval_slices or n) for n in TEST_SLICES.values())
+
+
 def measured_seconds(cfg, rates: dict) -> float:
-    """One run's seconds from the measured rates of its regime: epochs x epoch_s + the whole test sets x slice_s."""
+    """One run's seconds from the measured rates of its regime: epochs x epoch_s + its test slices x slice_s."""
     r = rates[cfg.regime]
-    return cfg.epochs * r["epoch_s"] + sum(TEST_SLICES.values()) * r["slice_s"]
+    return cfg.epochs * r["epoch_s"] + test_slices(cfg) * r["slice_s"]
 
 
 def measure_regime(regime: str, *, epochs: int, eval_slices: int, work: Path, device: str = "cpu") -> dict:
@@ -100,15 +107,14 @@ def main() -> None:
         chapters_s = build_chapters(args.chapters, hub.env, work / "book") if args.chapters else 0.0
     rates = {r["regime"]: r for r in rows}
     runs = book_runs()
-    total = chapters_s
     counts = Counter(cfg.regime for cfg in runs)
-    for cfg in runs:
-        total += measured_seconds(cfg, rates)
+    total = chapters_s + share_seconds([measured_seconds(cfg, rates) for cfg in runs], range(len(runs)),
+                                       groups=[store_group(cfg) for cfg in runs])
     print_table(rows, ["regime", "epochs", "epoch_s", "eval_slices", "slice_s", "weights"])
     summary = {"runs": dict(counts), "chapters_built": args.chapters, "chapters_s": chapters_s,
                "estimate_hours": total / 3600, "what": "estimate from measured rates: sum over the book's runs of "
-               "epochs x epoch_s + 185 test slices x slice_s, plus the chapters built; figures/latents of chapters "
-               "03-08 not counted"}
+               "epochs x epoch_s + test slices x slice_s (the frozen runs of one feature store: the dearest once), plus "
+               "the chapters built; figures/latents of chapters 03-08 not counted"}
     print(f"book runs: {dict(counts)}; chapters {args.chapters} built in {chapters_s:.0f} s")
     print(f"ESTIMATE of the whole quick book on this machine ({args.device}): {total / 3600:.1f} h")
     write_csv(args.out.with_suffix(".csv"), rows)

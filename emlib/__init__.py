@@ -81,8 +81,8 @@ _API: dict[str, tuple[str, ...]] = {
     "emlib.grid.runner": ("run_one", "run_configs", "run_grid", "run_folder", "read_results", "grid_command"),
     "emlib.grid.published": ("PublishedResults", "PublishedNote", "export_results", "read_published", "provenance_note"),
     "emlib.grid.remedies": (
-        "REMEDIES", "alignment_configs", "remedy_config", "run_alignment_grid", "alignment_summary", "remedy_latent_space",
-        "remedy_latents",
+        "REMEDIES", "alignment_configs", "frozen_only_remedies", "left_out_note", "remedy_config", "run_alignment_grid",
+        "alignment_summary", "remedy_latent_space", "remedy_latents",
     ),
     "emlib.chapters.settings": (
         "ChapterSettings", "chapter_settings", "ensure_data", "limit_cpu_threads", "physical_extent_table",

@@ -37,7 +37,7 @@ from emlib.data import PairedDataset, pad_collate
 from emlib.plugins import Plugin, cache_parts
 from emlib.preflight import input_fingerprints
 
-__all__ = ["STORE_FOLDER", "EVAL_OVERLAP", "store_directory", "tile_store", "training_stores", "stored_features", "window_store"]
+__all__ = ["STORE_FOLDER", "EVAL_OVERLAP", "store_directory", "store_group", "tile_store", "training_stores", "stored_features", "window_store"]
 
 #: The folder of disk stores, inside the folder that holds the run folders.
 STORE_FOLDER = ".feature-cache"
@@ -52,6 +52,34 @@ def store_directory(cfg: RunConfig, run_dir: str | os.PathLike[str] | None) -> P
 
 def _uses_store(cfg: RunConfig) -> bool:
     return cfg.regime == "frozen" and cfg.cache != "none"
+
+
+def store_group(cfg: RunConfig) -> tuple | None:
+    """What a frozen run's stores depend on, read from its config alone: runs with the same group read each
+    other's stores (None: no store, a LoRA or U-Net run or ``cache='none'``).
+
+    The config-level part of the stores' keys (the weights' and data's content come from the same files
+    for every run of one build): backbone and weights, input transform (an input remedy), geometry,
+    which slices. Feature- and training-level remedies, the head, the seed of a pretrained run and the
+    training set are not in it: a paired run reads the tiles its single-dataset runs stored. A sharded
+    build keeps each group in one share (:func:`emlib.book.shards.split_shares`), so its stores are
+    computed once.
+
+    Examples
+    --------
+    >>> from emlib.config import grid_configs
+    >>> a, b = grid_configs("quick", regimes=["frozen"], train_sets=["lucchi_pp", "paired"])
+    >>> store_group(a) == store_group(b), store_group(a.replace(input_alignment="histmatch")) == store_group(a)
+    (True, False)
+    >>> store_group(a.replace(regime="lora")) is None
+    True
+    """
+    if not _uses_store(cfg):
+        return None
+    return (cfg.backbone, cfg.pretrained, str(cfg.weights) if cfg.weights else None, None if cfg.pretrained else cfg.seed,
+            cfg.pos_interpolation, cfg.input_alignment, cfg.alignment_reference if cfg.input_alignment else None,
+            cfg.long_edge, cfg.crop, cfg.train_slices, cfg.pairing, cfg.val_fraction, cfg.val_seed, cfg.eval_window,
+            cfg.eval_region, cfg.eval_slices, cfg.cache)
 
 
 def _token_parts(

@@ -56,10 +56,10 @@ import numpy as np
 import pandas as pd
 
 from emlib import (DOMAINS, alignment_summary, chapter_command, chapter_settings, ensure_data,
-                   feature_remedy_effects, foreground_weights, grid_dir, input_remedy_effects, limit_cpu_threads,
-                   load_volume, patch_features, plot_grouped_bars, plot_intensity_histograms, plot_remedy_scatter,
-                   plot_remedy_table, plot_slice_browser, remedy_config, remedy_latents, run_alignment_grid,
-                   training_foreground_fractions)
+                   feature_remedy_effects, foreground_weights, grid_dir, input_remedy_effects, left_out_note,
+                   limit_cpu_threads, load_volume, patch_features, plot_grouped_bars, plot_intensity_histograms,
+                   plot_remedy_scatter, plot_remedy_table, plot_slice_browser, remedy_config, remedy_latents,
+                   run_alignment_grid, training_foreground_fractions)
 from emlib import glue_facts, page_facts, show_table
 
 settings = chapter_settings(profile, backbone=backbone, data_dir=data_dir, weights_dir=weights_dir,
@@ -194,6 +194,8 @@ latents = remedy_latents(results, grid, profile=settings.profile, root=settings.
                          device=settings.device, seed=settings.seed)
 summary = alignment_summary(results, latents=latents)
 print("the same runs from a shell:", chapter_command(settings, regimes=regimes, remedies=True))
+if left_out_note(settings.profile, regimes):
+    print(left_out_note(settings.profile, regimes))
 show_table(summary, ["regime", "remedy", "kind", "iou_fg_lucchi_pp", "iou_fg_vnc", "in_domain_iou_fg", "cross_domain_iou_fg",
                     "gap_closed", "fd", "probe_auroc", "latent_space"],
            caption="Remedies for paired training", formats={"fd": "{:.2f}"})

@@ -165,3 +165,18 @@ def test_a_damaged_disk_store_is_rebuilt_not_trusted(tiny, tiny_root, tmp_path: 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the rebuilt files are whole again
         fit(cfg, tmp_path / "runs" / "d", root=shared_data, progress=False)
+
+
+def test_store_groups_follow_what_the_tokens_depend_on() -> None:
+    """Runs of one group read each other's stores: the training set, a feature-level remedy and the seed of a
+    pretrained run do not split a group; an input remedy, the geometry or random weights' seed do."""
+    from emlib.config import grid_configs
+    from emlib.featurestore import store_group
+
+    lucchi, paired = grid_configs("quick", regimes=["frozen"], train_sets=["lucchi_pp", "paired"])
+    assert store_group(lucchi) == store_group(paired) == store_group(paired.replace(film=True, seed=3))
+    for change in ({"input_alignment": "histmatch"}, {"crop": 112}, {"eval_window": 224}, {"backbone": "dinov2_vitb14"}):
+        assert store_group(lucchi.replace(**change)) != store_group(lucchi), change
+    smoke = grid_configs("smoke", regimes=["frozen"], train_sets=["lucchi_pp"])[0]
+    assert store_group(smoke) != store_group(smoke.replace(seed=1))  # random weights: the seed draws them
+    assert store_group(lucchi.replace(regime="lora")) is None and store_group(lucchi.replace(cache="none")) is None

@@ -39,6 +39,7 @@ from emlib.chapters.runs import book_configs
 from emlib.chapters.settings import chapter_settings, limit_cpu_threads
 from emlib.config import Profile, RunConfig, get_profile
 from emlib.errors import ConfigError
+from emlib.featurestore import store_group
 from emlib.grid.launch import plan
 from emlib.grid.runner import METRICS, SCORE_COLUMNS, git_commit, run_configs, run_folder, saved_rows
 from emlib.models.weights import WEIGHTS_ENV
@@ -46,7 +47,7 @@ from emlib.paths import user_path
 from emlib.runfiles import read_json, write_json
 
 __all__ = ["SHARD_MANIFEST", "WHERE_PARAMETERS", "BookRuns", "ShardReport", "parse_shard", "split_shares",
-           "run_seconds", "book_runs", "build_shard", "read_shards", "merge_shards"]
+           "share_seconds", "run_seconds", "book_runs", "build_shard", "read_shards", "merge_shards"]
 
 #: The manifest a shard writes into its runs folder (``shard-2-of-8.json``).
 SHARD_MANIFEST = "shard-{shard}-of-{shards}.json"
@@ -79,12 +80,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def split_shares(seconds: Sequence[float], shards: int) -> list[list[int]]:
+def split_shares(seconds: Sequence[float], shards: int, *, groups: Sequence[Any] | None = None) -> list[list[int]]:
     """Deal the runs into ``shards`` shares of about equal cost: the indices of ``seconds`` in each share.
 
     Longest-processing-time first: runs in order of decreasing cost (ties: the earlier run first), each
     to the share with the least cost so far (ties: the lower share). Deterministic; every run in exactly
     one share; each share's indices ascending. The longest share is at most 4/3 of the best possible.
+
+    ``groups`` (one key per run, None for a run of its own) keeps the runs of one key in one share,
+    at the cost of the dearest of them: frozen runs that read one feature store
+    (:func:`emlib.featurestore.store_group`) pay for its backbone pass once, in the run that comes first.
 
     Examples
     --------
@@ -92,14 +97,35 @@ def split_shares(seconds: Sequence[float], shards: int) -> list[list[int]]:
     [[0, 4], [1, 2, 3]]
     >>> split_shares([1.0], 3)
     [[0], [], []]
+    >>> split_shares([5, 1, 4, 3, 3], 2, groups=["a", None, "a", None, None])
+    [[0, 1, 2], [3, 4]]
     """
+    units: dict[Any, list[int]] = {}
+    for k in range(len(seconds)):
+        key = groups[k] if groups is not None else None
+        units.setdefault(("run", k) if key is None else ("group", key), []).append(k)
+    members = list(units.values())
+    cost = [max(float(seconds[k]) for k in unit) for unit in members]
     loads = [0.0] * shards
     shares: list[list[int]] = [[] for _ in range(shards)]
-    for i in sorted(range(len(seconds)), key=lambda k: (-float(seconds[k]), k)):
+    for u in sorted(range(len(members)), key=lambda k: (-cost[k], members[k][0])):
         j = min(range(shards), key=lambda s: (loads[s], s))
-        shares[j].append(i)
-        loads[j] += float(seconds[i])
+        shares[j].extend(members[u])
+        loads[j] += cost[u]
     return [sorted(share) for share in shares]
+
+
+def share_seconds(seconds: Sequence[float], share: Sequence[int], *, groups: Sequence[Any] | None = None) -> float:
+    """The estimated seconds of one share: each run's, but a store group's once (its dearest run)."""
+    seen: dict[Any, float] = {}
+    total = 0.0
+    for k in share:
+        key = groups[k] if groups is not None else None
+        if key is None:
+            total += float(seconds[k])
+        else:
+            seen[key] = max(seen.get(key, 0.0), float(seconds[k]))
+    return total + sum(seen.values())
 
 
 def run_seconds(configs: Sequence[RunConfig], *, root: str | os.PathLike[str] | None = None,
@@ -214,7 +240,9 @@ def build_shard(root: str | os.PathLike[str] | None = None, *, shard: str, profi
     book = book_runs(root, profile=profile, only=only, out=out, parameters=parameters, dry_run=dry_run)
     folders = book.folders()
     costs = run_seconds(book.configs, root=book.data_dir)
-    mine = split_shares(costs, n)[i - 1]
+    groups = [store_group(cfg) for cfg in book.configs]
+    mine = split_shares(costs, n, groups=groups)[i - 1]
+    estimated = share_seconds(costs, mine, groups=groups)
     if out:
         claim_out(book.book_root)
     names = list(folders)
@@ -229,9 +257,9 @@ def build_shard(root: str | os.PathLike[str] | None = None, *, shard: str, profi
     seconds = time.perf_counter() - t0
     manifest = book.runs_dir / SHARD_MANIFEST.format(shard=i, shards=n)
     write_json(manifest, {"shard": i, "shards": n, **book.identity(), "grid": book.profile.name,
-                          "runs": [names[k] for k in mine], "estimated_seconds": sum(costs[k] for k in mine),
+                          "runs": [names[k] for k in mine], "estimated_seconds": estimated,
                           "seconds": seconds, "all_parameters": book.parameters})
-    return ShardReport(i, n, [names[k] for k in mine], manifest, sum(costs[k] for k in mine), seconds)
+    return ShardReport(i, n, [names[k] for k in mine], manifest, estimated, seconds)
 
 
 def read_shards(dirs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, dict[str, Any]]]:

@@ -78,6 +78,10 @@ class Profile:
         Batch size per training set or backbone family (:meth:`run_overrides`), e.g. the authors'
         2 for paired and OpenCLIP runs where single-dataset runs use 1; a key ``"openclip/vnc"`` needs
         both (the authors' VNC + OpenCLIP runs use 4). The first key that matches wins.
+    lora_remedies : tuple of str or None
+        The remedies of chapter 8 (:data:`emlib.grid.remedies.REMEDIES`) that also run with LoRA; the
+        others run frozen only (None: every remedy in both regimes). The quick profile keeps its CPU
+        build under two hours this way; chapter 8 names the runs left out.
     dry_run_of : str or None
         The profile this one is the dry run of (:meth:`dry_run`), or None for a real profile.
     """
@@ -98,6 +102,7 @@ class Profile:
     family_backbones: tuple[str, ...] = ("dinov2_vits14", "dinov3_vits16", "openclip_vitb16")
     cpu_threads: int | None = None
     batch_sizes: tuple[tuple[str, int], ...] = ()
+    lora_remedies: tuple[str, ...] | None = None
     dry_run_of: str | None = None
 
     @property
@@ -263,12 +268,14 @@ PROFILES: dict[str, Profile] = {
             pretrained=True,
             crop=224,
             samples_per_epoch=256,
-            epochs=8,
+            # 6 epochs and 20 evenly spaced test slices per dataset (all 20 of VNC, 20 of the 165 of Lucchi++):
+            # the book's runs then fit in about two hours of 2 CPU cores (benchmarks/README.md, bench_quick_build.py)
+            epochs=6,
             batch_size=8,
             lr=1e-3,
             head_channels=128,
             eval_window=448,
-            eval_slices=None,
+            eval_slices=20,
             unet_channels=16,
         ),
         backbones=("dinov2_vits14",),
@@ -276,6 +283,10 @@ PROFILES: dict[str, Profile] = {
         embedding_slices=40,
         embedding_long_edge=518,
         token_long_edge=518,
+        # the input-level remedies run frozen only: they change the pixels every backbone sees, which the
+        # frozen rows measure; the LoRA rows keep the feature- and training-level remedies
+        lora_remedies=("balanced sampling", "feature norm (AdaBN)", "FiLM per domain", "CORAL", "heads per domain",
+                       "fg reweighting"),
     ),
     "paper": Profile(
         name="paper",

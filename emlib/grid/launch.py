@@ -16,6 +16,7 @@ SLURM job is requeued and :func:`emlib.train.fit` resumes it from its checkpoint
 from __future__ import annotations
 
 import csv
+import math
 import os
 import traceback
 from collections.abc import Sequence
@@ -117,37 +118,66 @@ def _images(cfg: RunConfig, split: str, root) -> int:
     return total
 
 
-def _input_scale(cfg: RunConfig, train_images: int, measured: str) -> tuple[float, float, float, str]:
-    """What a run's inputs weigh next to the measured input size (``costs.csv``'s ``input_size``, e.g. ``1022x756``).
+#: The slice a cost row's ``input_size`` is compared with when a run reads whole slices: a Lucchi++ slice at
+#: the paper's 1022-pixel long side (what ``bench_costs.py`` measures by default).
+SLICE_SIZE = (1022, 756)
 
-    Rates are measured on whole slices at the paper's size; work grows about with the pixels fed
-    to the backbone. A cropped run (quick) trains on ``samples_per_epoch`` crops per epoch (or all
-    tiles of its slices); a whole-slice run at another ``long_edge`` (a dry run) on smaller slices.
 
-    Returns
-    -------
-    (per epoch, one pass over all, per test slice, input) : (float, float, float, str)
-        Measured-size image equivalents of one training epoch, of one pass over every training
-        tile (a frozen run's feature cache) and of one test slice, and the input in words.
+def _size_pixels(size: str) -> int:
+    w, h = (int(v) for v in size.split("x"))
+    return w * h
+
+
+def _windows(length: int, window: int, overlap: float = 0.25) -> int:
+    """Sliding windows along one side (:mod:`emlib.stitching`: step ``window * (1 - overlap)``, the last flush)."""
+    if length <= window:
+        return 1
+    step = max(1, int(window * (1 - overlap)))
+    return -(-(length - window) // step) + 1
+
+
+def _input_pixels(cfg: RunConfig) -> tuple[int, int, str]:
+    """Pixels of one training input and of one test slice as the run feeds them to its model, and the input in words.
+
+    Training: a crop (``crop``), or a whole slice at ``long_edge``. Testing: the evaluated centre region
+    (``eval_region``), else the slice in overlapping windows of ``eval_window`` (counted with their
+    overlap), else the whole slice at the training size.
     """
-    w, h = (int(v) for v in measured.split("x"))
+    w, h = SLICE_SIZE
     if cfg.crop:
-        tiles = train_images * w * h / cfg.crop**2  # the tiles of the training slices (about)
-        per_epoch = min(cfg.samples_per_epoch or tiles, tiles) * cfg.crop**2 / (w * h)
-        test = (cfg.eval_region**2 / (w * h)) if cfg.eval_region else 1.0
+        train = cfg.crop**2
         what = f"{cfg.crop}px crops" + (f", {cfg.samples_per_epoch}/epoch" if cfg.samples_per_epoch else "")
-        return per_epoch, float(train_images), test, what
-    scale = (cfg.long_edge / max(w, h)) ** 2
-    return train_images * scale, train_images * scale, scale, f"slices at {cfg.long_edge}px"
+    else:
+        scale = (cfg.long_edge / max(w, h)) ** 2
+        train, what = round(w * h * scale), f"slices at {cfg.long_edge}px"
+    if cfg.eval_region:
+        test = cfg.eval_region**2
+    elif cfg.eval_window:
+        test = _windows(w, cfg.eval_window) * _windows(h, cfg.eval_window) * cfg.eval_window**2
+    else:
+        test = train if not cfg.crop else w * h
+    return train, test, what
 
 
-def _cost_row(costs: pd.DataFrame, backbone: str, regime: str, batch: int) -> pd.Series | None:
-    """The measurement of this backbone and regime, preferring a GPU row and the same (else the nearest) batch size."""
+def _test_window(cfg: RunConfig) -> int:
+    """Pixels of one input of the test pass (a window, the region, or the slice): which cost row prices it."""
+    if cfg.eval_region:
+        return cfg.eval_region**2
+    if cfg.eval_window:
+        return cfg.eval_window**2
+    return _input_pixels(cfg)[0] if not cfg.crop else SLICE_SIZE[0] * SLICE_SIZE[1]
+
+
+def _cost_row(costs: pd.DataFrame, backbone: str, regime: str, batch: int, pixels: int | None = None) -> pd.Series | None:
+    """The measurement of this backbone and regime: a GPU row first, then the input size nearest ``pixels``
+    (by ratio; a small crop and a whole slice cost differently per pixel, attention being quadratic), then
+    the same (else the nearest) batch size."""
     rows = costs[(costs.backbone == backbone) & (costs.regime == regime)]
     if rows.empty:
         return None
-    rows = rows.assign(_gpu=rows.device != "cpu", _gap=(rows.batch_size - batch).abs())
-    return rows.sort_values(["_gpu", "_gap"], ascending=[False, True]).iloc[0]
+    size_gap = [abs(math.log(_size_pixels(s) / pixels)) if pixels else 0.0 for s in rows.input_size]
+    rows = rows.assign(_gpu=rows.device != "cpu", _size=size_gap, _gap=(rows.batch_size - batch).abs())
+    return rows.sort_values(["_gpu", "_size", "_gap"], ascending=[False, True, True]).iloc[0]
 
 
 def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str] | None, *, root=None,
@@ -169,15 +199,22 @@ def plan(configs: Sequence[RunConfig], out: str | os.PathLike[str] | None, *, ro
             continue
         row = {"run": run_dir.name, "epochs": cfg.epochs, "train_images": _images(cfg, "train", root), "input": "",
                "seconds": float("nan"), "peak_memory_mb": float("nan"), "measured_on": "no measurement"}
-        cost = _cost_row(costs, cfg.backbone, cfg.regime, cfg.batch_size)
-        frozen = _cost_row(costs, cfg.backbone, "frozen", cfg.batch_size)
-        if cost is not None and frozen is not None:
-            per_epoch, one_pass, per_test, row["input"] = _input_scale(cfg, row["train_images"], cost.input_size)
-            test = _images(cfg, "test", root) * per_test / frozen.images_per_s
-            # a frozen run with a feature cache runs its backbone once over its training tiles (the
-            # head's epochs on cached features are not in the table and are small next to it)
-            train = one_pass if cfg.regime == "frozen" and cfg.cache != "none" else cfg.epochs * per_epoch
-            row.update(seconds=train / cost.images_per_s + test,
+        train_px, test_px, row["input"] = _input_pixels(cfg)
+        cost = _cost_row(costs, cfg.backbone, cfg.regime, cfg.batch_size, train_px)
+        # the test pass: a frozen run's head on the backbone (a LoRA run's backbone costs the same forward)
+        tester = _cost_row(costs, cfg.backbone, "frozen", cfg.batch_size, _test_window(cfg))
+        if cost is not None and tester is not None:
+            test = _images(cfg, "test", root) * test_px / _size_pixels(tester.input_size) / tester.images_per_s
+            if cfg.regime == "frozen" and cfg.cache != "none":
+                # its backbone runs once over the training tiles (the store); the head's epochs on stored
+                # features are not in the table and are small next to it
+                slice_px = SLICE_SIZE[0] * SLICE_SIZE[1]
+                train = row["train_images"] * (slice_px if cfg.crop else train_px)
+            else:
+                per_epoch = cfg.samples_per_epoch if cfg.crop and cfg.samples_per_epoch else row["train_images"] * (
+                    SLICE_SIZE[0] * SLICE_SIZE[1] // train_px if cfg.crop else 1)
+                train = cfg.epochs * per_epoch * train_px
+            row.update(seconds=train / _size_pixels(cost.input_size) / cost.images_per_s + test,
                        peak_memory_mb=cost.peak_memory_mb, measured_on=f"{cost.measured_on} ({cost.device}, {cost.input_size})")
         rows.append(row)
     return pd.DataFrame(rows, columns=["run", "epochs", "train_images", "input", "seconds", "peak_memory_mb", "measured_on"])

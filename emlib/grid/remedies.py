@@ -42,6 +42,8 @@ from emlib.models import DOMAINS
 __all__ = [
     "REMEDIES",
     "alignment_configs",
+    "frozen_only_remedies",
+    "left_out_note",
     "remedy_config",
     "run_alignment_grid",
     "alignment_summary",
@@ -91,7 +93,9 @@ def alignment_configs(
         Base settings (backbone, sizes, epochs, batch sizes) come from this profile.
     regimes : sequence of {'frozen', 'lora'}, default=('frozen', 'lora')
     remedies : sequence of str, default=None
-        Names from :data:`REMEDIES`; None takes all. CLAHE is dropped without scikit-image.
+        Names from :data:`REMEDIES`; None takes all, less those the profile runs frozen only with LoRA
+        (:attr:`~emlib.config.Profile.lora_remedies`, :func:`frozen_only_remedies`). CLAHE is dropped
+        without scikit-image.
     references : bool, default=True
         Also train on each dataset alone (rows ``lucchi_pp only``, ``vnc only``): the in-domain
         scores paired training should reach.
@@ -127,14 +131,61 @@ def alignment_configs(
     train_sets = ["paired", *(DOMAINS if references else ())]
     runs = {(c.regime, c.train_set): c for c in grid_configs(
         prof, backbone=backbone, regimes=list(regimes), train_sets=train_sets, seeds=seeds, weights=weights, **overrides)}
+    skip = set(frozen_only_remedies(prof)) if remedies is None else set()
     out: list[tuple[str, RunConfig]] = []
     for regime in regimes:
         paired = runs[regime, "paired"]
         out.append(("paired baseline", paired))
-        out.extend((name, paired.replace(**REMEDIES[name])) for name in names)
+        out.extend((name, paired.replace(**REMEDIES[name])) for name in names if not (regime == "lora" and name in skip))
         if references:
             out.extend((f"{ds} only", runs[regime, ds]) for ds in DOMAINS)
     return out
+
+
+def frozen_only_remedies(profile: Profile | str) -> list[str]:
+    """The remedies the profile trains frozen only, not with LoRA (:attr:`~emlib.config.Profile.lora_remedies`).
+
+    Raises
+    ------
+    ConfigError
+        When the profile names a remedy that :data:`REMEDIES` does not hold.
+
+    Examples
+    --------
+    >>> frozen_only_remedies("smoke")
+    []
+    >>> frozen_only_remedies("quick")[:2]
+    ['standardise', 'histmatch to Lucchi++']
+    """
+    prof = get_profile(profile)
+    if prof.lora_remedies is None:
+        return []
+    unknown = [n for n in prof.lora_remedies if n not in REMEDIES]
+    if unknown:
+        raise ConfigError(f"profile {prof.name!r} names unknown remedies {unknown} in lora_remedies; "
+                          f"choose from {list(REMEDIES)}")
+    return [n for n in REMEDIES if n not in prof.lora_remedies]
+
+
+def left_out_note(profile: Profile | str, regimes: Sequence[str] = ("frozen", "lora")) -> str:
+    """The sentence a page prints when the profile leaves runs of the remedy table out ('' when none is).
+
+    Examples
+    --------
+    >>> left_out_note("smoke")
+    ''
+    >>> left_out_note("quick", regimes=["frozen"])
+    ''
+    >>> left_out_note("quick").split(":")[0]
+    'Runs left out by the quick profile'
+    """
+    prof = get_profile(profile)
+    skipped = frozen_only_remedies(prof) if "lora" in regimes else []
+    if not skipped:
+        return ""
+    return (f"Runs left out by the {prof.name} profile: the LoRA runs of {', '.join(skipped)} ({len(skipped)} runs; "
+            "these remedies run frozen only, to keep the book's build short on a CPU). "
+            "The paper profile trains them, and `remedy_config(profile, name, regime='lora')` makes any of them.")
 
 
 def remedy_config(

@@ -188,3 +188,14 @@ def test_two_shards_then_a_merge_equal_one_unsharded_build(shared_data: Path, tm
         with pytest.raises(BookError, match=f"run {names[0]} was made twice with different scores"):
             merge_shards([tmp_path / "shard1", tmp_path / "shard2"], REPO, profile="smoke", only=CHAPTERS, out=out)
     shutil.rmtree(tmp_path / "unsharded")
+
+
+def test_a_store_group_goes_to_one_share_and_is_paid_once() -> None:
+    from emlib.book.shards import share_seconds
+
+    seconds, groups = [5, 1, 4, 3, 3, 2], ["a", None, "a", None, None, "a"]
+    shares = split_shares(seconds, 3, groups=groups)
+    assert sorted(k for s in shares for k in s) == list(range(6))
+    assert sum(1 for s in shares if {0, 2, 5} & set(s)) == 1 and any({0, 2, 5} <= set(s) for s in shares)
+    assert share_seconds(seconds, [0, 2, 5], groups=groups) == 5 and share_seconds(seconds, [1, 3]) == 4
+    assert split_shares(seconds, 2, groups=[None] * 6) == split_shares(seconds, 2)

@@ -189,9 +189,26 @@ def test_plan_scales_by_the_pixels_of_crops_and_small_slices(tiny, tiny_root, tm
     lora = tiny(regime="lora", crop=112, samples_per_epoch=4, epochs=3, eval_window=112, eval_region=None)
     (row,) = plan([lora], tmp_path, root=root, costs=costs).to_dict(orient="records")
     crops = 3 * 4 * 112**2 / (1022 * 756)  # 3 epochs of 4 crops, in measured-size images
-    assert row["seconds"] == pytest.approx(crops / 0.5 + 2 / 0.5) and row["input"] == "112px crops, 4/epoch"
+    windows = 12 * 9 * 112**2 / (1022 * 756)  # a test slice in 112-px windows at 25 % overlap: 12 x 9 of them
+    assert row["seconds"] == pytest.approx(crops / 0.5 + 2 * windows / 0.5) and row["input"] == "112px crops, 4/epoch"
     whole = lora.replace(crop=None, long_edge=511, samples_per_epoch=None, eval_window=None)
     (row,) = plan([whole], tmp_path, root=root, costs=costs).to_dict(orient="records")
     quarter = (511 / 1022) ** 2
     assert row["seconds"] == pytest.approx(3 * row["train_images"] * quarter / 0.5 + 2 * quarter / 0.5)
     assert row["input"] == "slices at 511px"
+
+
+def test_plan_prices_each_input_with_the_row_of_the_nearest_size(tiny, tiny_root, tmp_path: Path) -> None:
+    """Crops take the rate measured on crops, the test windows the rate measured nearest their size: per pixel a
+    224-px crop and a whole slice cost differently (attention grows with the square of the tokens)."""
+    root, _ = tiny_root
+    rows = [("frozen", "1022x756", 0.1), ("lora", "1022x756", 0.01), ("frozen", "112x112", 40.0), ("lora", "112x112", 10.0)]
+    costs = pd.DataFrame([{"backbone": "dinov2_vits14", "regime": r, "batch_size": 1, "input_size": size, "device": "cpu",
+                           "images_per_s": rate, "peak_memory_mb": 900.0, "measured_on": "here", "date": ""}
+                          for r, size, rate in rows])
+    lora = tiny(regime="lora", crop=112, samples_per_epoch=4, epochs=3, eval_window=112, eval_region=None)
+    (row,) = plan([lora], tmp_path, root=root, costs=costs).to_dict(orient="records")
+    assert row["seconds"] == pytest.approx(3 * 4 / 10.0 + 2 * 12 * 9 / 40.0)
+    whole = lora.replace(crop=None, long_edge=1022, samples_per_epoch=None, eval_window=None)
+    (row,) = plan([whole], tmp_path, root=root, costs=costs).to_dict(orient="records")
+    assert row["seconds"] == pytest.approx(3 * row["train_images"] / 0.01 + 2 / 0.1)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from emlib.config import get_profile
 from emlib.errors import ConfigError
 from emlib.grid.remedies import (
     REMEDIES,
     alignment_configs,
     alignment_summary,
+    frozen_only_remedies,
+    left_out_note,
     remedy_config,
     remedy_latent_space,
     remedy_latents,
@@ -130,3 +134,24 @@ def test_remedy_baselines_are_the_grids_runs(profile: str) -> None:
     assert remedy_config(profile, "vnc only", regime="lora") == pairs["vnc only"]
     with pytest.raises(ConfigError, match="unknown remedy 'magic'"):
         remedy_config(profile, "magic")
+
+
+def test_a_profile_can_run_remedies_frozen_only_and_the_page_says_which() -> None:
+    """The quick profile trains the input-level remedies frozen only; the LoRA rows keep the others, and the
+    page's note names the runs left out. An explicit remedy list (or remedy_config) still makes any run."""
+    quick = get_profile("quick")
+    assert set(quick.lora_remedies) < set(REMEDIES)
+    skipped = frozen_only_remedies(quick)
+    assert skipped and not set(skipped) & set(quick.lora_remedies)
+    pairs = alignment_configs(quick)
+    lora = {name for name, cfg in pairs if cfg.regime == "lora"}
+    frozen = {name for name, cfg in pairs if cfg.regime == "frozen"}
+    assert not lora & set(skipped) and set(skipped) <= frozen and set(quick.lora_remedies) <= lora
+    assert all(name in left_out_note(quick) for name in skipped) and left_out_note(quick, ["frozen"]) == ""
+    explicit = alignment_configs(quick, regimes=["lora"], remedies=[skipped[0]], references=False)
+    assert [name for name, _ in explicit] == ["paired baseline", skipped[0]]
+    assert remedy_config(quick, skipped[0], regime="lora").input_alignment is not None
+    assert frozen_only_remedies("smoke") == [] and left_out_note("smoke") == ""
+    bad = replace(quick, lora_remedies=("no such remedy",))
+    with pytest.raises(ConfigError, match="unknown remedies .*no such remedy.* choose from"):
+        frozen_only_remedies(bad)

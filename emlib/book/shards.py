@@ -115,6 +115,15 @@ def split_shares(seconds: Sequence[float], shards: int, *, groups: Sequence[Any]
     return [sorted(share) for share in shares]
 
 
+def _store_order(share: Sequence[int], groups: Sequence[Any]) -> list[int]:
+    """The runs of a share with each store group's runs one after another (at its first run's place): a
+    process keeps a few stores (:data:`emlib.cache.SHARED_STORES`), so a group is done before the next starts."""
+    first: dict[Any, int] = {}
+    for k in share:
+        first.setdefault(("group", groups[k]) if groups[k] is not None else ("run", k), k)
+    return sorted(share, key=lambda k: (first[("group", groups[k]) if groups[k] is not None else ("run", k)], k))
+
+
 def share_seconds(seconds: Sequence[float], share: Sequence[int], *, groups: Sequence[Any] | None = None) -> float:
     """The estimated seconds of one share: each run's, but a store group's once (its dearest run)."""
     seen: dict[Any, float] = {}
@@ -241,7 +250,7 @@ def build_shard(root: str | os.PathLike[str] | None = None, *, shard: str, profi
     folders = book.folders()
     costs = run_seconds(book.configs, root=book.data_dir)
     groups = [store_group(cfg) for cfg in book.configs]
-    mine = split_shares(costs, n, groups=groups)[i - 1]
+    mine = _store_order(split_shares(costs, n, groups=groups)[i - 1], groups)
     estimated = share_seconds(costs, mine, groups=groups)
     if out:
         claim_out(book.book_root)

@@ -199,3 +199,11 @@ def test_a_store_group_goes_to_one_share_and_is_paid_once() -> None:
     assert sum(1 for s in shares if {0, 2, 5} & set(s)) == 1 and any({0, 2, 5} <= set(s) for s in shares)
     assert share_seconds(seconds, [0, 2, 5], groups=groups) == 5 and share_seconds(seconds, [1, 3]) == 4
     assert split_shares(seconds, 2, groups=[None] * 6) == split_shares(seconds, 2)
+
+
+def test_a_shard_runs_each_store_group_in_one_go() -> None:
+    """A process keeps a few stores: a shard runs one group's runs one after another, not interleaved."""
+    from emlib.book.shards import _store_order
+
+    assert _store_order([0, 1, 2, 3, 4, 5], [None, "a", "b", "a", None, "b"]) == [0, 1, 3, 2, 5, 4]
+    assert _store_order([2, 4], [None] * 5) == [2, 4]

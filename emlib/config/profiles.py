@@ -79,9 +79,8 @@ class Profile:
         2 for paired and OpenCLIP runs where single-dataset runs use 1; a key ``"openclip/vnc"`` needs
         both (the authors' VNC + OpenCLIP runs use 4). The first key that matches wins.
     lora_remedies : tuple of str or None
-        The remedies of chapter 8 (:data:`emlib.grid.remedies.REMEDIES`) that also run with LoRA; the
-        others run frozen only (None: every remedy in both regimes). The quick profile keeps its CPU
-        build under two hours this way; chapter 8 names the runs left out.
+        The remedies of chapter 8 (:data:`emlib.grid.remedies.REMEDIES`) that also run with LoRA, the others
+        frozen only (None: all in both regimes); chapter 8 names the runs left out (a shorter CPU build).
     dry_run_of : str or None
         The profile this one is the dry run of (:meth:`dry_run`), or None for a real profile.
     """
@@ -268,8 +267,7 @@ PROFILES: dict[str, Profile] = {
             pretrained=True,
             crop=224,
             samples_per_epoch=256,
-            # 6 epochs and 20 evenly spaced test slices per dataset (all 20 of VNC, 20 of the 165 of Lucchi++):
-            # the book's runs then fit in about two hours of 2 CPU cores (benchmarks/README.md, bench_quick_build.py)
+            # 6 epochs, 20 evenly spaced test slices per dataset: the CPU build's cost (benchmarks/README.md)
             epochs=6,
             batch_size=8,
             lr=1e-3,
@@ -283,8 +281,7 @@ PROFILES: dict[str, Profile] = {
         embedding_slices=40,
         embedding_long_edge=518,
         token_long_edge=518,
-        # the input-level remedies run frozen only: they change the pixels every backbone sees, which the
-        # frozen rows measure; the LoRA rows keep the feature- and training-level remedies
+        # input-level remedies run frozen only (they change the pixels, which the frozen rows measure)
         lora_remedies=("balanced sampling", "feature norm (AdaBN)", "FiLM per domain", "CORAL", "heads per domain",
                        "fg reweighting"),
     ),

@@ -5,8 +5,8 @@ cost ``emlib grid --plan`` estimates (``emlib/grid/costs.csv``; a run without a 
 :func:`emlib.book.shards.run_seconds`). This script makes that very split for N = 1..``--max-shards`` and
 prices every share with the rates ``bench_quick_build.py`` measured on this machine's CPU (its recorded
 ``results/quick_build.json``: seconds per training epoch and per test slice of each regime): a run costs
-epochs x epoch_s + its test slices x slice_s (:func:`bench_quick_build.measured_seconds`), the frozen runs
-of one feature store once (the dearest; :func:`emlib.featurestore.store_group`). The longest
+epochs x epoch_s + its test slices x slice_s (:func:`bench_quick_build.run_estimates`), the later frozen
+runs of one feature store at the rates of a warm store (:func:`emlib.featurestore.store_group`). The longest
 share is the wall time of the matrix of shard jobs, training and evaluation only: the jobs' install and
 cache restores come on top, and so does the merge job (the chapters read the runs back but still draw
 their figures and compute the latents, which neither benchmark measures for the quick profile).
@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 
 from _common import RESULTS, print_table, write_csv, write_json
-from bench_quick_build import book_runs, measured_seconds
-from emlib.book.shards import run_seconds, share_seconds, split_shares
+from bench_quick_build import book_runs, run_estimates
+from emlib.book.shards import run_seconds, split_shares
 from emlib.featurestore import store_group
 
 TARGET_S = 30 * 60  # issue 21: the longest shard under 30 minutes at N = 8
@@ -30,11 +30,11 @@ TARGET_S = 30 * 60  # issue 21: the longest shard under 30 minutes at N = 8
 
 def shard_times(runs: list, rates: dict, shards: int, *, planned: list[float]) -> dict:
     """The split of ``runs`` into ``shards`` shares (by ``planned`` seconds) priced at the measured ``rates``."""
-    seconds = [measured_seconds(cfg, rates) for cfg in runs]
-    groups = [store_group(cfg) for cfg in runs]  # frozen runs of one feature store: one share, its pass paid once
+    seconds = run_estimates(runs, rates)  # a store's first frozen run cold, the later ones warm
+    groups = [store_group(cfg) for cfg in runs]  # frozen runs of one feature store: one share
     shares = split_shares(planned, shards, groups=groups)
-    loads = [share_seconds(seconds, share, groups=groups) for share in shares]
-    total = share_seconds(seconds, range(len(runs)), groups=groups)
+    loads = [sum(seconds[k] for k in share) for share in shares]
+    total = sum(seconds)
     return {"shards": shards, "longest_min": max(loads) / 60, "shortest_min": min(loads) / 60,
             "ideal_min": max(total / shards, max(seconds)) / 60,
             "runs_per_shard": "/".join(str(len(s)) for s in shares)}
@@ -56,7 +56,7 @@ def main() -> None:
     print_table(rows, ["shards", "longest_min", "shortest_min", "ideal_min", "runs_per_shard"])
     at8 = next(r for r in rows if r["shards"] == 8) if args.max_shards >= 8 else None
     enough = next((r["shards"] for r in rows if r["longest_min"] * 60 < TARGET_S), None)
-    longest_run = max(measured_seconds(cfg, rates) for cfg in runs) / 60
+    longest_run = max(run_estimates(runs, rates)) / 60
     summary = {"runs": len(runs), "longest_run_min": longest_run, "at_8_shards_longest_min": at8 and at8["longest_min"],
                "target_min": TARGET_S / 60, "fewest_shards_under_target": enough,
                "what": "training and evaluation of each shard's runs at the rates of results/quick_build.json (CPU); "

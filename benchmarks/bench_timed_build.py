@@ -31,10 +31,9 @@ from pathlib import Path
 import pandas as pd
 
 from _common import RESULTS, cpu_model, write_csv, write_json
-from bench_quick_build import book_runs, measured_seconds
-from emlib.book.shards import SHARD_MANIFEST, share_seconds
+from bench_quick_build import book_runs, run_estimates
+from emlib.book.shards import SHARD_MANIFEST
 from emlib.config import get_profile
-from emlib.featurestore import store_group
 from emlib.testing import write_local_hub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +112,7 @@ def main() -> None:
     total_wall = shards_wall + record["merge"]["wall_s"]
     rates = {r["regime"]: r for r in json.loads(args.rates.read_text())["rows"]}
     runs = book_runs() if prof.name == "quick" else []  # the estimate is the quick book's
-    estimate = share_seconds([measured_seconds(c, rates) for c in runs], range(len(runs)), groups=[store_group(c) for c in runs])
+    estimate = sum(run_estimates(runs, rates))
     summary = {
         "total_wall_s": total_wall, "total_wall_h": total_wall / 3600,
         "total_cpu_s": sum(s["cpu_s"] for s in record["shards"].values()) + record["merge"]["cpu_s"],

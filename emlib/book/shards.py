@@ -47,7 +47,7 @@ from emlib.paths import user_path
 from emlib.runfiles import read_json, write_json
 
 __all__ = ["SHARD_MANIFEST", "WHERE_PARAMETERS", "BookRuns", "ShardReport", "parse_shard", "split_shares",
-           "share_seconds", "run_seconds", "book_runs", "build_shard", "read_shards", "merge_shards"]
+           "run_seconds", "book_runs", "build_shard", "read_shards", "merge_shards"]
 
 #: The manifest a shard writes into its runs folder (``shard-2-of-8.json``).
 SHARD_MANIFEST = "shard-{shard}-of-{shards}.json"
@@ -87,9 +87,10 @@ def split_shares(seconds: Sequence[float], shards: int, *, groups: Sequence[Any]
     to the share with the least cost so far (ties: the lower share). Deterministic; every run in exactly
     one share; each share's indices ascending. The longest share is at most 4/3 of the best possible.
 
-    ``groups`` (one key per run, None for a run of its own) keeps the runs of one key in one share,
-    at the cost of the dearest of them: frozen runs that read one feature store
-    (:func:`emlib.featurestore.store_group`) pay for its backbone pass once, in the run that comes first.
+    ``groups`` (one key per run, None for a run of its own) keeps the runs of one key in one share: the
+    frozen runs that read one feature store (:func:`emlib.featurestore.store_group`) then compute it
+    once. Each still costs its own seconds (a frozen run's head trains on every epoch, stored tokens
+    or not: measured in ``benchmarks/README.md``), so a group weighs the sum of its runs.
 
     Examples
     --------
@@ -98,14 +99,14 @@ def split_shares(seconds: Sequence[float], shards: int, *, groups: Sequence[Any]
     >>> split_shares([1.0], 3)
     [[0], [], []]
     >>> split_shares([5, 1, 4, 3, 3], 2, groups=["a", None, "a", None, None])
-    [[0, 1, 2], [3, 4]]
+    [[0, 2], [1, 3, 4]]
     """
     units: dict[Any, list[int]] = {}
     for k in range(len(seconds)):
         key = groups[k] if groups is not None else None
         units.setdefault(("run", k) if key is None else ("group", key), []).append(k)
     members = list(units.values())
-    cost = [max(float(seconds[k]) for k in unit) for unit in members]
+    cost = [sum(float(seconds[k]) for k in unit) for unit in members]
     loads = [0.0] * shards
     shares: list[list[int]] = [[] for _ in range(shards)]
     for u in sorted(range(len(members)), key=lambda k: (-cost[k], members[k][0])):
@@ -122,19 +123,6 @@ def _store_order(share: Sequence[int], groups: Sequence[Any]) -> list[int]:
     for k in share:
         first.setdefault(("group", groups[k]) if groups[k] is not None else ("run", k), k)
     return sorted(share, key=lambda k: (first[("group", groups[k]) if groups[k] is not None else ("run", k)], k))
-
-
-def share_seconds(seconds: Sequence[float], share: Sequence[int], *, groups: Sequence[Any] | None = None) -> float:
-    """The estimated seconds of one share: each run's, but a store group's once (its dearest run)."""
-    seen: dict[Any, float] = {}
-    total = 0.0
-    for k in share:
-        key = groups[k] if groups is not None else None
-        if key is None:
-            total += float(seconds[k])
-        else:
-            seen[key] = max(seen.get(key, 0.0), float(seconds[k]))
-    return total + sum(seen.values())
 
 
 def run_seconds(configs: Sequence[RunConfig], *, root: str | os.PathLike[str] | None = None,
@@ -251,7 +239,7 @@ def build_shard(root: str | os.PathLike[str] | None = None, *, shard: str, profi
     costs = run_seconds(book.configs, root=book.data_dir)
     groups = [store_group(cfg) for cfg in book.configs]
     mine = _store_order(split_shares(costs, n, groups=groups)[i - 1], groups)
-    estimated = share_seconds(costs, mine, groups=groups)
+    estimated = sum(costs[k] for k in mine)
     if out:
         claim_out(book.book_root)
     names = list(folders)

@@ -3,8 +3,8 @@
 The online edition is the book built with the ``quick`` profile (pretrained ViT-S/14). Its chapters train
 every run of ``grid_configs("quick")``, the published-pairing runs of chapter 5b and the remedy grid of
 chapter 8 (``alignment_configs("quick")``, the input-level remedies frozen only), 29 distinct runs
-(:func:`emlib.book.shards.book_runs`), and evaluate each on 20 evenly spaced slices of each test set (all
-of VNC's 3, 20 of the 165 of Lucchi++; ``eval_slices``). On 2 CPU cores that is hours, so this script measures
+(:func:`emlib.book.shards.book_runs`), and evaluate each on 10 evenly spaced slices of each test set (all
+of VNC's 3, 10 of the 165 of Lucchi++; ``eval_slices``). On 2 CPU cores that is hours, so this script measures
 the pieces through the real code path instead of the whole (``bench_timed_build.py`` builds the whole):
 
 1. per regime (frozen, LoRA, U-Net), one quick-profile run on Lucchi++ with ``pretrained=True`` read from a

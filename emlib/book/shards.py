@@ -103,8 +103,7 @@ def split_shares(seconds: Sequence[float], shards: int, *, groups: Sequence[Any]
     """
     units: dict[Any, list[int]] = {}
     for k in range(len(seconds)):
-        key = groups[k] if groups is not None else None
-        units.setdefault(("run", k) if key is None else ("group", key), []).append(k)
+        units.setdefault(_unit(k, groups), []).append(k)
     members = list(units.values())
     cost = [sum(float(seconds[k]) for k in unit) for unit in members]
     loads = [0.0] * shards
@@ -121,8 +120,14 @@ def _store_order(share: Sequence[int], groups: Sequence[Any]) -> list[int]:
     process keeps a few stores (:data:`emlib.cache.SHARED_STORES`), so a group is done before the next starts."""
     first: dict[Any, int] = {}
     for k in share:
-        first.setdefault(("group", groups[k]) if groups[k] is not None else ("run", k), k)
-    return sorted(share, key=lambda k: (first[("group", groups[k]) if groups[k] is not None else ("run", k)], k))
+        first.setdefault(_unit(k, groups), k)
+    return sorted(share, key=lambda k: (first[_unit(k, groups)], k))
+
+
+def _unit(k: int, groups: Sequence[Any] | None) -> tuple:
+    """What run ``k`` is dealt with: its store group, or itself when it has none."""
+    key = groups[k] if groups is not None else None
+    return ("run", k) if key is None else ("group", key)
 
 
 def run_seconds(configs: Sequence[RunConfig], *, root: str | os.PathLike[str] | None = None,

@@ -28,10 +28,12 @@ import pandas as pd
 from emlib.config import RunConfig
 from emlib.data.pairing import slice_pairs
 from emlib.errors import ConfigError
+from emlib.featurestore import EVAL_OVERLAP
 from emlib.paths import pin_env_paths
 from emlib.grid.runner import METRICS, check_out_dir, merged_table, read_table, run_folder, run_one, saved_rows
 from emlib.preflight import check_run
 from emlib.runfiles import CHECKPOINT, ERROR_LOG, write_table
+from emlib.stitching import window_positions
 
 __all__ = ["LAUNCHERS", "COSTS", "SlurmOptions", "RunJob", "plan", "run_status", "launch", "gather", "read_costs"]
 
@@ -128,12 +130,9 @@ def _size_pixels(size: str) -> int:
     return w * h
 
 
-def _windows(length: int, window: int, overlap: float = 0.25) -> int:
-    """Sliding windows along one side (:mod:`emlib.stitching`: step ``window * (1 - overlap)``, the last flush)."""
-    if length <= window:
-        return 1
-    step = max(1, int(window * (1 - overlap)))
-    return -(-(length - window) // step) + 1
+def _windows(length: int, window: int) -> int:
+    """Sliding windows along one side of a test slice, as the evaluation places them (:func:`emlib.stitching.window_positions`)."""
+    return len(window_positions(length, window, max(1, round(window * (1 - EVAL_OVERLAP)))))
 
 
 def _input_pixels(cfg: RunConfig) -> tuple[int, int, str]:
